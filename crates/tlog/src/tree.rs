@@ -1,0 +1,397 @@
+//! Where tree hashes live and how proofs are assembled from them.
+//!
+//! A log of `n` leaves is stored as the hashes of its *perfect subtrees*: the node
+//! `NodeId { level, index }` covers leaves `index·2^level .. (index+1)·2^level`. Once
+//! written such a node never changes, so storage can keep it forever (and later serve
+//! it in C2SP tiles). Any other hash the proofs need — the root, or the right edge of
+//! a tree whose size is not a power of two — is folded from perfect subtrees on demand.
+//!
+//! Proof generation first computes every [`NodeId`] it needs, reads them in **one**
+//! call to [`HashReader::read_hashes`] (one database round trip for a stored log),
+//! then folds them into the RFC 6962 proof.
+
+use thiserror::Error;
+
+use crate::hash::{Hash, node_hash};
+
+/// The largest number of hashes a proof for a tree of at most 2^64 leaves can hold.
+pub const MAX_PROOF_HASHES: usize = 128;
+
+/// A perfect subtree: leaves `index << level .. (index + 1) << level`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId {
+    /// Height above the leaves (0 for a leaf hash).
+    pub level: u8,
+    /// Position among the nodes of that level, counted from the left.
+    pub index: u64,
+}
+
+/// Read access to stored perfect-subtree hashes.
+pub trait HashReader {
+    /// The storage error.
+    type Error;
+
+    /// Returns the hashes of `ids`, in the same order. Every id asked for lies inside a
+    /// tree the caller knows to be complete, so a missing hash is a storage error.
+    fn read_hashes(&self, ids: &[NodeId]) -> Result<Vec<Hash>, Self::Error>;
+}
+
+/// Why a proof could not be produced.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProveError<E> {
+    /// The leaf index is not below the tree size.
+    #[error("leaf index {index} is not in a tree of size {size}")]
+    IndexOutOfRange {
+        /// The index asked for.
+        index: u64,
+        /// The tree size asked for.
+        size: u64,
+    },
+    /// A consistency proof was asked from a larger tree to a smaller one.
+    #[error("cannot prove consistency from size {old} to the smaller size {new}")]
+    SizesOutOfOrder {
+        /// The older size.
+        old: u64,
+        /// The newer size.
+        new: u64,
+    },
+    /// The tree does not (yet) hold that many leaves.
+    #[error("the tree holds fewer than {0} leaves")]
+    TreeTooSmall(u64),
+    /// The reader returned a different number of hashes than asked for.
+    #[error("hash reader returned {got} hashes for {asked} ids")]
+    ShortRead {
+        /// How many were asked for.
+        asked: usize,
+        /// How many came back.
+        got: usize,
+    },
+    /// The reader failed.
+    #[error("reading tree hashes failed")]
+    Read(#[source] E),
+}
+
+/// A half-open range of leaves `[lo, hi)` whose hash a proof needs.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    lo: u64,
+    hi: u64,
+}
+
+/// The largest power of two strictly below `n` (`n >= 2`).
+fn split_point(n: u64) -> u64 {
+    1u64 << (63 - (n - 1).leading_zeros())
+}
+
+/// Decomposes `[lo, hi)` into perfect subtrees, left to right. Within RFC 6962's
+/// recursion `lo` is always aligned to a power of two at least `hi - lo`, so this
+/// yields the binary digits of `hi - lo` from the largest down.
+fn perfect_nodes(span: Span, out: &mut Vec<NodeId>) {
+    let mut lo = span.lo;
+    while lo < span.hi {
+        let remaining = span.hi - lo;
+        let mut level = 63 - remaining.leading_zeros();
+        if lo != 0 {
+            level = level.min(lo.trailing_zeros());
+        }
+        out.push(NodeId {
+            level: level as u8,
+            index: lo >> level,
+        });
+        lo += 1u64 << level;
+    }
+}
+
+/// RFC 6962 `PATH(m, D[lo..hi])`, as the spans whose hashes form the proof, leaf first.
+fn inclusion_spans(m: u64, mut span: Span, out: &mut Vec<Span>) {
+    // Walk down from the root, remembering siblings; the proof lists them bottom-up.
+    let start = out.len();
+    while span.hi - span.lo > 1 {
+        let k = split_point(span.hi - span.lo);
+        let mid = span.lo + k;
+        if m < mid {
+            out.push(Span { lo: mid, hi: span.hi });
+            span.hi = mid;
+        } else {
+            out.push(Span { lo: span.lo, hi: mid });
+            span.lo = mid;
+        }
+    }
+    out[start..].reverse();
+}
+
+/// RFC 6962 `SUBPROOF(m, D[lo..hi], b)`, as spans, in proof order.
+fn consistency_spans(mut m: u64, mut span: Span, mut whole: bool, out: &mut Vec<Span>) {
+    let start = out.len();
+    loop {
+        let n = span.hi - span.lo;
+        if m == n {
+            if !whole {
+                out.push(span);
+            }
+            break;
+        }
+        let k = split_point(n);
+        let mid = span.lo + k;
+        if m <= k {
+            out.push(Span { lo: mid, hi: span.hi });
+            span.hi = mid;
+        } else {
+            out.push(Span { lo: span.lo, hi: mid });
+            span.lo = mid;
+            m -= k;
+            whole = false;
+        }
+    }
+    // The recursion appends the sibling *after* the sub-proof; we collected top-down.
+    out[start..].reverse();
+}
+
+/// Reads every node the spans need in one call and folds each span to its hash.
+fn hash_spans<R: HashReader>(spans: &[Span], reader: &R) -> Result<Vec<Hash>, ProveError<R::Error>> {
+    let mut ids = Vec::new();
+    let mut counts = Vec::with_capacity(spans.len());
+    for span in spans {
+        let before = ids.len();
+        perfect_nodes(*span, &mut ids);
+        counts.push(ids.len() - before);
+    }
+    let hashes = reader.read_hashes(&ids).map_err(ProveError::Read)?;
+    if hashes.len() != ids.len() {
+        return Err(ProveError::ShortRead {
+            asked: ids.len(),
+            got: hashes.len(),
+        });
+    }
+    let mut rest = hashes.as_slice();
+    let mut out = Vec::with_capacity(spans.len());
+    for count in counts {
+        let (mine, tail) = rest.split_at(count);
+        rest = tail;
+        out.push(fold_right(mine));
+    }
+    Ok(out)
+}
+
+/// Folds perfect subtrees (largest first) into the hash of their union.
+fn fold_right(nodes: &[Hash]) -> Hash {
+    let mut iter = nodes.iter().rev();
+    let Some(last) = iter.next() else {
+        return Hash::empty_root();
+    };
+    iter.fold(*last, |acc, left| node_hash(left, &acc))
+}
+
+/// The root hash of the first `size` leaves.
+pub fn tree_root<R: HashReader>(size: u64, reader: &R) -> Result<Hash, ProveError<R::Error>> {
+    if size == 0 {
+        return Ok(Hash::empty_root());
+    }
+    Ok(hash_spans(&[Span { lo: 0, hi: size }], reader)?[0])
+}
+
+/// The inclusion proof of leaf `index` in the tree of the first `size` leaves.
+pub fn prove_inclusion<R: HashReader>(
+    size: u64,
+    index: u64,
+    reader: &R,
+) -> Result<Vec<Hash>, ProveError<R::Error>> {
+    if index >= size {
+        return Err(ProveError::IndexOutOfRange { index, size });
+    }
+    let mut spans = Vec::new();
+    inclusion_spans(index, Span { lo: 0, hi: size }, &mut spans);
+    hash_spans(&spans, reader)
+}
+
+/// The consistency proof from the tree of `old` leaves to the tree of `new` leaves.
+/// Empty when `old` is 0 or equal to `new`.
+pub fn prove_consistency<R: HashReader>(
+    old: u64,
+    new: u64,
+    reader: &R,
+) -> Result<Vec<Hash>, ProveError<R::Error>> {
+    if old > new {
+        return Err(ProveError::SizesOutOfOrder { old, new });
+    }
+    if old == 0 || old == new {
+        return Ok(Vec::new());
+    }
+    let mut spans = Vec::new();
+    consistency_spans(old, Span { lo: 0, hi: new }, true, &mut spans);
+    hash_spans(&spans, reader)
+}
+
+/// The node ids that become complete when leaf `index` is appended, lowest first
+/// (the leaf itself, then each parent it completes). Storage writes exactly these.
+pub fn nodes_completed_by(index: u64) -> impl Iterator<Item = NodeId> {
+    let completed_levels = index.trailing_ones() as u8;
+    (0..=completed_levels).map(move |level| NodeId {
+        level,
+        index: index >> level,
+    })
+}
+
+/// A whole tree in memory: every perfect-subtree hash, level by level.
+///
+/// Used by tests, by offline tools that rebuild a log from its entries, and as the
+/// reference the stored backends are checked against.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryTree {
+    levels: Vec<Vec<Hash>>,
+}
+
+impl MemoryTree {
+    /// An empty tree.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The number of leaves.
+    pub fn len(&self) -> u64 {
+        self.levels.first().map_or(0, |leaves| leaves.len() as u64)
+    }
+
+    /// Whether the tree has no leaves.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends a leaf hash and returns its index.
+    pub fn push(&mut self, leaf: Hash) -> u64 {
+        let index = self.len();
+        let mut hash = leaf;
+        for id in nodes_completed_by(index) {
+            let level = usize::from(id.level);
+            if self.levels.len() == level {
+                self.levels.push(Vec::new());
+            }
+            if id.level > 0 {
+                let left = self.levels[level - 1][(id.index * 2) as usize];
+                let right = self.levels[level - 1][(id.index * 2 + 1) as usize];
+                hash = node_hash(&left, &right);
+            }
+            self.levels[level].push(hash);
+        }
+        index
+    }
+
+    /// The root of the whole tree.
+    pub fn root(&self) -> Hash {
+        self.root_at(self.len()).unwrap_or_else(|_| Hash::empty_root())
+    }
+
+    /// The root of the first `size` leaves.
+    pub fn root_at(&self, size: u64) -> Result<Hash, ProveError<MissingNode>> {
+        self.check_size(size)?;
+        tree_root(size, self)
+    }
+
+    /// The inclusion proof of leaf `index` in the first `size` leaves.
+    pub fn prove_inclusion(&self, size: u64, index: u64) -> Result<Vec<Hash>, ProveError<MissingNode>> {
+        self.check_size(size)?;
+        prove_inclusion(size, index, self)
+    }
+
+    /// The consistency proof between the first `old` and the first `new` leaves.
+    pub fn prove_consistency(&self, old: u64, new: u64) -> Result<Vec<Hash>, ProveError<MissingNode>> {
+        self.check_size(new)?;
+        prove_consistency(old, new, self)
+    }
+
+    fn check_size(&self, size: u64) -> Result<(), ProveError<MissingNode>> {
+        if size > self.len() {
+            return Err(ProveError::TreeTooSmall(size));
+        }
+        Ok(())
+    }
+}
+
+/// A [`MemoryTree`] was asked for a node it does not hold.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("no stored hash for node {0:?}")]
+pub struct MissingNode(pub NodeId);
+
+impl HashReader for MemoryTree {
+    type Error = MissingNode;
+
+    fn read_hashes(&self, ids: &[NodeId]) -> Result<Vec<Hash>, MissingNode> {
+        ids.iter()
+            .map(|id| {
+                self.levels
+                    .get(usize::from(id.level))
+                    .and_then(|level| level.get(usize::try_from(id.index).ok()?))
+                    .copied()
+                    .ok_or(MissingNode(*id))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::leaf_hash;
+
+    /// RFC 6962's recursive MTH, written as plainly as the RFC states it.
+    pub(crate) fn reference_root(leaves: &[Hash]) -> Hash {
+        match leaves.len() {
+            0 => Hash::empty_root(),
+            1 => leaves[0],
+            n => {
+                let k = split_point(n as u64) as usize;
+                node_hash(&reference_root(&leaves[..k]), &reference_root(&leaves[k..]))
+            }
+        }
+    }
+
+    #[test]
+    fn memory_tree_matches_reference_root_for_every_size() {
+        let mut tree = MemoryTree::new();
+        let mut leaves = Vec::new();
+        assert_eq!(tree.root(), Hash::empty_root());
+        for i in 0..300u32 {
+            let leaf = leaf_hash(&i.to_be_bytes());
+            leaves.push(leaf);
+            tree.push(leaf);
+            assert_eq!(tree.root(), reference_root(&leaves), "size {}", i + 1);
+        }
+        for size in 0..=300u64 {
+            assert_eq!(
+                tree.root_at(size).unwrap(),
+                reference_root(&leaves[..size as usize])
+            );
+        }
+    }
+
+    #[test]
+    fn nodes_completed_by_follows_trailing_ones() {
+        let ids: Vec<_> = nodes_completed_by(7).collect();
+        assert_eq!(
+            ids,
+            vec![
+                NodeId { level: 0, index: 7 },
+                NodeId { level: 1, index: 3 },
+                NodeId { level: 2, index: 1 },
+                NodeId { level: 3, index: 0 },
+            ]
+        );
+        assert_eq!(nodes_completed_by(4).count(), 1);
+    }
+
+    #[test]
+    fn proofs_refuse_impossible_requests() {
+        let mut tree = MemoryTree::new();
+        tree.push(leaf_hash(b"a"));
+        assert_eq!(
+            tree.prove_inclusion(1, 1),
+            Err(ProveError::IndexOutOfRange { index: 1, size: 1 })
+        );
+        assert_eq!(tree.prove_inclusion(2, 0), Err(ProveError::TreeTooSmall(2)));
+        assert_eq!(
+            tree.prove_consistency(1, 0),
+            Err(ProveError::SizesOutOfOrder { old: 1, new: 0 })
+        );
+    }
+}
