@@ -1,0 +1,218 @@
+//! The message document: the plaintext a capture client seals, as UTF-8 JSON.
+//!
+//! Only capture clients and auditors ever see it. Its participant ids are in the
+//! normal form of [`crate::blind`], so an auditor who opens a record computes the same
+//! tokens the client put in the header. Unknown fields are kept out of the type but
+//! tolerated when reading, so newer clients can add fields without breaking older
+//! auditors.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+use crate::blind::{BlindToken, IndexKey, NormaliseError, ParticipantId};
+use crate::ids::{Channel, IdError};
+
+/// The document version this code writes.
+pub const DOCUMENT_VERSION: u32 = 1;
+/// The largest document accepted, before sealing (attachments travel as separate blobs).
+pub const MAX_DOCUMENT_LEN: usize = 16 * 1024 * 1024;
+
+/// Why a document was refused.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum DocumentError {
+    /// Not JSON of the expected shape.
+    #[error("malformed message document: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A version this code does not read.
+    #[error("unsupported message document version {0}")]
+    Version(u32),
+    /// Larger than [`MAX_DOCUMENT_LEN`].
+    #[error("message document is too large")]
+    TooLarge,
+    /// A participant id not in normal form.
+    #[error("participant id not in normal form: {0}")]
+    Participant(#[from] NormaliseError),
+    /// An invalid channel.
+    #[error("invalid channel: {0}")]
+    Channel(#[from] IdError),
+    /// An attachment digest that is not 64 lower-case hex characters.
+    #[error("attachment digest must be 64 lower-case hex characters")]
+    AttachmentDigest,
+}
+
+/// One message, as captured.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageDocument {
+    /// Always [`DOCUMENT_VERSION`] when written by this code.
+    pub version: u32,
+    /// The channel (`signal`, `sms`, `email`, …).
+    pub channel: String,
+    /// The conversation or thread.
+    pub conversation: Conversation,
+    /// Who sent it.
+    pub sender: Participant,
+    /// Who it was sent to.
+    pub recipients: Vec<Participant>,
+    /// When it was sent, Unix milliseconds (sender's clock as captured).
+    pub sent_at_ms: u64,
+    /// When the capturing device received it, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_at_ms: Option<u64>,
+    /// The content.
+    pub body: Body,
+    /// Later edits, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub edits: Vec<Edit>,
+    /// Deletions ("delete for everyone", expiry), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deletions: Vec<Deletion>,
+    /// Attachments, sealed separately and referenced by the digest of their ciphertext.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<AttachmentRef>,
+}
+
+impl fmt::Debug for MessageDocument {
+    // Content and participants never reach logs or panics.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MessageDocument")
+            .field("version", &self.version)
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `Debug` that names the type and nothing else: these parts hold personal data.
+macro_rules! redacted_debug {
+    ($($ty:ident),*) => {$(
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($ty)).finish_non_exhaustive()
+            }
+        }
+    )*};
+}
+redacted_debug!(Conversation, Participant, Body, Edit, Deletion, AttachmentRef);
+
+/// A conversation or thread.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversation {
+    /// The channel's stable id for it (group id, thread id, phone pair …).
+    pub id: String,
+    /// Its display title, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}
+
+/// A sender or recipient.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Participant {
+    /// Stable id in normal form (`tel:+…`, `mailto:…`, `handle:service:…`).
+    pub id: String,
+    /// The name shown at capture time, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+}
+
+/// Message content.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Body {
+    /// MIME type of `text`, e.g. `text/plain`.
+    pub content_type: String,
+    /// The content.
+    pub text: String,
+}
+
+/// An edit of the message.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Edit {
+    /// When, Unix milliseconds.
+    pub at_ms: u64,
+    /// The new content.
+    pub text: String,
+}
+
+/// A deletion of the message.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deletion {
+    /// When, Unix milliseconds.
+    pub at_ms: u64,
+    /// Who deleted it (normal-form id), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// A reference to a separately sealed attachment.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentRef {
+    /// SHA-256 of the attachment's sealed blob, lower-case hex.
+    pub sha256: String,
+    /// Length of the sealed blob in bytes.
+    pub len: u64,
+    /// MIME type of the plaintext.
+    pub media_type: String,
+    /// File name as sent, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+}
+
+impl MessageDocument {
+    /// The JSON bytes to seal (zeroized when dropped).
+    pub fn to_json(&self) -> Result<Zeroizing<Vec<u8>>, DocumentError> {
+        self.check()?;
+        Ok(Zeroizing::new(serde_json::to_vec(self)?))
+    }
+
+    /// Parses and checks opened JSON.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, DocumentError> {
+        if bytes.len() > MAX_DOCUMENT_LEN {
+            return Err(DocumentError::TooLarge);
+        }
+        let doc: Self = serde_json::from_slice(bytes)?;
+        doc.check()?;
+        Ok(doc)
+    }
+
+    fn check(&self) -> Result<(), DocumentError> {
+        if self.version != DOCUMENT_VERSION {
+            return Err(DocumentError::Version(self.version));
+        }
+        Channel::new(&self.channel)?;
+        for p in std::iter::once(&self.sender).chain(&self.recipients) {
+            ParticipantId::parse(&p.id)?;
+        }
+        for d in &self.deletions {
+            if let Some(by) = &d.by {
+                ParticipantId::parse(by)?;
+            }
+        }
+        for a in &self.attachments {
+            let hex_ok = a.sha256.len() == 64
+                && a.sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !hex_ok {
+                return Err(DocumentError::AttachmentDigest);
+            }
+        }
+        Ok(())
+    }
+
+    /// The blind tokens a header for this document carries: every participant, the
+    /// conversation and the UTC day it was sent.
+    pub fn blind_tokens(&self, key: &IndexKey) -> Result<Vec<BlindToken>, DocumentError> {
+        let channel = Channel::new(&self.channel)?;
+        let mut tokens = Vec::with_capacity(self.recipients.len() + 3);
+        for p in std::iter::once(&self.sender).chain(&self.recipients) {
+            tokens.push(key.participant(&ParticipantId::parse(&p.id)?));
+        }
+        tokens.push(key.conversation(&channel, &self.conversation.id)?);
+        tokens.push(key.day(self.sent_at_ms));
+        tokens.sort_unstable();
+        tokens.dedup();
+        Ok(tokens)
+    }
+}
