@@ -1,1 +1,73 @@
-fn main() {}
+//! `vellum`: the command-line tool for every party of a Vellum archive.
+//!
+//! This first version covers what needs no server: age identities (`keys new`),
+//! sealing and opening (`seal`, `open`, flag-compatible with the age CLI), checking
+//! log checkpoints and proofs (`verify`), and an end-to-end `demo`.
+
+mod demo;
+mod error;
+mod files;
+mod keys;
+mod sealing;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Vellum: a message archive whose gateway cannot read what it keeps.
+#[derive(Debug, Parser)]
+#[command(name = "vellum", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage age identities.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Seal a file to age recipients (like `age -e`).
+    Seal(sealing::SealArgs),
+    /// Open a sealed file with an identity file (like `age -d`).
+    Open(sealing::OpenArgs),
+    /// Check checkpoints and proofs of a Vellum log offline.
+    #[command(subcommand)]
+    Verify(verify::VerifyCommand),
+    /// Run the whole capture path locally: keys, keyring, seal, sign, log, receipts, open.
+    Demo {
+        /// Folder to write the demo's files into (must not exist yet).
+        #[arg(long, default_value = "demo-out")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Generate an X25519 age identity, written exactly as age-keygen writes one.
+    New {
+        /// Write the identity to this file (mode 0600; never overwritten). Default: stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Keys(KeysCommand::New { output }) => keys::new(output.as_deref()),
+        Command::Seal(args) => sealing::seal(&args),
+        Command::Open(args) => sealing::open(&args),
+        Command::Verify(command) => verify::run(&command),
+        Command::Demo { dir } => demo::run(&dir),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("vellum: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}

@@ -34,7 +34,7 @@ pub enum SealError {
     /// Bytes that are not an age file.
     #[error(transparent)]
     NotAgeFile(#[from] NotAgeFile),
-    /// A recipient stanza other than X25519 (e.g. a passphrase file).
+    /// No X25519 stanza, or a passphrase (scrypt) stanza.
     #[error("the file is not sealed to X25519 recipients")]
     UnsupportedStanza,
     /// None of the identities opens the file.
@@ -187,10 +187,13 @@ impl fmt::Debug for SealedBody {
 }
 
 impl SealedBody {
-    /// Accepts bytes shaped like an age file sealed to X25519 recipients only.
+    /// Accepts bytes shaped like an age file with at least one X25519 stanza and no
+    /// passphrase stanza. Other stanzas are tolerated: age implementations add random
+    /// "grease" stanzas so that parsers stay open to new recipient types.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, SealError> {
         let shape = age_header::inspect_file(&bytes)?;
-        if !shape.stanzas.iter().all(age_header::StanzaShape::is_x25519) {
+        let x25519 = shape.stanzas.iter().filter(|s| s.is_x25519()).count();
+        if x25519 == 0 || shape.stanzas.iter().any(|s| s.tag == "scrypt") {
             return Err(SealError::UnsupportedStanza);
         }
         let digest = BodyDigest {
