@@ -1,0 +1,86 @@
+//! Running the real `vellum` binary (and the independent age implementation) in tests.
+
+#![allow(dead_code, reason = "each test file uses a different subset")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a failed unwrap is a failed test"
+)]
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The outcome of one run.
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: Vec<u8>,
+    pub(crate) stderr: String,
+}
+
+impl Run {
+    pub(crate) fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+fn finish(output: Output) -> Run {
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: output.stdout,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn run_with_stdin(mut command: Command, stdin: &[u8]) -> Run {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut pipe = child.stdin.take().unwrap();
+    let input = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(&input);
+    });
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    finish(output)
+}
+
+/// Runs `vellum ARGS` in `dir` with `stdin`.
+pub(crate) fn vellum(dir: &Path, args: &[&str], stdin: &[u8]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vellum"));
+    command.args(args).current_dir(dir);
+    run_with_stdin(command, stdin)
+}
+
+/// The folder of the independent age implementation (TypeScript, npm `age-encryption`).
+pub(crate) fn interop_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop");
+    assert!(
+        dir.join("node_modules/age-encryption").is_dir(),
+        "the independent age implementation is not installed: run `npm ci --prefix tests/interop` (scripts/test does)"
+    );
+    dir
+}
+
+/// Runs `node age.mjs ARGS` in `dir` with `stdin`.
+pub(crate) fn ts_age(dir: &Path, args: &[&str], stdin: &[u8]) -> Run {
+    let mut command = Command::new("node");
+    command
+        .arg(interop_dir().join("age.mjs"))
+        .args(args)
+        .current_dir(dir);
+    run_with_stdin(command, stdin)
+}
+
+/// The public key line of an identity file.
+pub(crate) fn public_key_of(identity_file: &Path) -> String {
+    let text = std::fs::read_to_string(identity_file).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .expect("identity file names its public key")
+        .to_owned()
+}
