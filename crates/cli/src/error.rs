@@ -39,6 +39,10 @@ impl CliError {
         }
     }
 
+    pub(crate) fn kind(&self) -> Kind {
+        self.kind
+    }
+
     pub(crate) fn exit_code(&self) -> u8 {
         self.kind as u8
     }
