@@ -37,7 +37,10 @@ struct Capture {
 
 pub(crate) fn run(dir: &Path) -> Result<(), CliError> {
     create_new_dir(dir).map_err(|e| {
-        CliError::new(e.kind(), format!("{e} (remove it or pass --dir with a new folder)"))
+        CliError::new(
+            e.kind(),
+            format!("{e} (remove it or pass --dir with a new folder)"),
+        )
     })?;
     fs::create_dir(dir.join("records")).map_err(|e| CliError::io(dir, "create folder in", &e))?;
     let now = now_ms();
