@@ -29,6 +29,7 @@ struct Samples {
     receipt: Vec<u8>,
     sealed: Vec<u8>,
     entry: Vec<u8>,
+    identity_file: Vec<u8>,
 }
 
 fn samples() -> Samples {
@@ -69,12 +70,13 @@ fn samples() -> Samples {
         device,
         org,
         log,
-        auditor,
         header: header.as_bytes().to_vec(),
         keyring: keyring.into_bytes(),
         receipt: receipt.to_text().into_bytes(),
         sealed,
         entry: entry.to_bytes(),
+        identity_file: seal::format_identity_file(&auditor, NOW).as_bytes().to_vec(),
+        auditor,
     }
 }
 
@@ -105,7 +107,10 @@ fn parse_everything(s: &Samples, bytes: &[u8]) -> Result<(), TestCaseError> {
     }
     let _ = MessageDocument::from_json(bytes);
     if let Ok(text) = std::str::from_utf8(bytes) {
-        let _ = seal::parse_identity_file(text);
+        if let Ok(ids) = seal::parse_identity_file(text) {
+            // A mutated identity file may parse, but only as a valid X25519 identity.
+            prop_assert!(ids.iter().all(|i| i.to_public().to_string().starts_with("age1")));
+        }
         let _ = seal::parse_recipients_file(text);
         let _ = text.parse::<Recipient>();
         let _ = KeyringStatement::parse_text(text);
@@ -146,7 +151,7 @@ proptest! {
         cut in proptest::option::of(any::<usize>()),
     ) {
         let s = samples();
-        for original in [&s.header, &s.keyring, &s.receipt, &s.sealed, &s.entry] {
+        for original in [&s.header, &s.keyring, &s.receipt, &s.sealed, &s.entry, &s.identity_file] {
             parse_everything(&s, &mutate(original.clone(), &edits, cut))?;
         }
     }

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use common::*;
 use vellum_protocol::blind::{IndexKey, ParticipantId, TokenKind};
 use vellum_protocol::header::HeaderFields;
-use vellum_protocol::ids::{Channel, Custodian, Epoch, RetentionClass, UnixMillis};
+use vellum_protocol::ids::{Channel, Epoch, UnixMillis};
 use vellum_protocol::keyring::KeyringStatement;
 use vellum_protocol::keys::DeviceKey;
 use vellum_protocol::receipt::{LogEntry, Receipt};
@@ -40,21 +40,12 @@ fn recipient(byte: u8) -> Recipient {
 fn header_fields() -> (DeviceKey, HeaderFields, IndexKey) {
     let device = DeviceKey::from_seed(&[1; 32]);
     let index_key = IndexKey::from_bytes([5; 32]);
-    let phone = ParticipantId::phone("+1 (555) 010-0000", None).unwrap();
-    let fields = HeaderFields {
-        record_id: record_id(1),
-        device_id: device_id(),
-        custodian: Custodian::new("j.doe@agency.example").unwrap(),
-        channel: Channel::new("signal").unwrap(),
-        captured_at: UnixMillis(NOW),
-        epoch: Epoch(3),
-        retention: RetentionClass::new("finra-6y").unwrap(),
-        body: BodyDigest {
-            sha256: [0xab; 32],
-            len: 1234,
-        },
-        tokens: vec![index_key.participant(&phone), index_key.day(NOW)],
+    let body = BodyDigest {
+        sha256: [0xab; 32],
+        len: 1234,
     };
+    // The participant token is that of "+1 (555) 010-0000" (see the blind-token vectors).
+    let fields = fields(record_id(1), body, &index_key);
     (device, fields, index_key)
 }
 
