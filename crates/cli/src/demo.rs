@@ -23,7 +23,7 @@ use vellum_tlog::proof::ConsistencyProof;
 use vellum_tlog::tree::MemoryTree;
 
 use crate::error::{CliError, Kind};
-use crate::files::{create_new_dir, write_new_private};
+use crate::files::{create_new_dir, write_output};
 use crate::keys::now_ms;
 
 const DAY_MS: u64 = 86_400_000;
@@ -53,12 +53,12 @@ pub(crate) fn run(dir: &Path) -> Result<(), CliError> {
     let index_key = IndexKey::generate();
     write(dir, "org.vkey", format!("{}\n", org.verifier()).as_bytes())?;
     write(dir, "log.vkey", format!("{}\n", log.verifier()).as_bytes())?;
-    write_new_private(
-        &dir.join("archive-epoch-1.key"),
+    write_output(
+        Some(&dir.join("archive-epoch-1.key")),
         format_identity_file(&archive, now).as_bytes(),
     )?;
-    write_new_private(
-        &dir.join("escrow.key"),
+    write_output(
+        Some(&dir.join("escrow.key")),
         format_identity_file(&escrow, now).as_bytes(),
     )?;
 
@@ -66,7 +66,7 @@ pub(crate) fn run(dir: &Path) -> Result<(), CliError> {
         epoch: Epoch(1),
         archive: archive.to_public(),
         escrow: escrow.to_public(),
-        valid_from: UnixMillis(now - DAY_MS),
+        valid_from: UnixMillis(now.saturating_sub(DAY_MS)),
         valid_until: UnixMillis(now + 365 * DAY_MS),
     };
     let keyring_note = statement.sign(&org).map_err(|e| fail(&e))?;

@@ -1,8 +1,8 @@
-//! Reading inputs and writing outputs safely: outputs appear whole or not at all
-//! (temporary file, then rename), secrets and plaintext get mode 0600, and an existing
-//! file is never overwritten where the command promises not to.
+//! Reading inputs and writing outputs safely: an output appears whole or not at all
+//! (temporary file, fsync, link into place, fsync the folder), with mode 0600, and never
+//! replaces an existing file.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -35,30 +35,11 @@ pub(crate) fn read_small(path: &Path, limit: u64) -> Result<Vec<u8>, CliError> {
     Ok(bytes)
 }
 
-/// Creates `path` exclusively with mode 0600 and writes `bytes`, fsynced.
-pub(crate) fn write_new_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    set_private_mode(&mut options);
-    let mut file = options.open(path).map_err(|e| CliError::io(path, "create", &e))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| CliError::io(path, "write", &e))
-}
-
-#[cfg(unix)]
-fn set_private_mode(options: &mut OpenOptions) {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    options.mode(0o600);
-}
-
-#[cfg(not(unix))]
-fn set_private_mode(_: &mut OpenOptions) {}
-
 /// Where a command's output goes.
 pub(crate) enum Output {
     Stdout,
-    /// A temporary file beside the destination, renamed into place on success.
+    /// A temporary file beside the destination, linked into place on success and
+    /// deleted (by drop) on failure.
     File {
         temp: tempfile::NamedTempFile,
         dest: PathBuf,
@@ -66,19 +47,19 @@ pub(crate) enum Output {
 }
 
 impl Output {
-    /// Stdout for `None` or `-`, else a temporary file beside `path` (mode 0600).
+    /// Stdout for `None` or `-`, else a temporary file (mode 0600) beside `path`,
+    /// which must not exist.
     pub(crate) fn create(path: Option<&Path>) -> Result<Self, CliError> {
         let Some(dest) = path.filter(|p| *p != Path::new("-")) else {
             return Ok(Output::Stdout);
         };
-        let dir = dest
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        if dest.exists() {
+            return Err(exists(dest));
+        }
         let temp = tempfile::Builder::new()
             .prefix(".vellum-partial-")
-            .tempfile_in(dir)
-            .map_err(|e| CliError::io(dir, "write in", &e))?;
+            .tempfile_in(parent(dest))
+            .map_err(|e| CliError::io(parent(dest), "write in", &e))?;
         Ok(Output::File {
             temp,
             dest: dest.to_owned(),
@@ -93,7 +74,8 @@ impl Output {
         }
     }
 
-    /// Makes the output visible: fsync and rename a file; flush stdout.
+    /// Makes the output visible: fsync the file, link it into place unless something
+    /// appeared there meanwhile, fsync the folder; or flush stdout.
     pub(crate) fn commit(self) -> Result<(), CliError> {
         match self {
             Output::Stdout => io::stdout()
@@ -103,12 +85,40 @@ impl Output {
                 temp.as_file()
                     .sync_all()
                     .map_err(|e| CliError::io(&dest, "write", &e))?;
-                temp.persist(&dest)
-                    .map_err(|e| CliError::io(&dest, "write", &e.error))?;
-                Ok(())
+                temp.persist_noclobber(&dest).map_err(|e| match e.error.kind() {
+                    io::ErrorKind::AlreadyExists => exists(&dest),
+                    _ => CliError::io(&dest, "write", &e.error),
+                })?;
+                let dir = parent(&dest);
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| CliError::io(dir, "sync", &e))
             }
         }
     }
+}
+
+/// Writes a whole output (a key file, say) with [`Output`]'s guarantees.
+pub(crate) fn write_output(path: Option<&Path>, bytes: &[u8]) -> Result<(), CliError> {
+    let mut output = Output::create(path)?;
+    output
+        .writer()
+        .write_all(bytes)
+        .map_err(|e| CliError::new(Kind::Other, format!("cannot write output: {e}")))?;
+    output.commit()
+}
+
+fn parent(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+fn exists(path: &Path) -> CliError {
+    CliError::new(
+        Kind::Exists,
+        format!("{} exists already; refusing to overwrite it", path.display()),
+    )
 }
 
 /// Creates a folder that must not exist yet.

@@ -40,11 +40,8 @@ pub(crate) struct OpenArgs {
 
 pub(crate) fn seal(args: &SealArgs) -> Result<(), CliError> {
     let mut recipients: Vec<Recipient> = Vec::new();
-    for text in &args.recipients {
-        recipients.push(
-            text.parse()
-                .map_err(|_| CliError::new(Kind::Malformed, format!("invalid recipient {text:?}")))?,
-        );
+    for (n, text) in args.recipients.iter().enumerate() {
+        recipients.push(text.parse().map_err(|_| bad_recipient(n, text))?);
     }
     for path in &args.recipient_files {
         let bytes = read_small(path, KEY_FILE_LIMIT)?;
@@ -90,4 +87,25 @@ pub(crate) fn open(args: &OpenArgs) -> Result<(), CliError> {
     // On failure the temporary output is dropped, which deletes it: no partial plaintext.
     seal::open_stream(&identities, input, output.writer())?;
     output.commit()
+}
+
+/// Names the bad argument by position, never by value: a user who pasted a secret key
+/// by mistake must not see it echoed into logs.
+fn bad_recipient(n: usize, text: &str) -> CliError {
+    let hint = if text
+        .trim_start()
+        .to_ascii_uppercase()
+        .starts_with("AGE-SECRET-KEY-")
+    {
+        " (that is a secret identity, not a recipient: keep it private and pass its age1… public key)"
+    } else {
+        ""
+    };
+    CliError::new(
+        Kind::Malformed,
+        format!(
+            "recipient number {} is not an age1… X25519 recipient{hint}",
+            n + 1
+        ),
+    )
 }

@@ -138,6 +138,27 @@ fn failures_have_distinct_exit_codes_and_leave_no_output() {
     let no_recipient = vellum(d, &["seal", "-o", "x.age"], b"x");
     assert_eq!(no_recipient.code, 1);
     assert!(no_recipient.stderr.contains("no recipients"));
+    // Outputs never replace a file; a secret pasted as a recipient is not echoed.
+    let clobber = vellum(d, &["seal", "-r", &recipient, "-o", "a.key"], b"x");
+    assert_eq!(clobber.code, EXISTS);
+    assert!(
+        std::fs::read_to_string(d.join("a.key"))
+            .unwrap()
+            .contains("AGE-SECRET-KEY-1")
+    );
+    assert_eq!(
+        vellum(d, &["open", "-i", "a.key", "-o", "m.age", "m.age"], b"").code,
+        EXISTS
+    );
+    let secret = std::fs::read_to_string(d.join("b.key")).unwrap();
+    let secret = secret
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
+        .unwrap();
+    let pasted = vellum(d, &["seal", "-r", secret], b"x");
+    assert_eq!(pasted.code, MALFORMED);
+    assert!(!pasted.stderr.contains(secret), "the secret was echoed");
+    assert!(pasted.stderr.contains("secret identity"), "{}", pasted.stderr);
     for run in [&wrong, &corrupt] {
         assert_eq!(
             run.stderr.lines().count(),

@@ -60,6 +60,9 @@ pub fn inspect(bytes: &[u8]) -> Result<HeaderShape, NotAgeFile> {
         .ok_or(NotAgeFile("missing version line"))?;
     let mut stanzas = Vec::new();
     loop {
+        if bytes.len() - rest.len() > MAX_HEADER_LEN {
+            return Err(NotAgeFile("header too large"));
+        }
         let (line, tail) = take_line(rest)?;
         rest = tail;
         if let Some(mac) = line.strip_prefix(b"--- ") {
@@ -90,6 +93,9 @@ pub fn inspect(bytes: &[u8]) -> Result<HeaderShape, NotAgeFile> {
         return Err(NotAgeFile("no recipient stanza"));
     }
     let header_len = bytes.len() - rest.len();
+    if header_len > MAX_HEADER_LEN {
+        return Err(NotAgeFile("header too large"));
+    }
     Ok(HeaderShape { stanzas, header_len })
 }
 

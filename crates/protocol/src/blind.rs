@@ -15,11 +15,12 @@
 //! | conversation | `<channel>:<id>`, id trimmed, case kept | `signal:Zm9vYmFy` |
 //! | day | `YYYY-MM-DD` in UTC | `2026-11-26` |
 //!
-//! Phone numbers: spaces, `-`, `.`, `(`, `)` and `/` are dropped; a leading `+` or `00`
-//! marks an international number; otherwise, with a default country code, a number
-//! that does not already start with that code is national: one leading trunk `0` is
-//! dropped and the code prepended. Without a default the digits are taken as
-//! international. The result must be 7 to 15 digits and not start with 0.
+//! Phone numbers are parsed with libphonenumber's rules (the `phonenumber` crate, which
+//! carries Google's metadata): a leading `+` or `00` marks an international number;
+//! otherwise the number is national to the caller's default region (trunk prefixes such
+//! as the UK's `0` or the NANP's `1` handled per country), or, with no default region,
+//! taken as digits that include the country code. Letters are read as keypad digits.
+//! The result is E.164: 7 to 15 digits, not starting with 0.
 
 use std::fmt;
 
@@ -75,35 +76,36 @@ impl fmt::Debug for ParticipantId {
 }
 
 impl ParticipantId {
-    /// A phone number, with an optional default country calling code (digits only).
-    pub fn phone(raw: &str, default_country: Option<&str>) -> Result<Self, NormaliseError> {
-        let compact: String = raw
-            .trim()
-            .chars()
-            .filter(|c| !" -.()/\u{a0}".contains(*c))
-            .collect();
-        let digits = if let Some(rest) = compact.strip_prefix('+') {
-            rest.to_owned()
-        } else if let Some(rest) = compact.strip_prefix("00") {
-            rest.to_owned()
+    /// A phone number, read as libphonenumber reads it. `default_region` is the ISO
+    /// 3166 region (`US`, `GB`, …) whose national dialling rules apply to a number
+    /// written without `+` or `00`; without one, such digits are taken to include
+    /// their country code.
+    pub fn phone(raw: &str, default_region: Option<&str>) -> Result<Self, NormaliseError> {
+        let trimmed = raw.trim();
+        let text = if let Some(rest) = trimmed.strip_prefix("00") {
+            format!("+{rest}")
+        } else if default_region.is_none() && !trimmed.starts_with('+') {
+            format!("+{trimmed}")
         } else {
-            match default_country {
-                Some(cc) if !compact.starts_with(cc) => {
-                    if cc.is_empty() || !cc.bytes().all(|b| b.is_ascii_digit()) {
-                        return Err(NormaliseError::Phone);
-                    }
-                    format!("{cc}{}", compact.strip_prefix('0').unwrap_or(&compact))
-                }
-                _ => compact,
-            }
+            trimmed.to_owned()
         };
+        let region = match default_region {
+            Some(code) => Some(
+                code.parse::<phonenumber::country::Id>()
+                    .map_err(|_| NormaliseError::Phone)?,
+            ),
+            None => None,
+        };
+        let number = phonenumber::parse(region, &text).map_err(|_| NormaliseError::Phone)?;
+        let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
+        let digits = e164.strip_prefix('+').ok_or(NormaliseError::Phone)?;
         if !(7..=15).contains(&digits.len())
             || !digits.bytes().all(|b| b.is_ascii_digit())
             || digits.starts_with('0')
         {
             return Err(NormaliseError::Phone);
         }
-        Ok(Self(format!("tel:+{digits}")))
+        Ok(Self(format!("tel:{e164}")))
     }
 
     /// An email address.
@@ -245,6 +247,7 @@ mod tests {
 
     #[test]
     fn phone_numbers_in_every_spelling_meet() {
+        let want = Ok("tel:+15550100000");
         for raw in [
             "+1 (555) 010-0000",
             "15550100000",
@@ -252,22 +255,42 @@ mod tests {
             "001-555-010-0000",
             "1.555.010.0000",
         ] {
-            assert_eq!(phone(raw, None).as_deref(), Ok("tel:+15550100000"), "{raw}");
+            assert_eq!(phone(raw, None).as_deref(), want, "{raw}");
         }
-        for raw in ["(555) 010-0000", "555 010 0000", "1 555 010 0000"] {
-            assert_eq!(phone(raw, Some("1")).as_deref(), Ok("tel:+15550100000"), "{raw}");
+        for raw in [
+            "(555) 010-0000",
+            "555 010 0000",
+            "1 555 010 0000",
+            "+1 555 010 0000",
+        ] {
+            assert_eq!(phone(raw, Some("US")).as_deref(), want, "{raw}");
         }
         assert_eq!(
-            phone("020 7946 0000", Some("44")).as_deref(),
+            phone("020 7946 0000", Some("GB")).as_deref(),
             Ok("tel:+442079460000")
         );
         assert_eq!(
-            phone("+44 20 7946 0000", Some("1")).as_deref(),
+            phone("+44 20 7946 0000", Some("US")).as_deref(),
             Ok("tel:+442079460000")
         );
+        // Italy keeps its leading 0 after the country code; Kazakhstan dials a trunk 8.
+        assert_eq!(
+            phone("06 6982 0000", Some("IT")).as_deref(),
+            Ok("tel:+390669820000")
+        );
+        assert_eq!(
+            phone("+39 06 6982 0000", None).as_deref(),
+            Ok("tel:+390669820000")
+        );
+        assert_eq!(
+            phone("8 701 234 5678", Some("KZ")),
+            phone("+7 701 234 5678", None)
+        );
+        // Keypad letters are digits.
+        assert_eq!(phone("+1 800 FLOWERS", None), phone("+1 800 3569377", None));
         assert_eq!(phone("12345", None), Err(NormaliseError::Phone));
-        assert_eq!(phone("+1 555 CALL NOW", None), Err(NormaliseError::Phone));
-        assert_eq!(phone("1234567890123456", None), Err(NormaliseError::Phone));
+        assert_eq!(phone("1234567890123456789", None), Err(NormaliseError::Phone));
+        assert_eq!(phone("555 0100", Some("NOWHERE")), Err(NormaliseError::Phone));
     }
 
     #[test]

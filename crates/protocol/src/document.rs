@@ -24,9 +24,17 @@ pub const MAX_DOCUMENT_LEN: usize = 16 * 1024 * 1024;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum DocumentError {
-    /// Not JSON of the expected shape.
-    #[error("malformed message document: {0}")]
-    Json(#[from] serde_json::Error),
+    /// Not JSON of the expected shape. Only the kind of error and its position are
+    /// kept: serde's own messages quote values, which here are message content.
+    #[error("malformed message document: {kind} error at line {line}, column {column}")]
+    Json {
+        /// `syntax`, `data`, `eof` or `io`.
+        kind: &'static str,
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+    },
     /// A version this code does not read.
     #[error("unsupported message document version {0}")]
     Version(u32),
@@ -42,6 +50,22 @@ pub enum DocumentError {
     /// An attachment digest that is not 64 lower-case hex characters.
     #[error("attachment digest must be 64 lower-case hex characters")]
     AttachmentDigest,
+}
+
+impl From<serde_json::Error> for DocumentError {
+    fn from(err: serde_json::Error) -> Self {
+        let kind = match err.classify() {
+            serde_json::error::Category::Io => "io",
+            serde_json::error::Category::Syntax => "syntax",
+            serde_json::error::Category::Data => "data",
+            serde_json::error::Category::Eof => "eof",
+        };
+        DocumentError::Json {
+            kind,
+            line: err.line(),
+            column: err.column(),
+        }
+    }
 }
 
 /// One message, as captured.

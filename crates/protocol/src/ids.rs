@@ -16,6 +16,9 @@ pub enum IdError {
     /// A record id that is not a UUIDv7.
     #[error("record id must be a UUIDv7")]
     NotUuidV7,
+    /// Not a UUID in lower- or upper-case hyphenated form (`8-4-4-4-12` hex digits).
+    #[error("not a UUID in hyphenated form")]
+    BadUuid,
     /// The nil UUID where an id is required.
     #[error("id must not be the nil UUID")]
     Nil,
@@ -59,7 +62,7 @@ impl RecordId {
 
     /// Parses the hyphenated text form.
     pub fn parse(text: &str) -> Result<Self, IdError> {
-        let uuid = Uuid::try_parse(text).map_err(|_| IdError::NotUuidV7)?;
+        let uuid = parse_hyphenated(text)?;
         Self::from_bytes(*uuid.as_bytes())
     }
 
@@ -85,7 +88,7 @@ impl DeviceId {
 
     /// Parses the hyphenated text form.
     pub fn parse(text: &str) -> Result<Self, IdError> {
-        let uuid = Uuid::try_parse(text).map_err(|_| IdError::Nil)?;
+        let uuid = parse_hyphenated(text)?;
         Self::from_bytes(*uuid.as_bytes())
     }
 
@@ -93,6 +96,14 @@ impl DeviceId {
     pub fn as_bytes(&self) -> &[u8; 16] {
         self.0.as_bytes()
     }
+}
+
+/// Parses exactly the 36-character hyphenated form (no braces, no `urn:uuid:`).
+fn parse_hyphenated(text: &str) -> Result<Uuid, IdError> {
+    if text.len() != 36 {
+        return Err(IdError::BadUuid);
+    }
+    Uuid::try_parse(text).map_err(|_| IdError::BadUuid)
 }
 
 macro_rules! uuid_display {
@@ -227,6 +238,9 @@ mod tests {
         let v4 = *Uuid::from_u128(0x1234_5678_9abc_4def_8123_4567_89ab_cdef).as_bytes();
         assert_eq!(RecordId::from_bytes(v4), Err(IdError::NotUuidV7));
         assert_eq!(DeviceId::from_bytes([0; 16]), Err(IdError::Nil));
+        assert_eq!(DeviceId::parse("not-a-uuid"), Err(IdError::BadUuid));
+        let braced = format!("{{{id}}}");
+        assert_eq!(RecordId::parse(&braced), Err(IdError::BadUuid));
     }
 
     #[test]

@@ -93,9 +93,9 @@ impl LogEntry {
                     received_at: UnixMillis(u64::from_be_bytes(*received)),
                 })
             }
+            [ENTRY_VERSION] | [] => Err(EntryError::BadLength),
             [ENTRY_VERSION, kind, ..] => Err(EntryError::UnknownKind(*kind)),
             [version, ..] => Err(EntryError::UnknownVersion(*version)),
-            [] => Err(EntryError::BadLength),
         }
     }
 

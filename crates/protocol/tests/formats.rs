@@ -97,6 +97,25 @@ fn plaintext_cannot_become_a_sealed_body() {
 }
 
 #[test]
+fn oversized_age_headers_are_refused_by_total_size() {
+    // 60 stanzas of 300-byte bodies: every line and stanza is within limits, the whole
+    // header (about 25 KiB) is not.
+    let mut text = String::from("age-encryption.org/v1\n");
+    for _ in 0..60 {
+        text.push_str("-> X25519 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n");
+        for _ in 0..6 {
+            text.push_str(&"A".repeat(64));
+            text.push('\n');
+        }
+        text.push_str("AAAA\n");
+    }
+    text.push_str("--- AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n");
+    text.push_str(&"x".repeat(64));
+    let refused = vellum_protocol::age_header::inspect(text.as_bytes()).unwrap_err();
+    assert_eq!(refused.0, "header too large");
+}
+
+#[test]
 fn identity_files_match_age_keygen() {
     let identity = Identity::generate();
     let file = seal::format_identity_file(&identity, NOW);

@@ -85,9 +85,9 @@ fn blind_tokens() -> String {
         ),
         ("phone", "15550100000", ParticipantId::phone("15550100000", None)),
         (
-            "phone, default country 44",
+            "phone, default region GB",
             "020 7946 0000",
-            ParticipantId::phone("020 7946 0000", Some("44")),
+            ParticipantId::phone("020 7946 0000", Some("GB")),
         ),
         (
             "email",

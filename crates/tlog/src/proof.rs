@@ -91,14 +91,16 @@ impl TlogProof {
         }
         let mut extra = None;
         if let Some(value) = lines.peek().and_then(|l| l.strip_prefix("extra ")) {
-            if value.len() > MAX_EXTRA_LEN * 4 / 3 + 4 {
+            if value.len() > MAX_EXTRA_LEN.div_ceil(3) * 4 {
                 return Err(ProofError::TooLarge);
             }
-            extra = Some(
-                STANDARD
-                    .decode(value)
-                    .map_err(|_| ProofError::Malformed("extra is not base64"))?,
-            );
+            let decoded = STANDARD
+                .decode(value)
+                .map_err(|_| ProofError::Malformed("extra is not base64"))?;
+            if decoded.len() > MAX_EXTRA_LEN {
+                return Err(ProofError::TooLarge);
+            }
+            extra = Some(decoded);
             lines.next();
         }
         let index = lines

@@ -226,11 +226,103 @@ pub fn prove_consistency<R: HashReader>(
 /// The node ids that become complete when leaf `index` is appended, lowest first
 /// (the leaf itself, then each parent it completes). Storage writes exactly these.
 pub fn nodes_completed_by(index: u64) -> impl Iterator<Item = NodeId> {
-    let completed_levels = index.trailing_ones() as u8;
+    // A tree never reaches 2^64 leaves; capping keeps the shifts below in range.
+    let completed_levels = index.trailing_ones().min(63) as u8;
     (0..=completed_levels).map(move |level| NodeId {
         level,
         index: index >> level,
     })
+}
+
+/// The perfect subtrees that make up a tree of `size` leaves, leftmost (largest) first.
+/// Their hashes are all a sequencer needs to keep appending: see [`Frontier`].
+pub fn frontier_ids(size: u64) -> Vec<NodeId> {
+    let mut ids = Vec::with_capacity(size.count_ones() as usize);
+    perfect_nodes(Span { lo: 0, hi: size }, &mut ids);
+    ids
+}
+
+/// The right edge of a tree: the hashes of [`frontier_ids`]. With it a sequencer
+/// appends leaves, learns which stored nodes each append completes, and computes the
+/// root, all without reading storage. It is rebuilt from storage on start, never
+/// trusted from a previous run's memory.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Frontier {
+    size: u64,
+    nodes: Vec<Hash>,
+}
+
+/// The hashes given for a frontier do not match its size.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[error("a frontier of size {size} needs {expected} hashes, got {got}")]
+pub struct FrontierMismatch {
+    /// The tree size.
+    pub size: u64,
+    /// The number of hashes it needs.
+    pub expected: usize,
+    /// The number given.
+    pub got: usize,
+}
+
+impl Frontier {
+    /// The frontier of the empty tree.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The frontier of a tree of `size` leaves from the hashes of [`frontier_ids`]`(size)`.
+    pub fn from_hashes(size: u64, nodes: Vec<Hash>) -> Result<Self, FrontierMismatch> {
+        let expected = size.count_ones() as usize;
+        if nodes.len() != expected {
+            return Err(FrontierMismatch {
+                size,
+                expected,
+                got: nodes.len(),
+            });
+        }
+        Ok(Self { size, nodes })
+    }
+
+    /// The number of leaves.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The root hash.
+    pub fn root(&self) -> Hash {
+        fold_right(&self.nodes)
+    }
+
+    /// The frontier's nodes with their ids, leftmost first.
+    pub fn nodes(&self) -> impl Iterator<Item = (NodeId, Hash)> + '_ {
+        frontier_ids(self.size)
+            .into_iter()
+            .zip(self.nodes.iter().copied())
+    }
+
+    /// Appends a leaf and returns every node it completes, the leaf first
+    /// (exactly [`nodes_completed_by`] the new index, with their hashes).
+    pub fn push(&mut self, leaf: Hash) -> Vec<(NodeId, Hash)> {
+        let index = self.size;
+        let mut hash = leaf;
+        let mut completed = vec![(NodeId { level: 0, index }, leaf)];
+        for level in 0..index.trailing_ones() {
+            // Trailing ones in the index mean the frontier ends with subtrees of sizes
+            // 2^(t-1) .. 2, 1; each absorbs the new hash into its parent.
+            let Some(left) = self.nodes.pop() else { break };
+            hash = node_hash(&left, &hash);
+            completed.push((
+                NodeId {
+                    level: (level + 1) as u8,
+                    index: index >> (level + 1),
+                },
+                hash,
+            ));
+        }
+        self.nodes.push(hash);
+        self.size += 1;
+        completed
+    }
 }
 
 /// A whole tree in memory: every perfect-subtree hash, level by level.
@@ -363,6 +455,30 @@ mod tests {
                 reference_root(&leaves[..size as usize])
             );
         }
+    }
+
+    #[test]
+    fn frontier_appends_like_the_whole_tree() {
+        let mut tree = MemoryTree::new();
+        let mut frontier = Frontier::new();
+        for i in 0..300u32 {
+            let leaf = leaf_hash(&i.to_be_bytes());
+            let completed = frontier.push(leaf);
+            tree.push(leaf);
+            let ids: Vec<NodeId> = completed.iter().map(|(id, _)| *id).collect();
+            assert_eq!(ids, nodes_completed_by(u64::from(i)).collect::<Vec<_>>());
+            assert_eq!(
+                tree.read_hashes(&ids).unwrap(),
+                completed.iter().map(|(_, h)| *h).collect::<Vec<_>>()
+            );
+            assert_eq!(frontier.root(), tree.root());
+            let (ids, hashes): (Vec<NodeId>, Vec<Hash>) = frontier.nodes().unzip();
+            assert_eq!(ids, frontier_ids(frontier.size()));
+            assert_eq!(tree.read_hashes(&ids).unwrap(), hashes);
+            let rebuilt = Frontier::from_hashes(frontier.size(), hashes).unwrap();
+            assert_eq!(rebuilt, frontier);
+        }
+        assert!(Frontier::from_hashes(3, vec![Hash::empty_root()]).is_err());
     }
 
     #[test]
