@@ -148,30 +148,85 @@ fn consistency_spans(mut m: u64, mut span: Span, mut whole: bool, out: &mut Vec<
     out[start..].reverse();
 }
 
-/// Reads every node the spans need in one call and folds each span to its hash.
-fn hash_spans<R: HashReader>(spans: &[Span], reader: &R) -> Result<Vec<Hash>, ProveError<R::Error>> {
-    let mut ids = Vec::new();
-    let mut counts = Vec::with_capacity(spans.len());
-    for span in spans {
-        let before = ids.len();
-        perfect_nodes(*span, &mut ids);
-        counts.push(ids.len() - before);
+/// The stored nodes a proof (or a root) needs, and how to fold them into it.
+///
+/// Synchronous readers use [`prove_inclusion`], [`prove_consistency`] and [`tree_root`];
+/// asynchronous storage asks for [`ProofPlan::ids`] in one round trip and calls
+/// [`ProofPlan::assemble`] with the answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProofPlan {
+    ids: Vec<NodeId>,
+    /// How many consecutive ids fold into each output hash.
+    counts: Vec<usize>,
+}
+
+impl ProofPlan {
+    fn from_spans(spans: &[Span]) -> Self {
+        let mut ids = Vec::new();
+        let mut counts = Vec::with_capacity(spans.len());
+        for span in spans {
+            let before = ids.len();
+            perfect_nodes(*span, &mut ids);
+            counts.push(ids.len() - before);
+        }
+        Self { ids, counts }
     }
-    let hashes = reader.read_hashes(&ids).map_err(ProveError::Read)?;
-    if hashes.len() != ids.len() {
-        return Err(ProveError::ShortRead {
-            asked: ids.len(),
-            got: hashes.len(),
-        });
+
+    /// The plan for the inclusion proof of leaf `index` in the first `size` leaves.
+    pub fn inclusion<E>(size: u64, index: u64) -> Result<Self, ProveError<E>> {
+        if index >= size {
+            return Err(ProveError::IndexOutOfRange { index, size });
+        }
+        let mut spans = Vec::new();
+        inclusion_spans(index, Span { lo: 0, hi: size }, &mut spans);
+        Ok(Self::from_spans(&spans))
     }
-    let mut rest = hashes.as_slice();
-    let mut out = Vec::with_capacity(spans.len());
-    for count in counts {
-        let (mine, tail) = rest.split_at(count);
-        rest = tail;
-        out.push(fold_right(mine));
+
+    /// The plan for the consistency proof from `old` to `new` leaves (empty when `old`
+    /// is 0 or equal to `new`).
+    pub fn consistency<E>(old: u64, new: u64) -> Result<Self, ProveError<E>> {
+        if old > new {
+            return Err(ProveError::SizesOutOfOrder { old, new });
+        }
+        let mut spans = Vec::new();
+        if old != 0 && old != new {
+            consistency_spans(old, Span { lo: 0, hi: new }, true, &mut spans);
+        }
+        Ok(Self::from_spans(&spans))
     }
-    Ok(out)
+
+    /// The plan for the root of the first `size` leaves (one output hash).
+    pub fn root(size: u64) -> Self {
+        Self::from_spans(&[Span { lo: 0, hi: size }])
+    }
+
+    /// The stored nodes to read, in order.
+    pub fn ids(&self) -> &[NodeId] {
+        &self.ids
+    }
+
+    /// Folds the hashes of [`ProofPlan::ids`] (same order) into the proof.
+    pub fn assemble<E>(&self, hashes: &[Hash]) -> Result<Vec<Hash>, ProveError<E>> {
+        if hashes.len() != self.ids.len() {
+            return Err(ProveError::ShortRead {
+                asked: self.ids.len(),
+                got: hashes.len(),
+            });
+        }
+        let mut rest = hashes;
+        let mut out = Vec::with_capacity(self.counts.len());
+        for &count in &self.counts {
+            let (mine, tail) = rest.split_at(count);
+            rest = tail;
+            out.push(fold_right(mine));
+        }
+        Ok(out)
+    }
+
+    fn run<R: HashReader>(&self, reader: &R) -> Result<Vec<Hash>, ProveError<R::Error>> {
+        let hashes = reader.read_hashes(&self.ids).map_err(ProveError::Read)?;
+        self.assemble(&hashes)
+    }
 }
 
 /// Folds perfect subtrees (largest first) into the hash of their union.
@@ -185,10 +240,7 @@ fn fold_right(nodes: &[Hash]) -> Hash {
 
 /// The root hash of the first `size` leaves.
 pub fn tree_root<R: HashReader>(size: u64, reader: &R) -> Result<Hash, ProveError<R::Error>> {
-    if size == 0 {
-        return Ok(Hash::empty_root());
-    }
-    Ok(hash_spans(&[Span { lo: 0, hi: size }], reader)?[0])
+    Ok(ProofPlan::root(size).run(reader)?[0])
 }
 
 /// The inclusion proof of leaf `index` in the tree of the first `size` leaves.
@@ -197,12 +249,7 @@ pub fn prove_inclusion<R: HashReader>(
     index: u64,
     reader: &R,
 ) -> Result<Vec<Hash>, ProveError<R::Error>> {
-    if index >= size {
-        return Err(ProveError::IndexOutOfRange { index, size });
-    }
-    let mut spans = Vec::new();
-    inclusion_spans(index, Span { lo: 0, hi: size }, &mut spans);
-    hash_spans(&spans, reader)
+    ProofPlan::inclusion(size, index)?.run(reader)
 }
 
 /// The consistency proof from the tree of `old` leaves to the tree of `new` leaves.
@@ -212,15 +259,7 @@ pub fn prove_consistency<R: HashReader>(
     new: u64,
     reader: &R,
 ) -> Result<Vec<Hash>, ProveError<R::Error>> {
-    if old > new {
-        return Err(ProveError::SizesOutOfOrder { old, new });
-    }
-    if old == 0 || old == new {
-        return Ok(Vec::new());
-    }
-    let mut spans = Vec::new();
-    consistency_spans(old, Span { lo: 0, hi: new }, true, &mut spans);
-    hash_spans(&spans, reader)
+    ProofPlan::consistency(old, new)?.run(reader)
 }
 
 /// The node ids that become complete when leaf `index` is appended, lowest first
