@@ -1,0 +1,230 @@
+//! The local-folder blob store: append-only segment files with group commit.
+//!
+//! One file and one fsync per blob caps near 3,000 blobs/s on this class of machine,
+//! which would make the log's group commit pointless. Instead each [`BlobStore::put`]
+//! appends all its blobs to the current segment file in one write and makes them
+//! durable with one `fdatasync`. A blob is framed as
+//!
+//! ```text
+//! "VBL1"   4 bytes
+//! sha-256 32 bytes  of the blob
+//! length   8 bytes  u64 big-endian
+//! bytes    length bytes
+//! ```
+//!
+//! and located by `SEGMENT/OFFSET` (the frame's start). Segments are never rewritten;
+//! a new one starts when the current one passes [`SEGMENT_TARGET`]. After a crash the
+//! tail of the last segment may hold a torn frame; nothing references it (the database
+//! commit that would have comes after the fsync), and new frames are appended after it.
+//!
+//! One process owns a folder: it holds an exclusive lock on `LOCK` while open.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use vellum_protocol::seal::BodyDigest;
+
+use crate::error::StoreError;
+use crate::ports::{BlobLocator, BlobPut, BlobStore};
+
+/// A segment is closed once it holds at least this many bytes.
+pub const SEGMENT_TARGET: u64 = 256 * 1024 * 1024;
+const MAGIC: &[u8; 4] = b"VBL1";
+const FRAME_HEADER: usize = 4 + 32 + 8;
+
+/// The blob store in a local folder.
+#[derive(Debug, Clone)]
+pub struct LocalBlobStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    writer: Mutex<Writer>,
+    readers: Mutex<HashMap<u32, Arc<File>>>,
+    /// Held for the store's lifetime: the lock on `LOCK`.
+    _lock: File,
+}
+
+#[derive(Debug)]
+struct Writer {
+    segment: u32,
+    file: File,
+    len: u64,
+}
+
+fn io_err(op: &'static str) -> impl FnOnce(std::io::Error) -> StoreError {
+    move |e| StoreError::backend(op, e)
+}
+
+fn segment_name(n: u32) -> String {
+    format!("{n:08}.seg")
+}
+
+impl LocalBlobStore {
+    /// Opens (creating if needed) the store in `dir`, and locks it.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        fs::create_dir_all(dir).map_err(io_err("create blob folder"))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("LOCK"))
+            .map_err(io_err("open blob folder lock"))?;
+        lock.try_lock()
+            .map_err(|_| StoreError::Locked(dir.display().to_string()))?;
+        let last = fs::read_dir(dir)
+            .map_err(io_err("list blob folder"))?
+            .filter_map(|e| {
+                e.ok()?
+                    .file_name()
+                    .to_str()?
+                    .strip_suffix(".seg")?
+                    .parse::<u32>()
+                    .ok()
+            })
+            .max();
+        let writer = match last {
+            Some(n) => {
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(dir.join(segment_name(n)))
+                    .map_err(io_err("open segment"))?;
+                let len = file.metadata().map_err(io_err("stat segment"))?.len();
+                Writer {
+                    segment: n,
+                    file,
+                    len,
+                }
+            }
+            None => Writer {
+                segment: 1,
+                file: create_segment(dir, 1)?,
+                len: 0,
+            },
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                dir: dir.to_owned(),
+                writer: Mutex::new(writer),
+                readers: Mutex::new(HashMap::new()),
+                _lock: lock,
+            }),
+        })
+    }
+
+    fn reader(&self, segment: u32) -> Result<Arc<File>, StoreError> {
+        let mut readers = self.inner.readers.lock().map_err(|_| poisoned())?;
+        if let Some(file) = readers.get(&segment) {
+            return Ok(file.clone());
+        }
+        let file =
+            Arc::new(File::open(self.inner.dir.join(segment_name(segment))).map_err(io_err("open segment"))?);
+        readers.insert(segment, file.clone());
+        Ok(file)
+    }
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Integrity("blob store lock poisoned by an earlier panic".into())
+}
+
+/// Creates a segment and makes its directory entry durable.
+fn create_segment(dir: &Path, n: u32) -> Result<File, StoreError> {
+    let file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(dir.join(segment_name(n)))
+        .map_err(io_err("create segment"))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("sync blob folder"))?;
+    Ok(file)
+}
+
+fn frame(put: &BlobPut<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&put.digest.sha256);
+    out.extend_from_slice(&put.digest.len.to_be_bytes());
+    out.extend_from_slice(put.bytes);
+}
+
+fn parse_locator(locator: &BlobLocator) -> Option<(u32, u64)> {
+    let (segment, offset) = locator.0.split_once('/')?;
+    Some((segment.parse().ok()?, offset.parse().ok()?))
+}
+
+impl Inner {
+    /// Appends the frames in one write and one fdatasync; returns the frame offsets.
+    fn append(&self, dir: &Path, frames: &[u8], starts: &[u64]) -> Result<Vec<BlobLocator>, StoreError> {
+        let mut w = self.writer.lock().map_err(|_| poisoned())?;
+        if w.len >= SEGMENT_TARGET {
+            let next = w.segment + 1;
+            w.file.sync_all().map_err(io_err("sync segment"))?;
+            *w = Writer {
+                segment: next,
+                file: create_segment(dir, next)?,
+                len: 0,
+            };
+        }
+        let base = w.len;
+        if let Err(e) = w.file.write_all(frames).and_then(|()| w.file.sync_data()) {
+            // The tail may be torn; the next write goes after whatever landed.
+            w.len = w.file.metadata().map(|m| m.len()).unwrap_or(w.len);
+            return Err(StoreError::backend("write segment", e));
+        }
+        w.len += frames.len() as u64;
+        Ok(starts
+            .iter()
+            .map(|s| BlobLocator(format!("{}/{}", w.segment, base + s)))
+            .collect())
+    }
+}
+
+impl BlobStore for LocalBlobStore {
+    async fn put(&self, blobs: &[BlobPut<'_>]) -> Result<Vec<BlobLocator>, StoreError> {
+        let mut frames = Vec::with_capacity(blobs.iter().map(|b| b.bytes.len() + FRAME_HEADER).sum());
+        let mut starts = Vec::with_capacity(blobs.len());
+        for blob in blobs {
+            starts.push(frames.len() as u64);
+            frame(blob, &mut frames);
+        }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.append(&inner.dir, &frames, &starts))
+            .await
+            .map_err(|e| StoreError::backend("blob writer task", e))?
+    }
+
+    async fn get(&self, locator: &BlobLocator, expected: &BodyDigest) -> Result<Vec<u8>, StoreError> {
+        let (segment, offset) = parse_locator(locator)
+            .ok_or_else(|| StoreError::Integrity(format!("bad blob locator {:?}", locator.0)))?;
+        let file = self.reader(segment)?;
+        let expected = *expected;
+        let name = locator.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut head = [0u8; FRAME_HEADER];
+            file.read_exact_at(&mut head, offset)
+                .map_err(io_err("read blob"))?;
+            if &head[..4] != MAGIC
+                || head[4..36] != expected.sha256
+                || head[36..44] != expected.len.to_be_bytes()
+            {
+                return Err(StoreError::Integrity(format!("blob {name} has a damaged frame")));
+            }
+            let len =
+                usize::try_from(expected.len).map_err(|_| StoreError::Integrity("blob too large".into()))?;
+            let mut bytes = vec![0u8; len];
+            file.read_exact_at(&mut bytes, offset + FRAME_HEADER as u64)
+                .map_err(io_err("read blob"))?;
+            super::verify(&bytes, &expected, &name)?;
+            Ok(bytes)
+        })
+        .await
+        .map_err(|e| StoreError::backend("blob reader task", e))?
+    }
+}

@@ -1,0 +1,19 @@
+//! Blob store backends.
+
+pub mod local;
+
+use sha2::{Digest, Sha256};
+use vellum_protocol::seal::BodyDigest;
+
+use crate::error::StoreError;
+
+/// Checks bytes read back against the digest they were stored under.
+pub(crate) fn verify(bytes: &[u8], expected: &BodyDigest, locator: &str) -> Result<(), StoreError> {
+    let actual: [u8; 32] = Sha256::digest(bytes).into();
+    if bytes.len() as u64 != expected.len || actual != expected.sha256 {
+        return Err(StoreError::Integrity(format!(
+            "blob {locator} does not match its digest"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! Errors of the archive. Messages name the operation that failed and never the data
+//! involved; a backend's own error is kept as the source, for the log, not the client.
+
+use std::error::Error as StdError;
+use std::sync::Arc;
+
+use thiserror::Error;
+use vellum_protocol::ids::RecordId;
+
+/// A storage failure.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database or blob store failed.
+    #[error("storage failed during {op}")]
+    Backend {
+        /// What was being done.
+        op: &'static str,
+        /// The backend's error.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    /// Stored data does not match what it must be: a blob whose bytes do not hash to
+    /// its digest, or a log whose stored tree does not match its checkpoint.
+    #[error("integrity check failed: {0}")]
+    Integrity(String),
+    /// The database was written by a newer Vellum.
+    #[error(
+        "the database schema is version {found}, newer than this program knows ({known}): \
+         upgrade vellum, or point it at the data it wrote"
+    )]
+    SchemaTooNew {
+        /// The newest migration applied to the database.
+        found: i64,
+        /// The newest migration this program carries.
+        known: i64,
+    },
+    /// Another process holds the data folder.
+    #[error("{0} is in use by another vellum process")]
+    Locked(String),
+    /// A configuration or URL that cannot work.
+    #[error("invalid storage configuration: {0}")]
+    Config(String),
+}
+
+impl StoreError {
+    /// Wraps a backend error with the operation it interrupted.
+    pub fn backend(op: &'static str, source: impl StdError + Send + Sync + 'static) -> Self {
+        StoreError::Backend {
+            op,
+            source: Box::new(source),
+        }
+    }
+}
+
+/// Why an append did not produce a receipt.
+#[derive(Debug, Error, Clone)]
+#[non_exhaustive]
+pub enum AppendError {
+    /// The record id is archived already with a different header.
+    #[error("record {0} exists with different content")]
+    Conflict(RecordId),
+    /// Storage failed; nothing of this append was kept, and retrying is safe.
+    #[error(transparent)]
+    Store(#[from] Arc<StoreError>),
+    /// The archive is shutting down.
+    #[error("the archive is shutting down")]
+    Closed,
+}

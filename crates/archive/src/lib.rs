@@ -1,0 +1,27 @@
+//! Vellum's archive: where captures become durable, provable records.
+//!
+//! * [`ports`]: the storage traits ([`ports::LogStore`], [`ports::AuditStore`],
+//!   [`ports::BlobStore`]) with their durability and consistency contracts;
+//! * backends: [`sqlite::SqliteStore`] and [`postgres::PgStore`] for metadata,
+//!   [`blob::local::LocalBlobStore`] for sealed bodies;
+//! * [`Archive`]: appends through one batching sequencer ([`sequencer`], whose module
+//!   docs give the crash ordering) and reads with integrity checks.
+//!
+//! Library code is generic over the ports; only the binary picks backends.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod archive;
+pub mod blob;
+pub mod error;
+mod migrate;
+pub mod ports;
+pub mod postgres;
+pub mod sequencer;
+mod sql;
+pub mod sqlite;
+
+pub use archive::Archive;
+pub use error::{AppendError, StoreError};
+pub use sequencer::Submission;
+pub use sql::SqlStore;

@@ -1,0 +1,55 @@
+//! Migrations compiled into the binary, applied on open, never edited once released.
+
+use std::borrow::Cow;
+
+use sqlx::migrate::{Migrate, MigrateError, Migration, MigrationType, Migrator};
+
+use crate::error::StoreError;
+
+/// One backend's migrations: (version, description, SQL).
+pub(crate) type Embedded = &'static [(i64, &'static str, &'static str)];
+
+pub(crate) const SQLITE: Embedded = &[(
+    1,
+    "archive",
+    include_str!("../../../migrations/sqlite/0001_archive.sql"),
+)];
+pub(crate) const POSTGRES: Embedded = &[(
+    1,
+    "archive",
+    include_str!("../../../migrations/postgres/0001_archive.sql"),
+)];
+
+fn migrator(migrations: Embedded) -> Migrator {
+    let list: Vec<Migration> = migrations
+        .iter()
+        .map(|(version, description, sql)| {
+            Migration::new(
+                *version,
+                Cow::Borrowed(*description),
+                MigrationType::Simple,
+                Cow::Borrowed(*sql),
+                false,
+            )
+        })
+        .collect();
+    Migrator {
+        migrations: Cow::Owned(list),
+        ..Migrator::DEFAULT
+    }
+}
+
+/// Applies `migrations` to the database behind `conn`; refuses a database that carries
+/// migrations this program does not know (written by a newer Vellum) or whose applied
+/// migrations were edited.
+pub(crate) async fn run<'a, A>(migrations: Embedded, conn: A) -> Result<(), StoreError>
+where
+    A: sqlx::Acquire<'a>,
+    <A::Connection as std::ops::Deref>::Target: Migrate,
+{
+    let known = migrations.iter().map(|m| m.0).max().unwrap_or(0);
+    migrator(migrations).run(conn).await.map_err(|e| match e {
+        MigrateError::VersionMissing(found) => StoreError::SchemaTooNew { found, known },
+        other => StoreError::backend("apply migrations", other),
+    })
+}

@@ -1,0 +1,215 @@
+//! The storage ports: what the archive needs from a metadata database and a blob store,
+//! with the guarantees each implementation must give. Backends live in their own
+//! modules; library code is generic over these traits and only the binary picks one.
+
+use std::future::Future;
+
+use vellum_protocol::ids::{Channel, Custodian, DeviceId, Epoch, RecordId, RetentionClass, UnixMillis};
+use vellum_protocol::seal::BodyDigest;
+use vellum_tlog::Hash;
+use vellum_tlog::tree::{NodeId, frontier_ids};
+
+use crate::error::StoreError;
+
+/// Where a blob store keeps one blob; opaque to everyone but that store.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BlobLocator(pub String);
+
+/// A record as the sequencer writes it.
+#[derive(Clone, Debug)]
+pub struct NewRecord {
+    /// The record id (the idempotency key).
+    pub record_id: RecordId,
+    /// Its leaf in the log.
+    pub leaf_index: u64,
+    /// The header bytes exactly as the device signed them.
+    pub header: Vec<u8>,
+    /// SHA-256 of `header`.
+    pub header_sha256: [u8; 32],
+    /// The capturing device.
+    pub device_id: DeviceId,
+    /// Whose record.
+    pub custodian: Custodian,
+    /// The channel.
+    pub channel: Channel,
+    /// The client's capture time.
+    pub captured_at: UnixMillis,
+    /// The gateway's receipt time (in the log entry; retention counts from it).
+    pub received_at: UnixMillis,
+    /// The keyring epoch.
+    pub epoch: Epoch,
+    /// The retention class.
+    pub retention: RetentionClass,
+    /// Digest and length of the sealed body.
+    pub body: BodyDigest,
+    /// Where the sealed body is.
+    pub blob: BlobLocator,
+}
+
+/// What the archive reads back about a stored record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// The record id.
+    pub record_id: RecordId,
+    /// Its leaf in the log.
+    pub leaf_index: u64,
+    /// The header bytes as signed.
+    pub header: Vec<u8>,
+    /// SHA-256 of `header`.
+    pub header_sha256: [u8; 32],
+    /// The gateway's receipt time.
+    pub received_at: UnixMillis,
+    /// Digest and length of the sealed body.
+    pub body: BodyDigest,
+    /// Where the sealed body is.
+    pub blob: BlobLocator,
+}
+
+/// One leaf of the log with the tree nodes its append completed.
+#[derive(Clone, Debug)]
+pub struct LeafRow {
+    /// The leaf index.
+    pub index: u64,
+    /// The log entry (leaf data).
+    pub entry: Vec<u8>,
+    /// The hashes of `nodes_completed_by(index)`, level 0 first, 32 bytes each. Node
+    /// `(level, i)` therefore lives in the row of leaf `((i + 1) << level) - 1`.
+    pub hashes: Vec<u8>,
+}
+
+/// Everything one sequencer batch writes, in one transaction.
+#[derive(Clone, Debug)]
+pub struct CommitBatch {
+    /// New records.
+    pub records: Vec<NewRecord>,
+    /// New leaves, consecutive from the current log size.
+    pub leaves: Vec<LeafRow>,
+    /// The tree size after this batch.
+    pub size: u64,
+    /// The checkpoint for `size`, signed.
+    pub checkpoint: String,
+}
+
+/// A log as stored: its size, right edge and newest checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogState {
+    /// Number of leaves.
+    pub size: u64,
+    /// Hashes of `frontier_ids(size)`.
+    pub frontier: Vec<Hash>,
+    /// The newest checkpoint, if any batch was committed.
+    pub checkpoint: Option<(u64, String)>,
+}
+
+/// Metadata storage: records, the transparency log and checkpoints.
+///
+/// **Durability.** When [`LogStore::commit`] resolves `Ok`, the whole batch is on stable
+/// storage (an fsynced WAL or a committed PostgreSQL transaction) and survives a
+/// crash or power loss. **Atomicity.** A batch is visible whole or not at all: after
+/// any failure or crash, the store holds either every row of the batch or none.
+/// **Consistency.** Leaves are consecutive from 0; the newest checkpoint's size is the
+/// number of leaves. A commit whose leaves do not start at the stored size fails
+/// (two sequencers can never both extend the log).
+pub trait LogStore: Send + Sync + 'static {
+    /// Commits one batch (see the trait's guarantees).
+    fn commit(&self, batch: &CommitBatch) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The number of leaves.
+    fn log_size(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The records with these ids, in no particular order; absent ids are skipped.
+    fn records(&self, ids: &[RecordId])
+    -> impl Future<Output = Result<Vec<StoredRecord>, StoreError>> + Send;
+
+    /// The stored tree hashes of `ids`, in the same order; every id must be complete.
+    fn hashes(&self, ids: &[NodeId]) -> impl Future<Output = Result<Vec<Hash>, StoreError>> + Send;
+
+    /// The log entry of leaf `index`.
+    fn entry(&self, index: u64) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+
+    /// The oldest checkpoint whose size is at least `size`.
+    fn checkpoint_at_least(
+        &self,
+        size: u64,
+    ) -> impl Future<Output = Result<Option<(u64, String)>, StoreError>> + Send;
+
+    /// The newest checkpoint.
+    fn latest_checkpoint(&self) -> impl Future<Output = Result<Option<(u64, String)>, StoreError>> + Send;
+
+    /// Size, right edge and newest checkpoint, read from storage.
+    fn load_state(&self) -> impl Future<Output = Result<LogState, StoreError>> + Send {
+        async {
+            let size = self.log_size().await?;
+            let frontier = self.hashes(&frontier_ids(size)).await?;
+            let checkpoint = self.latest_checkpoint().await?;
+            Ok(LogState {
+                size,
+                frontier,
+                checkpoint,
+            })
+        }
+    }
+}
+
+/// One audit-trail event: who did what to which subject.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// When.
+    pub at: UnixMillis,
+    /// Who (an account or device id; never a credential).
+    pub actor: String,
+    /// What (`record.fetch`, `case.approve`, …).
+    pub action: String,
+    /// On what (a record, case or account id).
+    pub subject: String,
+    /// Further structured detail (JSON), never message content.
+    pub detail: String,
+}
+
+/// The audit trail: append-only, read in order.
+///
+/// **Durability.** An event is on stable storage when [`AuditStore::append_audit`]
+/// resolves. **Order.** Ids increase in the order appends resolved.
+pub trait AuditStore: Send + Sync + 'static {
+    /// Appends an event; returns its id.
+    fn append_audit(&self, event: &AuditEvent) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Up to `limit` events with ids greater than `after`, oldest first.
+    fn audit_after(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<(u64, AuditEvent)>, StoreError>> + Send;
+}
+
+/// One blob to store.
+#[derive(Clone, Copy, Debug)]
+pub struct BlobPut<'a> {
+    /// SHA-256 and length of `bytes`.
+    pub digest: BodyDigest,
+    /// The sealed bytes.
+    pub bytes: &'a [u8],
+    /// The retention class of the record it belongs to (stores with WORM retention
+    /// use it to set how long the blob is locked).
+    pub retention: &'a RetentionClass,
+}
+
+/// Sealed-blob storage, content-addressed by the SHA-256 of the ciphertext.
+///
+/// **Durability.** When [`BlobStore::put`] resolves `Ok`, every blob of the call is on
+/// stable storage. **Immutability.** A stored blob never changes; putting the same
+/// bytes again succeeds. **Integrity.** [`BlobStore::get`] returns bytes only if they
+/// hash to the expected digest and length, and fails with
+/// [`StoreError::Integrity`] otherwise: corrupted data is never returned.
+pub trait BlobStore: Send + Sync + 'static {
+    /// Stores the blobs; returns their locators in the same order.
+    fn put(&self, blobs: &[BlobPut<'_>])
+    -> impl Future<Output = Result<Vec<BlobLocator>, StoreError>> + Send;
+
+    /// Reads a blob back, checking it against `expected`.
+    fn get(
+        &self,
+        locator: &BlobLocator,
+        expected: &BodyDigest,
+    ) -> impl Future<Output = Result<Vec<u8>, StoreError>> + Send;
+}

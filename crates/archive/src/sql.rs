@@ -1,0 +1,360 @@
+//! The metadata store over SQL, shared by the SQLite and PostgreSQL backends.
+//!
+//! The SQL is the same for both: multi-row `INSERT … VALUES (…), (…)` and `IN (…)`
+//! lookups built with sqlx's `QueryBuilder`, so a batch of thousands of appends costs a
+//! handful of statements (on SQLite each statement is a round trip to a worker thread,
+//! ≈ 50 µs; a row inside a multi-row insert costs ≈ 2-3 µs). The implementations are
+//! stamped out for each concrete sqlx database by `sql_store!`: sqlx's traits do not
+//! compose into a usable generic bound across databases, and the text is identical.
+
+use std::collections::HashMap;
+
+use vellum_protocol::ids::{IdError, RecordId, UnixMillis};
+use vellum_protocol::seal::BodyDigest;
+use vellum_tlog::Hash;
+use vellum_tlog::tree::NodeId;
+
+use crate::error::StoreError;
+use crate::ports::{AuditEvent, BlobLocator, StoredRecord};
+
+/// Rows per multi-row statement: under SQLite's 32,766 and PostgreSQL's 65,535 bound
+/// parameters for the widest table (14 columns).
+pub(crate) const ROWS_PER_STATEMENT: usize = 1000;
+
+/// A metadata store on one sqlx pool. Clones share the pool.
+#[derive(Debug)]
+pub struct SqlStore<DB: sqlx::Database> {
+    pub(crate) pool: sqlx::Pool<DB>,
+}
+
+impl<DB: sqlx::Database> Clone for SqlStore<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+/// The row holding node `id`, and the node's offset in that row's `hashes`.
+pub(crate) fn node_location(id: &NodeId) -> (i64, usize) {
+    let row = ((id.index + 1) << id.level) - 1;
+    (row as i64, usize::from(id.level) * 32)
+}
+
+/// Picks each node's hash out of the rows that hold them.
+pub(crate) fn hashes_from_rows(
+    ids: &[NodeId],
+    rows: &HashMap<i64, Vec<u8>>,
+) -> Result<Vec<Hash>, StoreError> {
+    ids.iter()
+        .map(|id| {
+            let (row, offset) = node_location(id);
+            rows.get(&row)
+                .and_then(|h| h.get(offset..offset + 32))
+                .and_then(|h| <[u8; 32]>::try_from(h).ok())
+                .map(Hash)
+                .ok_or_else(|| StoreError::Integrity(format!("tree node {id:?} is missing")))
+        })
+        .collect()
+}
+
+pub(crate) fn to_i64(v: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Integrity(format!("{what} out of range")))
+}
+
+pub(crate) fn to_u64(v: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Integrity(format!("stored {what} is negative")))
+}
+
+pub(crate) fn to_array<const N: usize>(v: Vec<u8>, what: &str) -> Result<[u8; N], StoreError> {
+    v.try_into()
+        .map_err(|_| StoreError::Integrity(format!("stored {what} has the wrong length")))
+}
+
+fn bad_id(e: IdError) -> StoreError {
+    StoreError::Integrity(format!("stored record id: {e}"))
+}
+
+/// The columns of a stored record, as read.
+pub(crate) struct RecordColumns {
+    pub(crate) record_id: Vec<u8>,
+    pub(crate) leaf_index: i64,
+    pub(crate) header: Vec<u8>,
+    pub(crate) header_sha256: Vec<u8>,
+    pub(crate) received_at: i64,
+    pub(crate) body_sha256: Vec<u8>,
+    pub(crate) body_len: i64,
+    pub(crate) blob: String,
+}
+
+impl RecordColumns {
+    pub(crate) fn into_record(self) -> Result<StoredRecord, StoreError> {
+        Ok(StoredRecord {
+            record_id: RecordId::from_bytes(to_array(self.record_id, "record id")?).map_err(bad_id)?,
+            leaf_index: to_u64(self.leaf_index, "leaf index")?,
+            header: self.header,
+            header_sha256: to_array(self.header_sha256, "header digest")?,
+            received_at: UnixMillis(to_u64(self.received_at, "receipt time")?),
+            body: BodyDigest {
+                sha256: to_array(self.body_sha256, "body digest")?,
+                len: to_u64(self.body_len, "body length")?,
+            },
+            blob: BlobLocator(self.blob),
+        })
+    }
+}
+
+pub(crate) fn audit_event(
+    at: i64,
+    actor: String,
+    action: String,
+    subject: String,
+    detail: String,
+) -> Result<AuditEvent, StoreError> {
+    Ok(AuditEvent {
+        at: UnixMillis(to_u64(at, "audit time")?),
+        actor,
+        action,
+        subject,
+        detail,
+    })
+}
+
+/// Implements `LogStore` and `AuditStore` for `SqlStore<$db>`.
+macro_rules! sql_store {
+    ($db:ty) => {
+        impl $crate::ports::LogStore for $crate::sql::SqlStore<$db> {
+            async fn commit(&self, batch: &$crate::ports::CommitBatch) -> Result<(), $crate::error::StoreError> {
+                use sqlx::{QueryBuilder, Row as _};
+                use $crate::error::StoreError;
+                use $crate::sql::{ROWS_PER_STATEMENT, to_i64};
+                let err = |op| move |e| StoreError::backend(op, e);
+                let mut tx = self.pool.begin().await.map_err(err("begin batch"))?;
+                // Refuse to extend the log from anywhere but its stored end: a second
+                // sequencer, or one working from stale state, fails here and changes nothing.
+                let stored: i64 = sqlx::query("SELECT COALESCE(MAX(idx) + 1, 0) FROM log_leaves")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(err("read log size"))?
+                    .try_get(0)
+                    .map_err(err("read log size"))?;
+                let first = batch.leaves.first().map_or(batch.size, |l| l.index);
+                if to_i64(first, "leaf index")? != stored {
+                    return Err(StoreError::Integrity(format!(
+                        "batch starts at leaf {first} but the stored log has {stored} leaves"
+                    )));
+                }
+                for chunk in batch.records.chunks(ROWS_PER_STATEMENT) {
+                    let mut q = QueryBuilder::<$db>::new(
+                        "INSERT INTO records (record_id, leaf_index, header, header_sha256, device_id, custodian, \
+                         channel, captured_at, received_at, epoch, retention, body_sha256, body_len, blob) ",
+                    );
+                    let mut bad = None;
+                    q.push_values(chunk, |mut b, r| {
+                        let (leaf, captured, received, epoch, len) = match (
+                            to_i64(r.leaf_index, "leaf index"),
+                            to_i64(r.captured_at.0, "capture time"),
+                            to_i64(r.received_at.0, "receipt time"),
+                            to_i64(r.epoch.0, "epoch"),
+                            to_i64(r.body.len, "body length"),
+                        ) {
+                            (Ok(a), Ok(b), Ok(c), Ok(d), Ok(e)) => (a, b, c, d, e),
+                            _ => {
+                                bad = Some(r.record_id);
+                                (0, 0, 0, 0, 0)
+                            }
+                        };
+                        b.push_bind(r.record_id.as_bytes().as_slice())
+                            .push_bind(leaf)
+                            .push_bind(r.header.as_slice())
+                            .push_bind(r.header_sha256.as_slice())
+                            .push_bind(r.device_id.as_bytes().as_slice())
+                            .push_bind(r.custodian.as_str())
+                            .push_bind(r.channel.as_str())
+                            .push_bind(captured)
+                            .push_bind(received)
+                            .push_bind(epoch)
+                            .push_bind(r.retention.as_str())
+                            .push_bind(r.body.sha256.as_slice())
+                            .push_bind(len)
+                            .push_bind(r.blob.0.as_str());
+                    });
+                    if let Some(id) = bad {
+                        return Err(StoreError::Integrity(format!("record {id} has a value out of range")));
+                    }
+                    q.build().execute(&mut *tx).await.map_err(err("insert records"))?;
+                }
+                for chunk in batch.leaves.chunks(ROWS_PER_STATEMENT) {
+                    let mut q = QueryBuilder::<$db>::new("INSERT INTO log_leaves (idx, entry, hashes) ");
+                    q.push_values(chunk, |mut b, l| {
+                        b.push_bind(l.index as i64).push_bind(l.entry.as_slice()).push_bind(l.hashes.as_slice());
+                    });
+                    q.build().execute(&mut *tx).await.map_err(err("insert leaves"))?;
+                }
+                sqlx::query("INSERT INTO checkpoints (size, note) VALUES ($1, $2)")
+                    .bind(to_i64(batch.size, "log size")?)
+                    .bind(batch.checkpoint.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err("insert checkpoint"))?;
+                tx.commit().await.map_err(err("commit batch"))
+            }
+
+            async fn log_size(&self) -> Result<u64, $crate::error::StoreError> {
+                use sqlx::Row as _;
+                let err = |e| $crate::error::StoreError::backend("read log size", e);
+                let size: i64 = sqlx::query("SELECT COALESCE(MAX(idx) + 1, 0) FROM log_leaves")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(err)?
+                    .try_get(0)
+                    .map_err(err)?;
+                $crate::sql::to_u64(size, "log size")
+            }
+
+            async fn records(
+                &self,
+                ids: &[vellum_protocol::ids::RecordId],
+            ) -> Result<Vec<$crate::ports::StoredRecord>, $crate::error::StoreError> {
+                use sqlx::{QueryBuilder, Row as _};
+                let err = |e| $crate::error::StoreError::backend("read records", e);
+                let mut out = Vec::new();
+                for chunk in ids.chunks($crate::sql::ROWS_PER_STATEMENT) {
+                    let mut q = QueryBuilder::<$db>::new(
+                        "SELECT record_id, leaf_index, header, header_sha256, received_at, body_sha256, body_len, blob \
+                         FROM records WHERE record_id IN (",
+                    );
+                    let mut list = q.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.as_bytes().as_slice());
+                    }
+                    q.push(")");
+                    for row in q.build().fetch_all(&self.pool).await.map_err(err)? {
+                        let columns = $crate::sql::RecordColumns {
+                            record_id: row.try_get(0).map_err(err)?,
+                            leaf_index: row.try_get(1).map_err(err)?,
+                            header: row.try_get(2).map_err(err)?,
+                            header_sha256: row.try_get(3).map_err(err)?,
+                            received_at: row.try_get(4).map_err(err)?,
+                            body_sha256: row.try_get(5).map_err(err)?,
+                            body_len: row.try_get(6).map_err(err)?,
+                            blob: row.try_get(7).map_err(err)?,
+                        };
+                        out.push(columns.into_record()?);
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn hashes(
+                &self,
+                ids: &[vellum_tlog::tree::NodeId],
+            ) -> Result<Vec<vellum_tlog::Hash>, $crate::error::StoreError> {
+                use sqlx::{QueryBuilder, Row as _};
+                let err = |e| $crate::error::StoreError::backend("read tree nodes", e);
+                let mut rows: Vec<i64> = ids.iter().map(|id| $crate::sql::node_location(id).0).collect();
+                rows.sort_unstable();
+                rows.dedup();
+                let mut found = std::collections::HashMap::with_capacity(rows.len());
+                for chunk in rows.chunks($crate::sql::ROWS_PER_STATEMENT) {
+                    let mut q = QueryBuilder::<$db>::new("SELECT idx, hashes FROM log_leaves WHERE idx IN (");
+                    let mut list = q.separated(", ");
+                    for row in chunk {
+                        list.push_bind(*row);
+                    }
+                    q.push(")");
+                    for row in q.build().fetch_all(&self.pool).await.map_err(err)? {
+                        found.insert(row.try_get::<i64, _>(0).map_err(err)?, row.try_get::<Vec<u8>, _>(1).map_err(err)?);
+                    }
+                }
+                $crate::sql::hashes_from_rows(ids, &found)
+            }
+
+            async fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, $crate::error::StoreError> {
+                use sqlx::Row as _;
+                let err = |e| $crate::error::StoreError::backend("read log entry", e);
+                let row = sqlx::query("SELECT entry FROM log_leaves WHERE idx = $1")
+                    .bind($crate::sql::to_i64(index, "leaf index")?)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(err)?;
+                row.map(|r| r.try_get(0).map_err(err)).transpose()
+            }
+
+            async fn checkpoint_at_least(&self, size: u64) -> Result<Option<(u64, String)>, $crate::error::StoreError> {
+                use sqlx::Row as _;
+                let err = |e| $crate::error::StoreError::backend("read checkpoint", e);
+                let row = sqlx::query("SELECT size, note FROM checkpoints WHERE size >= $1 ORDER BY size LIMIT 1")
+                    .bind($crate::sql::to_i64(size, "log size")?)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(err)?;
+                row.map(|r| Ok(($crate::sql::to_u64(r.try_get(0).map_err(err)?, "size")?, r.try_get(1).map_err(err)?)))
+                    .transpose()
+            }
+
+            async fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, $crate::error::StoreError> {
+                use sqlx::Row as _;
+                let err = |e| $crate::error::StoreError::backend("read checkpoint", e);
+                let row = sqlx::query("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(err)?;
+                row.map(|r| Ok(($crate::sql::to_u64(r.try_get(0).map_err(err)?, "size")?, r.try_get(1).map_err(err)?)))
+                    .transpose()
+            }
+        }
+
+        impl $crate::ports::AuditStore for $crate::sql::SqlStore<$db> {
+            async fn append_audit(&self, event: &$crate::ports::AuditEvent) -> Result<u64, $crate::error::StoreError> {
+                use sqlx::Row as _;
+                let err = |e| $crate::error::StoreError::backend("append audit event", e);
+                let id: i64 = sqlx::query(
+                    "INSERT INTO audit_events (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                )
+                .bind($crate::sql::to_i64(event.at.0, "audit time")?)
+                .bind(event.actor.as_str())
+                .bind(event.action.as_str())
+                .bind(event.subject.as_str())
+                .bind(event.detail.as_str())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(err)?
+                .try_get(0)
+                .map_err(err)?;
+                $crate::sql::to_u64(id, "audit id")
+            }
+
+            async fn audit_after(
+                &self,
+                after: u64,
+                limit: u32,
+            ) -> Result<Vec<(u64, $crate::ports::AuditEvent)>, $crate::error::StoreError> {
+                use sqlx::Row as _;
+                let err = |e| $crate::error::StoreError::backend("read audit events", e);
+                let rows = sqlx::query(
+                    "SELECT id, at, actor, action, subject, detail FROM audit_events WHERE id > $1 ORDER BY id LIMIT $2",
+                )
+                .bind($crate::sql::to_i64(after, "audit id")?)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(err)?;
+                rows.into_iter()
+                    .map(|r| {
+                        let id = $crate::sql::to_u64(r.try_get(0).map_err(err)?, "audit id")?;
+                        let event = $crate::sql::audit_event(
+                            r.try_get(1).map_err(err)?,
+                            r.try_get(2).map_err(err)?,
+                            r.try_get(3).map_err(err)?,
+                            r.try_get(4).map_err(err)?,
+                            r.try_get(5).map_err(err)?,
+                        )?;
+                        Ok((id, event))
+                    })
+                    .collect()
+            }
+        }
+    };
+}
+pub(crate) use sql_store;

@@ -1,0 +1,36 @@
+//! The embedded SQLite backend: one file in WAL mode with `synchronous=FULL`, so a
+//! commit is durable (the WAL is fsynced) when it returns.
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::error::StoreError;
+use crate::sql::{SqlStore, sql_store};
+
+/// The SQLite metadata store.
+pub type SqliteStore = SqlStore<sqlx::Sqlite>;
+
+sql_store!(sqlx::Sqlite);
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` (`sqlite://path/to/file.db`)
+    /// and applies migrations.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Config(format!("bad SQLite URL: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::backend("open SQLite database", e))?;
+        crate::migrate::run(crate::migrate::SQLITE, &pool).await?;
+        Ok(Self { pool })
+    }
+}

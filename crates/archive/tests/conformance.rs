@@ -1,0 +1,323 @@
+//! One story for every backend: SQLite + folder always; PostgreSQL + folder too (the
+//! server comes from `VELLUM_TEST_POSTGRES`, which `scripts/test` sets). Each test
+//! gets fresh storage.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use support::*;
+use vellum_archive::ports::{AuditStore, LogStore};
+use vellum_archive::{AppendError, StoreError};
+use vellum_protocol::ids::RecordId;
+use vellum_protocol::receipt::Receipt;
+use vellum_tlog::checkpoint;
+use vellum_tlog::proof::ConsistencyProof;
+
+fn check_receipt(receipt: &Receipt, submission: &vellum_archive::Submission) -> u64 {
+    let fields = submission.header.fields();
+    let verified = receipt
+        .verify(
+            &log_signer().verifier(),
+            &fields.record_id,
+            &submission.header.digest(),
+        )
+        .unwrap();
+    verified.index
+}
+
+async fn append_and_read_back(backend: impl Backend) {
+    let (log, blobs) = backend.open().await;
+    let archive = open_archive(log, blobs).await;
+    let capturer = Capturer::default();
+    let submission = capturer.submission(1300);
+    let receipt = archive.append(submission.clone()).await.unwrap();
+    assert_eq!(check_receipt(&receipt, &submission), 0);
+
+    let record = archive
+        .record(submission.header.fields().record_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.header, submission.header.as_bytes());
+    let body = archive.body(&record).await.unwrap();
+    assert_eq!(body, submission.body);
+    assert_eq!(
+        &body.open(std::slice::from_ref(&capturer.auditor)).unwrap()[..],
+        &[0u8; 1300][..]
+    );
+    assert_eq!(archive.receipt(&record).await.unwrap(), receipt);
+    archive.close().await;
+}
+
+async fn concurrent_appends_share_batches(backend: impl Backend) {
+    let (log, blobs) = backend.open().await;
+    let archive = Arc::new(open_archive(log, blobs).await);
+    let capturer = Capturer::default();
+    let submissions: Vec<_> = (0..300).map(|_| capturer.submission(200)).collect();
+    let tasks: Vec<_> = submissions
+        .iter()
+        .cloned()
+        .map(|s| {
+            let archive = archive.clone();
+            tokio::spawn(async move { archive.append(s).await })
+        })
+        .collect();
+    let mut indexes = HashSet::new();
+    let mut checkpoints = HashSet::new();
+    for (task, submission) in tasks.into_iter().zip(&submissions) {
+        let receipt = task.await.unwrap().unwrap();
+        indexes.insert(check_receipt(&receipt, submission));
+        checkpoints.insert(receipt.to_text().split_once("\n\n").unwrap().1.to_owned());
+    }
+    assert_eq!(indexes, (0..300).collect::<HashSet<u64>>());
+    assert!(
+        checkpoints.len() < 300,
+        "every append signed its own checkpoint: no batching"
+    );
+    let (size, _) = archive.latest_checkpoint().await.unwrap().unwrap();
+    assert_eq!(size, 300);
+    archive.close().await;
+}
+
+async fn retries_get_the_same_receipt_and_conflicts_are_refused(backend: impl Backend) {
+    let (log, blobs) = backend.open().await;
+    let archive = Arc::new(open_archive(log, blobs).await);
+    let capturer = Capturer::default();
+    let first = capturer.submission(100);
+    let receipt = archive.append(first.clone()).await.unwrap();
+    // More records, so the log has moved on when the retry arrives.
+    for _ in 0..5 {
+        archive.append(capturer.submission(100)).await.unwrap();
+    }
+    assert_eq!(
+        archive.append(first.clone()).await.unwrap().to_text(),
+        receipt.to_text()
+    );
+
+    let id = first.header.fields().record_id;
+    let rival = capturer.submission_for(id, 100, 0xEE);
+    assert!(matches!(archive.append(rival).await, Err(AppendError::Conflict(c)) if c == id));
+
+    // Duplicates inside one batch: same content shares a receipt, different content conflicts.
+    let fresh_id = RecordId::new_v7(1_800_000_000_000);
+    let a = capturer.submission_for(fresh_id, 100, 1);
+    let b = capturer.submission_for(fresh_id, 100, 2);
+    let (ra, ra2, rb) = tokio::join!(
+        archive.append(a.clone()),
+        archive.append(a.clone()),
+        archive.append(b)
+    );
+    let (ra, ra2) = (ra.unwrap(), ra2.unwrap());
+    assert_eq!(ra.to_text(), ra2.to_text());
+    assert!(matches!(rb, Err(AppendError::Conflict(_))));
+    assert_eq!(
+        archive.latest_checkpoint().await.unwrap().unwrap().0,
+        7,
+        "no duplicate leaves"
+    );
+    archive.close().await;
+}
+
+async fn a_restart_resumes_the_same_log(backend: impl Backend) {
+    let capturer = Capturer::default();
+    let (log, blobs) = backend.open().await;
+    let archive = open_archive(log, blobs).await;
+    let early = capturer.submission(100);
+    let early_receipt = archive.append(early.clone()).await.unwrap();
+    for _ in 0..10 {
+        archive.append(capturer.submission(100)).await.unwrap();
+    }
+    let (old_size, old_note) = archive.latest_checkpoint().await.unwrap().unwrap();
+    archive.close().await;
+    drop(archive);
+
+    let (log, blobs) = backend.open().await;
+    let archive = open_archive(log, blobs).await;
+    let next = capturer.submission(100);
+    let receipt = archive.append(next.clone()).await.unwrap();
+    assert_eq!(check_receipt(&receipt, &next), old_size);
+    assert_eq!(
+        archive.append(early).await.unwrap().to_text(),
+        early_receipt.to_text()
+    );
+
+    let (new_size, new_note) = archive.latest_checkpoint().await.unwrap().unwrap();
+    let key = log_signer().verifier();
+    let proof = ConsistencyProof {
+        old: old_size,
+        new: new_size,
+        hashes: archive.consistency_proof(old_size, new_size).await.unwrap(),
+    };
+    proof
+        .verify(
+            &checkpoint::open(old_note.as_bytes(), &key).unwrap(),
+            &checkpoint::open(new_note.as_bytes(), &key).unwrap(),
+        )
+        .unwrap();
+    archive.close().await;
+}
+
+async fn a_corrupted_blob_is_never_returned(backend: impl Backend) {
+    let (log, blobs) = backend.open().await;
+    let archive = open_archive(log, blobs).await;
+    let submission = Capturer::default().submission(1000);
+    archive.append(submission.clone()).await.unwrap();
+    let record = archive
+        .record(submission.header.fields().record_id)
+        .await
+        .unwrap()
+        .unwrap();
+    backend.corrupt(&record.blob).await;
+    assert!(matches!(
+        archive.body(&record).await,
+        Err(StoreError::Integrity(_))
+    ));
+    archive.close().await;
+}
+
+async fn failed_writes_leave_nothing_and_retries_succeed(backend: impl Backend) {
+    let (log, blobs) = backend.open().await;
+    let fail_blob = Arc::new(AtomicBool::new(false));
+    let (fail_before, fail_after) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let log = FlakyLog {
+        inner: log,
+        fail_before: fail_before.clone(),
+        fail_after: fail_after.clone(),
+    };
+    let blobs = FlakyBlobs {
+        inner: blobs,
+        fail_next: fail_blob.clone(),
+    };
+    let archive = open_archive(log.clone(), blobs).await;
+    let capturer = Capturer::default();
+    archive.append(capturer.submission(100)).await.unwrap();
+
+    for flag in [&fail_blob, &fail_before] {
+        let size = log.log_size().await.unwrap();
+        let s = capturer.submission(100);
+        flag.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            archive.append(s.clone()).await,
+            Err(AppendError::Store(_))
+        ));
+        assert!(
+            archive
+                .record(s.header.fields().record_id)
+                .await
+                .unwrap()
+                .is_none(),
+            "half a record was kept"
+        );
+        assert_eq!(
+            log.log_size().await.unwrap(),
+            size,
+            "a failed append changed the log"
+        );
+        let receipt = archive.append(s.clone()).await.unwrap();
+        assert_eq!(check_receipt(&receipt, &s), size);
+    }
+
+    // A commit that landed but reported failure: the retry finds the record and gets
+    // its receipt; the next new record follows it, with no fork and no gap.
+    let s = capturer.submission(100);
+    fail_after.store(true, Ordering::SeqCst);
+    assert!(archive.append(s.clone()).await.is_err());
+    assert_eq!(check_receipt(&archive.append(s.clone()).await.unwrap(), &s), 3);
+    let next = capturer.submission(100);
+    assert_eq!(
+        check_receipt(&archive.append(next.clone()).await.unwrap(), &next),
+        4
+    );
+    archive.close().await;
+}
+
+async fn a_newer_schema_is_refused(backend: impl Backend) {
+    let (log, _blobs) = backend.open().await;
+    drop(log);
+    backend.add_future_migration().await;
+    let refused = backend
+        .open_log()
+        .await
+        .err()
+        .expect("a database from a newer vellum was accepted");
+    assert!(
+        matches!(
+            refused,
+            StoreError::SchemaTooNew {
+                found: 9999,
+                known: 1
+            }
+        ),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("newer than this program"));
+}
+
+async fn the_log_and_audit_trail_are_append_only(backend: impl Backend) {
+    let (log, blobs) = backend.open().await;
+    let archive = open_archive(log.clone(), blobs).await;
+    archive.append(Capturer::default().submission(10)).await.unwrap();
+    assert!(
+        backend
+            .tamper_with_log()
+            .await
+            .unwrap_err()
+            .contains("append-only")
+    );
+
+    for n in 1..=3 {
+        assert_eq!(log.append_audit(&audit_event(n)).await.unwrap(), n);
+    }
+    let events = log.audit_after(1, 10).await.unwrap();
+    assert_eq!(events, vec![(2, audit_event(2)), (3, audit_event(3))]);
+    archive.close().await;
+}
+
+macro_rules! conformance {
+    ($module:ident, $backend:expr) => {
+        mod $module {
+            use super::*;
+
+            #[tokio::test]
+            async fn append_and_read_back() {
+                super::append_and_read_back($backend).await;
+            }
+            #[tokio::test]
+            async fn concurrent_appends_share_batches() {
+                super::concurrent_appends_share_batches($backend).await;
+            }
+            #[tokio::test]
+            async fn retries_get_the_same_receipt_and_conflicts_are_refused() {
+                super::retries_get_the_same_receipt_and_conflicts_are_refused($backend).await;
+            }
+            #[tokio::test]
+            async fn a_restart_resumes_the_same_log() {
+                super::a_restart_resumes_the_same_log($backend).await;
+            }
+            #[tokio::test]
+            async fn a_corrupted_blob_is_never_returned() {
+                super::a_corrupted_blob_is_never_returned($backend).await;
+            }
+            #[tokio::test]
+            async fn failed_writes_leave_nothing_and_retries_succeed() {
+                super::failed_writes_leave_nothing_and_retries_succeed($backend).await;
+            }
+            #[tokio::test]
+            async fn a_newer_schema_is_refused() {
+                super::a_newer_schema_is_refused($backend).await;
+            }
+            #[tokio::test]
+            async fn the_log_and_audit_trail_are_append_only() {
+                super::the_log_and_audit_trail_are_append_only($backend).await;
+            }
+        }
+    };
+}
+
+conformance!(sqlite_local, SqliteLocal::new().await);
+conformance!(postgres_local, PostgresLocal::new().await);
