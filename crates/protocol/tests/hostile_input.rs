@@ -82,10 +82,10 @@ fn samples() -> Samples {
 
 /// Runs every parser; checks that whatever verifies still says what was signed.
 fn parse_everything(s: &Samples, bytes: &[u8]) -> Result<(), TestCaseError> {
-    if let Ok(h) = UnverifiedHeader::parse(bytes) {
-        if let Ok(v) = h.verify(&s.device.public()) {
-            prop_assert_eq!(v.as_bytes(), s.header.as_slice());
-        }
+    if let Ok(h) = UnverifiedHeader::parse(bytes)
+        && let Ok(v) = h.verify(&s.device.public())
+    {
+        prop_assert_eq!(v.as_bytes(), s.header.as_slice());
     }
     if let Ok(k) = keyring::verify(bytes, &s.org.verifier(), None, UnixMillis(NOW)) {
         prop_assert_eq!(k.statement().epoch, Epoch(2));
@@ -100,10 +100,10 @@ fn parse_everything(s: &Samples, bytes: &[u8]) -> Result<(), TestCaseError> {
         prop_assert_eq!(e.to_bytes(), bytes);
     }
     let _ = age_header::inspect(bytes);
-    if let Ok(body) = SealedBody::from_bytes(bytes.to_vec()) {
-        if let Ok(plain) = body.open(std::slice::from_ref(&s.auditor)) {
-            prop_assert_eq!(&plain[..], b"{}");
-        }
+    if let Ok(body) = SealedBody::from_bytes(bytes.to_vec())
+        && let Ok(plain) = body.open(std::slice::from_ref(&s.auditor))
+    {
+        prop_assert_eq!(&plain[..], b"{}");
     }
     let _ = MessageDocument::from_json(bytes);
     if let Ok(text) = std::str::from_utf8(bytes) {
