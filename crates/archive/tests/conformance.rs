@@ -1,8 +1,13 @@
-//! One story for every backend: SQLite + folder always; PostgreSQL + folder too (the
-//! server comes from `VELLUM_TEST_POSTGRES`, which `scripts/test` sets). Each test
-//! gets fresh storage.
+//! One story for every backend, all four combinations of SQLite or PostgreSQL with a
+//! local folder or S3 (the servers come from `VELLUM_TEST_POSTGRES` and
+//! `VELLUM_TEST_S3`, which `scripts/test` sets). Each test gets a fresh database,
+//! folder and bucket.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a failed unwrap is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a failed unwrap is a failed test"
+)]
 
 mod support;
 
@@ -172,7 +177,7 @@ async fn a_corrupted_blob_is_never_returned(backend: impl Backend) {
         .await
         .unwrap()
         .unwrap();
-    backend.corrupt(&record.blob).await;
+    backend.corrupt(&record.blob);
     assert!(matches!(
         archive.body(&record).await,
         Err(StoreError::Integrity(_))
@@ -319,5 +324,31 @@ macro_rules! conformance {
     };
 }
 
-conformance!(sqlite_local, SqliteLocal::new().await);
-conformance!(postgres_local, PostgresLocal::new().await);
+conformance!(
+    sqlite_local,
+    Combo {
+        meta: SqliteMeta::new(),
+        blobs: LocalBlobs::new()
+    }
+);
+conformance!(
+    postgres_local,
+    Combo {
+        meta: PgMeta::new().await,
+        blobs: LocalBlobs::new()
+    }
+);
+conformance!(
+    sqlite_s3,
+    Combo {
+        meta: SqliteMeta::new(),
+        blobs: S3Blobs::new()
+    }
+);
+conformance!(
+    postgres_s3,
+    Combo {
+        meta: PgMeta::new().await,
+        blobs: S3Blobs::new()
+    }
+);

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use vellum_archive::StoreError;
 use vellum_archive::blob::local::LocalBlobStore;
+use vellum_archive::blob::s3::{RetentionPeriod, S3BlobStore, S3Config};
 use vellum_archive::ports::{
     AuditEvent, AuditStore, BlobLocator, BlobPut, BlobStore, CommitBatch, LogStore, StoredRecord,
 };
@@ -53,6 +54,11 @@ impl Capturer {
 
     /// A capture for a given record id; `fill` varies the content.
     pub fn submission_for(&self, record_id: RecordId, len: usize, fill: u8) -> Submission {
+        self.submission_in("finra-6y", record_id, len, fill)
+    }
+
+    /// A capture in a given retention class.
+    pub fn submission_in(&self, class: &str, record_id: RecordId, len: usize, fill: u8) -> Submission {
         let body = seal::seal(&[self.auditor.to_public()], &vec![fill; len]).unwrap();
         let fields = HeaderFields {
             record_id,
@@ -61,7 +67,7 @@ impl Capturer {
             channel: Channel::new("signal").unwrap(),
             captured_at: UnixMillis(1_764_150_000_000),
             epoch: Epoch(1),
-            retention: RetentionClass::new("finra-6y").unwrap(),
+            retention: RetentionClass::new(class).unwrap(),
             body: body.digest(),
             tokens: vec![],
         };
@@ -92,7 +98,7 @@ pub trait Backend: Send + Sync {
     }
 
     /// Damages the stored bytes of a blob.
-    fn corrupt(&self, locator: &BlobLocator) -> impl std::future::Future<Output = ()> + Send;
+    fn corrupt(&self, locator: &BlobLocator);
 
     /// Marks the database as migrated by a newer program.
     fn add_future_migration(&self) -> impl std::future::Future<Output = ()> + Send;
@@ -101,65 +107,89 @@ pub trait Backend: Send + Sync {
     fn tamper_with_log(&self) -> impl std::future::Future<Output = Result<(), String>> + Send;
 }
 
-/// SQLite + local folder in a temporary directory.
-pub struct SqliteLocal {
-    pub dir: tempfile::TempDir,
+/// A fresh metadata database.
+pub trait MetaFixture: Send + Sync {
+    type Log: LogStore + AuditStore + Clone;
+    fn open_log(&self) -> impl std::future::Future<Output = Result<Self::Log, StoreError>> + Send;
+    fn sql(&self, statement: &str) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    const FUTURE_MIGRATION: &'static str;
 }
 
-impl SqliteLocal {
-    pub async fn new() -> Self {
+/// A fresh blob store.
+pub trait BlobFixture: Send + Sync {
+    type Blobs: BlobStore;
+    fn open_blobs(&self) -> Self::Blobs;
+    fn corrupt(&self, locator: &BlobLocator);
+}
+
+/// One metadata backend with one blob backend.
+pub struct Combo<M, B> {
+    pub meta: M,
+    pub blobs: B,
+}
+
+impl<M: MetaFixture, B: BlobFixture> Backend for Combo<M, B> {
+    type Log = M::Log;
+    type Blobs = B::Blobs;
+
+    fn open_log(&self) -> impl std::future::Future<Output = Result<M::Log, StoreError>> + Send {
+        self.meta.open_log()
+    }
+
+    fn open_blobs(&self) -> B::Blobs {
+        self.blobs.open_blobs()
+    }
+
+    fn corrupt(&self, locator: &BlobLocator) {
+        self.blobs.corrupt(locator);
+    }
+
+    async fn add_future_migration(&self) {
+        self.meta.sql(M::FUTURE_MIGRATION).await.unwrap();
+    }
+
+    async fn tamper_with_log(&self) -> Result<(), String> {
+        self.meta.sql("DELETE FROM log_leaves WHERE idx = 0").await
+    }
+}
+
+/// SQLite in a temporary directory.
+pub struct SqliteMeta {
+    dir: tempfile::TempDir,
+}
+
+impl SqliteMeta {
+    pub fn new() -> Self {
         Self {
             dir: tempfile::tempdir().unwrap(),
         }
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("sqlite://{}", self.dir.path().join("meta.db").display())
     }
 }
 
-impl Backend for SqliteLocal {
+impl MetaFixture for SqliteMeta {
     type Log = SqliteStore;
-    type Blobs = LocalBlobStore;
+    const FUTURE_MIGRATION: &'static str = "INSERT INTO _sqlx_migrations (version, description, success, checksum, \
+        execution_time) VALUES (9999, 'from the future', 1, x'00', 0)";
 
     async fn open_log(&self) -> Result<SqliteStore, StoreError> {
         SqliteStore::open(&self.url()).await
     }
 
-    fn open_blobs(&self) -> LocalBlobStore {
-        LocalBlobStore::open(&self.dir.path().join("blobs")).unwrap()
-    }
-
-    async fn corrupt(&self, locator: &BlobLocator) {
-        SqliteLocal::corrupt_in(self.dir.path(), locator);
-    }
-
-    async fn add_future_migration(&self) {
+    async fn sql(&self, statement: &str) -> Result<(), String> {
         let pool = sqlx::SqlitePool::connect(&self.url()).await.unwrap();
-        sqlx::query(
-            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-             VALUES (9999, 'from the future', 1, x'00', 0)",
-        )
-        .execute(&pool)
-        .await
-        .unwrap();
-        pool.close().await;
-    }
-
-    async fn tamper_with_log(&self) -> Result<(), String> {
-        let pool = sqlx::SqlitePool::connect(&self.url()).await.unwrap();
-        let outcome = sqlx::query("UPDATE log_leaves SET entry = x'00' WHERE idx = 0")
-            .execute(&pool)
-            .await;
+        let outcome = sqlx::query(statement).execute(&pool).await;
         pool.close().await;
         outcome.map(|_| ()).map_err(|e| e.to_string())
     }
 }
 
-/// PostgreSQL (a fresh database per test) + local folder.
-pub struct PostgresLocal {
+/// A fresh database on the PostgreSQL test server.
+pub struct PgMeta {
     pub url: String,
-    pub dir: tempfile::TempDir,
 }
 
 /// The server to create test databases on; `scripts/test` sets it.
@@ -170,13 +200,16 @@ pub fn postgres_admin_url() -> String {
     )
 }
 
-impl PostgresLocal {
+/// A name no other test uses.
+pub fn unique_name(prefix: &str) -> String {
+    let id = RecordId::new_v7(0).to_string().replace('-', "");
+    format!("{prefix}{}", &id[16..])
+}
+
+impl PgMeta {
     pub async fn new() -> Self {
         let admin_url = postgres_admin_url();
-        let name = format!(
-            "vellum_test_{}",
-            RecordId::new_v7(0).to_string().replace('-', "")[16..].to_owned()
-        );
+        let name = unique_name("vellum_test_");
         let admin = sqlx::PgPool::connect(&admin_url)
             .await
             .expect("connect to the PostgreSQL test server");
@@ -188,59 +221,127 @@ impl PostgresLocal {
         let (base, _) = admin_url.rsplit_once('/').unwrap();
         Self {
             url: format!("{base}/{name}"),
-            dir: tempfile::tempdir().unwrap(),
         }
     }
 }
 
-impl Backend for PostgresLocal {
+impl MetaFixture for PgMeta {
     type Log = PgStore;
-    type Blobs = LocalBlobStore;
+    const FUTURE_MIGRATION: &'static str = "INSERT INTO _sqlx_migrations (version, description, success, checksum, \
+        execution_time) VALUES (9999, 'from the future', true, '\\x00', 0)";
 
     async fn open_log(&self) -> Result<PgStore, StoreError> {
         PgStore::open(&self.url).await
     }
 
-    fn open_blobs(&self) -> LocalBlobStore {
-        LocalBlobStore::open(&self.dir.path().join("blobs")).unwrap()
-    }
-
-    async fn corrupt(&self, locator: &BlobLocator) {
-        SqliteLocal::corrupt_in(self.dir.path(), locator);
-    }
-
-    async fn add_future_migration(&self) {
+    async fn sql(&self, statement: &str) -> Result<(), String> {
         let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
-        sqlx::query(
-            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-             VALUES (9999, 'from the future', true, '\\x00', 0)",
-        )
-        .execute(&pool)
-        .await
-        .unwrap();
-        pool.close().await;
-    }
-
-    async fn tamper_with_log(&self) -> Result<(), String> {
-        let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
-        let outcome = sqlx::query("DELETE FROM log_leaves WHERE idx = 0")
-            .execute(&pool)
-            .await;
+        let outcome = sqlx::query(statement).execute(&pool).await;
         pool.close().await;
         outcome.map(|_| ()).map_err(|e| e.to_string())
     }
 }
 
-impl SqliteLocal {
-    fn corrupt_in(dir: &std::path::Path, locator: &BlobLocator) {
+/// A local blob folder in a temporary directory.
+pub struct LocalBlobs {
+    dir: tempfile::TempDir,
+}
+
+impl LocalBlobs {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+}
+
+impl BlobFixture for LocalBlobs {
+    type Blobs = LocalBlobStore;
+
+    fn open_blobs(&self) -> LocalBlobStore {
+        LocalBlobStore::open(self.dir.path()).unwrap()
+    }
+
+    fn corrupt(&self, locator: &BlobLocator) {
         use std::os::unix::fs::FileExt as _;
         let (segment, offset) = locator.0.split_once('/').unwrap();
-        let path = dir
-            .join("blobs")
+        let path = self
+            .dir
+            .path()
             .join(format!("{:08}.seg", segment.parse::<u32>().unwrap()));
         let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
         file.write_all_at(b"X", offset.parse::<u64>().unwrap() + 44 + 100)
             .unwrap();
+    }
+}
+
+/// A fresh Object Lock bucket on the S3 test server (`VELLUM_TEST_S3`).
+pub struct S3Blobs {
+    pub bucket: String,
+    pub endpoint: String,
+}
+
+/// Runs the boto3 helper (`tests/s3ctl.py`): an S3 client independent of the one under test.
+pub fn s3ctl(args: &[&str]) -> String {
+    let output = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s3ctl.py"))
+        .args(args)
+        .output()
+        .expect("run python3");
+    assert!(
+        output.status.success(),
+        "s3ctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+impl S3Blobs {
+    pub fn new() -> Self {
+        let endpoint = std::env::var("VELLUM_TEST_S3").expect(
+            "VELLUM_TEST_S3 is not set: the S3 conformance tests need an S3 server with Object Lock \
+             (scripts/test starts one and sets it)",
+        );
+        let bucket = unique_name("vellum-test-");
+        s3ctl(&["mkbucket", &bucket]);
+        Self { bucket, endpoint }
+    }
+
+    pub fn config(&self) -> S3Config {
+        S3Config {
+            bucket: self.bucket.clone(),
+            prefix: "archive/".into(),
+            region: "us-east-1".into(),
+            endpoint: Some(self.endpoint.clone()),
+            access_key_id: "test".into(),
+            secret_access_key: "test".into(),
+            allow_http: true,
+            object_lock: true,
+            retention: [
+                (
+                    RetentionClass::new("finra-6y").unwrap(),
+                    RetentionPeriod::Days(6 * 366),
+                ),
+                (
+                    RetentionClass::new("permanent").unwrap(),
+                    RetentionPeriod::Permanent,
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
+}
+
+impl BlobFixture for S3Blobs {
+    type Blobs = S3BlobStore;
+
+    fn open_blobs(&self) -> S3BlobStore {
+        S3BlobStore::new(self.config()).unwrap()
+    }
+
+    fn corrupt(&self, locator: &BlobLocator) {
+        s3ctl(&["overwrite", &self.bucket, &locator.0]);
     }
 }
 

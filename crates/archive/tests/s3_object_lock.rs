@@ -1,0 +1,70 @@
+//! Object Lock on S3: every blob is locked in COMPLIANCE mode for at least its record's
+//! retention and cannot be deleted before then; a class with no configured period is
+//! refused before anything is stored. Checked with boto3, an S3 client independent of
+//! the one that wrote the blobs.
+
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
+mod support;
+
+use support::*;
+use vellum_archive::{AppendError, StoreError};
+use vellum_protocol::ids::RecordId;
+
+const DAY_MS: u64 = 86_400_000;
+
+#[tokio::test]
+async fn blobs_are_locked_for_their_retention_and_cannot_be_deleted() {
+    let backend = Combo {
+        meta: SqliteMeta::new(),
+        blobs: S3Blobs::new(),
+    };
+    let (log, blobs) = backend.open().await;
+    let archive = open_archive(log, blobs).await;
+    let capturer = Capturer::default();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+
+    for (class, days) in [("finra-6y", 6 * 366), ("permanent", 100 * 366)] {
+        let submission = capturer.submission_in(class, RecordId::new_v7(before + days), 300, 1);
+        archive.append(submission.clone()).await.unwrap();
+        let record = archive
+            .record(submission.header.fields().record_id)
+            .await
+            .unwrap()
+            .unwrap();
+
+        let retention = s3ctl(&["retention", &backend.blobs.bucket, &record.blob.0]);
+        let (mode, until) = retention.trim().split_once(' ').unwrap();
+        assert_eq!(mode, "COMPLIANCE");
+        let minimum = vellum_protocol::time::rfc3339(before + days * DAY_MS);
+        // Same fixed-width format, so text order is time order.
+        assert!(
+            until >= minimum.as_str(),
+            "{class}: locked until {until}, needs at least {minimum}"
+        );
+
+        let deleted = s3ctl(&["delete-versions", &backend.blobs.bucket, &record.blob.0]);
+        assert!(
+            !deleted.is_empty() && deleted.lines().all(|l| l.starts_with("refused")),
+            "{deleted}"
+        );
+        assert_eq!(archive.body(&record).await.unwrap(), submission.body);
+    }
+
+    let unknown = capturer.submission_in("unlisted-class", RecordId::new_v7(before), 300, 2);
+    match archive.append(unknown.clone()).await {
+        Err(AppendError::Store(e)) => assert!(matches!(*e, StoreError::Config(_)), "{e}"),
+        other => panic!("a class without a retention period was stored: {other:?}"),
+    }
+    assert!(
+        archive
+            .record(unknown.header.fields().record_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    archive.close().await;
+}
