@@ -33,3 +33,34 @@ impl PgStore {
         Ok(Self { pool })
     }
 }
+
+/// Creates a new, empty database named `name` on the server of `admin_url` and returns
+/// its URL (for benchmarks and tests that need a fresh database).
+pub async fn create_database(admin_url: &str, name: &str) -> Result<String, StoreError> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        return Err(StoreError::Config(format!("invalid database name {name:?}")));
+    }
+    let admin = sqlx::PgPool::connect(admin_url).await.map_err(|e| StoreError::backend("connect to PostgreSQL", e))?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .map_err(|e| StoreError::backend("create database", e))?;
+    admin.close().await;
+    let (base, _) = admin_url
+        .split('?')
+        .next()
+        .and_then(|u| u.rsplit_once('/'))
+        .ok_or_else(|| StoreError::Config("PostgreSQL URL has no database part".into()))?;
+    Ok(format!("{base}/{name}"))
+}
+
+/// Drops a database made by [`create_database`].
+pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), StoreError> {
+    let admin = sqlx::PgPool::connect(admin_url).await.map_err(|e| StoreError::backend("connect to PostgreSQL", e))?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .map_err(|e| StoreError::backend("drop database", e))?;
+    admin.close().await;
+    Ok(())
+}

@@ -4,6 +4,7 @@
 //! sealing and opening (`seal`, `open`, flag-compatible with the age CLI), checking
 //! log checkpoints and proofs (`verify`), and an end-to-end `demo`.
 
+mod bench;
 mod demo;
 mod error;
 mod files;
@@ -36,12 +37,21 @@ enum Command {
     /// Check checkpoints and proofs of a Vellum log offline.
     #[command(subcommand)]
     Verify(verify::VerifyCommand),
+    /// Measure the archive (see docs/performance.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Run the whole capture path locally: keys, keyring, seal, sign, log, receipts, open.
     Demo {
         /// Folder to write the demo's files into (must not exist yet).
         #[arg(long, default_value = "demo-out")]
         dir: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Appends per second and latency of the storage path, clients excluded.
+    Storage(bench::StorageArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,6 +71,7 @@ fn main() -> ExitCode {
         Command::Seal(args) => sealing::seal(&args),
         Command::Open(args) => sealing::open(&args),
         Command::Verify(command) => verify::run(&command),
+        Command::Bench(BenchCommand::Storage(args)) => bench::storage(&args),
         Command::Demo { dir } => demo::run(&dir),
     };
     match outcome {

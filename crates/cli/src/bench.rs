@@ -1,0 +1,231 @@
+//! `vellum bench storage`: appends per second and latency of the archive's append path.
+//!
+//! Everything a client would do before sending (sealing, signing, header verification)
+//! happens before the clock starts; what is timed is `Archive::append` end to end:
+//! blob write, tree update, checkpoint signature, database commit, receipt.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use vellum_archive::blob::local::LocalBlobStore;
+use vellum_archive::ports::{BlobStore, LogStore};
+use vellum_archive::postgres::{self, PgStore};
+use vellum_archive::sqlite::SqliteStore;
+use vellum_archive::{Archive, Submission};
+use vellum_protocol::header::{HeaderFields, UnverifiedHeader};
+use vellum_protocol::ids::{Channel, Custodian, DeviceId, Epoch, RecordId, RetentionClass, UnixMillis};
+use vellum_protocol::keys::{DeviceKey, generate_note_signer};
+use vellum_protocol::seal::{self, Identity};
+
+use crate::error::{CliError, Kind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Backend {
+    /// SQLite (WAL, synchronous=FULL) and a local blob folder.
+    Sqlite,
+    /// PostgreSQL and a local blob folder.
+    Postgres,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StorageArgs {
+    /// Metadata backend.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    backend: Backend,
+    /// Appends to time.
+    #[arg(long, default_value_t = 100_000)]
+    records: usize,
+    /// Concurrent writers.
+    #[arg(long, default_value_t = 512)]
+    concurrency: usize,
+    /// Plaintext bytes per record (sealed size is this plus about 200).
+    #[arg(long, default_value_t = 1035)]
+    body_size: usize,
+    /// PostgreSQL server to create a scratch database on.
+    #[arg(long, env = "VELLUM_BENCH_POSTGRES", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    postgres_url: String,
+    /// Folder for the data (default: a temporary folder, removed afterwards).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn fail(e: impl std::fmt::Display) -> CliError {
+    CliError::new(Kind::Other, format!("bench: {e}"))
+}
+
+pub(crate) fn storage(args: &StorageArgs) -> Result<(), CliError> {
+    if args.records == 0 || args.concurrency == 0 {
+        return Err(CliError::new(Kind::Other, "--records and --concurrency must be at least 1"));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(fail)?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: &StorageArgs) -> Result<(), CliError> {
+    let scratch = tempfile::tempdir().map_err(fail)?;
+    let dir = args.dir.clone().unwrap_or_else(|| scratch.path().to_owned());
+    let blobs = LocalBlobStore::open(&dir.join("blobs")).map_err(fail)?;
+    eprintln!("bench: preparing {} sealed, signed records…", args.records);
+    let submissions = prepare(args.records, args.body_size)?;
+    let sealed_len = submissions.first().map_or(0, |s| s.body.as_bytes().len());
+    let report = match args.backend {
+        Backend::Sqlite => {
+            let url = format!("sqlite://{}", dir.join("meta.db").display());
+            let log = SqliteStore::open(&url).await.map_err(fail)?;
+            measure(log, blobs, submissions, args.concurrency).await?
+        }
+        Backend::Postgres => {
+            let name = format!("vellum_bench_{}", std::process::id());
+            let url = postgres::create_database(&args.postgres_url, &name).await.map_err(fail)?;
+            let outcome = async {
+                let log = PgStore::open(&url).await.map_err(fail)?;
+                measure(log, blobs, submissions, args.concurrency).await
+            }
+            .await;
+            postgres::drop_database(&args.postgres_url, &name).await.map_err(fail)?;
+            outcome?
+        }
+    };
+    let backend = match args.backend {
+        Backend::Sqlite => "sqlite+folder",
+        Backend::Postgres => "postgres+folder",
+    };
+    if args.json {
+        let json = serde_json::json!({
+            "backend": backend,
+            "records": args.records,
+            "concurrency": args.concurrency,
+            "sealed_bytes": sealed_len,
+            "appends_per_sec": report.per_sec,
+            "p50_ms": report.p50,
+            "p90_ms": report.p90,
+            "p99_ms": report.p99,
+            "max_ms": report.max,
+            "checkpoints": report.checkpoints,
+        });
+        println!("{json}");
+    } else {
+        println!(
+            "{backend}: {} appends of {sealed_len}-byte sealed records, {} writers\n\
+             {:.0} appends/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {} checkpoints (mean batch {:.0})",
+            args.records,
+            args.concurrency,
+            report.per_sec,
+            report.p50,
+            report.p90,
+            report.p99,
+            report.max,
+            report.checkpoints,
+            args.records as f64 / report.checkpoints.max(1) as f64
+        );
+    }
+    Ok(())
+}
+
+/// Sealed bodies are reused from a small pool (sealing is the client's cost, not the
+/// archive's); every header is distinct and signed.
+fn prepare(records: usize, body_size: usize) -> Result<Vec<Submission>, CliError> {
+    let device = DeviceKey::generate();
+    let recipient = Identity::generate().to_public();
+    let pool: Vec<_> = (0..records.min(256))
+        .map(|i| seal::seal(std::slice::from_ref(&recipient), &vec![i as u8; body_size]).map_err(fail))
+        .collect::<Result<_, _>>()?;
+    let device_id = DeviceId::parse("0192f0c4-6a3b-7cc1-9a51-3f6e8d2b1a00").map_err(fail)?;
+    let custodian = Custodian::new("bench@agency.example").map_err(fail)?;
+    let channel = Channel::new("signal").map_err(fail)?;
+    let retention = RetentionClass::new("finra-6y").map_err(fail)?;
+    let start = crate::keys::now_ms();
+    (0..records)
+        .map(|i| {
+            let body = pool[i % pool.len()].clone();
+            let fields = HeaderFields {
+                record_id: RecordId::new_v7(start + i as u64),
+                device_id,
+                custodian: custodian.clone(),
+                channel: channel.clone(),
+                captured_at: UnixMillis(start),
+                epoch: Epoch(1),
+                retention: retention.clone(),
+                body: body.digest(),
+                tokens: Vec::new(),
+            };
+            let signed = fields.sign(&device).map_err(fail)?;
+            let header = UnverifiedHeader::parse(signed.as_bytes())
+                .and_then(|h| h.verify(&device.public()))
+                .map_err(fail)?;
+            Ok(Submission { header, body })
+        })
+        .collect()
+}
+
+struct Report {
+    per_sec: f64,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+    checkpoints: u64,
+}
+
+async fn measure<L: LogStore, B: BlobStore>(
+    log: L,
+    blobs: B,
+    submissions: Vec<Submission>,
+    concurrency: usize,
+) -> Result<Report, CliError> {
+    let signer = generate_note_signer("bench.vellum.invalid").map_err(fail)?;
+    let archive = Arc::new(Archive::open(log, blobs, signer).await.map_err(fail)?);
+    let total = submissions.len();
+    let mut shares: Vec<Vec<Submission>> = (0..concurrency).map(|_| Vec::new()).collect();
+    for (i, s) in submissions.into_iter().enumerate() {
+        shares[i % concurrency].push(s);
+    }
+    eprintln!("bench: timing {total} appends");
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for share in shares {
+        let archive = archive.clone();
+        tasks.spawn(async move {
+            let mut latencies = Vec::with_capacity(share.len());
+            for submission in share {
+                let t = Instant::now();
+                archive.append(submission).await.map_err(fail)?;
+                latencies.push(t.elapsed());
+            }
+            Ok::<_, CliError>(latencies)
+        });
+    }
+    let mut latencies: Vec<Duration> = Vec::with_capacity(total);
+    while let Some(done) = tasks.join_next().await {
+        latencies.extend(done.map_err(fail)??);
+    }
+    let elapsed = started.elapsed();
+    let checkpoints = count_checkpoints(&archive).await?;
+    archive.close().await;
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1e3;
+    Ok(Report {
+        per_sec: total as f64 / elapsed.as_secs_f64(),
+        p50: pct(0.50),
+        p90: pct(0.90),
+        p99: pct(0.99),
+        max: latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+        checkpoints,
+    })
+}
+
+/// Checkpoints written during the run: one per batch.
+async fn count_checkpoints<L: LogStore, B: BlobStore>(archive: &Archive<L, B>) -> Result<u64, CliError> {
+    let mut count = 0;
+    let mut size = 1;
+    while let Some((found, _)) = archive.log_store().checkpoint_at_least(size).await.map_err(fail)? {
+        count += 1;
+        size = found + 1;
+    }
+    Ok(count)
+}
