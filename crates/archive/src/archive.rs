@@ -40,7 +40,6 @@ impl<L: LogStore, B: BlobStore> Archive<L, B> {
             blobs: blobs.clone(),
             signer: log_signer,
             frontier,
-            stale: false,
         };
         let task = tokio::spawn(sequencer.run(rx));
         Ok(Self {

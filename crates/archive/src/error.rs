@@ -38,6 +38,10 @@ pub enum StoreError {
     /// Another process holds the data folder.
     #[error("{0} is in use by another vellum process")]
     Locked(String),
+    /// An earlier batch in the pipeline failed, and this one was built on it: nothing
+    /// of it was kept, and retrying is safe.
+    #[error("an earlier batch failed; nothing of this append was kept")]
+    Aborted,
     /// A configuration or URL that cannot work.
     #[error("invalid storage configuration: {0}")]
     Config(String),

@@ -37,10 +37,16 @@ impl PgStore {
 /// Creates a new, empty database named `name` on the server of `admin_url` and returns
 /// its URL (for benchmarks and tests that need a fresh database).
 pub async fn create_database(admin_url: &str, name: &str) -> Result<String, StoreError> {
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
         return Err(StoreError::Config(format!("invalid database name {name:?}")));
     }
-    let admin = sqlx::PgPool::connect(admin_url).await.map_err(|e| StoreError::backend("connect to PostgreSQL", e))?;
+    let admin = sqlx::PgPool::connect(admin_url)
+        .await
+        .map_err(|e| StoreError::backend("connect to PostgreSQL", e))?;
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&admin)
         .await
@@ -56,7 +62,9 @@ pub async fn create_database(admin_url: &str, name: &str) -> Result<String, Stor
 
 /// Drops a database made by [`create_database`].
 pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), StoreError> {
-    let admin = sqlx::PgPool::connect(admin_url).await.map_err(|e| StoreError::backend("connect to PostgreSQL", e))?;
+    let admin = sqlx::PgPool::connect(admin_url)
+        .await
+        .map_err(|e| StoreError::backend("connect to PostgreSQL", e))?;
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&admin)
         .await

@@ -2,8 +2,14 @@
 //!
 //! Appends queue on a channel; the sequencer takes everything queued (up to
 //! [`MAX_BATCH`]) and, for the whole batch, does one blob write, one tree update, one
-//! checkpoint signature and one database transaction. While it commits, the next
-//! batch queues up, so batches grow with load and the cost per append falls.
+//! checkpoint signature and one database transaction. Batches grow with load, so the
+//! cost per append falls as load rises.
+//!
+//! Two tasks form a pipeline: the *preparer* classifies a batch, writes its blobs and
+//! computes its leaves and checkpoint on top of the batch before it, while the
+//! *committer* commits the previous batch and answers it. If a commit fails, every batch
+//! prepared on top of it is failed too (its leaves assumed the failed ones), and the
+//! preparer re-reads the log from storage before preparing anything else.
 //!
 //! Crash ordering, step by step (see [`Sequencer::sequence`]):
 //!
@@ -22,6 +28,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 use vellum_protocol::header::VerifiedHeader;
@@ -85,13 +92,21 @@ pub(crate) async fn load_frontier<L: LogStore>(log: &L, signer: &NoteSigner) -> 
     }
 }
 
+/// State the two pipeline stages share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// A commit failed: batches prepared after it must fail, and the preparer must
+    /// re-read the log before preparing another.
+    poisoned: AtomicBool,
+    /// The sequence number of the newest committed batch.
+    committed: AtomicU64,
+}
+
 pub(crate) struct Sequencer<L, B> {
     pub(crate) log: Arc<L>,
     pub(crate) blobs: Arc<B>,
     pub(crate) signer: NoteSigner,
     pub(crate) frontier: Frontier,
-    /// Set when a commit failed: its outcome is unknown until storage is read again.
-    pub(crate) stale: bool,
 }
 
 /// Hash lookups served from memory: the frontier before a batch plus every node the
@@ -126,8 +141,44 @@ impl From<std::convert::Infallible> for StoreError {
     }
 }
 
+/// A prepared batch on its way to the committer.
+struct Prepared {
+    seq: u64,
+    batch: CommitBatch,
+    first_index: u64,
+    known: KnownNodes,
+    entries: Vec<LogEntry>,
+    fresh: Vec<Request>,
+    /// Repeats of `fresh[i]` within the same batch: they get the same receipt.
+    repeats: Vec<(usize, Request)>,
+}
+
+/// Work for the committer, in order.
+enum Job {
+    Commit(Prepared),
+    /// Retries of records committed earlier or in flight: answered from storage once
+    /// everything before them has committed.
+    Replays(Vec<Request>),
+    /// Answered when every earlier job is done.
+    Barrier(oneshot::Sender<()>),
+}
+
+fn fail_all(requests: impl IntoIterator<Item = Request>, error: &Arc<StoreError>) {
+    for request in requests {
+        let _ = request.reply.send(Err(AppendError::Store(error.clone())));
+    }
+}
+
 impl<L: LogStore, B: BlobStore> Sequencer<L, B> {
+    /// The preparer: runs until every sender of `rx` is gone, then waits for the
+    /// committer to finish.
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let shared = Arc::new(Shared::default());
+        let (jobs, job_rx) = mpsc::channel(1);
+        let committer = tokio::spawn(commit_jobs(self.log.clone(), job_rx, shared.clone()));
+        // Record ids of batches sent but perhaps not committed: (header digest, batch).
+        let mut in_flight: HashMap<RecordId, ([u8; 32], u64)> = HashMap::new();
+        let mut seq = 0u64;
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -136,45 +187,98 @@ impl<L: LogStore, B: BlobStore> Sequencer<L, B> {
                     Err(_) => break,
                 }
             }
-            self.process(batch).await;
+            if shared.poisoned.load(Ordering::SeqCst) {
+                if let Err(e) = self.recover(&jobs, &shared).await {
+                    fail_all(batch, &Arc::new(e));
+                    continue;
+                }
+                in_flight.clear();
+            }
+            let committed = shared.committed.load(Ordering::SeqCst);
+            in_flight.retain(|_, (_, s)| *s > committed);
+            seq += 1;
+            let Some((fresh, repeats, replays)) = self.classify(batch, &in_flight).await else {
+                continue;
+            };
+            if !replays.is_empty() && jobs.send(Job::Replays(replays)).await.is_err() {
+                break;
+            }
+            if fresh.is_empty() {
+                continue;
+            }
+            match self.prepare(seq, fresh, repeats).await {
+                Ok(prepared) => {
+                    for request in &prepared.fresh {
+                        let header = &request.submission.header;
+                        in_flight.insert(header.fields().record_id, (header.digest(), seq));
+                    }
+                    if jobs.send(Job::Commit(prepared)).await.is_err() {
+                        break;
+                    }
+                }
+                Err((e, requests)) => fail_all(requests, &Arc::new(e)),
+            }
         }
+        drop(jobs);
+        let _ = committer.await;
     }
 
-    async fn process(&mut self, batch: Vec<Request>) {
+    /// After a failed commit: wait until the committer has drained every job prepared
+    /// on top of it, then read the log back from storage.
+    async fn recover(&mut self, jobs: &mpsc::Sender<Job>, shared: &Shared) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        let closed = || StoreError::Integrity("the committer stopped".into());
+        jobs.send(Job::Barrier(ack)).await.map_err(|_| closed())?;
+        done.await.map_err(|_| closed())?;
+        self.frontier = load_frontier(self.log.as_ref(), &self.signer).await?;
+        shared.poisoned.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Splits a batch into new records, repeats of a new record within the batch, and
+    /// retries of records archived or in flight; answers conflicts. `None` when the
+    /// lookup failed (every request is answered).
+    #[allow(clippy::type_complexity, reason = "three lists, named at the call site")]
+    async fn classify(
+        &self,
+        batch: Vec<Request>,
+        in_flight: &HashMap<RecordId, ([u8; 32], u64)>,
+    ) -> Option<(Vec<Request>, Vec<(usize, Request)>, Vec<Request>)> {
         let mut ids: Vec<RecordId> = batch
             .iter()
             .map(|r| r.submission.header.fields().record_id)
             .collect();
         ids.sort_unstable();
         ids.dedup();
-        let existing: HashMap<RecordId, StoredRecord> = match self.log.records(&ids).await {
-            Ok(found) => found.into_iter().map(|r| (r.record_id, r)).collect(),
+        let stored: HashMap<RecordId, [u8; 32]> = match self.log.records(&ids).await {
+            Ok(found) => found
+                .into_iter()
+                .map(|r| (r.record_id, r.header_sha256))
+                .collect(),
             Err(e) => {
-                let e = Arc::new(e);
-                for request in batch {
-                    let _ = request.reply.send(Err(AppendError::Store(e.clone())));
-                }
-                return;
+                fail_all(batch, &Arc::new(e));
+                return None;
             }
         };
-
-        // Classify: new records, repeats of a new record within this batch, and
-        // retries of records archived earlier.
         let mut fresh: Vec<Request> = Vec::new();
         let mut first_of: HashMap<RecordId, usize> = HashMap::new();
-        let mut repeats: Vec<(usize, Request)> = Vec::new();
-        let mut replays: Vec<(StoredRecord, Request)> = Vec::new();
+        let mut repeats = Vec::new();
+        let mut replays = Vec::new();
         for request in batch {
             let header = &request.submission.header;
             let id = header.fields().record_id;
-            if let Some(stored) = existing.get(&id) {
-                if stored.header_sha256 == header.digest() {
-                    replays.push((stored.clone(), request));
+            let earlier = stored
+                .get(&id)
+                .or_else(|| in_flight.get(&id).map(|(digest, _)| digest));
+            let same = |digest: &[u8; 32]| *digest == header.digest();
+            if let Some(digest) = earlier {
+                if same(digest) {
+                    replays.push(request);
                 } else {
                     let _ = request.reply.send(Err(AppendError::Conflict(id)));
                 }
             } else if let Some(&at) = first_of.get(&id) {
-                if fresh[at].submission.header.digest() == header.digest() {
+                if same(&fresh[at].submission.header.digest()) {
                     repeats.push((at, request));
                 } else {
                     let _ = request.reply.send(Err(AppendError::Conflict(id)));
@@ -184,39 +288,26 @@ impl<L: LogStore, B: BlobStore> Sequencer<L, B> {
                 fresh.push(request);
             }
         }
-
-        if !fresh.is_empty() {
-            match self.sequence(&fresh).await {
-                Ok(receipts) => {
-                    for (at, request) in repeats {
-                        let _ = request.reply.send(Ok(receipts[at].clone()));
-                    }
-                    for (request, receipt) in fresh.into_iter().zip(receipts) {
-                        let _ = request.reply.send(Ok(receipt));
-                    }
-                }
-                Err(e) => {
-                    let e = Arc::new(e);
-                    for request in fresh.into_iter().chain(repeats.into_iter().map(|(_, r)| r)) {
-                        let _ = request.reply.send(Err(AppendError::Store(e.clone())));
-                    }
-                }
-            }
-        }
-        for (stored, request) in replays {
-            let receipt = replay(self.log.as_ref(), &stored)
-                .await
-                .map_err(|e| AppendError::Store(Arc::new(e)));
-            let _ = request.reply.send(receipt);
-        }
+        Some((fresh, repeats, replays))
     }
 
-    /// Sequences new records; see the module docs for the crash ordering.
-    async fn sequence(&mut self, fresh: &[Request]) -> Result<Vec<Receipt>, StoreError> {
-        if self.stale {
-            self.frontier = load_frontier(self.log.as_ref(), &self.signer).await?;
-            self.stale = false;
-        }
+    /// Steps 1-3 of the crash ordering: blobs (durable), leaves and nodes, checkpoint.
+    /// On failure the requests come back with the error, and nothing changed.
+    async fn prepare(
+        &mut self,
+        seq: u64,
+        fresh: Vec<Request>,
+        repeats: Vec<(usize, Request)>,
+    ) -> Result<Prepared, (StoreError, Vec<Request>)> {
+        let give_back = |e, fresh: Vec<Request>, repeats: Vec<(usize, Request)>| {
+            (
+                e,
+                fresh
+                    .into_iter()
+                    .chain(repeats.into_iter().map(|(_, r)| r))
+                    .collect(),
+            )
+        };
         // 1. Blobs, durable.
         let puts: Vec<BlobPut<'_>> = fresh
             .iter()
@@ -226,26 +317,34 @@ impl<L: LogStore, B: BlobStore> Sequencer<L, B> {
                 retention: &r.submission.header.fields().retention,
             })
             .collect();
-        let locators = self.blobs.put(&puts).await?;
+        let locators = match self.blobs.put(&puts).await {
+            Ok(locators) => locators,
+            Err(e) => {
+                drop(puts);
+                return Err(give_back(e, fresh, repeats));
+            }
+        };
 
         // 2. Leaves and the nodes they complete, in memory.
         let received_at = UnixMillis(now_ms());
-        let before = self.frontier.clone();
-        let mut known = KnownNodes(before.nodes().collect());
+        let first_index = self.frontier.size();
+        let mut known = KnownNodes(self.frontier.nodes().collect());
         let mut entries = Vec::with_capacity(fresh.len());
         let mut leaves = Vec::with_capacity(fresh.len());
         let mut records = Vec::with_capacity(fresh.len());
+        let mut next = self.frontier.clone();
         for (request, blob) in fresh.iter().zip(locators) {
             let header = &request.submission.header;
             let fields = header.fields();
-            let index = self.frontier.size();
+            let header_sha256 = header.digest();
+            let index = next.size();
             let entry = LogEntry::RecordAppended {
                 record_id: fields.record_id,
-                header_sha256: header.digest(),
+                header_sha256,
                 received_at,
             };
             let entry_bytes = entry.to_bytes();
-            let completed = self.frontier.push(leaf_hash(&entry_bytes));
+            let completed = next.push(leaf_hash(&entry_bytes));
             let mut hashes = Vec::with_capacity(32 * completed.len());
             for (id, hash) in completed {
                 hashes.extend_from_slice(hash.as_bytes());
@@ -260,7 +359,7 @@ impl<L: LogStore, B: BlobStore> Sequencer<L, B> {
                 record_id: fields.record_id,
                 leaf_index: index,
                 header: header.as_bytes().to_vec(),
-                header_sha256: header.digest(),
+                header_sha256,
                 device_id: fields.device_id,
                 custodian: fields.custodian.clone(),
                 channel: fields.channel.clone(),
@@ -275,35 +374,122 @@ impl<L: LogStore, B: BlobStore> Sequencer<L, B> {
         }
 
         // 3. One signature for the batch.
-        let size = self.frontier.size();
-        let note = Checkpoint::new(self.signer.name(), size, self.frontier.root())
-            .sign(&self.signer)
-            .map_err(|e| StoreError::Integrity(format!("signing checkpoint: {e}")))?;
-
-        // 4. One durable transaction.
-        let batch = CommitBatch {
-            records,
-            leaves,
-            size,
-            checkpoint: note.clone(),
+        let size = next.size();
+        let note = match Checkpoint::new(self.signer.name(), size, next.root()).sign(&self.signer) {
+            Ok(note) => note,
+            Err(e) => {
+                let e = StoreError::Integrity(format!("signing checkpoint: {e}"));
+                return Err(give_back(e, fresh, repeats));
+            }
         };
-        if let Err(e) = self.log.commit(&batch).await {
-            // The commit may or may not have landed: read the truth before the next batch.
-            self.frontier = before;
-            self.stale = true;
-            return Err(e);
-        }
+        self.frontier = next;
+        Ok(Prepared {
+            seq,
+            batch: CommitBatch {
+                records,
+                leaves,
+                size,
+                checkpoint: note,
+            },
+            first_index,
+            known,
+            entries,
+            fresh,
+            repeats,
+        })
+    }
+}
 
-        // 5. Receipts, from memory.
-        entries
-            .iter()
-            .enumerate()
-            .map(|(i, entry)| {
-                let index = before.size() + i as u64;
-                let proof = prove_inclusion(size, index, &known).map_err(proof_error)?;
-                Ok(Receipt::new(entry, index, proof, note.clone()))
-            })
-            .collect()
+/// The committer: steps 4 and 5 of the crash ordering, one job at a time, in order.
+async fn commit_jobs<L: LogStore>(log: Arc<L>, mut jobs: mpsc::Receiver<Job>, shared: Arc<Shared>) {
+    while let Some(job) = jobs.recv().await {
+        match job {
+            Job::Barrier(ack) => {
+                let _ = ack.send(());
+            }
+            Job::Replays(requests) => answer_replays(log.as_ref(), requests).await,
+            Job::Commit(prepared) => {
+                let requests = prepared.fresh.len() + prepared.repeats.len();
+                if shared.poisoned.load(Ordering::SeqCst) {
+                    let e = Arc::new(StoreError::Aborted);
+                    fail_all(
+                        prepared
+                            .fresh
+                            .into_iter()
+                            .chain(prepared.repeats.into_iter().map(|(_, r)| r)),
+                        &e,
+                    );
+                    continue;
+                }
+                // 4. One durable transaction.
+                if let Err(e) = log.commit(&prepared.batch).await {
+                    shared.poisoned.store(true, Ordering::SeqCst);
+                    let e = Arc::new(e);
+                    fail_all(
+                        prepared
+                            .fresh
+                            .into_iter()
+                            .chain(prepared.repeats.into_iter().map(|(_, r)| r)),
+                        &e,
+                    );
+                    continue;
+                }
+                shared.committed.store(prepared.seq, Ordering::SeqCst);
+                // 5. Receipts, from memory.
+                let receipts = receipts(&prepared);
+                debug_assert_eq!(receipts.len() + prepared.repeats.len(), requests);
+                for (at, request) in prepared.repeats {
+                    let _ = request.reply.send(receipts[at].clone());
+                }
+                for (request, receipt) in prepared.fresh.into_iter().zip(receipts) {
+                    let _ = request.reply.send(receipt);
+                }
+            }
+        }
+    }
+}
+
+fn receipts(prepared: &Prepared) -> Vec<Result<Receipt, AppendError>> {
+    let size = prepared.batch.size;
+    prepared
+        .entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let index = prepared.first_index + i as u64;
+            let proof = prove_inclusion(size, index, &prepared.known).map_err(proof_error)?;
+            Ok(Receipt::new(
+                entry,
+                index,
+                proof,
+                prepared.batch.checkpoint.clone(),
+            ))
+        })
+        .map(|r: Result<Receipt, StoreError>| r.map_err(|e| AppendError::Store(Arc::new(e))))
+        .collect()
+}
+
+/// Answers retries from storage: by now every earlier batch has committed or failed.
+async fn answer_replays<L: LogStore>(log: &L, requests: Vec<Request>) {
+    let ids: Vec<RecordId> = requests
+        .iter()
+        .map(|r| r.submission.header.fields().record_id)
+        .collect();
+    let stored: HashMap<RecordId, StoredRecord> = match log.records(&ids).await {
+        Ok(found) => found.into_iter().map(|r| (r.record_id, r)).collect(),
+        Err(e) => return fail_all(requests, &Arc::new(e)),
+    };
+    for request in requests {
+        let header = &request.submission.header;
+        let answer = match stored.get(&header.fields().record_id) {
+            Some(record) if record.header_sha256 == header.digest() => replay(log, record)
+                .await
+                .map_err(|e| AppendError::Store(Arc::new(e))),
+            Some(_) => Err(AppendError::Conflict(header.fields().record_id)),
+            // The batch it was in flight with failed: nothing was kept.
+            None => Err(AppendError::Store(Arc::new(StoreError::Aborted))),
+        };
+        let _ = request.reply.send(answer);
     }
 }
 

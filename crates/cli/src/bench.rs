@@ -44,7 +44,11 @@ pub(crate) struct StorageArgs {
     #[arg(long, default_value_t = 1035)]
     body_size: usize,
     /// PostgreSQL server to create a scratch database on.
-    #[arg(long, env = "VELLUM_BENCH_POSTGRES", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(
+        long,
+        env = "VELLUM_BENCH_POSTGRES",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
     postgres_url: String,
     /// Folder for the data (default: a temporary folder, removed afterwards).
     #[arg(long)]
@@ -60,9 +64,15 @@ fn fail(e: impl std::fmt::Display) -> CliError {
 
 pub(crate) fn storage(args: &StorageArgs) -> Result<(), CliError> {
     if args.records == 0 || args.concurrency == 0 {
-        return Err(CliError::new(Kind::Other, "--records and --concurrency must be at least 1"));
+        return Err(CliError::new(
+            Kind::Other,
+            "--records and --concurrency must be at least 1",
+        ));
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(fail)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(fail)?;
     runtime.block_on(run(args))
 }
 
@@ -81,13 +91,17 @@ async fn run(args: &StorageArgs) -> Result<(), CliError> {
         }
         Backend::Postgres => {
             let name = format!("vellum_bench_{}", std::process::id());
-            let url = postgres::create_database(&args.postgres_url, &name).await.map_err(fail)?;
+            let url = postgres::create_database(&args.postgres_url, &name)
+                .await
+                .map_err(fail)?;
             let outcome = async {
                 let log = PgStore::open(&url).await.map_err(fail)?;
                 measure(log, blobs, submissions, args.concurrency).await
             }
             .await;
-            postgres::drop_database(&args.postgres_url, &name).await.map_err(fail)?;
+            postgres::drop_database(&args.postgres_url, &name)
+                .await
+                .map_err(fail)?;
             outcome?
         }
     };
@@ -208,7 +222,9 @@ async fn measure<L: LogStore, B: BlobStore>(
     let checkpoints = count_checkpoints(&archive).await?;
     archive.close().await;
     latencies.sort_unstable();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1e3;
+    let pct = |p: f64| {
+        latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1e3
+    };
     Ok(Report {
         per_sec: total as f64 / elapsed.as_secs_f64(),
         p50: pct(0.50),
@@ -223,7 +239,12 @@ async fn measure<L: LogStore, B: BlobStore>(
 async fn count_checkpoints<L: LogStore, B: BlobStore>(archive: &Archive<L, B>) -> Result<u64, CliError> {
     let mut count = 0;
     let mut size = 1;
-    while let Some((found, _)) = archive.log_store().checkpoint_at_least(size).await.map_err(fail)? {
+    while let Some((found, _)) = archive
+        .log_store()
+        .checkpoint_at_least(size)
+        .await
+        .map_err(fail)?
+    {
         count += 1;
         size = found + 1;
     }
