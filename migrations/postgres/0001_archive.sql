@@ -1,21 +1,14 @@
 -- Records, the transparency log and the audit trail (PostgreSQL).
 -- Released migrations are never edited: add a new file instead.
 
+-- Only what the append path must make durable: every other field of a record (custodian,
+-- channel, times, epoch, retention, body digest, blind tokens) is inside the signed header.
 CREATE TABLE records (
-    record_id     BYTEA  NOT NULL PRIMARY KEY,
-    leaf_index    BIGINT NOT NULL,
-    header        BYTEA  NOT NULL,
-    header_sha256 BYTEA  NOT NULL,
-    device_id     BYTEA  NOT NULL,
-    custodian     TEXT   NOT NULL,
-    channel       TEXT   NOT NULL,
-    captured_at   BIGINT NOT NULL,
-    received_at   BIGINT NOT NULL,
-    epoch         BIGINT NOT NULL,
-    retention     TEXT   NOT NULL,
-    body_sha256   BYTEA  NOT NULL,
-    body_len      BIGINT NOT NULL,
-    blob          TEXT   NOT NULL
+    record_id   BYTEA  NOT NULL PRIMARY KEY,
+    leaf_index  BIGINT NOT NULL,
+    header      BYTEA  NOT NULL,
+    received_at BIGINT NOT NULL,
+    blob        TEXT   NOT NULL
 );
 
 -- One row per leaf: the entry and the tree nodes its append completed
@@ -39,6 +32,19 @@ CREATE TABLE audit_events (
     subject TEXT   NOT NULL,
     detail  TEXT   NOT NULL
 );
+
+-- Leaves are consecutive from 0: a second sequencer, or one working from stale state,
+-- cannot leave a gap (and the primary key stops it from overwriting).
+CREATE FUNCTION vellum_consecutive_leaf() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.idx <> (SELECT COALESCE(MAX(idx) + 1, 0) FROM log_leaves) THEN
+        RAISE EXCEPTION 'log_leaves must be consecutive';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER log_leaves_consecutive BEFORE INSERT ON log_leaves
+    FOR EACH ROW EXECUTE FUNCTION vellum_consecutive_leaf();
 
 -- The log and the audit trail are append-only, whatever the code above them does.
 CREATE FUNCTION vellum_append_only() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -1,21 +1,14 @@
 -- Records, the transparency log and the audit trail (SQLite).
 -- Released migrations are never edited: add a new file instead.
 
+-- Only what the append path must make durable: every other field of a record (custodian,
+-- channel, times, epoch, retention, body digest, blind tokens) is inside the signed header.
 CREATE TABLE records (
-    record_id     BLOB    NOT NULL PRIMARY KEY,
-    leaf_index    INTEGER NOT NULL,
-    header        BLOB    NOT NULL,
-    header_sha256 BLOB    NOT NULL,
-    device_id     BLOB    NOT NULL,
-    custodian     TEXT    NOT NULL,
-    channel       TEXT    NOT NULL,
-    captured_at   INTEGER NOT NULL,
-    received_at   INTEGER NOT NULL,
-    epoch         INTEGER NOT NULL,
-    retention     TEXT    NOT NULL,
-    body_sha256   BLOB    NOT NULL,
-    body_len      INTEGER NOT NULL,
-    blob          TEXT    NOT NULL
+    record_id   BLOB    NOT NULL PRIMARY KEY,
+    leaf_index  INTEGER NOT NULL,
+    header      BLOB    NOT NULL,
+    received_at INTEGER NOT NULL,
+    blob        TEXT    NOT NULL
 ) WITHOUT ROWID;
 
 -- One row per leaf: the entry and the tree nodes its append completed
@@ -39,6 +32,12 @@ CREATE TABLE audit_events (
     subject TEXT    NOT NULL,
     detail  TEXT    NOT NULL
 );
+
+-- Leaves are consecutive from 0: a second sequencer, or one working from stale state,
+-- cannot leave a gap (and the primary key stops it from overwriting).
+CREATE TRIGGER log_leaves_consecutive BEFORE INSERT ON log_leaves
+WHEN NEW.idx != (SELECT COALESCE(MAX(idx) + 1, 0) FROM log_leaves)
+BEGIN SELECT RAISE(ABORT, 'log_leaves must be consecutive'); END;
 
 -- The log and the audit trail are append-only, whatever the code above them does.
 CREATE TRIGGER log_leaves_append_only_u BEFORE UPDATE ON log_leaves BEGIN SELECT RAISE(ABORT, 'log_leaves is append-only'); END;

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 
-use vellum_protocol::ids::{Channel, Custodian, DeviceId, Epoch, RecordId, RetentionClass, UnixMillis};
+use vellum_protocol::ids::{RecordId, RetentionClass, UnixMillis};
 use vellum_protocol::seal::BodyDigest;
 use vellum_tlog::Hash;
 use vellum_tlog::tree::{NodeId, frontier_ids};
@@ -15,7 +15,7 @@ use crate::error::StoreError;
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct BlobLocator(pub String);
 
-/// A record as the sequencer writes it.
+/// A record as the sequencer writes it. Every other field is inside the header.
 #[derive(Clone, Debug)]
 pub struct NewRecord {
     /// The record id (the idempotency key).
@@ -24,24 +24,8 @@ pub struct NewRecord {
     pub leaf_index: u64,
     /// The header bytes exactly as the device signed them.
     pub header: Vec<u8>,
-    /// SHA-256 of `header`.
-    pub header_sha256: [u8; 32],
-    /// The capturing device.
-    pub device_id: DeviceId,
-    /// Whose record.
-    pub custodian: Custodian,
-    /// The channel.
-    pub channel: Channel,
-    /// The client's capture time.
-    pub captured_at: UnixMillis,
     /// The gateway's receipt time (in the log entry; retention counts from it).
     pub received_at: UnixMillis,
-    /// The keyring epoch.
-    pub epoch: Epoch,
-    /// The retention class.
-    pub retention: RetentionClass,
-    /// Digest and length of the sealed body.
-    pub body: BodyDigest,
     /// Where the sealed body is.
     pub blob: BlobLocator,
 }
@@ -59,7 +43,7 @@ pub struct StoredRecord {
     pub header_sha256: [u8; 32],
     /// The gateway's receipt time.
     pub received_at: UnixMillis,
-    /// Digest and length of the sealed body.
+    /// Digest and length of the sealed body (from the header).
     pub body: BodyDigest,
     /// Where the sealed body is.
     pub blob: BlobLocator,
@@ -109,7 +93,7 @@ pub struct LogState {
 /// any failure or crash, the store holds either every row of the batch or none.
 /// **Consistency.** Leaves are consecutive from 0; the newest checkpoint's size is the
 /// number of leaves. A commit whose leaves do not start at the stored size fails
-/// (two sequencers can never both extend the log).
+/// (enforced by the database itself, so two sequencers can never both extend the log).
 pub trait LogStore: Send + Sync + 'static {
     /// Commits one batch (see the trait's guarantees).
     fn commit(&self, batch: &CommitBatch) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -359,15 +359,7 @@ impl<L: LogStore, B: BlobStore> Sequencer<L, B> {
                 record_id: fields.record_id,
                 leaf_index: index,
                 header: header.as_bytes().to_vec(),
-                header_sha256,
-                device_id: fields.device_id,
-                custodian: fields.custodian.clone(),
-                channel: fields.channel.clone(),
-                captured_at: fields.captured_at,
                 received_at,
-                epoch: fields.epoch,
-                retention: fields.retention.clone(),
-                body: fields.body,
                 blob,
             });
             entries.push(entry);

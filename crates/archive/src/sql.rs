@@ -9,8 +9,9 @@
 
 use std::collections::HashMap;
 
+use sha2::{Digest as _, Sha256};
+use vellum_protocol::header::UnverifiedHeader;
 use vellum_protocol::ids::{IdError, RecordId, UnixMillis};
-use vellum_protocol::seal::BodyDigest;
 use vellum_tlog::Hash;
 use vellum_tlog::tree::NodeId;
 
@@ -80,25 +81,25 @@ pub(crate) struct RecordColumns {
     pub(crate) record_id: Vec<u8>,
     pub(crate) leaf_index: i64,
     pub(crate) header: Vec<u8>,
-    pub(crate) header_sha256: Vec<u8>,
     pub(crate) received_at: i64,
-    pub(crate) body_sha256: Vec<u8>,
-    pub(crate) body_len: i64,
     pub(crate) blob: String,
 }
 
 impl RecordColumns {
+    /// The stored record; the body digest comes from the stored header, whose
+    /// signature was verified when it was appended.
     pub(crate) fn into_record(self) -> Result<StoredRecord, StoreError> {
+        let record_id = RecordId::from_bytes(to_array(self.record_id, "record id")?).map_err(bad_id)?;
+        let header = UnverifiedHeader::parse(&self.header)
+            .map_err(|e| StoreError::Integrity(format!("stored header of {record_id}: {e}")))?;
+        let body = header.body_digest();
         Ok(StoredRecord {
-            record_id: RecordId::from_bytes(to_array(self.record_id, "record id")?).map_err(bad_id)?,
+            record_id,
             leaf_index: to_u64(self.leaf_index, "leaf index")?,
+            header_sha256: Sha256::digest(&self.header).into(),
             header: self.header,
-            header_sha256: to_array(self.header_sha256, "header digest")?,
             received_at: UnixMillis(to_u64(self.received_at, "receipt time")?),
-            body: BodyDigest {
-                sha256: to_array(self.body_sha256, "body digest")?,
-                len: to_u64(self.body_len, "body length")?,
-            },
+            body,
             blob: BlobLocator(self.blob),
         })
     }
@@ -125,58 +126,29 @@ macro_rules! sql_store {
     ($db:ty) => {
         impl $crate::ports::LogStore for $crate::sql::SqlStore<$db> {
             async fn commit(&self, batch: &$crate::ports::CommitBatch) -> Result<(), $crate::error::StoreError> {
-                use sqlx::{QueryBuilder, Row as _};
+                use sqlx::QueryBuilder;
                 use $crate::error::StoreError;
                 use $crate::sql::{ROWS_PER_STATEMENT, to_i64};
                 let err = |op| move |e| StoreError::backend(op, e);
                 let mut tx = self.pool.begin().await.map_err(err("begin batch"))?;
-                // Refuse to extend the log from anywhere but its stored end: a second
-                // sequencer, or one working from stale state, fails here and changes nothing.
-                let stored: i64 = sqlx::query("SELECT COALESCE(MAX(idx) + 1, 0) FROM log_leaves")
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(err("read log size"))?
-                    .try_get(0)
-                    .map_err(err("read log size"))?;
-                let first = batch.leaves.first().map_or(batch.size, |l| l.index);
-                if to_i64(first, "leaf index")? != stored {
-                    return Err(StoreError::Integrity(format!(
-                        "batch starts at leaf {first} but the stored log has {stored} leaves"
-                    )));
-                }
                 for chunk in batch.records.chunks(ROWS_PER_STATEMENT) {
                     let mut q = QueryBuilder::<$db>::new(
-                        "INSERT INTO records (record_id, leaf_index, header, header_sha256, device_id, custodian, \
-                         channel, captured_at, received_at, epoch, retention, body_sha256, body_len, blob) ",
+                        "INSERT INTO records (record_id, leaf_index, header, received_at, blob) ",
                     );
                     let mut bad = None;
                     q.push_values(chunk, |mut b, r| {
-                        let (leaf, captured, received, epoch, len) = match (
-                            to_i64(r.leaf_index, "leaf index"),
-                            to_i64(r.captured_at.0, "capture time"),
-                            to_i64(r.received_at.0, "receipt time"),
-                            to_i64(r.epoch.0, "epoch"),
-                            to_i64(r.body.len, "body length"),
-                        ) {
-                            (Ok(a), Ok(b), Ok(c), Ok(d), Ok(e)) => (a, b, c, d, e),
-                            _ => {
-                                bad = Some(r.record_id);
-                                (0, 0, 0, 0, 0)
-                            }
-                        };
+                        let (leaf, received) =
+                            match (to_i64(r.leaf_index, "leaf index"), to_i64(r.received_at.0, "receipt time")) {
+                                (Ok(a), Ok(b)) => (a, b),
+                                _ => {
+                                    bad = Some(r.record_id);
+                                    (0, 0)
+                                }
+                            };
                         b.push_bind(r.record_id.as_bytes().as_slice())
                             .push_bind(leaf)
                             .push_bind(r.header.as_slice())
-                            .push_bind(r.header_sha256.as_slice())
-                            .push_bind(r.device_id.as_bytes().as_slice())
-                            .push_bind(r.custodian.as_str())
-                            .push_bind(r.channel.as_str())
-                            .push_bind(captured)
                             .push_bind(received)
-                            .push_bind(epoch)
-                            .push_bind(r.retention.as_str())
-                            .push_bind(r.body.sha256.as_slice())
-                            .push_bind(len)
                             .push_bind(r.blob.0.as_str());
                     });
                     if let Some(id) = bad {
@@ -221,8 +193,7 @@ macro_rules! sql_store {
                 let mut out = Vec::new();
                 for chunk in ids.chunks($crate::sql::ROWS_PER_STATEMENT) {
                     let mut q = QueryBuilder::<$db>::new(
-                        "SELECT record_id, leaf_index, header, header_sha256, received_at, body_sha256, body_len, blob \
-                         FROM records WHERE record_id IN (",
+                        "SELECT record_id, leaf_index, header, received_at, blob FROM records WHERE record_id IN (",
                     );
                     let mut list = q.separated(", ");
                     for id in chunk {
@@ -234,11 +205,8 @@ macro_rules! sql_store {
                             record_id: row.try_get(0).map_err(err)?,
                             leaf_index: row.try_get(1).map_err(err)?,
                             header: row.try_get(2).map_err(err)?,
-                            header_sha256: row.try_get(3).map_err(err)?,
-                            received_at: row.try_get(4).map_err(err)?,
-                            body_sha256: row.try_get(5).map_err(err)?,
-                            body_len: row.try_get(6).map_err(err)?,
-                            blob: row.try_get(7).map_err(err)?,
+                            received_at: row.try_get(3).map_err(err)?,
+                            blob: row.try_get(4).map_err(err)?,
                         };
                         out.push(columns.into_record()?);
                     }

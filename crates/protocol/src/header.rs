@@ -220,6 +220,12 @@ impl<'a> UnverifiedHeader<'a> {
         self.fields.device_id
     }
 
+    /// The body digest the header claims. For stored headers whose signature was
+    /// verified when they were archived; never a substitute for [`Self::verify`].
+    pub fn body_digest(&self) -> BodyDigest {
+        self.fields.body
+    }
+
     /// Checks the signature under the device's registered key.
     pub fn verify(self, key: &DevicePublicKey) -> Result<VerifiedHeader, HeaderError> {
         let (unsigned, signature) = self.bytes.split_at(self.bytes.len() - 64);

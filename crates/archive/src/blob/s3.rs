@@ -87,13 +87,16 @@ impl fmt::Debug for S3Config {
     }
 }
 
+/// Clients with Object Lock headers, by (retention class, retain-until day).
+type WriterCache = HashMap<(RetentionClass, u64), Arc<AmazonS3>>;
+
 /// The S3 blob store.
 #[derive(Debug, Clone)]
 pub struct S3BlobStore {
     config: Arc<S3Config>,
     reader: Arc<AmazonS3>,
     /// Writers by (class, retain-until day): see the module docs.
-    writers: Arc<Mutex<HashMap<(RetentionClass, u64), Arc<AmazonS3>>>>,
+    writers: Arc<Mutex<WriterCache>>,
 }
 
 fn s3_err(op: &'static str) -> impl FnOnce(object_store::Error) -> StoreError {

@@ -269,9 +269,16 @@ impl BlobFixture for LocalBlobs {
             .dir
             .path()
             .join(format!("{:08}.seg", segment.parse::<u32>().unwrap()));
-        let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-        file.write_all_at(b"X", offset.parse::<u64>().unwrap() + 44 + 100)
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
             .unwrap();
+        // Flip one byte of the blob (past the 44-byte frame header), whatever it was.
+        let at = offset.parse::<u64>().unwrap() + 44 + 100;
+        let mut byte = [0u8];
+        file.read_exact_at(&mut byte, at).unwrap();
+        file.write_all_at(&[!byte[0]], at).unwrap();
     }
 }
 
