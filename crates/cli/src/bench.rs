@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use clap::{Args, ValueEnum};
 use vellum_archive::blob::local::LocalBlobStore;
 use vellum_archive::ports::{BlobStore, LogStore};
@@ -18,6 +20,7 @@ use vellum_protocol::header::{HeaderFields, UnverifiedHeader};
 use vellum_protocol::ids::{Channel, Custodian, DeviceId, Epoch, RecordId, RetentionClass, UnixMillis};
 use vellum_protocol::keys::{DeviceKey, generate_note_signer};
 use vellum_protocol::seal::{self, Identity};
+use vellum_tlog::note::NoteSigner;
 
 use crate::error::{CliError, Kind};
 
@@ -50,9 +53,15 @@ pub(crate) struct StorageArgs {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     postgres_url: String,
-    /// Folder for the data (default: a temporary folder, removed afterwards).
+    /// Folder for the data (default: a temporary folder, removed afterwards). A folder
+    /// that exists is reopened: its log key is kept in `log.skey` (mode 0600), so runs
+    /// append to the same log.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Append one line per resolved append to this file: the record id, a space and the
+    /// receipt in base64. Used by the crash test to know what was acknowledged.
+    #[arg(long, value_name = "FILE")]
+    receipts: Option<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -80,6 +89,17 @@ async fn run(args: &StorageArgs) -> Result<(), CliError> {
     let scratch = tempfile::tempdir().map_err(fail)?;
     let dir = args.dir.clone().unwrap_or_else(|| scratch.path().to_owned());
     let blobs = LocalBlobStore::open(&dir.join("blobs")).map_err(fail)?;
+    let signer = log_signer(args.dir.as_deref())?;
+    let receipts = match &args.receipts {
+        Some(path) => Some(Arc::new(std::sync::Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(fail)?,
+        ))),
+        None => None,
+    };
     eprintln!("bench: preparing {} sealed, signed records…", args.records);
     let submissions = prepare(args.records, args.body_size)?;
     let sealed_len = submissions.first().map_or(0, |s| s.body.as_bytes().len());
@@ -87,7 +107,7 @@ async fn run(args: &StorageArgs) -> Result<(), CliError> {
         Backend::Sqlite => {
             let url = format!("sqlite://{}", dir.join("meta.db").display());
             let log = SqliteStore::open(&url).await.map_err(fail)?;
-            measure(log, blobs, submissions, args.concurrency).await?
+            measure(log, blobs, signer, submissions, args.concurrency, receipts).await?
         }
         Backend::Postgres => {
             let name = format!("vellum_bench_{}", std::process::id());
@@ -96,7 +116,7 @@ async fn run(args: &StorageArgs) -> Result<(), CliError> {
                 .map_err(fail)?;
             let outcome = async {
                 let log = PgStore::open(&url).await.map_err(fail)?;
-                measure(log, blobs, submissions, args.concurrency).await
+                measure(log, blobs, signer, submissions, args.concurrency, receipts).await
             }
             .await;
             postgres::drop_database(&args.postgres_url, &name)
@@ -177,6 +197,15 @@ fn prepare(records: usize, body_size: usize) -> Result<Vec<Submission>, CliError
         .collect()
 }
 
+/// One line, one `write`: a process killed mid-run leaves whole lines (and at most
+/// a final partial one, which readers ignore).
+fn record_receipt(file: &std::sync::Mutex<std::fs::File>, id: &str, receipt: &str) -> Result<(), CliError> {
+    use std::io::Write as _;
+    let line = format!("{id} {}\n", STANDARD.encode(receipt.as_bytes()));
+    let mut file = file.lock().map_err(|_| fail("receipt log lock poisoned"))?;
+    file.write_all(line.as_bytes()).map_err(fail)
+}
+
 struct Report {
     per_sec: f64,
     p50: f64,
@@ -186,13 +215,37 @@ struct Report {
     checkpoints: u64,
 }
 
+/// The log key: kept in `DIR/log.skey` when a folder is given, so a rerun (or a restart
+/// after a crash) extends the same log; otherwise a fresh one.
+fn log_signer(dir: Option<&std::path::Path>) -> Result<NoteSigner, CliError> {
+    let Some(dir) = dir else {
+        return generate_note_signer(LOG_NAME).map_err(fail);
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let path = dir.join("log.skey");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => NoteSigner::from_skey(text.trim()).map_err(fail),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let signer = generate_note_signer(LOG_NAME).map_err(fail)?;
+            crate::files::write_output(Some(&path), signer.to_skey().as_bytes())?;
+            Ok(signer)
+        }
+        Err(e) => Err(fail(e)),
+    }
+}
+
+const LOG_NAME: &str = "bench.vellum.invalid";
+
+type ReceiptLog = Option<Arc<std::sync::Mutex<std::fs::File>>>;
+
 async fn measure<L: LogStore, B: BlobStore>(
     log: L,
     blobs: B,
+    signer: NoteSigner,
     submissions: Vec<Submission>,
     concurrency: usize,
+    receipts: ReceiptLog,
 ) -> Result<Report, CliError> {
-    let signer = generate_note_signer("bench.vellum.invalid").map_err(fail)?;
     let archive = Arc::new(Archive::open(log, blobs, signer).await.map_err(fail)?);
     let total = submissions.len();
     let mut shares: Vec<Vec<Submission>> = (0..concurrency).map(|_| Vec::new()).collect();
@@ -204,12 +257,17 @@ async fn measure<L: LogStore, B: BlobStore>(
     let mut tasks = tokio::task::JoinSet::new();
     for share in shares {
         let archive = archive.clone();
+        let receipts = receipts.clone();
         tasks.spawn(async move {
             let mut latencies = Vec::with_capacity(share.len());
             for submission in share {
+                let id = submission.header.fields().record_id;
                 let t = Instant::now();
-                archive.append(submission).await.map_err(fail)?;
+                let receipt = archive.append(submission).await.map_err(fail)?;
                 latencies.push(t.elapsed());
+                if let Some(file) = &receipts {
+                    record_receipt(file, &id.to_string(), &receipt.to_text())?;
+                }
             }
             Ok::<_, CliError>(latencies)
         });
