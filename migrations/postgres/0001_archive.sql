@@ -11,6 +11,15 @@ CREATE TABLE records (
     blob        TEXT   NOT NULL
 );
 
+CREATE UNIQUE INDEX records_leaf_index ON records (leaf_index);
+CREATE FUNCTION vellum_no_update() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% rows are never rewritten', TG_TABLE_NAME;
+END;
+$$;
+CREATE TRIGGER records_no_update BEFORE UPDATE ON records
+    FOR EACH ROW EXECUTE FUNCTION vellum_no_update();
+
 -- One row per leaf: the entry and the tree nodes its append completed
 -- (level 0 first, 32 bytes each).
 CREATE TABLE log_leaves (

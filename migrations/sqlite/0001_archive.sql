@@ -11,6 +11,9 @@ CREATE TABLE records (
     blob        TEXT    NOT NULL
 ) WITHOUT ROWID;
 
+CREATE UNIQUE INDEX records_leaf_index ON records (leaf_index);
+CREATE TRIGGER records_no_update BEFORE UPDATE ON records BEGIN SELECT RAISE(ABORT, 'records are never rewritten'); END;
+
 -- One row per leaf: the entry and the tree nodes its append completed
 -- (level 0 first, 32 bytes each).
 CREATE TABLE log_leaves (

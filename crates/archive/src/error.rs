@@ -5,7 +5,7 @@ use std::error::Error as StdError;
 use std::sync::Arc;
 
 use thiserror::Error;
-use vellum_protocol::ids::RecordId;
+use vellum_protocol::ids::{RecordId, RetentionClass};
 
 /// A storage failure.
 #[derive(Debug, Error)]
@@ -38,8 +38,8 @@ pub enum StoreError {
     /// Another process holds the data folder.
     #[error("{0} is in use by another vellum process")]
     Locked(String),
-    /// An earlier batch in the pipeline failed, and this one was built on it: nothing
-    /// of it was kept, and retrying is safe.
+    /// An earlier batch in the pipeline failed, and this one was built on it (or was a
+    /// retry of a record in it): nothing of it was kept, and retrying is safe.
     #[error("an earlier batch failed; nothing of this append was kept")]
     Aborted,
     /// A configuration or URL that cannot work.
@@ -64,9 +64,15 @@ pub enum AppendError {
     /// The record id is archived already with a different header.
     #[error("record {0} exists with different content")]
     Conflict(RecordId),
-    /// Storage failed; nothing of this append was kept, and retrying is safe.
+    /// Storage failed. Whether the append was kept may be unknown (a commit can fail
+    /// after it landed); retrying is always safe: a retry of a kept record gets its
+    /// receipt.
     #[error(transparent)]
     Store(#[from] Arc<StoreError>),
+    /// The blob store has no retention period for this record's class, so it cannot
+    /// keep the record for as long as it must. Nothing was stored.
+    #[error("retention class {0} is not configured for this archive")]
+    UnsupportedRetention(RetentionClass),
     /// The archive is shutting down.
     #[error("the archive is shutting down")]
     Closed,

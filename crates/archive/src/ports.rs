@@ -153,7 +153,8 @@ pub struct AuditEvent {
 /// The audit trail: append-only, read in order.
 ///
 /// **Durability.** An event is on stable storage when [`AuditStore::append_audit`]
-/// resolves. **Order.** Ids increase in the order appends resolved.
+/// resolves. **Order.** Ids increase in commit order: an event with a larger id never
+/// becomes visible before one with a smaller id, so readers can page by id.
 pub trait AuditStore: Send + Sync + 'static {
     /// Appends an event; returns its id.
     fn append_audit(&self, event: &AuditEvent) -> impl Future<Output = Result<u64, StoreError>> + Send;
@@ -189,6 +190,13 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Stores the blobs; returns their locators in the same order.
     fn put(&self, blobs: &[BlobPut<'_>])
     -> impl Future<Output = Result<Vec<BlobLocator>, StoreError>> + Send;
+
+    /// Whether blobs of this retention class can be stored for as long as the class
+    /// requires. The sequencer refuses other records before writing anything.
+    fn accepts(&self, retention: &RetentionClass) -> bool {
+        let _ = retention;
+        true
+    }
 
     /// Reads a blob back, checking it against `expected`.
     fn get(

@@ -16,7 +16,9 @@ use crate::sql::{SqlStore, sql_store};
 /// The PostgreSQL metadata store.
 pub type PgStore = SqlStore<sqlx::Postgres>;
 
-sql_store!(sqlx::Postgres);
+// PostgreSQL hands out identity values at insert, not at commit: serialise audit
+// appends so that a reader paging by id never skips one that commits late.
+sql_store!(sqlx::Postgres, Some("LOCK TABLE audit_events IN EXCLUSIVE MODE"));
 
 impl PgStore {
     /// Connects to `url` (`postgres://user@host/db`) and applies migrations.
@@ -37,13 +39,7 @@ impl PgStore {
 /// Creates a new, empty database named `name` on the server of `admin_url` and returns
 /// its URL (for benchmarks and tests that need a fresh database).
 pub async fn create_database(admin_url: &str, name: &str) -> Result<String, StoreError> {
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    {
-        return Err(StoreError::Config(format!("invalid database name {name:?}")));
-    }
+    check_database_name(name)?;
     let admin = sqlx::PgPool::connect(admin_url)
         .await
         .map_err(|e| StoreError::backend("connect to PostgreSQL", e))?;
@@ -62,6 +58,7 @@ pub async fn create_database(admin_url: &str, name: &str) -> Result<String, Stor
 
 /// Drops a database made by [`create_database`].
 pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), StoreError> {
+    check_database_name(name)?;
     let admin = sqlx::PgPool::connect(admin_url)
         .await
         .map_err(|e| StoreError::backend("connect to PostgreSQL", e))?;
@@ -70,5 +67,17 @@ pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), StoreError
         .await
         .map_err(|e| StoreError::backend("drop database", e))?;
     admin.close().await;
+    Ok(())
+}
+
+/// Database names are put into SQL text, so only `[a-z0-9_]` is accepted.
+fn check_database_name(name: &str) -> Result<(), StoreError> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(StoreError::Config(format!("invalid database name {name:?}")));
+    }
     Ok(())
 }

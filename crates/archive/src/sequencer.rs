@@ -267,16 +267,20 @@ impl<L: LogStore, B: BlobStore> Sequencer<L, B> {
         for request in batch {
             let header = &request.submission.header;
             let id = header.fields().record_id;
-            let earlier = stored
-                .get(&id)
-                .or_else(|| in_flight.get(&id).map(|(digest, _)| digest));
             let same = |digest: &[u8; 32]| *digest == header.digest();
-            if let Some(digest) = earlier {
+            if let Some(digest) = stored.get(&id) {
                 if same(digest) {
                     replays.push(request);
                 } else {
                     let _ = request.reply.send(Err(AppendError::Conflict(id)));
                 }
+            } else if in_flight.contains_key(&id) {
+                // Whether the earlier attempt lands is not known yet: the committer
+                // answers once it is (receipt, conflict, or aborted).
+                replays.push(request);
+            } else if !self.blobs.accepts(&header.fields().retention) {
+                let class = header.fields().retention.clone();
+                let _ = request.reply.send(Err(AppendError::UnsupportedRetention(class)));
             } else if let Some(&at) = first_of.get(&id) {
                 if same(&fresh[at].submission.header.digest()) {
                     repeats.push((at, request));
@@ -299,6 +303,10 @@ impl<L: LogStore, B: BlobStore> Sequencer<L, B> {
         fresh: Vec<Request>,
         repeats: Vec<(usize, Request)>,
     ) -> Result<Prepared, (StoreError, Vec<Request>)> {
+        // The receipt time is fixed before the blobs are written, so a blob store that
+        // locks blobs for a period from "now" never locks them for less than the
+        // record's retention, which counts from this time.
+        let received_at = UnixMillis(now_ms());
         let give_back = |e, fresh: Vec<Request>, repeats: Vec<(usize, Request)>| {
             (
                 e,
@@ -326,7 +334,6 @@ impl<L: LogStore, B: BlobStore> Sequencer<L, B> {
         };
 
         // 2. Leaves and the nodes they complete, in memory.
-        let received_at = UnixMillis(now_ms());
         let first_index = self.frontier.size();
         let mut known = KnownNodes(self.frontier.nodes().collect());
         let mut entries = Vec::with_capacity(fresh.len());
@@ -500,5 +507,12 @@ pub(crate) async fn replay<L: LogStore>(log: &L, stored: &StoredRecord) -> Resul
         header_sha256: stored.header_sha256,
         received_at: stored.received_at,
     };
+    // The record row must agree with the leaf the log committed to.
+    if log.entry(stored.leaf_index).await?.as_deref() != Some(entry.to_bytes().as_slice()) {
+        return Err(StoreError::Integrity(format!(
+            "record {} does not match log leaf {}",
+            stored.record_id, stored.leaf_index
+        )));
+    }
     Ok(Receipt::new(&entry, stored.leaf_index, proof, note))
 }

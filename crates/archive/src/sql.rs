@@ -18,8 +18,8 @@ use vellum_tlog::tree::NodeId;
 use crate::error::StoreError;
 use crate::ports::{AuditEvent, BlobLocator, StoredRecord};
 
-/// Rows per multi-row statement: under SQLite's 32,766 and PostgreSQL's 65,535 bound
-/// parameters for the widest table (14 columns).
+/// Rows per multi-row statement: well under SQLite's 32,766 and PostgreSQL's 65,535
+/// bound parameters for the widest table (5 columns).
 pub(crate) const ROWS_PER_STATEMENT: usize = 1000;
 
 /// A metadata store on one sqlx pool. Clones share the pool.
@@ -123,7 +123,7 @@ pub(crate) fn audit_event(
 
 /// Implements `LogStore` and `AuditStore` for `SqlStore<$db>`.
 macro_rules! sql_store {
-    ($db:ty) => {
+    ($db:ty, $audit_lock:expr) => {
         impl $crate::ports::LogStore for $crate::sql::SqlStore<$db> {
             async fn commit(&self, batch: &$crate::ports::CommitBatch) -> Result<(), $crate::error::StoreError> {
                 use sqlx::QueryBuilder;
@@ -158,9 +158,17 @@ macro_rules! sql_store {
                 }
                 for chunk in batch.leaves.chunks(ROWS_PER_STATEMENT) {
                     let mut q = QueryBuilder::<$db>::new("INSERT INTO log_leaves (idx, entry, hashes) ");
+                    let mut bad = false;
                     q.push_values(chunk, |mut b, l| {
-                        b.push_bind(l.index as i64).push_bind(l.entry.as_slice()).push_bind(l.hashes.as_slice());
+                        let index = to_i64(l.index, "leaf index").unwrap_or_else(|_| {
+                            bad = true;
+                            0
+                        });
+                        b.push_bind(index).push_bind(l.entry.as_slice()).push_bind(l.hashes.as_slice());
                     });
+                    if bad {
+                        return Err(StoreError::Integrity("leaf index out of range".into()));
+                    }
                     q.build().execute(&mut *tx).await.map_err(err("insert leaves"))?;
                 }
                 sqlx::query("INSERT INTO checkpoints (size, note) VALUES ($1, $2)")
@@ -277,6 +285,12 @@ macro_rules! sql_store {
             async fn append_audit(&self, event: &$crate::ports::AuditEvent) -> Result<u64, $crate::error::StoreError> {
                 use sqlx::Row as _;
                 let err = |e| $crate::error::StoreError::backend("append audit event", e);
+                let mut tx = self.pool.begin().await.map_err(err)?;
+                // Ids must become visible in id order, so readers can page by id.
+                let lock: Option<&str> = $audit_lock;
+                if let Some(lock) = lock {
+                    sqlx::query(lock).execute(&mut *tx).await.map_err(err)?;
+                }
                 let id: i64 = sqlx::query(
                     "INSERT INTO audit_events (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5) RETURNING id",
                 )
@@ -285,11 +299,12 @@ macro_rules! sql_store {
                 .bind(event.action.as_str())
                 .bind(event.subject.as_str())
                 .bind(event.detail.as_str())
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *tx)
                 .await
                 .map_err(err)?
                 .try_get(0)
                 .map_err(err)?;
+                tx.commit().await.map_err(err)?;
                 $crate::sql::to_u64(id, "audit id")
             }
 

@@ -12,7 +12,8 @@ use crate::sql::{SqlStore, sql_store};
 /// The SQLite metadata store.
 pub type SqliteStore = SqlStore<sqlx::Sqlite>;
 
-sql_store!(sqlx::Sqlite);
+// SQLite runs one writer at a time, so ids commit in order without a lock.
+sql_store!(sqlx::Sqlite, None);
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` (`sqlite://path/to/file.db`)

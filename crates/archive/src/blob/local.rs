@@ -56,6 +56,9 @@ struct Writer {
     segment: u32,
     file: File,
     len: u64,
+    /// A write failed and the file's length could not be read back: the next offset
+    /// is unknown, so nothing more is written until the store is reopened.
+    broken: bool,
 }
 
 fn io_err(op: &'static str) -> impl FnOnce(std::io::Error) -> StoreError {
@@ -100,12 +103,14 @@ impl LocalBlobStore {
                     segment: n,
                     file,
                     len,
+                    broken: false,
                 }
             }
             None => Writer {
                 segment: 1,
                 file: create_segment(dir, 1)?,
                 len: 0,
+                broken: false,
             },
         };
         Ok(Self {
@@ -163,6 +168,11 @@ impl Inner {
     /// Appends the frames in one write and one fdatasync; returns the frame offsets.
     fn append(&self, dir: &Path, frames: &[u8], starts: &[u64]) -> Result<Vec<BlobLocator>, StoreError> {
         let mut w = self.writer.lock().map_err(|_| poisoned())?;
+        if w.broken {
+            return Err(StoreError::Integrity(
+                "a segment write failed and its length is unknown: reopen the blob store".into(),
+            ));
+        }
         if w.len >= SEGMENT_TARGET {
             let next = w.segment + 1;
             w.file.sync_all().map_err(io_err("sync segment"))?;
@@ -170,12 +180,17 @@ impl Inner {
                 segment: next,
                 file: create_segment(dir, next)?,
                 len: 0,
+                broken: false,
             };
         }
         let base = w.len;
         if let Err(e) = w.file.write_all(frames).and_then(|()| w.file.sync_data()) {
-            // The tail may be torn; the next write goes after whatever landed.
-            w.len = w.file.metadata().map(|m| m.len()).unwrap_or(w.len);
+            // The tail may be torn; the next write goes after whatever landed, or, if the
+            // length cannot be read back, nowhere until the store is reopened.
+            match w.file.metadata() {
+                Ok(meta) => w.len = meta.len(),
+                Err(_) => w.broken = true,
+            }
             return Err(StoreError::backend("write segment", e));
         }
         w.len += frames.len() as u64;

@@ -1,7 +1,8 @@
 //! The S3-compatible blob store, for deployments at scale, with Object Lock (WORM).
 //!
 //! Blobs are objects named by the hex SHA-256 of their bytes
-//! (`PREFIX/sha256/ab/abcdef…`). Every object is written with its own COMPLIANCE-mode
+//! (`PREFIX/sha256/ab/abcdef…`); a locator also names the version written
+//! (`KEY#VERSION`), and reads ask for that version. Every object is written with its own COMPLIANCE-mode
 //! retention: `x-amz-object-lock-mode` and `x-amz-object-lock-retain-until-date` on the
 //! `PUT` itself, so no one, root account included, can delete or overwrite that version
 //! before the date. The date is the first midnight (UTC) at least the retention class's
@@ -20,7 +21,9 @@ use std::sync::{Arc, Mutex};
 
 use object_store::aws::{AmazonS3, AmazonS3Builder, Checksum};
 use object_store::path::Path as ObjectPath;
-use object_store::{ClientOptions, HeaderMap, HeaderValue, ObjectStoreExt as _, PutPayload};
+use object_store::{
+    ClientOptions, GetOptions, HeaderMap, HeaderValue, ObjectStore as _, ObjectStoreExt as _, PutPayload,
+};
 use vellum_protocol::ids::RetentionClass;
 use vellum_protocol::seal::BodyDigest;
 
@@ -145,7 +148,7 @@ impl S3BlobStore {
         );
         headers.insert("x-amz-sdk-checksum-algorithm", HeaderValue::from_static("SHA256"));
         let client = Arc::new(build(&self.config, headers)?);
-        writers.retain(|(_, day), _| *day >= until_day.saturating_sub(1));
+        writers.retain(|(c, day), _| c != class || *day >= until_day.saturating_sub(1));
         writers.insert((class.clone(), until_day), client.clone());
         Ok(client)
     }
@@ -174,38 +177,68 @@ fn build(config: &S3Config, headers: HeaderMap) -> Result<AmazonS3, StoreError> 
 }
 
 impl BlobStore for S3BlobStore {
+    fn accepts(&self, retention: &RetentionClass) -> bool {
+        !self.config.object_lock || self.config.retention.contains_key(retention)
+    }
+
     async fn put(&self, blobs: &[BlobPut<'_>]) -> Result<Vec<BlobLocator>, StoreError> {
         let now = crate::sequencer::now_ms();
+        // Every class was checked by `accepts` before the batch formed; resolve all
+        // clients before the first PUT so that no PUT starts for a batch that fails.
+        let clients = blobs
+            .iter()
+            .map(|b| self.writer(b.retention, now))
+            .collect::<Result<Vec<_>, _>>()?;
         let permits = Arc::new(tokio::sync::Semaphore::new(PARALLEL_PUTS));
         let mut tasks = tokio::task::JoinSet::new();
-        let mut locators = Vec::with_capacity(blobs.len());
-        for blob in blobs {
-            let client = self.writer(blob.retention, now)?;
+        for (i, (blob, client)) in blobs.iter().zip(clients).enumerate() {
             let key = self.key(&blob.digest);
-            locators.push(BlobLocator(key.clone()));
             let payload = PutPayload::from(blob.bytes.to_vec());
             let permits = permits.clone();
             tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                client
-                    .put(&ObjectPath::from(key), payload)
+                let put = client
+                    .put(&ObjectPath::from(key.as_str()), payload)
                     .await
-                    .map_err(s3_err("put blob"))
+                    .map_err(s3_err("put blob"))?;
+                // Reads name the version written, so a later PUT to the same key (a
+                // locked bucket allows it: it adds a version) can never replace this body.
+                let locator = match put.version {
+                    Some(version) => format!("{key}#{version}"),
+                    None => key,
+                };
+                Ok::<_, StoreError>((i, BlobLocator(locator)))
             });
         }
         // Durable only when every PUT succeeded; one failure fails the whole batch.
+        let mut locators = vec![BlobLocator(String::new()); blobs.len()];
         while let Some(outcome) = tasks.join_next().await {
-            outcome.map_err(|e| StoreError::backend("put blob task", e))??;
+            let (i, locator) = outcome.map_err(|e| StoreError::backend("put blob task", e))??;
+            locators[i] = locator;
         }
         Ok(locators)
     }
 
     async fn get(&self, locator: &BlobLocator, expected: &BodyDigest) -> Result<Vec<u8>, StoreError> {
+        let (key, version) = match locator.0.split_once('#') {
+            Some((key, version)) => (key, Some(version.to_owned())),
+            None => (locator.0.as_str(), None),
+        };
+        let options = GetOptions {
+            version,
+            ..GetOptions::default()
+        };
         let result = self
             .reader
-            .get(&ObjectPath::from(locator.0.as_str()))
+            .get_opts(&ObjectPath::from(key), options)
             .await
             .map_err(s3_err("get blob"))?;
+        if result.meta.size != expected.len {
+            return Err(StoreError::Integrity(format!(
+                "blob {} has the wrong length",
+                locator.0
+            )));
+        }
         let bytes = result.bytes().await.map_err(s3_err("read blob"))?.to_vec();
         super::verify(&bytes, expected, &locator.0)?;
         Ok(bytes)

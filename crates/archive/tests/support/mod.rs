@@ -97,15 +97,36 @@ pub trait Backend: Send + Sync {
         async { (self.open_log().await.unwrap(), self.open_blobs()) }
     }
 
-    /// Damages the stored bytes of a blob.
-    fn corrupt(&self, locator: &BlobLocator);
+    /// Damages the stored bytes of a blob, or, where storage is WORM, writes other
+    /// bytes over its key.
+    fn corrupt(&self, locator: &BlobLocator) -> Corruption;
 
     /// Marks the database as migrated by a newer program.
     fn add_future_migration(&self) -> impl std::future::Future<Output = ()> + Send;
 
-    /// Tries to rewrite a log row directly in the database; must fail.
-    fn tamper_with_log(&self) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    /// Tries to rewrite or delete rows of the log directly in the database; returns
+    /// the outcome of each attempt (all must fail).
+    fn tamper_with_log(&self) -> impl std::future::Future<Output = Vec<Result<(), String>>> + Send;
 }
+
+/// What a corruption attempt managed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Corruption {
+    /// The stored bytes are damaged.
+    Damaged,
+    /// The store keeps the original (WORM); other bytes were written as a new version.
+    Superseded,
+}
+
+/// Direct changes to rows that the database must refuse.
+pub const TAMPERING: [&str; 6] = [
+    "DELETE FROM log_leaves WHERE idx = 0",
+    "UPDATE log_leaves SET hashes = entry WHERE idx = 0",
+    "UPDATE checkpoints SET note = 'forged'",
+    "DELETE FROM checkpoints",
+    "UPDATE records SET received_at = 0",
+    "DELETE FROM audit_events",
+];
 
 /// A fresh metadata database.
 pub trait MetaFixture: Send + Sync {
@@ -119,7 +140,7 @@ pub trait MetaFixture: Send + Sync {
 pub trait BlobFixture: Send + Sync {
     type Blobs: BlobStore;
     fn open_blobs(&self) -> Self::Blobs;
-    fn corrupt(&self, locator: &BlobLocator);
+    fn corrupt(&self, locator: &BlobLocator) -> Corruption;
 }
 
 /// One metadata backend with one blob backend.
@@ -140,16 +161,20 @@ impl<M: MetaFixture, B: BlobFixture> Backend for Combo<M, B> {
         self.blobs.open_blobs()
     }
 
-    fn corrupt(&self, locator: &BlobLocator) {
-        self.blobs.corrupt(locator);
+    fn corrupt(&self, locator: &BlobLocator) -> Corruption {
+        self.blobs.corrupt(locator)
     }
 
     async fn add_future_migration(&self) {
         self.meta.sql(M::FUTURE_MIGRATION).await.unwrap();
     }
 
-    async fn tamper_with_log(&self) -> Result<(), String> {
-        self.meta.sql("DELETE FROM log_leaves WHERE idx = 0").await
+    async fn tamper_with_log(&self) -> Vec<Result<(), String>> {
+        let mut outcomes = Vec::new();
+        for statement in TAMPERING {
+            outcomes.push(self.meta.sql(statement).await);
+        }
+        outcomes
     }
 }
 
@@ -262,7 +287,7 @@ impl BlobFixture for LocalBlobs {
         LocalBlobStore::open(self.dir.path()).unwrap()
     }
 
-    fn corrupt(&self, locator: &BlobLocator) {
+    fn corrupt(&self, locator: &BlobLocator) -> Corruption {
         use std::os::unix::fs::FileExt as _;
         let (segment, offset) = locator.0.split_once('/').unwrap();
         let path = self
@@ -279,6 +304,7 @@ impl BlobFixture for LocalBlobs {
         let mut byte = [0u8];
         file.read_exact_at(&mut byte, at).unwrap();
         file.write_all_at(&[!byte[0]], at).unwrap();
+        Corruption::Damaged
     }
 }
 
@@ -347,8 +373,13 @@ impl BlobFixture for S3Blobs {
         S3BlobStore::new(self.config()).unwrap()
     }
 
-    fn corrupt(&self, locator: &BlobLocator) {
-        s3ctl(&["overwrite", &self.bucket, &locator.0]);
+    fn corrupt(&self, locator: &BlobLocator) -> Corruption {
+        let key = locator
+            .0
+            .split_once('#')
+            .map_or(locator.0.as_str(), |(key, _)| key);
+        s3ctl(&["overwrite", &self.bucket, key]);
+        Corruption::Superseded
     }
 }
 
