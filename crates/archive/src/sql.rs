@@ -26,12 +26,16 @@ pub(crate) const ROWS_PER_STATEMENT: usize = 1000;
 #[derive(Debug)]
 pub struct SqlStore<DB: sqlx::Database> {
     pub(crate) pool: sqlx::Pool<DB>,
+    /// What makes this store the only writer of its database, held for as long as any
+    /// clone lives (PostgreSQL: a connection holding the sequencer lock).
+    pub(crate) lease: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl<DB: sqlx::Database> Clone for SqlStore<DB> {
     fn clone(&self) -> Self {
         Self {
             pool: self.pool.clone(),
+            lease: self.lease.clone(),
         }
     }
 }

@@ -37,6 +37,6 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::backend("open SQLite database", e))?;
         crate::migrate::run(crate::migrate::SQLITE, &pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, lease: None })
     }
 }

@@ -360,3 +360,66 @@ conformance!(
         blobs: S3Blobs::new()
     }
 );
+
+/// PostgreSQL: one sequencer per database. A second store waits for the lock, and takes
+/// over, extending the same log, as soon as the first one goes away.
+#[tokio::test]
+async fn postgres_second_sequencer_waits_then_takes_over() {
+    use std::time::{Duration, Instant};
+    use vellum_archive::postgres::PgStore;
+
+    let backend = Combo {
+        meta: PgMeta::new().await,
+        blobs: LocalBlobs::new(),
+    };
+    let (log, blobs) = backend.open().await;
+    let first = open_archive(log, blobs).await;
+    let capturer = Capturer::default();
+    for _ in 0..5 {
+        first.append(capturer.submission(50)).await.unwrap();
+    }
+
+    let refused = PgStore::open_waiting(&backend.meta.url, Duration::from_millis(600)).await;
+    assert!(
+        matches!(refused, Err(StoreError::Locked(_))),
+        "a second sequencer opened"
+    );
+
+    let url = backend.meta.url.clone();
+    let standby = tokio::spawn(async move {
+        let store = PgStore::open_waiting(&url, Duration::from_secs(30)).await;
+        (store, Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!standby.is_finished(), "the standby did not wait");
+    let (old_size, old_note) = first.latest_checkpoint().await.unwrap().unwrap();
+    first.close().await;
+    let released = Instant::now();
+    drop(first);
+
+    let (store, took_over) = standby.await.unwrap();
+    assert!(
+        took_over.duration_since(released) < Duration::from_secs(5),
+        "takeover took too long"
+    );
+    let second = open_archive(store.unwrap(), backend.open_blobs()).await;
+    let next = capturer.submission(50);
+    let receipt = second.append(next.clone()).await.unwrap();
+    let key = log_signer().verifier();
+    let verified = receipt
+        .verify(&key, &next.header.fields().record_id, &next.header.digest())
+        .unwrap();
+    assert_eq!(verified.index, old_size);
+    let proof = ConsistencyProof {
+        old: old_size,
+        new: old_size + 1,
+        hashes: second.consistency_proof(old_size, old_size + 1).await.unwrap(),
+    };
+    proof
+        .verify(
+            &checkpoint::open(old_note.as_bytes(), &key).unwrap(),
+            &verified.checkpoint,
+        )
+        .unwrap();
+    second.close().await;
+}
