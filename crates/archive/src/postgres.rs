@@ -89,14 +89,7 @@ async fn acquire_lease(options: &PgConnectOptions, wait: Duration) -> Result<PgC
 /// its URL (for benchmarks and tests that need a fresh database).
 pub async fn create_database(admin_url: &str, name: &str) -> Result<String, StoreError> {
     check_database_name(name)?;
-    let admin = sqlx::PgPool::connect(admin_url)
-        .await
-        .map_err(|e| StoreError::backend("connect to PostgreSQL", e))?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .map_err(|e| StoreError::backend("create database", e))?;
-    admin.close().await;
+    admin(admin_url, &format!("CREATE DATABASE {name}"), "create database").await?;
     let (base, _) = admin_url
         .split('?')
         .next()
@@ -108,15 +101,25 @@ pub async fn create_database(admin_url: &str, name: &str) -> Result<String, Stor
 /// Drops a database made by [`create_database`].
 pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), StoreError> {
     check_database_name(name)?;
-    let admin = sqlx::PgPool::connect(admin_url)
+    admin(
+        admin_url,
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        "drop database",
+    )
+    .await
+}
+
+/// Runs one statement on the server of `admin_url`.
+async fn admin(admin_url: &str, statement: &str, op: &'static str) -> Result<(), StoreError> {
+    let pool = sqlx::PgPool::connect(admin_url)
         .await
         .map_err(|e| StoreError::backend("connect to PostgreSQL", e))?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&admin)
+    let outcome = sqlx::query(statement)
+        .execute(&pool)
         .await
-        .map_err(|e| StoreError::backend("drop database", e))?;
-    admin.close().await;
-    Ok(())
+        .map_err(|e| StoreError::backend(op, e));
+    pool.close().await;
+    outcome.map(|_| ())
 }
 
 /// Database names are put into SQL text, so only `[a-z0-9_]` is accepted.

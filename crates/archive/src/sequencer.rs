@@ -153,6 +153,15 @@ struct Prepared {
     repeats: Vec<(usize, Request)>,
 }
 
+impl Prepared {
+    /// Every request of the batch, for answering them all alike.
+    fn into_requests(self) -> impl Iterator<Item = Request> {
+        self.fresh
+            .into_iter()
+            .chain(self.repeats.into_iter().map(|(_, r)| r))
+    }
+}
+
 /// Work for the committer, in order.
 enum Job {
     Commit(Prepared),
@@ -411,26 +420,14 @@ async fn commit_jobs<L: LogStore>(log: Arc<L>, mut jobs: mpsc::Receiver<Job>, sh
                 let requests = prepared.fresh.len() + prepared.repeats.len();
                 if shared.poisoned.load(Ordering::SeqCst) {
                     let e = Arc::new(StoreError::Aborted);
-                    fail_all(
-                        prepared
-                            .fresh
-                            .into_iter()
-                            .chain(prepared.repeats.into_iter().map(|(_, r)| r)),
-                        &e,
-                    );
+                    fail_all(prepared.into_requests(), &e);
                     continue;
                 }
                 // 4. One durable transaction.
                 if let Err(e) = log.commit(&prepared.batch).await {
                     shared.poisoned.store(true, Ordering::SeqCst);
                     let e = Arc::new(e);
-                    fail_all(
-                        prepared
-                            .fresh
-                            .into_iter()
-                            .chain(prepared.repeats.into_iter().map(|(_, r)| r)),
-                        &e,
-                    );
+                    fail_all(prepared.into_requests(), &e);
                     continue;
                 }
                 shared.committed.store(prepared.seq, Ordering::SeqCst);
