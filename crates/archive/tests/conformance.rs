@@ -195,13 +195,14 @@ async fn failed_writes_leave_nothing_and_retries_succeed(backend: impl Backend) 
     let fail_blob = Arc::new(AtomicBool::new(false));
     let (fail_before, fail_after) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
     let log = FlakyLog {
-        inner: log,
         fail_before: fail_before.clone(),
         fail_after: fail_after.clone(),
+        ..FlakyLog::new(log)
     };
     let blobs = FlakyBlobs {
         inner: blobs,
         fail_next: fail_blob.clone(),
+        puts: Arc::default(),
     };
     let archive = open_archive(log.clone(), blobs).await;
     let capturer = Capturer::default();
@@ -422,4 +423,61 @@ async fn postgres_second_sequencer_waits_then_takes_over() {
         )
         .unwrap();
     second.close().await;
+}
+
+/// The pipeline: a batch prepared on top of a batch whose commit fails is refused too,
+/// nothing of either is kept, and the log carries on at the right index.
+#[tokio::test]
+async fn a_batch_built_on_a_failed_batch_is_refused() {
+    let backend = Combo {
+        meta: SqliteMeta::new(),
+        blobs: LocalBlobs::new(),
+    };
+    let (log, blobs) = backend.open().await;
+    let log = FlakyLog::new(log);
+    let puts = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let blobs = FlakyBlobs {
+        inner: blobs,
+        fail_next: Arc::default(),
+        puts: puts.clone(),
+    };
+    let archive = Arc::new(open_archive(log.clone(), blobs).await);
+    let capturer = Capturer::default();
+    archive.append(capturer.submission(10)).await.unwrap();
+
+    // Hold commits, so that batch A waits in the committer while B is prepared on it.
+    let gate = log.gate.clone().lock_owned().await;
+    log.fail_before.store(true, Ordering::SeqCst);
+    let (a, b) = (capturer.submission(10), capturer.submission(10));
+    let first = tokio::spawn({
+        let (archive, a) = (archive.clone(), a.clone());
+        async move { archive.append(a).await }
+    });
+    while puts.load(Ordering::SeqCst) < 2 {
+        tokio::task::yield_now().await;
+    }
+    let second = tokio::spawn({
+        let (archive, b) = (archive.clone(), b.clone());
+        async move { archive.append(b).await }
+    });
+    while puts.load(Ordering::SeqCst) < 3 {
+        tokio::task::yield_now().await;
+    }
+    drop(gate);
+
+    assert!(matches!(first.await.unwrap(), Err(AppendError::Store(_))));
+    match second.await.unwrap() {
+        Err(AppendError::Store(e)) => assert!(matches!(*e, StoreError::Aborted), "{e}"),
+        other => panic!("a batch built on a failed one was not refused: {other:?}"),
+    }
+    assert_eq!(
+        log.log_size().await.unwrap(),
+        1,
+        "something of the failed batches was kept"
+    );
+    for (submission, index) in [(&a, 1), (&b, 2)] {
+        let receipt = archive.append(submission.clone()).await.unwrap();
+        assert_eq!(check_receipt(&receipt, submission), index);
+    }
+    archive.close().await;
 }

@@ -387,10 +387,13 @@ impl BlobFixture for S3Blobs {
 pub struct FlakyBlobs<B> {
     pub inner: B,
     pub fail_next: Arc<AtomicBool>,
+    /// Calls to `put` so far.
+    pub puts: Arc<AtomicU64>,
 }
 
 impl<B: BlobStore> BlobStore for FlakyBlobs<B> {
     async fn put(&self, blobs: &[BlobPut<'_>]) -> Result<Vec<BlobLocator>, StoreError> {
+        self.puts.fetch_add(1, Ordering::SeqCst);
         if self.fail_next.swap(false, Ordering::SeqCst) {
             return Err(StoreError::backend(
                 "put",
@@ -411,10 +414,24 @@ pub struct FlakyLog<L> {
     pub inner: L,
     pub fail_before: Arc<AtomicBool>,
     pub fail_after: Arc<AtomicBool>,
+    /// Commits wait while a test holds this.
+    pub gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<L> FlakyLog<L> {
+    pub fn new(inner: L) -> Self {
+        Self {
+            inner,
+            fail_before: Arc::default(),
+            fail_after: Arc::default(),
+            gate: Arc::default(),
+        }
+    }
 }
 
 impl<L: LogStore> LogStore for FlakyLog<L> {
     async fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError> {
+        drop(self.gate.lock().await);
         if self.fail_before.swap(false, Ordering::SeqCst) {
             return Err(StoreError::backend(
                 "commit",
