@@ -59,17 +59,6 @@ impl RecordId {
         }
         Ok(Self(uuid))
     }
-
-    /// Parses the hyphenated text form.
-    pub fn parse(text: &str) -> Result<Self, IdError> {
-        let uuid = parse_hyphenated(text)?;
-        Self::from_bytes(*uuid.as_bytes())
-    }
-
-    /// The 16 bytes.
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        self.0.as_bytes()
-    }
 }
 
 /// A capture device's id, assigned at enrollment.
@@ -85,17 +74,6 @@ impl DeviceId {
         }
         Ok(Self(uuid))
     }
-
-    /// Parses the hyphenated text form.
-    pub fn parse(text: &str) -> Result<Self, IdError> {
-        let uuid = parse_hyphenated(text)?;
-        Self::from_bytes(*uuid.as_bytes())
-    }
-
-    /// The 16 bytes.
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        self.0.as_bytes()
-    }
 }
 
 /// Parses exactly the 36-character hyphenated form (no braces, no `urn:uuid:`).
@@ -106,8 +84,22 @@ fn parse_hyphenated(text: &str) -> Result<Uuid, IdError> {
     Uuid::try_parse(text).map_err(|_| IdError::BadUuid)
 }
 
-macro_rules! uuid_display {
+/// What both UUID ids share: the text form (parsed through each type's own
+/// `from_bytes` rules), the bytes, `Display` and `Debug`.
+macro_rules! uuid_id {
     ($($ty:ident),*) => {$(
+        impl $ty {
+            /// Parses the hyphenated text form.
+            pub fn parse(text: &str) -> Result<Self, IdError> {
+                let uuid = parse_hyphenated(text)?;
+                Self::from_bytes(*uuid.as_bytes())
+            }
+
+            /// The 16 bytes.
+            pub fn as_bytes(&self) -> &[u8; 16] {
+                self.0.as_bytes()
+            }
+        }
         impl fmt::Display for $ty {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 self.0.hyphenated().fmt(f)
@@ -120,7 +112,7 @@ macro_rules! uuid_display {
         }
     )*};
 }
-uuid_display!(RecordId, DeviceId);
+uuid_id!(RecordId, DeviceId);
 
 /// Rules for a short textual id.
 struct TextRule {
