@@ -12,8 +12,8 @@ use vellum_tlog::note::{NoteSigner, NoteVerifier};
 use vellum_tlog::tree::{ProofPlan, ProveError};
 
 use crate::error::{AppendError, StoreError};
-use crate::ports::{BlobStore, LogStore, StoredRecord};
-use crate::sequencer::{MAX_BATCH, Request, Sequencer, Submission, load_frontier};
+use crate::ports::{BlobStore, LogStore, Sequencing as _, StoredRecord};
+use crate::sequencer::{MAX_BATCH, Request, Sequencer, Submission, checked_frontier};
 
 /// The archive over a metadata store `L` and a blob store `B`.
 #[derive(Debug)]
@@ -27,19 +27,20 @@ pub struct Archive<L, B> {
 }
 
 impl<L: LogStore, B: BlobStore> Archive<L, B> {
-    /// Opens the archive: reads the log's frontier back from storage, checks it against
-    /// the newest checkpoint (refusing a store whose tree does not match), and starts
-    /// the sequencer, which signs checkpoints with `log_signer`.
+    /// Opens the archive: reads the log's right edge back from storage, checks it
+    /// against the newest checkpoint (refusing a store whose tree does not match), and
+    /// starts the sequencer, which signs checkpoints with `log_signer`.
     pub async fn open(log: L, blobs: B, log_signer: NoteSigner) -> Result<Self, StoreError> {
         let (log, blobs) = (Arc::new(log), Arc::new(blobs));
-        let frontier = load_frontier(log.as_ref(), &log_signer).await?;
+        let state = log.sequence().await?.load_state().await?;
+        let frontier = checked_frontier(state, &log_signer)?;
         let log_key = log_signer.verifier();
         let (queue, rx) = mpsc::channel(4 * MAX_BATCH);
         let sequencer = Sequencer {
             log: log.clone(),
             blobs: blobs.clone(),
             signer: log_signer,
-            frontier,
+            frontier: Some(frontier),
         };
         let task = tokio::spawn(sequencer.run(rx));
         Ok(Self {

@@ -87,16 +87,23 @@ pub struct LogState {
 
 /// Metadata storage: records, the transparency log and checkpoints.
 ///
-/// **Durability.** When [`LogStore::commit`] resolves `Ok`, the whole batch is on stable
-/// storage (an fsynced WAL or a committed PostgreSQL transaction) and survives a
+/// **Durability.** When [`Sequencing::commit`] resolves `Ok`, the whole batch is on
+/// stable storage (an fsynced WAL or a committed PostgreSQL transaction) and survives a
 /// crash or power loss. **Atomicity.** A batch is visible whole or not at all: after
 /// any failure or crash, the store holds either every row of the batch or none.
 /// **Consistency.** Leaves are consecutive from 0; the newest checkpoint's size is the
 /// number of leaves. A commit whose leaves do not start at the stored size fails
 /// (enforced by the database itself, so two sequencers can never both extend the log).
+/// **One sequencer at a time.** [`LogStore::sequence`] takes the database's sequencing
+/// lock; any number of processes may hold a store, and each batch is sequenced by
+/// whichever holds the lock, on the state it reads under it.
 pub trait LogStore: Send + Sync + 'static {
-    /// Commits one batch (see the trait's guarantees).
-    fn commit(&self, batch: &CommitBatch) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// A sequencing transaction of this store.
+    type Sequencing: Sequencing;
+
+    /// Begins a sequencing transaction, waiting for the sequencing lock (held by at
+    /// most one transaction at a time, across every process using the database).
+    fn sequence(&self) -> impl Future<Output = Result<Self::Sequencing, StoreError>> + Send;
 
     /// The number of leaves.
     fn log_size(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
@@ -119,11 +126,36 @@ pub trait LogStore: Send + Sync + 'static {
 
     /// The newest checkpoint.
     fn latest_checkpoint(&self) -> impl Future<Output = Result<Option<(u64, String)>, StoreError>> + Send;
+}
 
-    /// Size, right edge and newest checkpoint, read from storage.
-    fn load_state(&self) -> impl Future<Output = Result<LogState, StoreError>> + Send {
+/// A write transaction that holds the log's sequencing lock: while it lives, nobody
+/// else extends the log, so what it reads stays true until it commits. Dropped
+/// without [`Sequencing::commit`], it writes nothing and lets the lock go.
+pub trait Sequencing: Send {
+    /// The number of leaves, read after the lock was taken.
+    fn size(&self) -> u64;
+
+    /// [`LogStore::hashes`], read in this transaction.
+    fn hashes(&mut self, ids: &[NodeId]) -> impl Future<Output = Result<Vec<Hash>, StoreError>> + Send;
+
+    /// [`LogStore::latest_checkpoint`], read in this transaction.
+    fn latest_checkpoint(&mut self)
+    -> impl Future<Output = Result<Option<(u64, String)>, StoreError>> + Send;
+
+    /// [`LogStore::records`], read in this transaction.
+    fn records(
+        &mut self,
+        ids: &[RecordId],
+    ) -> impl Future<Output = Result<Vec<StoredRecord>, StoreError>> + Send;
+
+    /// Writes the batch, whose leaves start at [`Sequencing::size`], and commits (see
+    /// [`LogStore`] for the guarantees).
+    fn commit(self, batch: &CommitBatch) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Size, right edge and newest checkpoint, read in this transaction.
+    fn load_state(&mut self) -> impl Future<Output = Result<LogState, StoreError>> + Send {
         async {
-            let size = self.log_size().await?;
+            let size = self.size();
             let frontier = self.hashes(&frontier_ids(size)).await?;
             let checkpoint = self.latest_checkpoint().await?;
             Ok(LogState {

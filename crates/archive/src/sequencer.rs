@@ -1,34 +1,41 @@
-//! The sequencer: the single task that extends the log, in batches (group commit).
+//! The sequencer: extends the log in batches (group commit).
 //!
 //! Appends queue on a channel; the sequencer takes everything queued (up to
 //! [`MAX_BATCH`]) and, for the whole batch, does one blob write, one tree update, one
 //! checkpoint signature and one database transaction. Batches grow with load, so the
 //! cost per append falls as load rises.
 //!
-//! Two tasks form a pipeline: the *preparer* classifies a batch, writes its blobs and
-//! computes its leaves and checkpoint on top of the batch before it, while the
-//! *committer* commits the previous batch and answers it. If a commit fails, every batch
-//! prepared on top of it is failed too (its leaves assumed the failed ones), and the
-//! preparer re-reads the log from storage before preparing anything else.
+//! Two tasks form a pipeline. The *preparer* classifies a batch (new, repeated within
+//! the batch, or a retry of a record stored or in flight), writes its blobs and builds
+//! its log entries, none of which depends on where the batch lands in the log. The
+//! *committer* then sequences one batch at a time: it opens a sequencing transaction
+//! (which holds the database's sequencing lock, so any number of processes can append
+//! to one log), places the batch at the size it reads under the lock, and commits.
+//! When the stored log is not where the committer left it (another process appended,
+//! or the committer's last commit failed), it reads the right edge back and checks it
+//! against the newest checkpoint, under the same lock, before building on it; records
+//! another process stored meanwhile are answered from storage instead.
 //!
-//! Crash ordering, step by step (see [`Sequencer::sequence`]):
+//! Crash ordering, step by step:
 //!
-//! 1. **Blobs** are written and fsynced. A crash after this leaves only unreferenced
-//!    bytes; nothing points at them, and the client's retry writes them again.
-//! 2. **Leaves and nodes** are computed in memory from the frontier; nothing durable.
-//! 3. **The checkpoint** for the new size is signed in memory; nothing durable.
+//! 1. **Blobs** are written and fsynced (preparer). A crash after this leaves only
+//!    unreferenced bytes; nothing points at them, and the client's retry writes them
+//!    again.
+//! 2. **The sequencing lock** is taken and the log size read under it; nothing durable.
+//! 3. **Leaves, nodes and the checkpoint** are computed and signed in memory; nothing
+//!    durable.
 //! 4. **One transaction** writes records, leaves (with their nodes) and the checkpoint.
 //!    Before its commit returns, a crash loses the whole batch and no client holds a
 //!    receipt for it; after, everything is durable.
 //! 5. **Receipts** are built and returned. A receipt therefore always describes
 //!    durable data (invariant I5).
 //!
-//! On restart the frontier is read back from storage and checked against the newest
-//! stored checkpoint; the sequencer never trusts memory from before a failure.
+//! The committer never trusts memory from before a failure: after any failed step it
+//! reads the log back before sequencing again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 use vellum_protocol::header::VerifiedHeader;
@@ -41,7 +48,10 @@ use vellum_tlog::note::NoteSigner;
 use vellum_tlog::tree::{Frontier, HashReader, NodeId, ProofPlan, ProveError, prove_inclusion};
 
 use crate::error::{AppendError, StoreError};
-use crate::ports::{BlobPut, BlobStore, CommitBatch, LeafRow, LogStore, NewRecord, StoredRecord};
+use crate::ports::{
+    BlobLocator, BlobPut, BlobStore, CommitBatch, LeafRow, LogState, LogStore, NewRecord, Sequencing,
+    StoredRecord,
+};
 
 /// The most appends one batch takes.
 pub const MAX_BATCH: usize = 4096;
@@ -60,15 +70,21 @@ pub(crate) struct Request {
     pub(crate) reply: oneshot::Sender<Result<Receipt, AppendError>>,
 }
 
+impl Request {
+    fn record_id(&self) -> RecordId {
+        self.submission.header.fields().record_id
+    }
+}
+
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Reads the frontier and checks it against the newest checkpoint, signed by `signer`.
-pub(crate) async fn load_frontier<L: LogStore>(log: &L, signer: &NoteSigner) -> Result<Frontier, StoreError> {
-    let state = log.load_state().await?;
+/// The tree a stored state describes, checked against its newest checkpoint, which
+/// `signer` must have signed.
+pub(crate) fn checked_frontier(state: LogState, signer: &NoteSigner) -> Result<Frontier, StoreError> {
     let frontier = Frontier::from_hashes(state.size, state.frontier)
         .map_err(|e| StoreError::Integrity(e.to_string()))?;
     match state.checkpoint {
@@ -92,21 +108,12 @@ pub(crate) async fn load_frontier<L: LogStore>(log: &L, signer: &NoteSigner) -> 
     }
 }
 
-/// State the two pipeline stages share.
-#[derive(Debug, Default)]
-struct Shared {
-    /// A commit failed: batches prepared after it must fail, and the preparer must
-    /// re-read the log before preparing another.
-    poisoned: AtomicBool,
-    /// The sequence number of the newest committed batch.
-    committed: AtomicU64,
-}
-
 pub(crate) struct Sequencer<L, B> {
     pub(crate) log: Arc<L>,
     pub(crate) blobs: Arc<B>,
     pub(crate) signer: NoteSigner,
-    pub(crate) frontier: Frontier,
+    /// The stored tree as last read or written; `None` until read.
+    pub(crate) frontier: Option<Frontier>,
 }
 
 /// Hash lookups served from memory: the frontier before a batch plus every node the
@@ -141,35 +148,29 @@ impl From<std::convert::Infallible> for StoreError {
     }
 }
 
-/// A prepared batch on its way to the committer.
-struct Prepared {
-    seq: u64,
-    batch: CommitBatch,
-    first_index: u64,
-    known: KnownNodes,
-    entries: Vec<LogEntry>,
-    fresh: Vec<Request>,
-    /// Repeats of `fresh[i]` within the same batch: they get the same receipt.
-    repeats: Vec<(usize, Request)>,
+/// A new record whose blob is durable, waiting for its place in the log.
+struct Pending {
+    request: Request,
+    entry: LogEntry,
+    received_at: UnixMillis,
+    leaf: Hash,
+    blob: BlobLocator,
+    /// Repeats of this record within the batch: they get the same receipt.
+    repeats: Vec<Request>,
 }
 
-impl Prepared {
-    /// Every request of the batch, for answering them all alike.
-    fn into_requests(self) -> impl Iterator<Item = Request> {
-        self.fresh
-            .into_iter()
-            .chain(self.repeats.into_iter().map(|(_, r)| r))
-    }
+/// A batch on its way to the committer.
+struct Prepared {
+    seq: u64,
+    pending: Vec<Pending>,
 }
 
 /// Work for the committer, in order.
 enum Job {
     Commit(Prepared),
     /// Retries of records committed earlier or in flight: answered from storage once
-    /// everything before them has committed.
+    /// everything before them is done.
     Replays(Vec<Request>),
-    /// Answered when every earlier job is done.
-    Barrier(oneshot::Sender<()>),
 }
 
 fn fail_all(requests: impl IntoIterator<Item = Request>, error: &Arc<StoreError>) {
@@ -178,15 +179,34 @@ fn fail_all(requests: impl IntoIterator<Item = Request>, error: &Arc<StoreError>
     }
 }
 
+fn requests_of(pending: Vec<Pending>) -> impl Iterator<Item = Request> {
+    pending
+        .into_iter()
+        .flat_map(|p| std::iter::once(p.request).chain(p.repeats))
+}
+
 impl<L: LogStore, B: BlobStore> Sequencer<L, B> {
     /// The preparer: runs until every sender of `rx` is gone, then waits for the
     /// committer to finish.
-    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
-        let shared = Arc::new(Shared::default());
+    pub(crate) async fn run(self, mut rx: mpsc::Receiver<Request>) {
+        let Self {
+            log,
+            blobs,
+            signer,
+            frontier,
+        } = self;
+        let done = Arc::new(AtomicU64::new(0));
         let (jobs, job_rx) = mpsc::channel(1);
-        let committer = tokio::spawn(commit_jobs(self.log.clone(), job_rx, shared.clone()));
-        // Record ids of batches sent but perhaps not committed: (header digest, batch).
-        let mut in_flight: HashMap<RecordId, ([u8; 32], u64)> = HashMap::new();
+        let committer = Committer {
+            log: log.clone(),
+            signer,
+            frontier,
+            done: done.clone(),
+        };
+        let committer = tokio::spawn(committer.run(job_rx));
+        let preparer = Preparer { log, blobs };
+        // Record ids of batches sent but perhaps not done, with their batch.
+        let mut in_flight: HashMap<RecordId, u64> = HashMap::new();
         let mut seq = 0u64;
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
@@ -196,17 +216,10 @@ impl<L: LogStore, B: BlobStore> Sequencer<L, B> {
                     Err(_) => break,
                 }
             }
-            if shared.poisoned.load(Ordering::SeqCst) {
-                if let Err(e) = self.recover(&jobs, &shared).await {
-                    fail_all(batch, &Arc::new(e));
-                    continue;
-                }
-                in_flight.clear();
-            }
-            let committed = shared.committed.load(Ordering::SeqCst);
-            in_flight.retain(|_, (_, s)| *s > committed);
+            let finished = done.load(Ordering::SeqCst);
+            in_flight.retain(|_, s| *s > finished);
             seq += 1;
-            let Some((fresh, repeats, replays)) = self.classify(batch, &in_flight).await else {
+            let Some((fresh, replays)) = preparer.classify(batch, &in_flight).await else {
                 continue;
             };
             if !replays.is_empty() && jobs.send(Job::Replays(replays)).await.is_err() {
@@ -215,13 +228,12 @@ impl<L: LogStore, B: BlobStore> Sequencer<L, B> {
             if fresh.is_empty() {
                 continue;
             }
-            match self.prepare(seq, fresh, repeats).await {
-                Ok(prepared) => {
-                    for request in &prepared.fresh {
-                        let header = &request.submission.header;
-                        in_flight.insert(header.fields().record_id, (header.digest(), seq));
+            match preparer.prepare(fresh).await {
+                Ok(pending) => {
+                    for p in &pending {
+                        in_flight.insert(p.request.record_id(), seq);
                     }
-                    if jobs.send(Job::Commit(prepared)).await.is_err() {
+                    if jobs.send(Job::Commit(Prepared { seq, pending })).await.is_err() {
                         break;
                     }
                 }
@@ -231,32 +243,24 @@ impl<L: LogStore, B: BlobStore> Sequencer<L, B> {
         drop(jobs);
         let _ = committer.await;
     }
+}
 
-    /// After a failed commit: wait until the committer has drained every job prepared
-    /// on top of it, then read the log back from storage.
-    async fn recover(&mut self, jobs: &mpsc::Sender<Job>, shared: &Shared) -> Result<(), StoreError> {
-        let (ack, done) = oneshot::channel();
-        let closed = || StoreError::Integrity("the committer stopped".into());
-        jobs.send(Job::Barrier(ack)).await.map_err(|_| closed())?;
-        done.await.map_err(|_| closed())?;
-        self.frontier = load_frontier(self.log.as_ref(), &self.signer).await?;
-        shared.poisoned.store(false, Ordering::SeqCst);
-        Ok(())
-    }
+/// The preparer's half: classification and step 1.
+struct Preparer<L, B> {
+    log: Arc<L>,
+    blobs: Arc<B>,
+}
 
-    /// Splits a batch into new records, repeats of a new record within the batch, and
+impl<L: LogStore, B: BlobStore> Preparer<L, B> {
+    /// Splits a batch into new records (each with its repeats within the batch) and
     /// retries of records archived or in flight; answers conflicts. `None` when the
     /// lookup failed (every request is answered).
-    #[allow(clippy::type_complexity, reason = "three lists, named at the call site")]
     async fn classify(
         &self,
         batch: Vec<Request>,
-        in_flight: &HashMap<RecordId, ([u8; 32], u64)>,
-    ) -> Option<(Vec<Request>, Vec<(usize, Request)>, Vec<Request>)> {
-        let mut ids: Vec<RecordId> = batch
-            .iter()
-            .map(|r| r.submission.header.fields().record_id)
-            .collect();
+        in_flight: &HashMap<RecordId, u64>,
+    ) -> Option<(Vec<(Request, Vec<Request>)>, Vec<Request>)> {
+        let mut ids: Vec<RecordId> = batch.iter().map(Request::record_id).collect();
         ids.sort_unstable();
         ids.dedup();
         let stored: HashMap<RecordId, [u8; 32]> = match self.log.records(&ids).await {
@@ -269,9 +273,8 @@ impl<L: LogStore, B: BlobStore> Sequencer<L, B> {
                 return None;
             }
         };
-        let mut fresh: Vec<Request> = Vec::new();
+        let mut fresh: Vec<(Request, Vec<Request>)> = Vec::new();
         let mut first_of: HashMap<RecordId, usize> = HashMap::new();
-        let mut repeats = Vec::new();
         let mut replays = Vec::new();
         for request in batch {
             let header = &request.submission.header;
@@ -291,44 +294,33 @@ impl<L: LogStore, B: BlobStore> Sequencer<L, B> {
                 let class = header.fields().retention.clone();
                 let _ = request.reply.send(Err(AppendError::UnsupportedRetention(class)));
             } else if let Some(&at) = first_of.get(&id) {
-                if same(&fresh[at].submission.header.digest()) {
-                    repeats.push((at, request));
+                let (first, repeats) = &mut fresh[at];
+                if same(&first.submission.header.digest()) {
+                    repeats.push(request);
                 } else {
                     let _ = request.reply.send(Err(AppendError::Conflict(id)));
                 }
             } else {
                 first_of.insert(id, fresh.len());
-                fresh.push(request);
+                fresh.push((request, Vec::new()));
             }
         }
-        Some((fresh, repeats, replays))
+        Some((fresh, replays))
     }
 
-    /// Steps 1-3 of the crash ordering: blobs (durable), leaves and nodes, checkpoint.
-    /// On failure the requests come back with the error, and nothing changed.
+    /// Step 1 of the crash ordering: blobs (durable), and the log entries. On failure
+    /// the requests come back with the error, and nothing changed.
     async fn prepare(
-        &mut self,
-        seq: u64,
-        fresh: Vec<Request>,
-        repeats: Vec<(usize, Request)>,
-    ) -> Result<Prepared, (StoreError, Vec<Request>)> {
+        &self,
+        fresh: Vec<(Request, Vec<Request>)>,
+    ) -> Result<Vec<Pending>, (StoreError, Vec<Request>)> {
         // The receipt time is fixed before the blobs are written, so a blob store that
         // locks blobs for a period from "now" never locks them for less than the
         // record's retention, which counts from this time.
         let received_at = UnixMillis(now_ms());
-        let give_back = |e, fresh: Vec<Request>, repeats: Vec<(usize, Request)>| {
-            (
-                e,
-                fresh
-                    .into_iter()
-                    .chain(repeats.into_iter().map(|(_, r)| r))
-                    .collect(),
-            )
-        };
-        // 1. Blobs, durable.
         let puts: Vec<BlobPut<'_>> = fresh
             .iter()
-            .map(|r| BlobPut {
+            .map(|(r, _)| BlobPut {
                 digest: r.submission.body.digest(),
                 bytes: r.submission.body.as_bytes(),
                 retention: &r.submission.header.fields().retention,
@@ -338,29 +330,147 @@ impl<L: LogStore, B: BlobStore> Sequencer<L, B> {
             Ok(locators) => locators,
             Err(e) => {
                 drop(puts);
-                return Err(give_back(e, fresh, repeats));
+                let requests = fresh
+                    .into_iter()
+                    .flat_map(|(r, repeats)| std::iter::once(r).chain(repeats));
+                return Err((e, requests.collect()));
             }
         };
+        drop(puts);
+        Ok(fresh
+            .into_iter()
+            .zip(locators)
+            .map(|((request, repeats), blob)| {
+                let header = &request.submission.header;
+                let entry = LogEntry::RecordAppended {
+                    record_id: header.fields().record_id,
+                    header_sha256: header.digest(),
+                    received_at,
+                };
+                Pending {
+                    leaf: leaf_hash(&entry.to_bytes()),
+                    entry,
+                    received_at,
+                    blob,
+                    request,
+                    repeats,
+                }
+            })
+            .collect())
+    }
+}
 
-        // 2. Leaves and the nodes they complete, in memory.
-        let first_index = self.frontier.size();
-        let mut known = KnownNodes(self.frontier.nodes().collect());
-        let mut entries = Vec::with_capacity(fresh.len());
-        let mut leaves = Vec::with_capacity(fresh.len());
-        let mut records = Vec::with_capacity(fresh.len());
-        let mut next = self.frontier.clone();
-        for (request, blob) in fresh.iter().zip(locators) {
-            let header = &request.submission.header;
-            let fields = header.fields();
-            let header_sha256 = header.digest();
+/// The committer: steps 2 to 5 of the crash ordering, one batch at a time, in order.
+struct Committer<L> {
+    log: Arc<L>,
+    signer: NoteSigner,
+    /// The stored tree as this committer last read or wrote it; `None` after a failure.
+    frontier: Option<Frontier>,
+    /// The sequence number of the newest batch done (committed or failed).
+    done: Arc<AtomicU64>,
+}
+
+/// A batch placed in the log: what to write, and what the receipts need.
+struct Placed {
+    batch: CommitBatch,
+    next: Frontier,
+    known: KnownNodes,
+}
+
+impl<L: LogStore> Committer<L> {
+    async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        while let Some(job) = jobs.recv().await {
+            match job {
+                Job::Replays(requests) => answer_replays(self.log.as_ref(), requests).await,
+                Job::Commit(prepared) => {
+                    let seq = prepared.seq;
+                    self.commit(prepared.pending).await;
+                    self.done.store(seq, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    async fn commit(&mut self, pending: Vec<Pending>) {
+        let frontier = self.frontier.take();
+        // 2. The sequencing lock, and the size under it.
+        let mut tx = match self.log.sequence().await {
+            Ok(tx) => tx,
+            Err(e) => return fail_all(requests_of(pending), &Arc::new(e)),
+        };
+        let (frontier, pending, late) = match frontier {
+            Some(frontier) if frontier.size() == tx.size() => (frontier, pending, Vec::new()),
+            // Another process appended, or our last commit failed: read the log back
+            // under the lock, and leave out what was stored meanwhile.
+            _ => match self.reload(&mut tx, pending).await {
+                Ok(reloaded) => reloaded,
+                Err((e, requests)) => return fail_all(requests, &Arc::new(e)),
+            },
+        };
+        if pending.is_empty() {
+            drop(tx);
+            self.frontier = Some(frontier);
+            return answer_replays(self.log.as_ref(), late).await;
+        }
+        // 3. Leaves, nodes and checkpoint, in memory.
+        let placed = match self.place(&frontier, &pending) {
+            Ok(placed) => placed,
+            Err(e) => {
+                fail_all(requests_of(pending).chain(late), &Arc::new(e));
+                return;
+            }
+        };
+        // 4. One durable transaction.
+        if let Err(e) = tx.commit(&placed.batch).await {
+            return fail_all(requests_of(pending).chain(late), &Arc::new(e));
+        }
+        self.frontier = Some(placed.next.clone());
+        // 5. Receipts, from memory.
+        let first_index = frontier.size();
+        for (i, p) in pending.into_iter().enumerate() {
+            let receipt = receipt(&placed, first_index + i as u64, &p.entry);
+            for request in std::iter::once(p.request).chain(p.repeats) {
+                let _ = request.reply.send(receipt.clone());
+            }
+        }
+        answer_replays(self.log.as_ref(), late).await;
+    }
+
+    /// Reads the stored tree in `tx` and checks it against the newest checkpoint;
+    /// splits off the records that were stored meanwhile (to be answered from storage).
+    #[allow(clippy::type_complexity, reason = "three values, named at the call site")]
+    async fn reload(
+        &self,
+        tx: &mut L::Sequencing,
+        pending: Vec<Pending>,
+    ) -> Result<(Frontier, Vec<Pending>, Vec<Request>), (StoreError, Vec<Request>)> {
+        let read = async {
+            let frontier = checked_frontier(tx.load_state().await?, &self.signer)?;
+            let ids: Vec<RecordId> = pending.iter().map(|p| p.request.record_id()).collect();
+            let stored = tx.records(&ids).await?;
+            Ok::<_, StoreError>((frontier, stored))
+        };
+        let (frontier, stored) = match read.await {
+            Ok(found) => found,
+            Err(e) => return Err((e, requests_of(pending).collect())),
+        };
+        let stored: std::collections::HashSet<RecordId> = stored.into_iter().map(|r| r.record_id).collect();
+        let (late, pending): (Vec<Pending>, Vec<Pending>) = pending
+            .into_iter()
+            .partition(|p| stored.contains(&p.request.record_id()));
+        Ok((frontier, pending, requests_of(late).collect()))
+    }
+
+    /// Step 3: the batch's leaves on top of `frontier`, the nodes they complete, and
+    /// the signed checkpoint.
+    fn place(&self, frontier: &Frontier, pending: &[Pending]) -> Result<Placed, StoreError> {
+        let mut known = KnownNodes(frontier.nodes().collect());
+        let mut leaves = Vec::with_capacity(pending.len());
+        let mut records = Vec::with_capacity(pending.len());
+        let mut next = frontier.clone();
+        for p in pending {
             let index = next.size();
-            let entry = LogEntry::RecordAppended {
-                record_id: fields.record_id,
-                header_sha256,
-                received_at,
-            };
-            let entry_bytes = entry.to_bytes();
-            let completed = next.push(leaf_hash(&entry_bytes));
+            let completed = next.push(p.leaf);
             let mut hashes = Vec::with_capacity(32 * completed.len());
             for (id, hash) in completed {
                 hashes.extend_from_slice(hash.as_bytes());
@@ -368,101 +478,41 @@ impl<L: LogStore, B: BlobStore> Sequencer<L, B> {
             }
             leaves.push(LeafRow {
                 index,
-                entry: entry_bytes,
+                entry: p.entry.to_bytes(),
                 hashes,
             });
+            let header = &p.request.submission.header;
             records.push(NewRecord {
-                record_id: fields.record_id,
+                record_id: header.fields().record_id,
                 leaf_index: index,
                 header: header.as_bytes().to_vec(),
-                received_at,
-                blob,
+                received_at: p.received_at,
+                blob: p.blob.clone(),
             });
-            entries.push(entry);
         }
-
-        // 3. One signature for the batch.
         let size = next.size();
-        let note = match Checkpoint::new(self.signer.name(), size, next.root()).sign(&self.signer) {
-            Ok(note) => note,
-            Err(e) => {
-                let e = StoreError::Integrity(format!("signing checkpoint: {e}"));
-                return Err(give_back(e, fresh, repeats));
-            }
-        };
-        self.frontier = next;
-        Ok(Prepared {
-            seq,
+        let checkpoint = Checkpoint::new(self.signer.name(), size, next.root())
+            .sign(&self.signer)
+            .map_err(|e| StoreError::Integrity(format!("signing checkpoint: {e}")))?;
+        Ok(Placed {
             batch: CommitBatch {
                 records,
                 leaves,
                 size,
-                checkpoint: note,
+                checkpoint,
             },
-            first_index,
+            next,
             known,
-            entries,
-            fresh,
-            repeats,
         })
     }
 }
 
-/// The committer: steps 4 and 5 of the crash ordering, one job at a time, in order.
-async fn commit_jobs<L: LogStore>(log: Arc<L>, mut jobs: mpsc::Receiver<Job>, shared: Arc<Shared>) {
-    while let Some(job) = jobs.recv().await {
-        match job {
-            Job::Barrier(ack) => {
-                let _ = ack.send(());
-            }
-            Job::Replays(requests) => answer_replays(log.as_ref(), requests).await,
-            Job::Commit(prepared) => {
-                let requests = prepared.fresh.len() + prepared.repeats.len();
-                if shared.poisoned.load(Ordering::SeqCst) {
-                    let e = Arc::new(StoreError::Aborted);
-                    fail_all(prepared.into_requests(), &e);
-                    continue;
-                }
-                // 4. One durable transaction.
-                if let Err(e) = log.commit(&prepared.batch).await {
-                    shared.poisoned.store(true, Ordering::SeqCst);
-                    let e = Arc::new(e);
-                    fail_all(prepared.into_requests(), &e);
-                    continue;
-                }
-                shared.committed.store(prepared.seq, Ordering::SeqCst);
-                // 5. Receipts, from memory.
-                let receipts = receipts(&prepared);
-                debug_assert_eq!(receipts.len() + prepared.repeats.len(), requests);
-                for (at, request) in prepared.repeats {
-                    let _ = request.reply.send(receipts[at].clone());
-                }
-                for (request, receipt) in prepared.fresh.into_iter().zip(receipts) {
-                    let _ = request.reply.send(receipt);
-                }
-            }
-        }
-    }
-}
-
-fn receipts(prepared: &Prepared) -> Vec<Result<Receipt, AppendError>> {
-    let size = prepared.batch.size;
-    prepared
-        .entries
-        .iter()
-        .enumerate()
-        .map(|(i, entry)| {
-            let index = prepared.first_index + i as u64;
-            let proof = prove_inclusion(size, index, &prepared.known).map_err(proof_error)?;
-            Ok(Receipt::new(
-                entry,
-                index,
-                proof,
-                prepared.batch.checkpoint.clone(),
-            ))
-        })
-        .map(|r: Result<Receipt, StoreError>| r.map_err(|e| AppendError::Store(Arc::new(e))))
-        .collect()
+fn receipt(placed: &Placed, index: u64, entry: &LogEntry) -> Result<Receipt, AppendError> {
+    let size = placed.batch.size;
+    prove_inclusion(size, index, &placed.known)
+        .map_err(proof_error)
+        .map(|proof| Receipt::new(entry, index, proof, placed.batch.checkpoint.clone()))
+        .map_err(|e: StoreError| AppendError::Store(Arc::new(e)))
 }
 
 /// Answers retries from storage: by now every earlier batch has committed or failed.

@@ -26,16 +26,12 @@ pub(crate) const ROWS_PER_STATEMENT: usize = 1000;
 #[derive(Debug)]
 pub struct SqlStore<DB: sqlx::Database> {
     pub(crate) pool: sqlx::Pool<DB>,
-    /// What makes this store the only writer of its database, held for as long as any
-    /// clone lives (PostgreSQL: a connection holding the sequencer lock).
-    pub(crate) lease: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl<DB: sqlx::Database> Clone for SqlStore<DB> {
     fn clone(&self) -> Self {
         Self {
             pool: self.pool.clone(),
-            lease: self.lease.clone(),
         }
     }
 }
@@ -125,16 +121,141 @@ pub(crate) fn audit_event(
     })
 }
 
-/// Implements `LogStore` and `AuditStore` for `SqlStore<$db>`.
+/// A sequencing transaction on an sqlx database: the transaction and the log size
+/// read under its lock.
+#[derive(Debug)]
+pub struct SqlSequencing<DB: sqlx::Database> {
+    pub(crate) tx: sqlx::Transaction<'static, DB>,
+    pub(crate) size: u64,
+}
+
+/// Implements `LogStore` and `AuditStore` for `SqlStore<$db>`, whose connections are
+/// `$conn`. A sequencing transaction opens with the statement `$begin`, then runs
+/// `$lock` (if any) before it reads anything.
 macro_rules! sql_store {
-    ($db:ty, $audit_lock:expr) => {
-        impl $crate::ports::LogStore for $crate::sql::SqlStore<$db> {
-            async fn commit(&self, batch: &$crate::ports::CommitBatch) -> Result<(), $crate::error::StoreError> {
+    (
+        db: $db:ty,
+        conn: $conn:ty,
+        begin: $begin:expr,
+        lock: $lock:expr,
+        audit_lock: $audit_lock:expr $(,)?
+    ) => {
+        async fn read_size(conn: &mut $conn) -> Result<u64, $crate::error::StoreError> {
+            let err = |e| $crate::error::StoreError::backend("read log size", e);
+            let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM log_leaves")
+                .fetch_one(conn)
+                .await
+                .map_err(err)?;
+            $crate::sql::to_u64(size, "log size")
+        }
+
+        async fn read_records(
+            conn: &mut $conn,
+            ids: &[vellum_protocol::ids::RecordId],
+        ) -> Result<Vec<$crate::ports::StoredRecord>, $crate::error::StoreError> {
+            use sqlx::{QueryBuilder, Row as _};
+            let err = |e| $crate::error::StoreError::backend("read records", e);
+            let mut out = Vec::new();
+            for chunk in ids.chunks($crate::sql::ROWS_PER_STATEMENT) {
+                let mut q = QueryBuilder::<$db>::new(
+                    "SELECT record_id, leaf_index, header, received_at, blob FROM records WHERE record_id IN (",
+                );
+                let mut list = q.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.as_bytes().as_slice());
+                }
+                q.push(")");
+                for row in q.build().fetch_all(&mut *conn).await.map_err(err)? {
+                    let columns = $crate::sql::RecordColumns {
+                        record_id: row.try_get(0).map_err(err)?,
+                        leaf_index: row.try_get(1).map_err(err)?,
+                        header: row.try_get(2).map_err(err)?,
+                        received_at: row.try_get(3).map_err(err)?,
+                        blob: row.try_get(4).map_err(err)?,
+                    };
+                    out.push(columns.into_record()?);
+                }
+            }
+            Ok(out)
+        }
+
+        async fn read_hashes(
+            conn: &mut $conn,
+            ids: &[vellum_tlog::tree::NodeId],
+        ) -> Result<Vec<vellum_tlog::Hash>, $crate::error::StoreError> {
+            use sqlx::{QueryBuilder, Row as _};
+            let err = |e| $crate::error::StoreError::backend("read tree nodes", e);
+            let mut rows: Vec<i64> = ids.iter().map(|id| $crate::sql::node_location(id).0).collect();
+            rows.sort_unstable();
+            rows.dedup();
+            let mut found = std::collections::HashMap::with_capacity(rows.len());
+            for chunk in rows.chunks($crate::sql::ROWS_PER_STATEMENT) {
+                let mut q = QueryBuilder::<$db>::new("SELECT idx, hashes FROM log_leaves WHERE idx IN (");
+                let mut list = q.separated(", ");
+                for row in chunk {
+                    list.push_bind(*row);
+                }
+                q.push(")");
+                for row in q.build().fetch_all(&mut *conn).await.map_err(err)? {
+                    found.insert(row.try_get::<i64, _>(0).map_err(err)?, row.try_get::<Vec<u8>, _>(1).map_err(err)?);
+                }
+            }
+            $crate::sql::hashes_from_rows(ids, &found)
+        }
+
+        async fn read_checkpoint(
+            conn: &mut $conn,
+            query: &'static str,
+            size: i64,
+        ) -> Result<Option<(u64, String)>, $crate::error::StoreError> {
+            use sqlx::Row as _;
+            let err = |e| $crate::error::StoreError::backend("read checkpoint", e);
+            let row = sqlx::query(query).bind(size).fetch_optional(conn).await.map_err(err)?;
+            row.map(|r| Ok(($crate::sql::to_u64(r.try_get(0).map_err(err)?, "size")?, r.try_get(1).map_err(err)?)))
+                .transpose()
+        }
+
+        const LATEST_CHECKPOINT: &str = "SELECT size, note FROM checkpoints WHERE size >= $1 ORDER BY size DESC LIMIT 1";
+        const CHECKPOINT_AT_LEAST: &str = "SELECT size, note FROM checkpoints WHERE size >= $1 ORDER BY size LIMIT 1";
+
+        impl $crate::sql::SqlStore<$db> {
+            async fn connection(&self) -> Result<sqlx::pool::PoolConnection<$db>, $crate::error::StoreError> {
+                self.pool
+                    .acquire()
+                    .await
+                    .map_err(|e| $crate::error::StoreError::backend("connect to the database", e))
+            }
+        }
+
+        impl $crate::ports::Sequencing for $crate::sql::SqlSequencing<$db> {
+            fn size(&self) -> u64 {
+                self.size
+            }
+
+            async fn hashes(
+                &mut self,
+                ids: &[vellum_tlog::tree::NodeId],
+            ) -> Result<Vec<vellum_tlog::Hash>, $crate::error::StoreError> {
+                read_hashes(&mut self.tx, ids).await
+            }
+
+            async fn latest_checkpoint(&mut self) -> Result<Option<(u64, String)>, $crate::error::StoreError> {
+                read_checkpoint(&mut self.tx, LATEST_CHECKPOINT, 0).await
+            }
+
+            async fn records(
+                &mut self,
+                ids: &[vellum_protocol::ids::RecordId],
+            ) -> Result<Vec<$crate::ports::StoredRecord>, $crate::error::StoreError> {
+                read_records(&mut self.tx, ids).await
+            }
+
+            async fn commit(mut self, batch: &$crate::ports::CommitBatch) -> Result<(), $crate::error::StoreError> {
                 use sqlx::QueryBuilder;
                 use $crate::error::StoreError;
                 use $crate::sql::{ROWS_PER_STATEMENT, to_i64};
                 let err = |op| move |e| StoreError::backend(op, e);
-                let mut tx = self.pool.begin().await.map_err(err("begin batch"))?;
+                let tx = &mut self.tx;
                 for chunk in batch.records.chunks(ROWS_PER_STATEMENT) {
                     let mut q = QueryBuilder::<$db>::new(
                         "INSERT INTO records (record_id, leaf_index, header, received_at, blob) ",
@@ -158,7 +279,7 @@ macro_rules! sql_store {
                     if let Some(id) = bad {
                         return Err(StoreError::Integrity(format!("record {id} has a value out of range")));
                     }
-                    q.build().execute(&mut *tx).await.map_err(err("insert records"))?;
+                    q.build().execute(&mut **tx).await.map_err(err("insert records"))?;
                 }
                 for chunk in batch.leaves.chunks(ROWS_PER_STATEMENT) {
                     let mut q = QueryBuilder::<$db>::new("INSERT INTO log_leaves (idx, entry, hashes) ");
@@ -173,115 +294,68 @@ macro_rules! sql_store {
                     if bad {
                         return Err(StoreError::Integrity("leaf index out of range".into()));
                     }
-                    q.build().execute(&mut *tx).await.map_err(err("insert leaves"))?;
+                    q.build().execute(&mut **tx).await.map_err(err("insert leaves"))?;
                 }
                 sqlx::query("INSERT INTO checkpoints (size, note) VALUES ($1, $2)")
                     .bind(to_i64(batch.size, "log size")?)
                     .bind(batch.checkpoint.as_str())
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await
                     .map_err(err("insert checkpoint"))?;
-                tx.commit().await.map_err(err("commit batch"))
+                self.tx.commit().await.map_err(err("commit batch"))
+            }
+        }
+
+        impl $crate::ports::LogStore for $crate::sql::SqlStore<$db> {
+            type Sequencing = $crate::sql::SqlSequencing<$db>;
+
+            async fn sequence(&self) -> Result<Self::Sequencing, $crate::error::StoreError> {
+                let err = |e| $crate::error::StoreError::backend("begin a sequencing transaction", e);
+                let mut tx = self.pool.begin_with($begin).await.map_err(err)?;
+                let lock: Option<&str> = $lock;
+                if let Some(lock) = lock {
+                    sqlx::query(lock).execute(&mut *tx).await.map_err(err)?;
+                }
+                // Read after the lock, in a statement of its own: its snapshot then
+                // includes every batch committed before the lock was granted.
+                let size = read_size(&mut tx).await?;
+                Ok($crate::sql::SqlSequencing { tx, size })
             }
 
             async fn log_size(&self) -> Result<u64, $crate::error::StoreError> {
-                use sqlx::Row as _;
-                let err = |e| $crate::error::StoreError::backend("read log size", e);
-                let size: i64 = sqlx::query("SELECT COALESCE(MAX(idx) + 1, 0) FROM log_leaves")
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(err)?
-                    .try_get(0)
-                    .map_err(err)?;
-                $crate::sql::to_u64(size, "log size")
+                read_size(&mut *self.connection().await?).await
             }
 
             async fn records(
                 &self,
                 ids: &[vellum_protocol::ids::RecordId],
             ) -> Result<Vec<$crate::ports::StoredRecord>, $crate::error::StoreError> {
-                use sqlx::{QueryBuilder, Row as _};
-                let err = |e| $crate::error::StoreError::backend("read records", e);
-                let mut out = Vec::new();
-                for chunk in ids.chunks($crate::sql::ROWS_PER_STATEMENT) {
-                    let mut q = QueryBuilder::<$db>::new(
-                        "SELECT record_id, leaf_index, header, received_at, blob FROM records WHERE record_id IN (",
-                    );
-                    let mut list = q.separated(", ");
-                    for id in chunk {
-                        list.push_bind(id.as_bytes().as_slice());
-                    }
-                    q.push(")");
-                    for row in q.build().fetch_all(&self.pool).await.map_err(err)? {
-                        let columns = $crate::sql::RecordColumns {
-                            record_id: row.try_get(0).map_err(err)?,
-                            leaf_index: row.try_get(1).map_err(err)?,
-                            header: row.try_get(2).map_err(err)?,
-                            received_at: row.try_get(3).map_err(err)?,
-                            blob: row.try_get(4).map_err(err)?,
-                        };
-                        out.push(columns.into_record()?);
-                    }
-                }
-                Ok(out)
+                read_records(&mut *self.connection().await?, ids).await
             }
 
             async fn hashes(
                 &self,
                 ids: &[vellum_tlog::tree::NodeId],
             ) -> Result<Vec<vellum_tlog::Hash>, $crate::error::StoreError> {
-                use sqlx::{QueryBuilder, Row as _};
-                let err = |e| $crate::error::StoreError::backend("read tree nodes", e);
-                let mut rows: Vec<i64> = ids.iter().map(|id| $crate::sql::node_location(id).0).collect();
-                rows.sort_unstable();
-                rows.dedup();
-                let mut found = std::collections::HashMap::with_capacity(rows.len());
-                for chunk in rows.chunks($crate::sql::ROWS_PER_STATEMENT) {
-                    let mut q = QueryBuilder::<$db>::new("SELECT idx, hashes FROM log_leaves WHERE idx IN (");
-                    let mut list = q.separated(", ");
-                    for row in chunk {
-                        list.push_bind(*row);
-                    }
-                    q.push(")");
-                    for row in q.build().fetch_all(&self.pool).await.map_err(err)? {
-                        found.insert(row.try_get::<i64, _>(0).map_err(err)?, row.try_get::<Vec<u8>, _>(1).map_err(err)?);
-                    }
-                }
-                $crate::sql::hashes_from_rows(ids, &found)
+                read_hashes(&mut *self.connection().await?, ids).await
             }
 
             async fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, $crate::error::StoreError> {
-                use sqlx::Row as _;
                 let err = |e| $crate::error::StoreError::backend("read log entry", e);
-                let row = sqlx::query("SELECT entry FROM log_leaves WHERE idx = $1")
+                sqlx::query_scalar("SELECT entry FROM log_leaves WHERE idx = $1")
                     .bind($crate::sql::to_i64(index, "leaf index")?)
                     .fetch_optional(&self.pool)
                     .await
-                    .map_err(err)?;
-                row.map(|r| r.try_get(0).map_err(err)).transpose()
+                    .map_err(err)
             }
 
             async fn checkpoint_at_least(&self, size: u64) -> Result<Option<(u64, String)>, $crate::error::StoreError> {
-                use sqlx::Row as _;
-                let err = |e| $crate::error::StoreError::backend("read checkpoint", e);
-                let row = sqlx::query("SELECT size, note FROM checkpoints WHERE size >= $1 ORDER BY size LIMIT 1")
-                    .bind($crate::sql::to_i64(size, "log size")?)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(err)?;
-                row.map(|r| Ok(($crate::sql::to_u64(r.try_get(0).map_err(err)?, "size")?, r.try_get(1).map_err(err)?)))
-                    .transpose()
+                let size = $crate::sql::to_i64(size, "log size")?;
+                read_checkpoint(&mut *self.connection().await?, CHECKPOINT_AT_LEAST, size).await
             }
 
             async fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, $crate::error::StoreError> {
-                use sqlx::Row as _;
-                let err = |e| $crate::error::StoreError::backend("read checkpoint", e);
-                let row = sqlx::query("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(err)?;
-                row.map(|r| Ok(($crate::sql::to_u64(r.try_get(0).map_err(err)?, "size")?, r.try_get(1).map_err(err)?)))
-                    .transpose()
+                read_checkpoint(&mut *self.connection().await?, LATEST_CHECKPOINT, 0).await
             }
         }
 

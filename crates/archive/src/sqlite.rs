@@ -12,8 +12,16 @@ use crate::sql::{SqlStore, sql_store};
 /// The SQLite metadata store.
 pub type SqliteStore = SqlStore<sqlx::Sqlite>;
 
-// SQLite runs one writer at a time, so ids commit in order without a lock.
-sql_store!(sqlx::Sqlite, None);
+// `BEGIN IMMEDIATE` takes SQLite's write lock before the transaction reads anything,
+// so the size it reads stays true until it commits. SQLite runs one writer at a time,
+// so audit ids commit in order without a lock of their own.
+sql_store! {
+    db: sqlx::Sqlite,
+    conn: sqlx::SqliteConnection,
+    begin: "BEGIN IMMEDIATE",
+    lock: None,
+    audit_lock: None,
+}
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` (`sqlite://path/to/file.db`)
@@ -37,6 +45,6 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::backend("open SQLite database", e))?;
         crate::migrate::run(crate::migrate::SQLITE, &pool).await?;
-        Ok(Self { pool, lease: None })
+        Ok(Self { pool })
     }
 }

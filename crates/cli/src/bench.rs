@@ -53,6 +53,11 @@ pub(crate) struct StorageArgs {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     postgres_url: String,
+    /// Append to this existing PostgreSQL database instead of a scratch one, which
+    /// several processes can do at once (each with its own `--dir`, all holding the
+    /// same `log.skey`).
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
     /// Folder for the data (default: a temporary folder, removed afterwards). A folder
     /// that exists is reopened: its log key is kept in `log.skey` (mode 0600), so runs
     /// append to the same log.
@@ -77,6 +82,9 @@ pub(crate) fn storage(args: &StorageArgs) -> Result<(), CliError> {
             Kind::Other,
             "--records and --concurrency must be at least 1",
         ));
+    }
+    if args.database.is_some() && args.backend != Backend::Postgres {
+        return Err(CliError::new(Kind::Other, "--database needs --backend postgres"));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -107,6 +115,11 @@ async fn run(args: &StorageArgs) -> Result<(), CliError> {
         Backend::Sqlite => {
             let url = format!("sqlite://{}", dir.join("meta.db").display());
             let log = SqliteStore::open(&url).await.map_err(fail)?;
+            measure(log, blobs, signer, submissions, args.concurrency, receipts).await?
+        }
+        Backend::Postgres if args.database.is_some() => {
+            let url = args.database.as_deref().unwrap_or_default();
+            let log = PgStore::open(url).await.map_err(fail)?;
             measure(log, blobs, signer, submissions, args.concurrency, receipts).await?
         }
         Backend::Postgres => {

@@ -12,20 +12,18 @@
     reason = "a failure is a failed test"
 )]
 
-use std::io::{BufRead as _, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use base64::Engine as _;
+use common::{acknowledged, assert_extends, start_bench};
 use vellum_archive::Archive;
 use vellum_archive::blob::local::LocalBlobStore;
 use vellum_archive::sqlite::SqliteStore;
-use vellum_protocol::ids::RecordId;
 use vellum_protocol::receipt::Receipt;
 use vellum_tlog::checkpoint;
 use vellum_tlog::note::NoteSigner;
-use vellum_tlog::proof::ConsistencyProof;
 
 const ROUNDS: usize = 15;
 /// Newly acknowledged appends checked per round (evenly spread, the last one always).
@@ -47,47 +45,11 @@ impl Rng {
 
 /// Runs the load generator until it starts appending, then kills it after a random delay.
 fn run_and_kill(dir: &Path, delay: Duration) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vellum"))
-        .args([
-            "bench",
-            "storage",
-            "--backend",
-            "sqlite",
-            "--records",
-            "20000",
-            "--concurrency",
-            "64",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .arg("--receipts")
-        .arg(dir.join("receipts.log"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    for line in stderr.lines() {
-        if line.unwrap().contains("timing") {
-            break;
-        }
-    }
+    let args = ["--backend", "sqlite", "--records", "20000", "--concurrency", "64"];
+    let mut child = start_bench(&args, dir, &dir.join("receipts.log"));
     std::thread::sleep(delay);
     let _ = child.kill();
     child.wait().unwrap();
-}
-
-/// Every acknowledged append, from the load generator's receipt log.
-fn acknowledged(dir: &Path) -> Vec<(RecordId, String)> {
-    let text = std::fs::read_to_string(dir.join("receipts.log")).unwrap_or_default();
-    text.split_inclusive('\n')
-        .filter(|l| l.ends_with('\n'))
-        .map(|line| {
-            let (id, receipt) = line.trim_end().split_once(' ').unwrap();
-            let receipt = base64::engine::general_purpose::STANDARD.decode(receipt).unwrap();
-            (RecordId::parse(id).unwrap(), String::from_utf8(receipt).unwrap())
-        })
-        .collect()
 }
 
 /// Checks every append acknowledged since the last round (up to `PER_ROUND`, spread
@@ -104,7 +66,7 @@ async fn check(dir: &Path, seen: &mut Vec<String>, checked: usize, rng: &mut Rng
         .await
         .expect("the archive reopens after a crash");
 
-    let acknowledged = acknowledged(dir);
+    let acknowledged = acknowledged(&dir.join("receipts.log"));
     let fresh = &acknowledged[checked.min(acknowledged.len())..];
     let step = fresh.len().div_ceil(PER_ROUND).max(1);
     let older = (0..OLD_SAMPLE.min(checked)).map(|_| &acknowledged[rng.next() as usize % checked]);
@@ -127,18 +89,12 @@ async fn check(dir: &Path, seen: &mut Vec<String>, checked: usize, rng: &mut Rng
         );
     }
 
-    if let Some((size, note)) = archive.latest_checkpoint().await.unwrap() {
+    if let Some((_, note)) = archive.latest_checkpoint().await.unwrap() {
         let newest = checkpoint::open(note.as_bytes(), &key).unwrap();
         for old_note in seen.iter() {
             let old = checkpoint::open(old_note.as_bytes(), &key).unwrap();
-            let proof = ConsistencyProof {
-                old: old.size(),
-                new: size,
-                hashes: archive.consistency_proof(old.size(), size).await.unwrap(),
-            };
-            proof
-                .verify(&old, &newest)
-                .expect("the log after a crash extends every earlier checkpoint");
+            let why = "the log after a crash extends every earlier checkpoint";
+            assert_extends(&archive, &old, &newest, why).await;
         }
         seen.push(note);
     }

@@ -14,7 +14,7 @@ use vellum_archive::StoreError;
 use vellum_archive::blob::local::LocalBlobStore;
 use vellum_archive::blob::s3::{RetentionPeriod, S3BlobStore, S3Config};
 use vellum_archive::ports::{
-    AuditEvent, AuditStore, BlobLocator, BlobPut, BlobStore, CommitBatch, LogStore, StoredRecord,
+    AuditEvent, AuditStore, BlobLocator, BlobPut, BlobStore, CommitBatch, LogStore, Sequencing, StoredRecord,
 };
 use vellum_archive::postgres::PgStore;
 use vellum_archive::sqlite::SqliteStore;
@@ -93,6 +93,9 @@ pub trait Backend: Send + Sync {
 
     fn open_blobs(&self) -> Self::Blobs;
 
+    /// The blob store of a second gateway on the same deployment.
+    fn open_second_blobs(&self) -> Self::Blobs;
+
     fn open(&self) -> impl std::future::Future<Output = (Self::Log, Self::Blobs)> + Send {
         async { (self.open_log().await.unwrap(), self.open_blobs()) }
     }
@@ -140,6 +143,7 @@ pub trait MetaFixture: Send + Sync {
 pub trait BlobFixture: Send + Sync {
     type Blobs: BlobStore;
     fn open_blobs(&self) -> Self::Blobs;
+    fn open_second_blobs(&self) -> Self::Blobs;
     fn corrupt(&self, locator: &BlobLocator) -> Corruption;
 }
 
@@ -159,6 +163,10 @@ impl<M: MetaFixture, B: BlobFixture> Backend for Combo<M, B> {
 
     fn open_blobs(&self) -> B::Blobs {
         self.blobs.open_blobs()
+    }
+
+    fn open_second_blobs(&self) -> B::Blobs {
+        self.blobs.open_second_blobs()
     }
 
     fn corrupt(&self, locator: &BlobLocator) -> Corruption {
@@ -287,6 +295,11 @@ impl BlobFixture for LocalBlobs {
         LocalBlobStore::open(self.dir.path()).unwrap()
     }
 
+    /// A folder is one process's: a second gateway writes its own.
+    fn open_second_blobs(&self) -> LocalBlobStore {
+        LocalBlobStore::open(&self.dir.path().join("second")).unwrap()
+    }
+
     fn corrupt(&self, locator: &BlobLocator) -> Corruption {
         use std::os::unix::fs::FileExt as _;
         let (segment, offset) = locator.0.split_once('/').unwrap();
@@ -373,6 +386,10 @@ impl BlobFixture for S3Blobs {
         S3BlobStore::new(self.config()).unwrap()
     }
 
+    fn open_second_blobs(&self) -> S3BlobStore {
+        self.open_blobs()
+    }
+
     fn corrupt(&self, locator: &BlobLocator) -> Corruption {
         let key = locator
             .0
@@ -430,22 +447,15 @@ impl<L> FlakyLog<L> {
 }
 
 impl<L: LogStore> LogStore for FlakyLog<L> {
-    async fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError> {
+    type Sequencing = FlakySequencing<L::Sequencing>;
+
+    async fn sequence(&self) -> Result<Self::Sequencing, StoreError> {
         drop(self.gate.lock().await);
-        if self.fail_before.swap(false, Ordering::SeqCst) {
-            return Err(StoreError::backend(
-                "commit",
-                std::io::Error::other("injected failure before commit"),
-            ));
-        }
-        self.inner.commit(batch).await?;
-        if self.fail_after.swap(false, Ordering::SeqCst) {
-            return Err(StoreError::backend(
-                "commit",
-                std::io::Error::other("injected failure after commit"),
-            ));
-        }
-        Ok(())
+        Ok(FlakySequencing {
+            inner: self.inner.sequence().await?,
+            fail_before: self.fail_before.clone(),
+            fail_after: self.fail_after.clone(),
+        })
     }
     async fn log_size(&self) -> Result<u64, StoreError> {
         self.inner.log_size().await
@@ -464,6 +474,44 @@ impl<L: LogStore> LogStore for FlakyLog<L> {
     }
     async fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
         self.inner.latest_checkpoint().await
+    }
+}
+
+/// The sequencing transaction of a [`FlakyLog`].
+pub struct FlakySequencing<S> {
+    inner: S,
+    fail_before: Arc<AtomicBool>,
+    fail_after: Arc<AtomicBool>,
+}
+
+impl<S: Sequencing> Sequencing for FlakySequencing<S> {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    async fn hashes(&mut self, ids: &[NodeId]) -> Result<Vec<Hash>, StoreError> {
+        self.inner.hashes(ids).await
+    }
+    async fn latest_checkpoint(&mut self) -> Result<Option<(u64, String)>, StoreError> {
+        self.inner.latest_checkpoint().await
+    }
+    async fn records(&mut self, ids: &[RecordId]) -> Result<Vec<StoredRecord>, StoreError> {
+        self.inner.records(ids).await
+    }
+    async fn commit(self, batch: &CommitBatch) -> Result<(), StoreError> {
+        if self.fail_before.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::backend(
+                "commit",
+                std::io::Error::other("injected failure before commit"),
+            ));
+        }
+        self.inner.commit(batch).await?;
+        if self.fail_after.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::backend(
+                "commit",
+                std::io::Error::other("injected failure after commit"),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -84,3 +84,68 @@ pub(crate) fn public_key_of(identity_file: &Path) -> String {
         .expect("identity file names its public key")
         .to_owned()
 }
+
+/// Starts `vellum bench storage` with `args`, appending one line per acknowledged
+/// append to `receipts`, and returns once it has started timing (its records are
+/// prepared).
+pub(crate) fn start_bench(args: &[&str], dir: &Path, receipts: &Path) -> std::process::Child {
+    use std::io::BufRead as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .args(["bench", "storage"])
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .arg("--receipts")
+        .arg(receipts)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    for line in stderr.lines() {
+        if line.unwrap().contains("timing") {
+            break;
+        }
+    }
+    child
+}
+
+/// Every acknowledged append in a receipt log written by `vellum bench storage
+/// --receipts`: the record id and the receipt text. A final partial line (the writer
+/// was killed mid-line) is ignored.
+pub(crate) fn acknowledged(receipts: &Path) -> Vec<(vellum_protocol::ids::RecordId, String)> {
+    use base64::Engine as _;
+    let text = std::fs::read_to_string(receipts).unwrap_or_default();
+    text.split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .map(|line| {
+            let (id, receipt) = line.trim_end().split_once(' ').unwrap();
+            let receipt = base64::engine::general_purpose::STANDARD.decode(receipt).unwrap();
+            (
+                vellum_protocol::ids::RecordId::parse(id).unwrap(),
+                String::from_utf8(receipt).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Panics with `why` unless the archive proves `newest` consistent with `old`.
+pub(crate) async fn assert_extends<L, B>(
+    archive: &vellum_archive::Archive<L, B>,
+    old: &vellum_tlog::checkpoint::VerifiedCheckpoint,
+    newest: &vellum_tlog::checkpoint::VerifiedCheckpoint,
+    why: &str,
+) where
+    L: vellum_archive::ports::LogStore,
+    B: vellum_archive::ports::BlobStore,
+{
+    let proof = vellum_tlog::proof::ConsistencyProof {
+        old: old.size(),
+        new: newest.size(),
+        hashes: archive
+            .consistency_proof(old.size(), newest.size())
+            .await
+            .unwrap(),
+    };
+    proof.verify(old, newest).expect(why);
+}
