@@ -3,15 +3,15 @@
 
 -- Only what the append path must make durable: every other field of a record (custodian,
 -- channel, times, epoch, retention, body digest, blind tokens) is inside the signed header.
+-- Keyed by leaf index, so each batch appends at the right edge of the table; the record
+-- id (the idempotency key) has its own unique index.
 CREATE TABLE records (
-    record_id   BLOB    NOT NULL PRIMARY KEY,
-    leaf_index  INTEGER NOT NULL,
+    leaf_index  INTEGER NOT NULL PRIMARY KEY,
+    record_id   BLOB    NOT NULL UNIQUE,
     header      BLOB    NOT NULL,
     received_at INTEGER NOT NULL,
     blob        TEXT    NOT NULL
-) WITHOUT ROWID;
-
-CREATE UNIQUE INDEX records_leaf_index ON records (leaf_index);
+);
 CREATE TRIGGER records_no_update BEFORE UPDATE ON records BEGIN SELECT RAISE(ABORT, 'records are never rewritten'); END;
 
 -- One row per leaf: the entry and the tree nodes its append completed

@@ -24,4 +24,3 @@ pub mod sqlite;
 pub use archive::Archive;
 pub use error::{AppendError, StoreError};
 pub use sequencer::Submission;
-pub use sql::SqlStore;

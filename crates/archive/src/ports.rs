@@ -150,7 +150,7 @@ pub trait Sequencing: Send {
 
     /// Writes the batch, whose leaves start at [`Sequencing::size`], and commits (see
     /// [`LogStore`] for the guarantees).
-    fn commit(self, batch: &CommitBatch) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn commit(self, batch: CommitBatch) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Size, right edge and newest checkpoint, read in this transaction.
     fn load_state(&mut self) -> impl Future<Output = Result<LogState, StoreError>> + Send {

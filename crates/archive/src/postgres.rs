@@ -18,21 +18,29 @@
 use std::str::FromStr as _;
 use std::time::Duration;
 
+use sqlx::QueryBuilder;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use vellum_protocol::ids::RecordId;
+use vellum_tlog::Hash;
+use vellum_tlog::tree::NodeId;
 
 use crate::error::StoreError;
-use crate::sql::{SqlStore, sql_store};
+use crate::ports::{CommitBatch, Sequencing, StoredRecord};
+use crate::sql::{ROWS_PER_STATEMENT, sql_store};
 
-/// The PostgreSQL metadata store.
-pub type PgStore = SqlStore<sqlx::Postgres>;
+/// The PostgreSQL metadata store. Clones share its connection pool.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: sqlx::PgPool,
+}
 
 // PostgreSQL hands out identity values at insert, not at commit: serialise audit
 // appends so that a reader paging by id never skips one that commits late.
 sql_store! {
+    store: PgStore,
     db: sqlx::Postgres,
     conn: sqlx::PgConnection,
-    begin: "BEGIN",
-    lock: Some(SEQUENCER_LOCK),
+    sequencing: PgSequencing,
     audit_lock: Some("LOCK TABLE audit_events IN EXCLUSIVE MODE"),
 }
 
@@ -40,7 +48,25 @@ sql_store! {
 /// ASCII).
 const SEQUENCER_LOCK: &str = "SELECT pg_advisory_xact_lock(130177982821741)";
 
+/// A sequencing transaction on PostgreSQL: the transaction, holding the advisory
+/// lock, and the log size read under it.
+#[derive(Debug)]
+pub struct PgSequencing {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    size: u64,
+}
+
 impl PgStore {
+    async fn begin_sequencing(&self) -> Result<PgSequencing, StoreError> {
+        let err = |e| StoreError::backend("begin a sequencing transaction", e);
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        sqlx::query(SEQUENCER_LOCK).execute(&mut *tx).await.map_err(err)?;
+        // Read after the lock, in a statement of its own: its snapshot then includes
+        // every batch committed before the lock was granted.
+        let size = read_size(&mut tx).await?;
+        Ok(PgSequencing { tx, size })
+    }
+
     /// Connects to `url` (`postgres://user@host/db`) and applies migrations. Any number
     /// of stores, in any number of processes, may open one database and append.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
@@ -54,6 +80,60 @@ impl PgStore {
             .map_err(|e| StoreError::backend("connect to PostgreSQL", e))?;
         crate::migrate::run(crate::migrate::POSTGRES, &pool).await?;
         Ok(Self { pool })
+    }
+}
+
+impl Sequencing for PgSequencing {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    async fn hashes(&mut self, ids: &[NodeId]) -> Result<Vec<Hash>, StoreError> {
+        read_hashes(&mut self.tx, ids).await
+    }
+
+    async fn latest_checkpoint(&mut self) -> Result<Option<(u64, String)>, StoreError> {
+        read_checkpoint(&mut self.tx, crate::sql::LATEST_CHECKPOINT, 0).await
+    }
+
+    async fn records(&mut self, ids: &[RecordId]) -> Result<Vec<StoredRecord>, StoreError> {
+        read_records(&mut self.tx, ids).await
+    }
+
+    async fn commit(mut self, batch: CommitBatch) -> Result<(), StoreError> {
+        let err = |e| StoreError::backend("write batch", e);
+        let rows = crate::sql::BatchRows::new(&batch)?;
+        for chunk in rows.records.chunks(ROWS_PER_STATEMENT) {
+            let mut q =
+                QueryBuilder::new("INSERT INTO records (record_id, leaf_index, header, received_at, blob) ");
+            q.push_values(chunk, |mut b, (r, leaf, received)| {
+                b.push_bind(r.record_id.as_bytes().as_slice())
+                    .push_bind(*leaf)
+                    .push_bind(r.header.as_slice())
+                    .push_bind(*received)
+                    .push_bind(r.blob.0.as_str());
+            });
+            q.build().execute(&mut *self.tx).await.map_err(err)?;
+        }
+        for chunk in rows.leaves.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::new("INSERT INTO log_leaves (idx, entry, hashes) ");
+            q.push_values(chunk, |mut b, (l, index)| {
+                b.push_bind(*index)
+                    .push_bind(l.entry.as_slice())
+                    .push_bind(l.hashes.as_slice());
+            });
+            q.build().execute(&mut *self.tx).await.map_err(err)?;
+        }
+        sqlx::query("INSERT INTO checkpoints (size, note) VALUES ($1, $2)")
+            .bind(rows.size)
+            .bind(batch.checkpoint.as_str())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(err)?;
+        self.tx
+            .commit()
+            .await
+            .map_err(|e| StoreError::backend("commit batch", e))
     }
 }
 

@@ -5,7 +5,7 @@
 //! checkpoint signature and one database transaction. Batches grow with load, so the
 //! cost per append falls as load rises.
 //!
-//! Two tasks form a pipeline. The *preparer* classifies a batch (new, repeated within
+//! Three tasks form a pipeline. The *preparer* classifies a batch (new, repeated within
 //! the batch, or a retry of a record stored or in flight), writes its blobs and builds
 //! its log entries, none of which depends on where the batch lands in the log. The
 //! *committer* then sequences one batch at a time: it opens a sequencing transaction
@@ -14,7 +14,10 @@
 //! When the stored log is not where the committer left it (another process appended,
 //! or the committer's last commit failed), it reads the right edge back and checks it
 //! against the newest checkpoint, under the same lock, before building on it; records
-//! another process stored meanwhile are answered from storage instead.
+//! another process stored meanwhile are answered from storage instead. The *answerer*
+//! builds the receipts of a committed batch, off the committer's path. The preparer
+//! takes a batch from the queue only once the committer can take it next, so appends
+//! wait in the queue, where they join a larger batch.
 //!
 //! Crash ordering, step by step:
 //!
@@ -22,8 +25,9 @@
 //!    unreferenced bytes; nothing points at them, and the client's retry writes them
 //!    again.
 //! 2. **The sequencing lock** is taken and the log size read under it; nothing durable.
-//! 3. **Leaves, nodes and the checkpoint** are computed and signed in memory; nothing
-//!    durable.
+//! 3. **Leaves, nodes and the checkpoint** are computed and signed in memory (while
+//!    the lock is being taken, on the tree as the committer left it; again under the
+//!    lock if the log moved); nothing durable.
 //! 4. **One transaction** writes records, leaves (with their nodes) and the checkpoint.
 //!    Before its commit returns, a crash loses the whole batch and no client holds a
 //!    receipt for it; after, everything is durable.
@@ -162,15 +166,11 @@ struct Pending {
 /// A batch on its way to the committer.
 struct Prepared {
     seq: u64,
+    /// New records.
     pending: Vec<Pending>,
-}
-
-/// Work for the committer, in order.
-enum Job {
-    Commit(Prepared),
     /// Retries of records committed earlier or in flight: answered from storage once
     /// everything before them is done.
-    Replays(Vec<Request>),
+    replays: Vec<Request>,
 }
 
 fn fail_all(requests: impl IntoIterator<Item = Request>, error: &Arc<StoreError>) {
@@ -197,18 +197,27 @@ impl<L: LogStore, B: BlobStore> Sequencer<L, B> {
         } = self;
         let done = Arc::new(AtomicU64::new(0));
         let (jobs, job_rx) = mpsc::channel(1);
+        let (answers, answer_rx) = mpsc::channel(4);
+        let answerer = tokio::spawn(answer(log.clone(), answer_rx));
         let committer = Committer {
             log: log.clone(),
             signer,
             frontier,
             done: done.clone(),
+            answers,
         };
         let committer = tokio::spawn(committer.run(job_rx));
         let preparer = Preparer { log, blobs };
         // Record ids of batches sent but perhaps not done, with their batch.
         let mut in_flight: HashMap<RecordId, u64> = HashMap::new();
         let mut seq = 0u64;
-        while let Some(first) = rx.recv().await {
+        // A batch is taken from the queue only once the committer can take it next,
+        // so appends wait in the queue, where they join the next batch, rather than
+        // in a small batch waiting for the committer.
+        while let Ok(permit) = jobs.reserve().await {
+            let Some(first) = rx.recv().await else {
+                break;
+            };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -222,26 +231,25 @@ impl<L: LogStore, B: BlobStore> Sequencer<L, B> {
             let Some((fresh, replays)) = preparer.classify(batch, &in_flight).await else {
                 continue;
             };
-            if !replays.is_empty() && jobs.send(Job::Replays(replays)).await.is_err() {
-                break;
-            }
-            if fresh.is_empty() {
-                continue;
-            }
-            match preparer.prepare(fresh).await {
-                Ok(pending) => {
-                    for p in &pending {
-                        in_flight.insert(p.request.record_id(), seq);
-                    }
-                    if jobs.send(Job::Commit(Prepared { seq, pending })).await.is_err() {
-                        break;
-                    }
+            let pending = match preparer.prepare(fresh).await {
+                Ok(pending) => pending,
+                Err((e, requests)) => {
+                    fail_all(requests, &Arc::new(e));
+                    Vec::new()
                 }
-                Err((e, requests)) => fail_all(requests, &Arc::new(e)),
+            };
+            for p in &pending {
+                in_flight.insert(p.request.record_id(), seq);
             }
+            permit.send(Prepared {
+                seq,
+                pending,
+                replays,
+            });
         }
         drop(jobs);
         let _ = committer.await;
+        let _ = answerer.await;
     }
 }
 
@@ -368,52 +376,107 @@ struct Committer<L> {
     frontier: Option<Frontier>,
     /// The sequence number of the newest batch done (committed or failed).
     done: Arc<AtomicU64>,
+    /// Where step 5 happens.
+    answers: mpsc::Sender<Answer>,
 }
 
-/// A batch placed in the log: what to write, and what the receipts need.
+/// Work for the answerer, in order.
+enum Answer {
+    /// A committed batch: receipts from memory.
+    Receipts {
+        placed: Placed,
+        first_index: u64,
+        pending: Vec<Pending>,
+    },
+    /// Retries, answered from storage.
+    Replays(Vec<Request>),
+}
+
+/// The answerer: step 5 of the crash ordering, off the committer's path, in order.
+async fn answer<L: LogStore>(log: Arc<L>, mut answers: mpsc::Receiver<Answer>) {
+    while let Some(answer) = answers.recv().await {
+        match answer {
+            Answer::Replays(requests) => answer_replays(log.as_ref(), requests).await,
+            Answer::Receipts {
+                placed,
+                first_index,
+                pending,
+            } => {
+                for (i, p) in pending.into_iter().enumerate() {
+                    let receipt = receipt(&placed, first_index + i as u64, &p.entry);
+                    for request in std::iter::once(p.request).chain(p.repeats) {
+                        let _ = request.reply.send(receipt.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the receipts of a batch placed in the log need.
 struct Placed {
-    batch: CommitBatch,
+    size: u64,
+    checkpoint: String,
     next: Frontier,
     known: KnownNodes,
 }
 
 impl<L: LogStore> Committer<L> {
-    async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
-        while let Some(job) = jobs.recv().await {
-            match job {
-                Job::Replays(requests) => answer_replays(self.log.as_ref(), requests).await,
-                Job::Commit(prepared) => {
-                    let seq = prepared.seq;
-                    self.commit(prepared.pending).await;
-                    self.done.store(seq, Ordering::SeqCst);
-                }
+    async fn run(mut self, mut jobs: mpsc::Receiver<Prepared>) {
+        while let Some(prepared) = jobs.recv().await {
+            if !prepared.pending.is_empty() {
+                self.commit(prepared.pending).await;
             }
+            self.done.store(prepared.seq, Ordering::SeqCst);
+            self.answer(Answer::Replays(prepared.replays)).await;
+        }
+    }
+
+    async fn answer(&self, answer: Answer) {
+        if let Answer::Replays(requests) = &answer
+            && requests.is_empty()
+        {
+            return;
+        }
+        if let Err(mpsc::error::SendError(lost)) = self.answers.send(answer).await {
+            // The answerer only stops when the committer does; dropping the requests
+            // tells their callers the archive closed.
+            drop(lost);
         }
     }
 
     async fn commit(&mut self, pending: Vec<Pending>) {
         let frontier = self.frontier.take();
-        // 2. The sequencing lock, and the size under it.
-        let mut tx = match self.log.sequence().await {
+        // 2. The sequencing lock, and the size under it. While the lock is being
+        // taken, step 3 is done on the tree as this committer left it, which is where
+        // the batch lands unless another process appended meanwhile.
+        let (tx, speculative) = tokio::join!(self.log.sequence(), async {
+            frontier
+                .as_ref()
+                .map(|frontier| (frontier.size(), self.place(frontier, &pending)))
+        });
+        let mut tx = match tx {
             Ok(tx) => tx,
             Err(e) => return fail_all(requests_of(pending), &Arc::new(e)),
         };
-        let (frontier, pending, late) = match frontier {
-            Some(frontier) if frontier.size() == tx.size() => (frontier, pending, Vec::new()),
+        let (first_index, placed, pending, late) = match (speculative, frontier) {
+            (Some((at, placed)), _) if at == tx.size() => (at, placed, pending, Vec::new()),
             // Another process appended, or our last commit failed: read the log back
-            // under the lock, and leave out what was stored meanwhile.
+            // under the lock, leave out what was stored meanwhile, and do step 3 again.
             _ => match self.reload(&mut tx, pending).await {
-                Ok(reloaded) => reloaded,
+                Ok((frontier, pending, late)) => {
+                    let placed = self.place(&frontier, &pending);
+                    (frontier.size(), placed, pending, late)
+                }
                 Err((e, requests)) => return fail_all(requests, &Arc::new(e)),
             },
         };
         if pending.is_empty() {
             drop(tx);
-            self.frontier = Some(frontier);
-            return answer_replays(self.log.as_ref(), late).await;
+            self.frontier = placed.ok().map(|(_, placed)| placed.next);
+            return self.answer(Answer::Replays(late)).await;
         }
-        // 3. Leaves, nodes and checkpoint, in memory.
-        let placed = match self.place(&frontier, &pending) {
+        let (batch, placed) = match placed {
             Ok(placed) => placed,
             Err(e) => {
                 fail_all(requests_of(pending).chain(late), &Arc::new(e));
@@ -421,19 +484,18 @@ impl<L: LogStore> Committer<L> {
             }
         };
         // 4. One durable transaction.
-        if let Err(e) = tx.commit(&placed.batch).await {
+        if let Err(e) = tx.commit(batch).await {
             return fail_all(requests_of(pending).chain(late), &Arc::new(e));
         }
         self.frontier = Some(placed.next.clone());
-        // 5. Receipts, from memory.
-        let first_index = frontier.size();
-        for (i, p) in pending.into_iter().enumerate() {
-            let receipt = receipt(&placed, first_index + i as u64, &p.entry);
-            for request in std::iter::once(p.request).chain(p.repeats) {
-                let _ = request.reply.send(receipt.clone());
-            }
-        }
-        answer_replays(self.log.as_ref(), late).await;
+        // 5. Receipts, from memory, and the records stored meanwhile, from storage.
+        self.answer(Answer::Receipts {
+            placed,
+            first_index,
+            pending,
+        })
+        .await;
+        self.answer(Answer::Replays(late)).await;
     }
 
     /// Reads the stored tree in `tx` and checks it against the newest checkpoint;
@@ -462,8 +524,8 @@ impl<L: LogStore> Committer<L> {
     }
 
     /// Step 3: the batch's leaves on top of `frontier`, the nodes they complete, and
-    /// the signed checkpoint.
-    fn place(&self, frontier: &Frontier, pending: &[Pending]) -> Result<Placed, StoreError> {
+    /// the signed checkpoint: what to write, and what the receipts need.
+    fn place(&self, frontier: &Frontier, pending: &[Pending]) -> Result<(CommitBatch, Placed), StoreError> {
         let mut known = KnownNodes(frontier.nodes().collect());
         let mut leaves = Vec::with_capacity(pending.len());
         let mut records = Vec::with_capacity(pending.len());
@@ -494,24 +556,26 @@ impl<L: LogStore> Committer<L> {
         let checkpoint = Checkpoint::new(self.signer.name(), size, next.root())
             .sign(&self.signer)
             .map_err(|e| StoreError::Integrity(format!("signing checkpoint: {e}")))?;
-        Ok(Placed {
-            batch: CommitBatch {
-                records,
-                leaves,
-                size,
-                checkpoint,
-            },
+        let placed = Placed {
+            size,
+            checkpoint: checkpoint.clone(),
             next,
             known,
-        })
+        };
+        let batch = CommitBatch {
+            records,
+            leaves,
+            size,
+            checkpoint,
+        };
+        Ok((batch, placed))
     }
 }
 
 fn receipt(placed: &Placed, index: u64, entry: &LogEntry) -> Result<Receipt, AppendError> {
-    let size = placed.batch.size;
-    prove_inclusion(size, index, &placed.known)
+    prove_inclusion(placed.size, index, &placed.known)
         .map_err(proof_error)
-        .map(|proof| Receipt::new(entry, index, proof, placed.batch.checkpoint.clone()))
+        .map(|proof| Receipt::new(entry, index, proof, placed.checkpoint.clone()))
         .map_err(|e: StoreError| AppendError::Store(Arc::new(e)))
 }
 

@@ -16,25 +16,20 @@ use vellum_tlog::Hash;
 use vellum_tlog::tree::NodeId;
 
 use crate::error::StoreError;
-use crate::ports::{AuditEvent, BlobLocator, StoredRecord};
+use crate::ports::{AuditEvent, BlobLocator, CommitBatch, LeafRow, NewRecord, StoredRecord};
 
 /// Rows per multi-row statement: well under SQLite's 32,766 and PostgreSQL's 65,535
 /// bound parameters for the widest table (5 columns).
 pub(crate) const ROWS_PER_STATEMENT: usize = 1000;
 
-/// A metadata store on one sqlx pool. Clones share the pool.
-#[derive(Debug)]
-pub struct SqlStore<DB: sqlx::Database> {
-    pub(crate) pool: sqlx::Pool<DB>,
-}
-
-impl<DB: sqlx::Database> Clone for SqlStore<DB> {
-    fn clone(&self) -> Self {
-        Self {
-            pool: self.pool.clone(),
-        }
-    }
-}
+/// The newest checkpoint of at least `$1` leaves (bind 0 for the newest of all).
+pub(crate) const LATEST_CHECKPOINT: &str =
+    "SELECT size, note FROM checkpoints WHERE size >= $1 ORDER BY size DESC LIMIT 1";
+/// The oldest checkpoint of at least `$1` leaves.
+pub(crate) const CHECKPOINT_AT_LEAST: &str =
+    "SELECT size, note FROM checkpoints WHERE size >= $1 ORDER BY size LIMIT 1";
+/// The log size.
+pub(crate) const LOG_SIZE: &str = "SELECT COALESCE(MAX(idx) + 1, 0) FROM log_leaves";
 
 /// The row holding node `id`, and the node's offset in that row's `hashes`.
 pub(crate) fn node_location(id: &NodeId) -> (i64, usize) {
@@ -74,6 +69,37 @@ pub(crate) fn to_array<const N: usize>(v: Vec<u8>, what: &str) -> Result<[u8; N]
 
 fn bad_id(e: IdError) -> StoreError {
     StoreError::Integrity(format!("stored record id: {e}"))
+}
+
+/// A batch's rows with their integers converted for SQL (both databases store
+/// `INTEGER`/`BIGINT`, signed 64-bit), checked before any SQL is built.
+pub(crate) struct BatchRows<'a> {
+    pub(crate) records: Vec<(&'a NewRecord, i64, i64)>,
+    pub(crate) leaves: Vec<(&'a LeafRow, i64)>,
+    pub(crate) size: i64,
+}
+
+impl<'a> BatchRows<'a> {
+    pub(crate) fn new(batch: &'a CommitBatch) -> Result<Self, StoreError> {
+        let records = batch
+            .records
+            .iter()
+            .map(|r| {
+                let leaf = to_i64(r.leaf_index, "leaf index")?;
+                Ok((r, leaf, to_i64(r.received_at.0, "receipt time")?))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let leaves = batch
+            .leaves
+            .iter()
+            .map(|l| Ok((l, to_i64(l.index, "leaf index")?)))
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Self {
+            records,
+            leaves,
+            size: to_i64(batch.size, "log size")?,
+        })
+    }
 }
 
 /// The columns of a stored record, as read.
@@ -121,28 +147,20 @@ pub(crate) fn audit_event(
     })
 }
 
-/// A sequencing transaction on an sqlx database: the transaction and the log size
-/// read under its lock.
-#[derive(Debug)]
-pub struct SqlSequencing<DB: sqlx::Database> {
-    pub(crate) tx: sqlx::Transaction<'static, DB>,
-    pub(crate) size: u64,
-}
-
-/// Implements `LogStore` and `AuditStore` for `SqlStore<$db>`, whose connections are
-/// `$conn`. A sequencing transaction opens with the statement `$begin`, then runs
-/// `$lock` (if any) before it reads anything.
+/// Implements `LogStore` and `AuditStore` for `$store`, whose field `pool` is an sqlx
+/// pool of `$db` with connections `$conn`, and the read helpers both use. Sequencing is each backend's own:
+/// `LogStore::sequence` calls the inherent `begin_sequencing`, which returns `$seq`.
 macro_rules! sql_store {
     (
+        store: $store:ty,
         db: $db:ty,
         conn: $conn:ty,
-        begin: $begin:expr,
-        lock: $lock:expr,
+        sequencing: $seq:ty,
         audit_lock: $audit_lock:expr $(,)?
     ) => {
         async fn read_size(conn: &mut $conn) -> Result<u64, $crate::error::StoreError> {
             let err = |e| $crate::error::StoreError::backend("read log size", e);
-            let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM log_leaves")
+            let size: i64 = sqlx::query_scalar($crate::sql::LOG_SIZE)
                 .fetch_one(conn)
                 .await
                 .map_err(err)?;
@@ -215,10 +233,8 @@ macro_rules! sql_store {
                 .transpose()
         }
 
-        const LATEST_CHECKPOINT: &str = "SELECT size, note FROM checkpoints WHERE size >= $1 ORDER BY size DESC LIMIT 1";
-        const CHECKPOINT_AT_LEAST: &str = "SELECT size, note FROM checkpoints WHERE size >= $1 ORDER BY size LIMIT 1";
 
-        impl $crate::sql::SqlStore<$db> {
+        impl $store {
             async fn connection(&self) -> Result<sqlx::pool::PoolConnection<$db>, $crate::error::StoreError> {
                 self.pool
                     .acquire()
@@ -227,99 +243,11 @@ macro_rules! sql_store {
             }
         }
 
-        impl $crate::ports::Sequencing for $crate::sql::SqlSequencing<$db> {
-            fn size(&self) -> u64 {
-                self.size
-            }
-
-            async fn hashes(
-                &mut self,
-                ids: &[vellum_tlog::tree::NodeId],
-            ) -> Result<Vec<vellum_tlog::Hash>, $crate::error::StoreError> {
-                read_hashes(&mut self.tx, ids).await
-            }
-
-            async fn latest_checkpoint(&mut self) -> Result<Option<(u64, String)>, $crate::error::StoreError> {
-                read_checkpoint(&mut self.tx, LATEST_CHECKPOINT, 0).await
-            }
-
-            async fn records(
-                &mut self,
-                ids: &[vellum_protocol::ids::RecordId],
-            ) -> Result<Vec<$crate::ports::StoredRecord>, $crate::error::StoreError> {
-                read_records(&mut self.tx, ids).await
-            }
-
-            async fn commit(mut self, batch: &$crate::ports::CommitBatch) -> Result<(), $crate::error::StoreError> {
-                use sqlx::QueryBuilder;
-                use $crate::error::StoreError;
-                use $crate::sql::{ROWS_PER_STATEMENT, to_i64};
-                let err = |op| move |e| StoreError::backend(op, e);
-                let tx = &mut self.tx;
-                for chunk in batch.records.chunks(ROWS_PER_STATEMENT) {
-                    let mut q = QueryBuilder::<$db>::new(
-                        "INSERT INTO records (record_id, leaf_index, header, received_at, blob) ",
-                    );
-                    let mut bad = None;
-                    q.push_values(chunk, |mut b, r| {
-                        let (leaf, received) =
-                            match (to_i64(r.leaf_index, "leaf index"), to_i64(r.received_at.0, "receipt time")) {
-                                (Ok(a), Ok(b)) => (a, b),
-                                _ => {
-                                    bad = Some(r.record_id);
-                                    (0, 0)
-                                }
-                            };
-                        b.push_bind(r.record_id.as_bytes().as_slice())
-                            .push_bind(leaf)
-                            .push_bind(r.header.as_slice())
-                            .push_bind(received)
-                            .push_bind(r.blob.0.as_str());
-                    });
-                    if let Some(id) = bad {
-                        return Err(StoreError::Integrity(format!("record {id} has a value out of range")));
-                    }
-                    q.build().execute(&mut **tx).await.map_err(err("insert records"))?;
-                }
-                for chunk in batch.leaves.chunks(ROWS_PER_STATEMENT) {
-                    let mut q = QueryBuilder::<$db>::new("INSERT INTO log_leaves (idx, entry, hashes) ");
-                    let mut bad = false;
-                    q.push_values(chunk, |mut b, l| {
-                        let index = to_i64(l.index, "leaf index").unwrap_or_else(|_| {
-                            bad = true;
-                            0
-                        });
-                        b.push_bind(index).push_bind(l.entry.as_slice()).push_bind(l.hashes.as_slice());
-                    });
-                    if bad {
-                        return Err(StoreError::Integrity("leaf index out of range".into()));
-                    }
-                    q.build().execute(&mut **tx).await.map_err(err("insert leaves"))?;
-                }
-                sqlx::query("INSERT INTO checkpoints (size, note) VALUES ($1, $2)")
-                    .bind(to_i64(batch.size, "log size")?)
-                    .bind(batch.checkpoint.as_str())
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(err("insert checkpoint"))?;
-                self.tx.commit().await.map_err(err("commit batch"))
-            }
-        }
-
-        impl $crate::ports::LogStore for $crate::sql::SqlStore<$db> {
-            type Sequencing = $crate::sql::SqlSequencing<$db>;
+        impl $crate::ports::LogStore for $store {
+            type Sequencing = $seq;
 
             async fn sequence(&self) -> Result<Self::Sequencing, $crate::error::StoreError> {
-                let err = |e| $crate::error::StoreError::backend("begin a sequencing transaction", e);
-                let mut tx = self.pool.begin_with($begin).await.map_err(err)?;
-                let lock: Option<&str> = $lock;
-                if let Some(lock) = lock {
-                    sqlx::query(lock).execute(&mut *tx).await.map_err(err)?;
-                }
-                // Read after the lock, in a statement of its own: its snapshot then
-                // includes every batch committed before the lock was granted.
-                let size = read_size(&mut tx).await?;
-                Ok($crate::sql::SqlSequencing { tx, size })
+                self.begin_sequencing().await
             }
 
             async fn log_size(&self) -> Result<u64, $crate::error::StoreError> {
@@ -351,15 +279,15 @@ macro_rules! sql_store {
 
             async fn checkpoint_at_least(&self, size: u64) -> Result<Option<(u64, String)>, $crate::error::StoreError> {
                 let size = $crate::sql::to_i64(size, "log size")?;
-                read_checkpoint(&mut *self.connection().await?, CHECKPOINT_AT_LEAST, size).await
+                read_checkpoint(&mut *self.connection().await?, $crate::sql::CHECKPOINT_AT_LEAST, size).await
             }
 
             async fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, $crate::error::StoreError> {
-                read_checkpoint(&mut *self.connection().await?, LATEST_CHECKPOINT, 0).await
+                read_checkpoint(&mut *self.connection().await?, $crate::sql::LATEST_CHECKPOINT, 0).await
             }
         }
 
-        impl $crate::ports::AuditStore for $crate::sql::SqlStore<$db> {
+        impl $crate::ports::AuditStore for $store {
             async fn append_audit(&self, event: &$crate::ports::AuditEvent) -> Result<u64, $crate::error::StoreError> {
                 use sqlx::Row as _;
                 let err = |e| $crate::error::StoreError::backend("append audit event", e);

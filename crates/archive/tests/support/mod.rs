@@ -497,7 +497,7 @@ impl<S: Sequencing> Sequencing for FlakySequencing<S> {
     async fn records(&mut self, ids: &[RecordId]) -> Result<Vec<StoredRecord>, StoreError> {
         self.inner.records(ids).await
     }
-    async fn commit(self, batch: &CommitBatch) -> Result<(), StoreError> {
+    async fn commit(self, batch: CommitBatch) -> Result<(), StoreError> {
         if self.fail_before.swap(false, Ordering::SeqCst) {
             return Err(StoreError::backend(
                 "commit",
