@@ -45,8 +45,13 @@ sql_store! {
 }
 
 /// Takes the sequencing lock for the rest of the transaction (the key is "vellum" in
-/// ASCII).
-const SEQUENCER_LOCK: &str = "SELECT pg_advisory_xact_lock(130177982821741)";
+/// ASCII), waiting at most 30 s: a gateway stuck behind a holder that hangs fails its
+/// batch (its clients retry) instead of hanging with it.
+const SEQUENCER_LOCK: &str = "SET LOCAL lock_timeout = '30s'; SELECT pg_advisory_xact_lock(130177982821741)";
+
+/// A sequencing transaction idle this long (its gateway froze mid-batch) is ended by
+/// the server, which lets the lock go.
+const IDLE_IN_TRANSACTION: &str = "60s";
 
 /// A sequencing transaction on PostgreSQL: the transaction, holding the advisory
 /// lock, and the log size read under it.
@@ -59,10 +64,18 @@ pub struct PgSequencing {
 impl PgStore {
     async fn begin_sequencing(&self) -> Result<PgSequencing, StoreError> {
         let err = |e| StoreError::backend("begin a sequencing transaction", e);
-        let mut tx = self.pool.begin().await.map_err(err)?;
-        sqlx::query(SEQUENCER_LOCK).execute(&mut *tx).await.map_err(err)?;
-        // Read after the lock, in a statement of its own: its snapshot then includes
-        // every batch committed before the lock was granted.
+        // READ COMMITTED whatever the server's default: each statement then takes a new
+        // snapshot, so the size read after the lock sees every batch committed before
+        // the lock was granted.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .await
+            .map_err(err)?;
+        // One round trip for both statements (a plain query string, no parameters).
+        sqlx::Executor::execute(&mut *tx, SEQUENCER_LOCK)
+            .await
+            .map_err(err)?;
         let size = read_size(&mut tx).await?;
         Ok(PgSequencing { tx, size })
     }
@@ -71,7 +84,8 @@ impl PgStore {
     /// of stores, in any number of processes, may open one database and append.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Config(format!("bad PostgreSQL URL: {e}")))?;
+            .map_err(|e| StoreError::Config(format!("bad PostgreSQL URL: {e}")))?
+            .options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION)]);
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))

@@ -196,6 +196,7 @@ impl<L: LogStore, B: BlobStore> Sequencer<L, B> {
             frontier,
         } = self;
         let done = Arc::new(AtomicU64::new(0));
+        let classifying = Arc::new(AtomicU64::new(0));
         let (jobs, job_rx) = mpsc::channel(1);
         let (answers, answer_rx) = mpsc::channel(4);
         let answerer = tokio::spawn(answer(log.clone(), answer_rx));
@@ -204,6 +205,8 @@ impl<L: LogStore, B: BlobStore> Sequencer<L, B> {
             signer,
             frontier,
             done: done.clone(),
+            classifying: classifying.clone(),
+            recheck_through: 0,
             answers,
         };
         let committer = tokio::spawn(committer.run(job_rx));
@@ -228,6 +231,8 @@ impl<L: LogStore, B: BlobStore> Sequencer<L, B> {
             let finished = done.load(Ordering::SeqCst);
             in_flight.retain(|_, s| *s > finished);
             seq += 1;
+            // Published before storage is read, for the committer (see `recheck_through`).
+            classifying.store(seq, Ordering::SeqCst);
             let Some((fresh, replays)) = preparer.classify(batch, &in_flight).await else {
                 continue;
             };
@@ -376,6 +381,12 @@ struct Committer<L> {
     frontier: Option<Frontier>,
     /// The sequence number of the newest batch done (committed or failed).
     done: Arc<AtomicU64>,
+    /// The sequence number of the newest batch the preparer has begun to classify.
+    classifying: Arc<AtomicU64>,
+    /// Batches up to this one were classified before this committer last read the log
+    /// back, so records another process stored (and this committer then built on) may
+    /// be among them as new: they are checked again under the lock.
+    recheck_through: u64,
     /// Where step 5 happens.
     answers: mpsc::Sender<Answer>,
 }
@@ -425,7 +436,7 @@ impl<L: LogStore> Committer<L> {
     async fn run(mut self, mut jobs: mpsc::Receiver<Prepared>) {
         while let Some(prepared) = jobs.recv().await {
             if !prepared.pending.is_empty() {
-                self.commit(prepared.pending).await;
+                self.commit(prepared.seq, prepared.pending).await;
             }
             self.done.store(prepared.seq, Ordering::SeqCst);
             self.answer(Answer::Replays(prepared.replays)).await;
@@ -445,7 +456,7 @@ impl<L: LogStore> Committer<L> {
         }
     }
 
-    async fn commit(&mut self, pending: Vec<Pending>) {
+    async fn commit(&mut self, seq: u64, pending: Vec<Pending>) {
         let frontier = self.frontier.take();
         // 2. The sequencing lock, and the size under it. While the lock is being
         // taken, step 3 is done on the tree as this committer left it, which is where
@@ -459,17 +470,26 @@ impl<L: LogStore> Committer<L> {
             Ok(tx) => tx,
             Err(e) => return fail_all(requests_of(pending), &Arc::new(e)),
         };
-        let (first_index, placed, pending, late) = match (speculative, frontier) {
-            (Some((at, placed)), _) if at == tx.size() => (at, placed, pending, Vec::new()),
-            // Another process appended, or our last commit failed: read the log back
-            // under the lock, leave out what was stored meanwhile, and do step 3 again.
-            _ => match self.reload(&mut tx, pending).await {
-                Ok((frontier, pending, late)) => {
-                    let placed = self.place(&frontier, &pending);
-                    (frontier.size(), placed, pending, late)
+        let (first_index, placed, pending, late) = match speculative {
+            Some((at, placed)) if at == tx.size() && seq > self.recheck_through => {
+                (at, placed, pending, Vec::new())
+            }
+            // Another process appended, our last commit failed, or the batch was
+            // classified before the last read-back: read the log back under the lock,
+            // leave out what was stored meanwhile, and do step 3 again.
+            _ => {
+                let reloaded = self.reload(&mut tx, pending).await;
+                // Read after the read-back: a batch numbered higher began classifying
+                // after it, so its own look at storage saw at least as much.
+                self.recheck_through = self.classifying.load(Ordering::SeqCst);
+                match reloaded {
+                    Ok((frontier, pending, late)) => {
+                        let placed = self.place(&frontier, &pending);
+                        (frontier.size(), placed, pending, late)
+                    }
+                    Err((e, requests)) => return fail_all(requests, &Arc::new(e)),
                 }
-                Err((e, requests)) => return fail_all(requests, &Arc::new(e)),
-            },
+            }
         };
         if pending.is_empty() {
             drop(tx);

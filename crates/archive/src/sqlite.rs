@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr as _;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension as _};
@@ -78,22 +78,25 @@ impl SqliteStore {
 
     async fn begin_sequencing(&self) -> Result<SqliteSequencing, StoreError> {
         let turn = self.writer.turn.clone().lock_owned().await;
-        let size = self
+        let (size, generation) = self
             .writer
-            .run("begin a sequencing transaction", |conn| {
+            .run("begin a sequencing transaction", None, |writer| {
                 // A transaction left open by a cancelled caller is abandoned here.
-                if !conn.is_autocommit() {
-                    conn.execute_batch("ROLLBACK")?;
+                if !writer.conn.is_autocommit() {
+                    writer.conn.execute_batch("ROLLBACK")?;
                 }
-                conn.execute_batch("BEGIN IMMEDIATE")?;
-                let size: i64 = conn
+                writer.generation += 1;
+                writer.conn.execute_batch("BEGIN IMMEDIATE")?;
+                let size: i64 = writer
+                    .conn
                     .prepare_cached(crate::sql::LOG_SIZE)?
                     .query_row([], |r| r.get(0))?;
-                Ok(size)
+                Ok((size, writer.generation))
             })
             .await?;
         Ok(SqliteSequencing {
             writer: self.writer.clone(),
+            generation,
             size: to_u64(size, "log size")?,
             open: true,
             _turn: turn,
@@ -104,9 +107,18 @@ impl SqliteStore {
 /// The connection that sequences, used on blocking threads.
 #[derive(Debug, Clone)]
 struct Writer {
-    conn: Arc<Mutex<Connection>>,
+    conn: Arc<Mutex<WriterConn>>,
     /// One sequencing transaction at a time among the store's clones.
     turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The writer connection and the number of the newest transaction begun on it. A call
+/// made for an older transaction (queued by a caller that was cancelled meanwhile)
+/// finds another number and does nothing.
+#[derive(Debug)]
+struct WriterConn {
+    conn: Connection,
+    generation: u64,
 }
 
 impl Writer {
@@ -127,23 +139,36 @@ impl Writer {
         .map_err(|e| StoreError::backend("open SQLite writer", e))?
         .map_err(|e| StoreError::backend("open SQLite writer", e))?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            conn: Arc::new(Mutex::new(WriterConn { conn, generation: 0 })),
             turn: Arc::default(),
         })
     }
 
-    /// Runs `f` on the connection on a blocking thread; `op` names it in errors.
-    async fn run<R, F>(&self, op: &'static str, f: F) -> Result<R, StoreError>
+    /// The connection, whatever a panicking call left behind: every transaction
+    /// either begins by rolling back what is open or checks its own number.
+    fn lock(&self) -> MutexGuard<'_, WriterConn> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the connection on a blocking thread, within transaction
+    /// `generation` if one is given (refused if that transaction is no longer the
+    /// open one); `op` names the call in errors.
+    async fn run<R, F>(&self, op: &'static str, generation: Option<u64>, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, Failure> + Send + 'static,
+        F: FnOnce(&mut WriterConn) -> Result<R, Failure> + Send + 'static,
     {
-        let conn = self.conn.clone();
+        let writer = self.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = conn
-                .lock()
-                .map_err(|_| Failure::Store(StoreError::Integrity("the SQLite writer panicked".into())))?;
-            f(&conn)
+            let mut conn = writer.lock();
+            if let Some(generation) = generation
+                && (conn.generation != generation || conn.conn.is_autocommit())
+            {
+                return Err(Failure::Store(StoreError::Integrity(
+                    "the sequencing transaction was abandoned".into(),
+                )));
+            }
+            f(&mut conn)
         })
         .await
         .map_err(|e| StoreError::backend(op, e))?
@@ -176,6 +201,8 @@ impl From<StoreError> for Failure {
 #[derive(Debug)]
 pub struct SqliteSequencing {
     writer: Writer,
+    /// This transaction's number on the writer connection.
+    generation: u64,
     size: u64,
     /// Not yet committed: rolled back on drop.
     open: bool,
@@ -186,11 +213,11 @@ impl Drop for SqliteSequencing {
     fn drop(&mut self) {
         // Rolling back writes nothing to disk; it is done here, before the next
         // transaction's turn, so the write lock is never held by an abandoned one.
-        if self.open
-            && let Ok(conn) = self.writer.conn.lock()
-            && !conn.is_autocommit()
-        {
-            let _ = conn.execute_batch("ROLLBACK");
+        if self.open {
+            let conn = self.writer.lock();
+            if conn.generation == self.generation && !conn.conn.is_autocommit() {
+                let _ = conn.conn.execute_batch("ROLLBACK");
+            }
         }
     }
 }
@@ -206,8 +233,10 @@ impl Sequencing for SqliteSequencing {
         rows.dedup();
         let found = self
             .writer
-            .run("read tree nodes", move |conn| {
-                let mut query = conn.prepare_cached("SELECT hashes FROM log_leaves WHERE idx = ?1")?;
+            .run("read tree nodes", Some(self.generation), move |writer| {
+                let mut query = writer
+                    .conn
+                    .prepare_cached("SELECT hashes FROM log_leaves WHERE idx = ?1")?;
                 let mut found = HashMap::with_capacity(rows.len());
                 for row in rows {
                     if let Some(hashes) = query.query_row([row], |r| r.get(0)).optional()? {
@@ -223,8 +252,8 @@ impl Sequencing for SqliteSequencing {
     async fn latest_checkpoint(&mut self) -> Result<Option<(u64, String)>, StoreError> {
         let found: Option<(i64, String)> = self
             .writer
-            .run("read checkpoint", |conn| {
-                let mut query = conn.prepare_cached(crate::sql::LATEST_CHECKPOINT)?;
+            .run("read checkpoint", Some(self.generation), |writer| {
+                let mut query = writer.conn.prepare_cached(crate::sql::LATEST_CHECKPOINT)?;
                 Ok(query.query_row([0], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
             })
             .await?;
@@ -236,8 +265,8 @@ impl Sequencing for SqliteSequencing {
     async fn records(&mut self, ids: &[RecordId]) -> Result<Vec<StoredRecord>, StoreError> {
         let ids = ids.to_vec();
         self.writer
-            .run("read records", move |conn| {
-                let mut query = conn.prepare_cached(
+            .run("read records", Some(self.generation), move |writer| {
+                let mut query = writer.conn.prepare_cached(
                     "SELECT record_id, leaf_index, header, received_at, blob FROM records WHERE record_id = ?1",
                 )?;
                 let mut out = Vec::new();
@@ -264,7 +293,8 @@ impl Sequencing for SqliteSequencing {
 
     async fn commit(mut self, batch: CommitBatch) -> Result<(), StoreError> {
         self.writer
-            .run("write batch", move |conn| {
+            .run("write batch", Some(self.generation), move |writer| {
+                let conn = &writer.conn;
                 let rows = BatchRows::new(&batch)?;
                 let mut insert = conn.prepare_cached(
                     "INSERT INTO records (record_id, leaf_index, header, received_at, blob) \

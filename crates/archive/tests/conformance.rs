@@ -494,3 +494,55 @@ async fn a_failed_commit_does_not_take_the_next_batch_with_it() {
     assert_eq!(archive.append(b.clone()).await.unwrap(), receipt);
     archive.close().await;
 }
+
+/// Records another gateway stores while this one's batches are under way get that
+/// gateway's receipt, not a second leaf: one batch waits for the lock while the other
+/// gateway stores its record (found when the log is read back), and the batch queued
+/// behind it was classified before that read-back (checked again under the lock, even
+/// though the log has not moved since).
+#[tokio::test]
+async fn records_stored_by_another_gateway_meanwhile_get_its_receipt() {
+    let backend = Combo {
+        meta: SqliteMeta::new(),
+        blobs: LocalBlobs::new(),
+    };
+    let (log, blobs) = backend.open().await;
+    let log = FlakyLog::new(log);
+    let puts = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let blobs = FlakyBlobs {
+        inner: blobs,
+        fail_next: Arc::default(),
+        puts: puts.clone(),
+    };
+    let first = Arc::new(open_archive(log.clone(), blobs).await);
+    let second = open_archive(backend.open_log().await.unwrap(), backend.open_second_blobs()).await;
+    let capturer = Capturer::default();
+
+    let gate = log.gate.clone().lock_owned().await;
+    let (x, r) = (capturer.submission(10), capturer.submission(10));
+    let waiting = tokio::spawn({
+        let (first, x) = (first.clone(), x.clone());
+        async move { first.append(x).await }
+    });
+    while puts.load(Ordering::SeqCst) < 1 {
+        tokio::task::yield_now().await;
+    }
+    let queued = tokio::spawn({
+        let (first, r) = (first.clone(), r.clone());
+        async move { first.append(r).await }
+    });
+    while puts.load(Ordering::SeqCst) < 2 {
+        tokio::task::yield_now().await;
+    }
+    let stored_x = second.append(x.clone()).await.unwrap();
+    let stored_r = second.append(r.clone()).await.unwrap();
+    drop(gate);
+
+    assert_eq!(waiting.await.unwrap().unwrap(), stored_x);
+    assert_eq!(queued.await.unwrap().unwrap(), stored_r);
+    let next = capturer.submission(10);
+    let receipt = first.append(next.clone()).await.unwrap();
+    assert_eq!(check_receipt(&receipt, &next), 2, "a record got a second leaf");
+    first.close().await;
+    second.close().await;
+}
