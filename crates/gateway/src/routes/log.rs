@@ -1,0 +1,114 @@
+//! Log access for anyone holding the log key: the newest checkpoint, and inclusion
+//! and consistency proofs in the text formats `vellum verify` checks offline.
+
+use axum::extract::Query;
+use axum::extract::rejection::QueryRejection;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use vellum_archive::ports::{BlobStore, LogStore};
+use vellum_tlog::proof::{ConsistencyProof, TlogProof};
+
+use crate::State;
+use crate::problem::ApiError;
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+fn text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, TEXT)], body).into_response()
+}
+
+fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
+/// The newest checkpoint: `(size, note)`, or 404 while the log is empty.
+async fn latest<L: LogStore, B: BlobStore>(state: &State<L, B>) -> Result<(u64, String), ApiError> {
+    state
+        .archive()
+        .latest_checkpoint()
+        .await?
+        .ok_or_else(|| ApiError::NotFound("the log is empty: no checkpoint yet".into()))
+}
+
+/// `GET /v1/log/checkpoint`: the newest signed checkpoint (a C2SP signed note).
+pub(super) async fn checkpoint<L: LogStore, B: BlobStore>(state: State<L, B>) -> Result<Response, ApiError> {
+    Ok(text(latest(&state).await?.1))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct InclusionQuery {
+    /// The leaf.
+    index: u64,
+    /// A tree size that has a checkpoint; the newest if absent.
+    size: Option<u64>,
+}
+
+/// `GET /v1/log/proof/inclusion?index=I[&size=N]`: a `c2sp.org/tlog-proof@v1` for leaf
+/// `I` (its log entry in `extra`) against the checkpoint of size `N`, or the newest.
+pub(super) async fn inclusion<L: LogStore, B: BlobStore>(
+    state: State<L, B>,
+    params: Result<Query<InclusionQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let InclusionQuery { index, size } = query(params)?;
+    let archive = state.archive();
+    let (size, checkpoint) = match size {
+        None => latest(&state).await?,
+        Some(size) => archive
+            .log_store()
+            .checkpoint_at_least(size)
+            .await?
+            .filter(|(found, _)| *found == size)
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "no checkpoint of size {size} (one is signed per batch; omit size for the newest)"
+                ))
+            })?,
+    };
+    if index >= size {
+        return Err(ApiError::BadRequest(format!(
+            "leaf {index} is not in a tree of {size} leaves"
+        )));
+    }
+    let entry = archive
+        .log_store()
+        .entry(index)
+        .await?
+        .ok_or(ApiError::Internal)?;
+    let proof = TlogProof {
+        extra: Some(entry),
+        index,
+        hashes: archive.inclusion_proof(size, index).await?,
+        checkpoint,
+    };
+    Ok(text(proof.to_text()))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ConsistencyQuery {
+    old: u64,
+    new: u64,
+}
+
+/// `GET /v1/log/proof/consistency?old=M&new=N`: a `vellum/consistency-proof/v1`
+/// showing that the tree of `M` leaves is a prefix of the tree of `N`.
+pub(super) async fn consistency<L: LogStore, B: BlobStore>(
+    state: State<L, B>,
+    params: Result<Query<ConsistencyQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let ConsistencyQuery { old, new } = query(params)?;
+    let size = state.archive().log_store().log_size().await?;
+    if old == 0 || old > new || new > size {
+        return Err(ApiError::BadRequest(format!(
+            "need 0 < old <= new <= {size} (the log size), got old {old}, new {new}"
+        )));
+    }
+    let proof = ConsistencyProof {
+        old,
+        new,
+        hashes: state.archive().consistency_proof(old, new).await?,
+    };
+    Ok(text(proof.to_text()))
+}
