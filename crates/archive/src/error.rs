@@ -77,3 +77,24 @@ pub enum AppendError {
     #[error("the archive is shutting down")]
     Closed,
 }
+
+/// Why an enrollment was refused. Nothing was stored.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum EnrollError {
+    /// No such enrollment token.
+    #[error("unknown enrollment token")]
+    UnknownToken,
+    /// The token enrolled a device already.
+    #[error("the enrollment token was used already")]
+    TokenUsed,
+    /// The token's time ran out.
+    #[error("the enrollment token has expired")]
+    TokenExpired,
+    /// A device with this id is enrolled already.
+    #[error("device {0} is enrolled already")]
+    DeviceExists(vellum_protocol::ids::DeviceId),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

@@ -9,16 +9,30 @@ use crate::error::StoreError;
 /// One backend's migrations: (version, description, SQL).
 pub(crate) type Embedded = &'static [(i64, &'static str, &'static str)];
 
-pub(crate) const SQLITE: Embedded = &[(
-    1,
-    "archive",
-    include_str!("../../../migrations/sqlite/0001_archive.sql"),
-)];
-pub(crate) const POSTGRES: Embedded = &[(
-    1,
-    "archive",
-    include_str!("../../../migrations/postgres/0001_archive.sql"),
-)];
+pub(crate) const SQLITE: Embedded = &[
+    (
+        1,
+        "archive",
+        include_str!("../../../migrations/sqlite/0001_archive.sql"),
+    ),
+    (
+        2,
+        "devices",
+        include_str!("../../../migrations/sqlite/0002_devices.sql"),
+    ),
+];
+pub(crate) const POSTGRES: Embedded = &[
+    (
+        1,
+        "archive",
+        include_str!("../../../migrations/postgres/0001_archive.sql"),
+    ),
+    (
+        2,
+        "devices",
+        include_str!("../../../migrations/postgres/0002_devices.sql"),
+    ),
+];
 
 fn migrator(migrations: Embedded) -> Migrator {
     let list: Vec<Migration> = migrations

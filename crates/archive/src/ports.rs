@@ -4,12 +4,13 @@
 
 use std::future::Future;
 
-use vellum_protocol::ids::{RecordId, RetentionClass, UnixMillis};
+use vellum_protocol::ids::{Custodian, DeviceId, RecordId, RetentionClass, UnixMillis};
+use vellum_protocol::keys::DevicePublicKey;
 use vellum_protocol::seal::BodyDigest;
 use vellum_tlog::Hash;
 use vellum_tlog::tree::{NodeId, frontier_ids};
 
-use crate::error::StoreError;
+use crate::error::{EnrollError, StoreError};
 
 /// Where a blob store keeps one blob; opaque to everyone but that store.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -236,4 +237,80 @@ pub trait BlobStore: Send + Sync + 'static {
         locator: &BlobLocator,
         expected: &BodyDigest,
     ) -> impl Future<Output = Result<Vec<u8>, StoreError>> + Send;
+}
+
+/// The SHA-256 of a 256-bit random bearer secret (an enrollment token or a device
+/// credential): all a store ever holds of one. A fast hash suffices because the
+/// secret is random, not chosen by a person.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SecretHash(pub [u8; 32]);
+
+impl std::fmt::Debug for SecretHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretHash(..)")
+    }
+}
+
+/// A device registering with a one-time enrollment token.
+#[derive(Clone, Debug)]
+pub struct NewDevice {
+    /// The id the device chose.
+    pub device_id: DeviceId,
+    /// The Ed25519 key its headers are signed with.
+    pub public_key: DevicePublicKey,
+    /// The hash of the credential the gateway issued it.
+    pub credential: SecretHash,
+}
+
+/// An enrolled capture device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    /// Its id.
+    pub device_id: DeviceId,
+    /// The key its headers must be signed with.
+    pub public_key: DevicePublicKey,
+    /// The custodian its enrollment token was issued for.
+    pub custodian: Custodian,
+    /// When it enrolled.
+    pub enrolled_at: UnixMillis,
+    /// When it was revoked; a revoked device can no longer capture.
+    pub revoked_at: Option<UnixMillis>,
+}
+
+/// Capture devices and their enrollment tokens.
+///
+/// **Durability.** Every method that changes something has done so durably when it
+/// resolves `Ok`. **One use.** An enrollment token enrolls at most one device, however
+/// many requests race for it: [`DeviceStore::enroll`] marks the token used and adds
+/// the device in one transaction. **Revocation is final.** A revoked device stays
+/// revoked and is never deleted (the database refuses otherwise).
+pub trait DeviceStore: Send + Sync + 'static {
+    /// Issues an enrollment token for a device of `custodian`, valid until `expires_at`.
+    fn add_enrollment(
+        &self,
+        token: &SecretHash,
+        custodian: &Custodian,
+        expires_at: UnixMillis,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Spends `token` on `device` at time `now`.
+    fn enroll(
+        &self,
+        token: &SecretHash,
+        device: &NewDevice,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<Device, EnrollError>> + Send;
+
+    /// The device holding this credential, revoked or not.
+    fn device_by_credential(
+        &self,
+        credential: &SecretHash,
+    ) -> impl Future<Output = Result<Option<Device>, StoreError>> + Send;
+
+    /// Revokes a device at `at`; `false` if it is unknown or already revoked.
+    fn revoke(
+        &self,
+        device_id: &DeviceId,
+        at: UnixMillis,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }

@@ -11,12 +11,13 @@ use std::collections::HashMap;
 
 use sha2::{Digest as _, Sha256};
 use vellum_protocol::header::UnverifiedHeader;
-use vellum_protocol::ids::{IdError, RecordId, UnixMillis};
+use vellum_protocol::ids::{Custodian, DeviceId, IdError, RecordId, UnixMillis};
+use vellum_protocol::keys::DevicePublicKey;
 use vellum_tlog::Hash;
 use vellum_tlog::tree::NodeId;
 
 use crate::error::StoreError;
-use crate::ports::{AuditEvent, BlobLocator, CommitBatch, LeafRow, NewRecord, StoredRecord};
+use crate::ports::{AuditEvent, BlobLocator, CommitBatch, Device, LeafRow, NewRecord, StoredRecord};
 
 /// Rows per multi-row statement: well under SQLite's 32,766 and PostgreSQL's 65,535
 /// bound parameters for the widest table (5 columns).
@@ -130,6 +131,40 @@ impl RecordColumns {
         })
     }
 }
+
+/// The columns of a stored device, as read.
+pub(crate) struct DeviceColumns {
+    pub(crate) device_id: Vec<u8>,
+    pub(crate) public_key: Vec<u8>,
+    pub(crate) custodian: String,
+    pub(crate) enrolled_at: i64,
+    pub(crate) revoked_at: Option<i64>,
+}
+
+impl DeviceColumns {
+    pub(crate) fn into_device(self) -> Result<Device, StoreError> {
+        let bad = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError::Integrity(format!("stored device {what}: {e}"))
+        };
+        let device_id =
+            DeviceId::from_bytes(to_array(self.device_id, "device id")?).map_err(|e| bad("id", &e))?;
+        let public_key = DevicePublicKey::from_bytes(&to_array(self.public_key, "device key")?)
+            .map_err(|e| bad("key", &e))?;
+        Ok(Device {
+            device_id,
+            public_key,
+            custodian: Custodian::new(&self.custodian).map_err(|e| bad("custodian", &e))?,
+            enrolled_at: UnixMillis(to_u64(self.enrolled_at, "enrollment time")?),
+            revoked_at: self
+                .revoked_at
+                .map(|at| to_u64(at, "revocation time").map(UnixMillis))
+                .transpose()?,
+        })
+    }
+}
+
+/// The device columns, in [`DeviceColumns`] order.
+pub(crate) const DEVICE_COLUMNS: &str = "device_id, public_key, custodian, enrolled_at, revoked_at";
 
 pub(crate) fn audit_event(
     at: i64,
@@ -284,6 +319,131 @@ macro_rules! sql_store {
 
             async fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, $crate::error::StoreError> {
                 read_checkpoint(&mut *self.connection().await?, $crate::sql::LATEST_CHECKPOINT, 0).await
+            }
+        }
+
+        impl $crate::ports::DeviceStore for $store {
+            async fn add_enrollment(
+                &self,
+                token: &$crate::ports::SecretHash,
+                custodian: &vellum_protocol::ids::Custodian,
+                expires_at: vellum_protocol::ids::UnixMillis,
+            ) -> Result<(), $crate::error::StoreError> {
+                sqlx::query("INSERT INTO enrollment_tokens (token_hash, custodian, expires_at) VALUES ($1, $2, $3)")
+                    .bind(token.0.as_slice())
+                    .bind(custodian.as_str())
+                    .bind($crate::sql::to_i64(expires_at.0, "expiry")?)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| $crate::error::StoreError::backend("add enrollment token", e))?;
+                Ok(())
+            }
+
+            async fn enroll(
+                &self,
+                token: &$crate::ports::SecretHash,
+                device: &$crate::ports::NewDevice,
+                now: vellum_protocol::ids::UnixMillis,
+            ) -> Result<$crate::ports::Device, $crate::error::EnrollError> {
+                use $crate::error::{EnrollError, StoreError};
+                let err = |e| EnrollError::Store(StoreError::backend("enroll device", e));
+                let now_i64 = $crate::sql::to_i64(now.0, "time")?;
+                let mut tx = self.pool.begin().await.map_err(err)?;
+                // Spending the token first makes racing enrollments queue on its row.
+                let spent: Option<String> = sqlx::query_scalar(
+                    "UPDATE enrollment_tokens SET used_at = $1, device_id = $2 \
+                     WHERE token_hash = $3 AND used_at IS NULL AND expires_at > $1 RETURNING custodian",
+                )
+                .bind(now_i64)
+                .bind(device.device_id.as_bytes().as_slice())
+                .bind(token.0.as_slice())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(err)?;
+                let Some(custodian) = spent else {
+                    let token_row: Option<(i64, Option<i64>)> =
+                        sqlx::query_as("SELECT expires_at, used_at FROM enrollment_tokens WHERE token_hash = $1")
+                            .bind(token.0.as_slice())
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(err)?;
+                    return Err(match token_row {
+                        None => EnrollError::UnknownToken,
+                        Some((_, Some(_))) => EnrollError::TokenUsed,
+                        Some(_) => EnrollError::TokenExpired,
+                    });
+                };
+                let known: Option<i64> = sqlx::query_scalar("SELECT enrolled_at FROM devices WHERE device_id = $1")
+                    .bind(device.device_id.as_bytes().as_slice())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(err)?;
+                if known.is_some() {
+                    return Err(EnrollError::DeviceExists(device.device_id));
+                }
+                sqlx::query(
+                    "INSERT INTO devices (device_id, public_key, credential_hash, custodian, enrolled_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(device.device_id.as_bytes().as_slice())
+                .bind(device.public_key.as_bytes().as_slice())
+                .bind(device.credential.0.as_slice())
+                .bind(custodian.as_str())
+                .bind(now_i64)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+                tx.commit().await.map_err(err)?;
+                Ok($crate::ports::Device {
+                    device_id: device.device_id,
+                    public_key: device.public_key.clone(),
+                    custodian: vellum_protocol::ids::Custodian::new(&custodian)
+                        .map_err(|e| StoreError::Integrity(format!("stored custodian: {e}")))?,
+                    enrolled_at: now,
+                    revoked_at: None,
+                })
+            }
+
+            async fn device_by_credential(
+                &self,
+                credential: &$crate::ports::SecretHash,
+            ) -> Result<Option<$crate::ports::Device>, $crate::error::StoreError> {
+                use sqlx::Row as _;
+                let err = |e| $crate::error::StoreError::backend("read device", e);
+                let query = format!(
+                    "SELECT {} FROM devices WHERE credential_hash = $1",
+                    $crate::sql::DEVICE_COLUMNS
+                );
+                let row = sqlx::query(&query)
+                    .bind(credential.0.as_slice())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(err)?;
+                row.map(|r| {
+                    $crate::sql::DeviceColumns {
+                        device_id: r.try_get(0).map_err(err)?,
+                        public_key: r.try_get(1).map_err(err)?,
+                        custodian: r.try_get(2).map_err(err)?,
+                        enrolled_at: r.try_get(3).map_err(err)?,
+                        revoked_at: r.try_get(4).map_err(err)?,
+                    }
+                    .into_device()
+                })
+                .transpose()
+            }
+
+            async fn revoke(
+                &self,
+                device_id: &vellum_protocol::ids::DeviceId,
+                at: vellum_protocol::ids::UnixMillis,
+            ) -> Result<bool, $crate::error::StoreError> {
+                let done = sqlx::query("UPDATE devices SET revoked_at = $1 WHERE device_id = $2 AND revoked_at IS NULL")
+                    .bind($crate::sql::to_i64(at.0, "revocation time")?)
+                    .bind(device_id.as_bytes().as_slice())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| $crate::error::StoreError::backend("revoke device", e))?;
+                Ok(done.rows_affected() == 1)
             }
         }
 

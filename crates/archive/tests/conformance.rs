@@ -6,7 +6,8 @@
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
-    reason = "a failed unwrap is a failed test"
+    clippy::panic,
+    reason = "a failure is a failed test"
 )]
 
 mod support;
@@ -362,6 +363,118 @@ async fn two_gateways_share_one_log(backend: impl Backend) {
     second.close().await;
 }
 
+/// Devices: a token enrolls one device once, before it expires; the credential finds
+/// the device; revocation is final; racing enrollments with one token enroll one.
+async fn devices_enroll_once_and_revocation_is_final(backend: impl Backend) {
+    use vellum_archive::error::EnrollError;
+    use vellum_archive::ports::{DeviceStore, NewDevice, SecretHash};
+    use vellum_protocol::ids::{Custodian, DeviceId, UnixMillis};
+    use vellum_protocol::keys::DeviceKey;
+
+    let store = backend.open_log().await.unwrap();
+    let custodian = Custodian::new("officer@agency.example").unwrap();
+    let now = UnixMillis(1_764_150_000_000);
+    let device = |n: u8| NewDevice {
+        device_id: DeviceId::from_bytes([n; 16]).unwrap(),
+        public_key: DeviceKey::generate().public(),
+        credential: SecretHash([n; 32]),
+    };
+    let (token, expired) = (SecretHash([0xA1; 32]), SecretHash([0xA2; 32]));
+    store
+        .add_enrollment(&token, &custodian, UnixMillis(now.0 + 60_000))
+        .await
+        .unwrap();
+    store.add_enrollment(&expired, &custodian, now).await.unwrap();
+
+    assert!(matches!(
+        store.enroll(&SecretHash([0xFF; 32]), &device(1), now).await,
+        Err(EnrollError::UnknownToken)
+    ));
+    assert!(matches!(
+        store.enroll(&expired, &device(1), now).await,
+        Err(EnrollError::TokenExpired)
+    ));
+    let enrolled = store.enroll(&token, &device(1), now).await.unwrap();
+    assert_eq!(
+        (enrolled.custodian.as_str(), enrolled.revoked_at),
+        ("officer@agency.example", None)
+    );
+    assert!(matches!(
+        store.enroll(&token, &device(2), now).await,
+        Err(EnrollError::TokenUsed)
+    ));
+    let again = SecretHash([0xA3; 32]);
+    store
+        .add_enrollment(&again, &custodian, UnixMillis(now.0 + 60_000))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.enroll(&again, &device(1), now).await,
+        Err(EnrollError::DeviceExists(_))
+    ));
+    assert!(
+        store
+            .device_by_credential(&SecretHash([2; 32]))
+            .await
+            .unwrap()
+            .is_none(),
+        "a refused enrollment stored a device"
+    );
+
+    let found = store
+        .device_by_credential(&SecretHash([1; 32]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found, enrolled);
+    assert!(
+        store
+            .revoke(&found.device_id, UnixMillis(now.0 + 5))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke(&found.device_id, UnixMillis(now.0 + 6))
+            .await
+            .unwrap()
+    );
+    let revoked = store
+        .device_by_credential(&SecretHash([1; 32]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(revoked.revoked_at, Some(UnixMillis(now.0 + 5)));
+    for statement in ["UPDATE devices SET revoked_at = NULL", "DELETE FROM devices"] {
+        assert!(
+            backend.sql(statement).await.is_err(),
+            "the database allowed: {statement}"
+        );
+    }
+
+    // Ten enrollments race for one token: exactly one device gets in.
+    let contested = SecretHash([0xA4; 32]);
+    store
+        .add_enrollment(&contested, &custodian, UnixMillis(now.0 + 60_000))
+        .await
+        .unwrap();
+    let racers: Vec<_> = (10..20)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move { store.enroll(&contested, &device(n), now).await })
+        })
+        .collect();
+    let mut won = 0;
+    for racer in racers {
+        match racer.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(EnrollError::TokenUsed) => {}
+            Err(other) => panic!("unexpected: {other}"),
+        }
+    }
+    assert_eq!(won, 1);
+}
+
 macro_rules! conformance {
     ($module:ident, $backend:expr) => {
         mod $module {
@@ -402,6 +515,10 @@ macro_rules! conformance {
             #[tokio::test]
             async fn two_gateways_share_one_log() {
                 super::two_gateways_share_one_log($backend).await;
+            }
+            #[tokio::test]
+            async fn devices_enroll_once_and_revocation_is_final() {
+                super::devices_enroll_once_and_revocation_is_final($backend).await;
             }
         }
     };

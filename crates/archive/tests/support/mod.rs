@@ -14,7 +14,8 @@ use vellum_archive::StoreError;
 use vellum_archive::blob::local::LocalBlobStore;
 use vellum_archive::blob::s3::{RetentionPeriod, S3BlobStore, S3Config};
 use vellum_archive::ports::{
-    AuditEvent, AuditStore, BlobLocator, BlobPut, BlobStore, CommitBatch, LogStore, Sequencing, StoredRecord,
+    AuditEvent, AuditStore, BlobLocator, BlobPut, BlobStore, CommitBatch, DeviceStore, LogStore, Sequencing,
+    StoredRecord,
 };
 use vellum_archive::postgres::PgStore;
 use vellum_archive::sqlite::SqliteStore;
@@ -86,7 +87,7 @@ pub fn log_signer() -> NoteSigner {
 
 /// Stores that tests can open again on the same data (a restart).
 pub trait Backend: Send + Sync {
-    type Log: LogStore + AuditStore + Clone;
+    type Log: LogStore + AuditStore + DeviceStore + Clone;
     type Blobs: BlobStore;
 
     fn open_log(&self) -> impl std::future::Future<Output = Result<Self::Log, StoreError>> + Send;
@@ -106,6 +107,9 @@ pub trait Backend: Send + Sync {
 
     /// Marks the database as migrated by a newer program.
     fn add_future_migration(&self) -> impl std::future::Future<Output = ()> + Send;
+
+    /// Runs one statement directly on the database, past the store.
+    fn sql(&self, statement: &str) -> impl std::future::Future<Output = Result<(), String>> + Send;
 
     /// Tries to rewrite or delete rows of the log directly in the database; returns
     /// the outcome of each attempt (all must fail).
@@ -133,7 +137,7 @@ pub const TAMPERING: [&str; 6] = [
 
 /// A fresh metadata database.
 pub trait MetaFixture: Send + Sync {
-    type Log: LogStore + AuditStore + Clone;
+    type Log: LogStore + AuditStore + DeviceStore + Clone;
     fn open_log(&self) -> impl std::future::Future<Output = Result<Self::Log, StoreError>> + Send;
     fn sql(&self, statement: &str) -> impl std::future::Future<Output = Result<(), String>> + Send;
     const FUTURE_MIGRATION: &'static str;
@@ -175,6 +179,10 @@ impl<M: MetaFixture, B: BlobFixture> Backend for Combo<M, B> {
 
     async fn add_future_migration(&self) {
         self.meta.sql(M::FUTURE_MIGRATION).await.unwrap();
+    }
+
+    async fn sql(&self, statement: &str) -> Result<(), String> {
+        self.meta.sql(statement).await
     }
 
     async fn tamper_with_log(&self) -> Vec<Result<(), String>> {
