@@ -263,10 +263,7 @@ async fn a_newer_schema_is_refused(backend: impl Backend) {
     assert!(
         matches!(
             refused,
-            StoreError::SchemaTooNew {
-                found: 9999,
-                known: 1
-            }
+            StoreError::SchemaTooNew { found: 9999, known } if (2..9999).contains(&known)
         ),
         "{refused}"
     );
