@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod device;
 pub mod problem;
 mod routes;
 
@@ -29,24 +30,49 @@ use std::sync::Arc;
 use vellum_archive::Archive;
 use vellum_archive::ports::{BlobStore, LogStore};
 
-pub use routes::router;
+pub use routes::{RECORD_MEDIA_TYPE, router};
 
-/// What every route shares: the archive.
+/// The largest capture (framed header and sealed body) taken by default: 64 MiB.
+pub const DEFAULT_MAX_CAPTURE_BYTES: usize = 64 << 20;
+
+/// What every route shares: the archive and the limits.
 #[derive(Debug)]
 pub struct Gateway<L, B> {
     archive: Archive<L, B>,
+    max_capture_bytes: usize,
 }
 
 impl<L: LogStore, B: BlobStore> Gateway<L, B> {
-    /// A gateway over an opened archive.
+    /// A gateway over an opened archive, with default limits.
     pub fn new(archive: Archive<L, B>) -> Self {
-        Self { archive }
+        Self {
+            archive,
+            max_capture_bytes: DEFAULT_MAX_CAPTURE_BYTES,
+        }
+    }
+
+    /// Sets the largest capture taken, in bytes.
+    #[must_use]
+    pub fn with_max_capture_bytes(mut self, bytes: usize) -> Self {
+        self.max_capture_bytes = bytes;
+        self
+    }
+
+    /// The largest capture taken, in bytes.
+    pub fn max_capture_bytes(&self) -> usize {
+        self.max_capture_bytes
     }
 
     /// The archive.
     pub fn archive(&self) -> &Archive<L, B> {
         &self.archive
     }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The shared state handlers receive.

@@ -19,9 +19,29 @@ pub enum ApiError {
     /// The request is malformed; the text says what to fix.
     #[error("{0}")]
     BadRequest(String),
+    /// No valid credential was presented.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The credential is valid but may not do this (a revoked device).
+    #[error("{0}")]
+    Forbidden(String),
     /// What was asked for does not exist (yet).
     #[error("{0}")]
     NotFound(String),
+    /// The request conflicts with what is stored (a record id under other bytes, a
+    /// token already used).
+    #[error("{0}")]
+    Conflict(String),
+    /// What the request refers to is gone for good (an expired token).
+    #[error("{0}")]
+    Gone(String),
+    /// The body is larger than the limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Well-formed, but not something the archive can take (an unconfigured retention
+    /// class).
+    #[error("{0}")]
+    Unprocessable(String),
     /// Storage cannot be reached; the client may retry.
     #[error("storage unavailable")]
     Unavailable,
@@ -34,7 +54,13 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -44,7 +70,13 @@ impl ApiError {
     fn kind(&self) -> &'static str {
         match self {
             ApiError::BadRequest(_) => "bad-request",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not-found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Gone(_) => "gone",
+            ApiError::TooLarge(_) => "too-large",
+            ApiError::Unprocessable(_) => "unprocessable",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal => "internal",
         }
@@ -52,9 +84,15 @@ impl ApiError {
 }
 
 impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::from(&e)
+    }
+}
+
+impl From<&StoreError> for ApiError {
     /// Storage errors never reach the client in detail: the kind is enough to act on.
     /// The detail is logged here, once (it names operations and ids, never content).
-    fn from(e: StoreError) -> Self {
+    fn from(e: &StoreError) -> Self {
         tracing::error!(error = %e, "storage");
         match e {
             StoreError::Backend { .. } | StoreError::Locked(_) => ApiError::Unavailable,
@@ -77,7 +115,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let detail = match &self {
-            ApiError::BadRequest(d) | ApiError::NotFound(d) => Some(d.clone()),
+            ApiError::BadRequest(d)
+            | ApiError::Unauthorized(d)
+            | ApiError::Forbidden(d)
+            | ApiError::NotFound(d)
+            | ApiError::Conflict(d)
+            | ApiError::Gone(d)
+            | ApiError::TooLarge(d)
+            | ApiError::Unprocessable(d) => Some(d.clone()),
             ApiError::Unavailable | ApiError::Internal => None,
         };
         let problem = Problem {
@@ -88,9 +133,11 @@ impl IntoResponse for ApiError {
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (status, body).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         response
     }
 }

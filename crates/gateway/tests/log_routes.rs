@@ -7,99 +7,14 @@
     reason = "a failed unwrap is a failed test"
 )]
 
-use std::sync::Arc;
+mod support;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
-use http_body_util::BodyExt as _;
-use tower::ServiceExt as _;
-use vellum_archive::blob::local::LocalBlobStore;
-use vellum_archive::sqlite::SqliteStore;
-use vellum_archive::{Archive, Submission};
-use vellum_gateway::{Gateway, router};
-use vellum_protocol::header::{HeaderFields, UnverifiedHeader};
-use vellum_protocol::ids::{Channel, Custodian, DeviceId, Epoch, RecordId, RetentionClass, UnixMillis};
-use vellum_protocol::keys::{DeviceKey, generate_note_signer};
+use axum::http::StatusCode;
+use support::*;
+use vellum_protocol::keys::DeviceKey;
 use vellum_protocol::receipt::Receipt;
-use vellum_protocol::seal::{self, Identity};
 use vellum_tlog::checkpoint;
-use vellum_tlog::note::NoteVerifier;
 use vellum_tlog::proof::{ConsistencyProof, TlogProof};
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    app: axum::Router,
-    gateway: Arc<Gateway<SqliteStore, LocalBlobStore>>,
-    log_key: NoteVerifier,
-}
-
-async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("meta.db").display());
-    let log = SqliteStore::open(&url).await.unwrap();
-    let blobs = LocalBlobStore::open(&dir.path().join("blobs")).unwrap();
-    let signer = generate_note_signer("test.vellum.invalid").unwrap();
-    let log_key = signer.verifier();
-    let gateway = Arc::new(Gateway::new(Archive::open(log, blobs, signer).await.unwrap()));
-    Fixture {
-        _dir: dir,
-        app: router(gateway.clone()),
-        gateway,
-        log_key,
-    }
-}
-
-fn submission(device: &DeviceKey, n: u64) -> Submission {
-    let recipient = Identity::generate().to_public();
-    let body = seal::seal(&[recipient], b"sealed on the device").unwrap();
-    let fields = HeaderFields {
-        record_id: RecordId::new_v7(1_764_150_000_000 + n),
-        device_id: DeviceId::parse("0192f0c4-6a3b-7cc1-9a51-3f6e8d2b1a00").unwrap(),
-        custodian: Custodian::new("officer@agency.example").unwrap(),
-        channel: Channel::new("signal").unwrap(),
-        captured_at: UnixMillis(1_764_150_000_000),
-        epoch: Epoch(1),
-        retention: RetentionClass::new("finra-6y").unwrap(),
-        body: body.digest(),
-        tokens: Vec::new(),
-    };
-    let signed = fields.sign(device).unwrap();
-    let header = UnverifiedHeader::parse(signed.as_bytes())
-        .unwrap()
-        .verify(&device.public())
-        .unwrap();
-    Submission { header, body }
-}
-
-/// Status, content type and body of `GET uri`.
-async fn get(app: &axum::Router, uri: &str) -> (StatusCode, String, String) {
-    let response = app
-        .clone()
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, content_type, String::from_utf8(body.to_vec()).unwrap())
-}
-
-fn assert_problem(answer: &(StatusCode, String, String), status: StatusCode) {
-    assert_eq!(answer.0, status, "{}", answer.2);
-    assert_eq!(answer.1, "application/problem+json");
-    let problem: serde_json::Value = serde_json::from_str(&answer.2).unwrap();
-    assert_eq!(problem["status"], status.as_u16());
-    assert!(
-        problem["type"]
-            .as_str()
-            .unwrap()
-            .starts_with("urn:vellum:problem:")
-    );
-}
 
 #[tokio::test]
 async fn health_and_readiness() {

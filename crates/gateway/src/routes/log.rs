@@ -3,20 +3,14 @@
 
 use axum::extract::Query;
 use axum::extract::rejection::QueryRejection;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use vellum_archive::ports::{BlobStore, LogStore};
 use vellum_tlog::proof::{ConsistencyProof, TlogProof};
 
+use super::text;
 use crate::State;
 use crate::problem::ApiError;
-
-const TEXT: &str = "text/plain; charset=utf-8";
-
-fn text(body: String) -> Response {
-    ([(header::CONTENT_TYPE, TEXT)], body).into_response()
-}
 
 fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     query

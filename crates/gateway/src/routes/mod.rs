@@ -1,21 +1,27 @@
 //! The public routes. Each module owns its handlers; [`router`] is the whole surface,
 //! and nothing else is served (invariant I2).
 
+mod devices;
 mod health;
 mod log;
+mod records;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
-use vellum_archive::ports::{BlobStore, LogStore};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use vellum_archive::ports::{BlobStore, DeviceStore, LogStore};
 
 use crate::Gateway;
 use crate::problem::ApiError;
 
 /// The gateway's router: every public route, and a problem+json 404 for anything else.
-pub fn router<L: LogStore, B: BlobStore>(gateway: Arc<Gateway<L, B>>) -> Router {
+pub fn router<L: LogStore + DeviceStore, B: BlobStore>(gateway: Arc<Gateway<L, B>>) -> Router {
     Router::new()
+        .route("/v1/devices", post(devices::enroll::<L, B>))
+        .route("/v1/records", post(records::capture::<L, B>))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready::<L, B>))
         .route("/v1/log/checkpoint", get(log::checkpoint::<L, B>))
@@ -23,6 +29,13 @@ pub fn router<L: LogStore, B: BlobStore>(gateway: Arc<Gateway<L, B>>) -> Router 
         .route("/v1/log/proof/consistency", get(log::consistency::<L, B>))
         .fallback(not_found)
         .with_state(gateway)
+}
+
+pub use records::RECORD_MEDIA_TYPE;
+
+/// A plain-text answer (signed notes, proofs, receipts).
+fn text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
 async fn not_found() -> ApiError {

@@ -1,0 +1,68 @@
+//! Device credentials: 256-bit random bearer secrets, sent as
+//! `Authorization: Bearer <base64url>`, stored only as their SHA-256.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest as _, Sha256};
+use vellum_archive::ports::{BlobStore, Device, DeviceStore, LogStore, SecretHash};
+
+use crate::Gateway;
+use crate::problem::ApiError;
+
+/// A new random bearer secret: its text (given out once) and its hash (stored).
+pub(crate) fn new_secret() -> Result<(String, SecretHash), ApiError> {
+    let mut secret = [0u8; 32];
+    getrandom::getrandom(&mut secret).map_err(|_| ApiError::Internal)?;
+    let hash = SecretHash(Sha256::digest(secret).into());
+    Ok((URL_SAFE_NO_PAD.encode(secret), hash))
+}
+
+/// The hash of a secret presented as text; `None` unless it is 32 bytes of base64url.
+pub(crate) fn hash_secret(text: &str) -> Option<SecretHash> {
+    let bytes = URL_SAFE_NO_PAD.decode(text.trim()).ok()?;
+    (bytes.len() == 32).then(|| SecretHash(Sha256::digest(&bytes).into()))
+}
+
+/// A device that presented a valid credential and is not revoked.
+#[derive(Debug)]
+pub(crate) struct EnrolledDevice(pub(crate) Device);
+
+impl<L, B> FromRequestParts<Arc<Gateway<L, B>>> for EnrolledDevice
+where
+    L: LogStore + DeviceStore,
+    B: BlobStore,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<Gateway<L, B>>) -> Result<Self, ApiError> {
+        let unauthorized =
+            || ApiError::Unauthorized("a device credential is required (Authorization: Bearer)".into());
+        let credential = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(hash_secret)
+            .ok_or_else(unauthorized)?;
+        let device = state
+            .archive()
+            .log_store()
+            .device_by_credential(&credential)
+            .await?
+            .ok_or_else(unauthorized)?;
+        if device.revoked_at.is_some() {
+            return Err(ApiError::Forbidden("this device was revoked".into()));
+        }
+        Ok(EnrolledDevice(device))
+    }
+}
+
+/// A 32-byte key sent as base64url.
+pub(crate) fn decode_key(text: &str) -> Option<[u8; 32]> {
+    URL_SAFE_NO_PAD.decode(text).ok()?.try_into().ok()
+}

@@ -1,0 +1,78 @@
+//! Enrollment: a device spends a one-time token an administrator issued, registers
+//! its public key, and receives its credential (shown once, stored as a hash).
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use vellum_archive::error::EnrollError;
+use vellum_archive::ports::{BlobStore, DeviceStore, LogStore, NewDevice};
+use vellum_protocol::ids::{DeviceId, UnixMillis};
+use vellum_protocol::keys::DevicePublicKey;
+
+use crate::State;
+use crate::device::{hash_secret, new_secret};
+use crate::problem::ApiError;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EnrollRequest {
+    /// The one-time enrollment token (base64url).
+    token: String,
+    /// The id the device chose (a UUID).
+    device_id: String,
+    /// The device's Ed25519 public key (base64url, 32 bytes).
+    public_key: String,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct Enrolled {
+    device_id: String,
+    custodian: String,
+    /// The device credential (base64url): shown this once, never stored.
+    credential: String,
+}
+
+/// `POST /v1/devices`: enrolls a device.
+pub(super) async fn enroll<L: LogStore + DeviceStore, B: BlobStore>(
+    state: State<L, B>,
+    body: Result<Json<EnrollRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<Enrolled>), ApiError> {
+    let Json(request) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let token = hash_secret(&request.token)
+        .ok_or_else(|| ApiError::Unauthorized("unknown enrollment token".into()))?;
+    let device_id =
+        DeviceId::parse(&request.device_id).map_err(|e| ApiError::BadRequest(format!("device_id: {e}")))?;
+    let key: [u8; 32] = crate::device::decode_key(&request.public_key)
+        .ok_or_else(|| ApiError::BadRequest("public_key: expected 32 bytes of base64url".into()))?;
+    let public_key =
+        DevicePublicKey::from_bytes(&key).map_err(|e| ApiError::BadRequest(format!("public_key: {e}")))?;
+    let (credential, hash) = new_secret()?;
+    let device = NewDevice {
+        device_id,
+        public_key,
+        credential: hash,
+    };
+    let now = UnixMillis(crate::now_ms());
+    let enrolled = state
+        .archive()
+        .log_store()
+        .enroll(&token, &device, now)
+        .await
+        .map_err(|e| match e {
+            EnrollError::UnknownToken => ApiError::Unauthorized("unknown enrollment token".into()),
+            EnrollError::TokenUsed => ApiError::Conflict("the enrollment token was used already".into()),
+            EnrollError::TokenExpired => ApiError::Gone("the enrollment token has expired".into()),
+            EnrollError::DeviceExists(id) => ApiError::Conflict(format!("device {id} is enrolled already")),
+            EnrollError::Store(e) => e.into(),
+            _ => ApiError::Internal,
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Enrolled {
+            device_id: enrolled.device_id.to_string(),
+            custodian: enrolled.custodian.as_str().to_owned(),
+            credential,
+        }),
+    ))
+}

@@ -1,0 +1,90 @@
+//! Capture: a device submits a signed header and the sealed body it describes; the
+//! answer is the receipt, given only once the record is durable (invariant I5).
+//!
+//! The body is `application/vnd.vellum.record`: the header's length as a big-endian
+//! `u32`, the header bytes exactly as signed, then the sealed body (an age file).
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
+use vellum_archive::ports::{BlobStore, DeviceStore, LogStore};
+use vellum_archive::{AppendError, Submission};
+use vellum_protocol::header::{MAX_HEADER_LEN, UnverifiedHeader};
+use vellum_protocol::seal::SealedBody;
+
+use super::text;
+use crate::State;
+use crate::device::EnrolledDevice;
+use crate::problem::ApiError;
+
+/// The media type of a capture.
+pub const RECORD_MEDIA_TYPE: &str = "application/vnd.vellum.record";
+
+/// `POST /v1/records`: archives one capture of the authenticated device.
+pub(super) async fn capture<L: LogStore + DeviceStore, B: BlobStore>(
+    state: State<L, B>,
+    EnrolledDevice(device): EnrolledDevice,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let media_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if media_type != Some(RECORD_MEDIA_TYPE) {
+        return Err(ApiError::BadRequest(format!(
+            "the body must be {RECORD_MEDIA_TYPE}"
+        )));
+    }
+    let limit = state.max_capture_bytes();
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::TooLarge(format!("a capture is at most {limit} bytes")))?;
+    let (header, body) = split_frame(&bytes)?;
+
+    let unverified =
+        UnverifiedHeader::parse(&header).map_err(|e| ApiError::BadRequest(format!("header: {e}")))?;
+    if unverified.claimed_device() != device.device_id {
+        return Err(ApiError::Forbidden("the header names another device".into()));
+    }
+    let header = unverified.verify(&device.public_key).map_err(|_| {
+        ApiError::BadRequest("the header signature does not verify under this device's key".into())
+    })?;
+    let body =
+        SealedBody::from_bytes(body.to_vec()).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
+    if body.digest() != header.fields().body {
+        return Err(ApiError::BadRequest(
+            "the body's digest or length does not match the header".into(),
+        ));
+    }
+    let receipt = state
+        .archive()
+        .append(Submission { header, body })
+        .await
+        .map_err(|e| match e {
+            AppendError::Conflict(id) => {
+                ApiError::Conflict(format!("record {id} is archived already with other bytes"))
+            }
+            AppendError::UnsupportedRetention(class) => ApiError::Unprocessable(format!(
+                "retention class {} is not configured on this archive",
+                class.as_str()
+            )),
+            AppendError::Store(e) => ApiError::from(e.as_ref()),
+            _ => ApiError::Unavailable,
+        })?;
+    Ok(text(receipt.to_text()))
+}
+
+/// The header and the body of a capture frame.
+fn split_frame(bytes: &Bytes) -> Result<(Bytes, Bytes), ApiError> {
+    let bad = |what: &str| ApiError::BadRequest(format!("capture frame: {what}"));
+    let len: [u8; 4] = bytes
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad("shorter than its length prefix"))?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_HEADER_LEN {
+        return Err(bad("header longer than any valid header"));
+    }
+    if bytes.len() < 4 + len {
+        return Err(bad("shorter than its header"));
+    }
+    Ok((bytes.slice(4..4 + len), bytes.slice(4 + len..)))
+}

@@ -1,0 +1,273 @@
+//! Enrollment and capture over the router and a real archive: a device enrolls once
+//! with its token, captures with its credential and gets a receipt that verifies; every
+//! bad request gets its own problem and stores nothing (invariant I9).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a failed unwrap is a failed test"
+)]
+
+mod support;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest as _, Sha256};
+use support::*;
+use vellum_archive::ports::{DeviceStore as _, LogStore as _, SecretHash};
+use vellum_gateway::RECORD_MEDIA_TYPE;
+use vellum_protocol::ids::{Custodian, DeviceId, RecordId, UnixMillis};
+use vellum_protocol::keys::DeviceKey;
+use vellum_protocol::receipt::Receipt;
+use vellum_protocol::seal::BodyDigest;
+
+const DEVICE: &str = "0192f0c4-6a3b-7cc1-9a51-3f6e8d2b1a01";
+
+/// Issues an enrollment token valid for `ttl_ms` from now; returns its text.
+async fn token(f: &Fixture, seed: u8, ttl_ms: i64) -> String {
+    let secret = [seed; 32];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let custodian = Custodian::new("officer@agency.example").unwrap();
+    f.gateway
+        .archive()
+        .log_store()
+        .add_enrollment(
+            &SecretHash(Sha256::digest(secret).into()),
+            &custodian,
+            UnixMillis((now + ttl_ms) as u64),
+        )
+        .await
+        .unwrap();
+    URL_SAFE_NO_PAD.encode(secret)
+}
+
+async fn enroll(f: &Fixture, token: &str, device_id: &str, key: &DeviceKey) -> (StatusCode, String, String) {
+    let body = serde_json::json!({
+        "token": token,
+        "device_id": device_id,
+        "public_key": URL_SAFE_NO_PAD.encode(key.public().as_bytes()),
+    });
+    let request = Request::post("/v1/devices")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    send(&f.app, request).await
+}
+
+async fn capture(f: &Fixture, credential: Option<&str>, frame: Vec<u8>) -> (StatusCode, String, String) {
+    let mut request = Request::post("/v1/records").header(header::CONTENT_TYPE, RECORD_MEDIA_TYPE);
+    if let Some(credential) = credential {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {credential}"));
+    }
+    send(&f.app, request.body(Body::from(frame)).unwrap()).await
+}
+
+/// An enrolled device: its key and credential.
+async fn enrolled(f: &Fixture) -> (DeviceKey, String) {
+    let key = DeviceKey::generate();
+    let token = token(f, 0x51, 60_000).await;
+    let (status, _, body) = enroll(f, &token, DEVICE, &key).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    (key, answer["credential"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn a_token_enrolls_one_device_once_before_it_expires() {
+    let f = fixture().await;
+    let key = DeviceKey::generate();
+    let token_text = token(&f, 1, 60_000).await;
+    let (status, content_type, body) = enroll(&f, &token_text, DEVICE, &key).await;
+    assert_eq!(
+        (status, content_type.as_str()),
+        (StatusCode::CREATED, "application/json")
+    );
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["device_id"], DEVICE);
+    assert_eq!(answer["custodian"], "officer@agency.example");
+    let credential = answer["credential"].as_str().unwrap();
+    assert_eq!(URL_SAFE_NO_PAD.decode(credential).unwrap().len(), 32);
+
+    assert_problem(&enroll(&f, &token_text, DEVICE, &key).await, StatusCode::CONFLICT);
+    let expired = token(&f, 2, -1).await;
+    assert_problem(&enroll(&f, &expired, DEVICE, &key).await, StatusCode::GONE);
+    let unknown = URL_SAFE_NO_PAD.encode([3u8; 32]);
+    assert_problem(
+        &enroll(&f, &unknown, DEVICE, &key).await,
+        StatusCode::UNAUTHORIZED,
+    );
+    let fresh = token(&f, 4, 60_000).await;
+    assert_problem(
+        &enroll(&f, &fresh, "not-a-uuid", &key).await,
+        StatusCode::BAD_REQUEST,
+    );
+    assert_problem(&enroll(&f, &fresh, DEVICE, &key).await, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn a_capture_is_answered_with_a_receipt_that_verifies() {
+    let f = fixture().await;
+    let (key, credential) = enrolled(&f).await;
+    let submission = submission_of(&key, DeviceId::parse(DEVICE).unwrap(), 1);
+    let framed = frame(submission.header.as_bytes(), submission.body.as_bytes());
+
+    let (status, _, text) = capture(&f, Some(&credential), framed.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let receipt = Receipt::parse(text.as_bytes()).unwrap();
+    let id = submission.header.fields().record_id;
+    let verified = receipt
+        .verify(&f.log_key, &id, &submission.header.digest())
+        .unwrap();
+    assert_eq!(verified.index, 0);
+    let stored = f.gateway.archive().record(id).await.unwrap().unwrap();
+    assert_eq!(f.gateway.archive().body(&stored).await.unwrap(), submission.body);
+
+    // A retry gets the same receipt.
+    let (status, _, again) = capture(&f, Some(&credential), framed).await;
+    assert_eq!((status, again), (StatusCode::OK, text));
+}
+
+#[tokio::test]
+async fn bad_captures_are_refused_and_change_nothing() {
+    let f = fixture_limited(64 * 1024).await;
+    let (key, credential) = enrolled(&f).await;
+    let device_id = DeviceId::parse(DEVICE).unwrap();
+    let good = submission_of(&key, device_id, 1);
+    let body = good.body.as_bytes();
+    let archived = frame(good.header.as_bytes(), body);
+    assert_eq!(capture(&f, Some(&credential), archived).await.0, StatusCode::OK);
+
+    let other_key = DeviceKey::generate();
+    let record = |n: u64| RecordId::new_v7(1_800_000_000_000 + n);
+    let plaintext = b"this is not an age file";
+    let plain_digest = BodyDigest {
+        sha256: Sha256::digest(plaintext).into(),
+        len: plaintext.len() as u64,
+    };
+    let wrong_digest = BodyDigest {
+        sha256: [7; 32],
+        len: body.len() as u64,
+    };
+    let other_body = vellum_protocol::seal::seal(
+        &[vellum_protocol::seal::Identity::generate().to_public()],
+        b"other",
+    )
+    .unwrap();
+    let rival = signed_header(
+        &key,
+        device_id,
+        good.header.fields().record_id,
+        other_body.digest(),
+    );
+    let cases: Vec<(&str, Option<&str>, Vec<u8>, StatusCode)> = vec![
+        (
+            "no credential",
+            None,
+            frame(good.header.as_bytes(), body),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "unknown credential",
+            Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+            frame(good.header.as_bytes(), body),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "malformed header",
+            Some(&credential),
+            frame(b"VLH\x01garbage", body),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "truncated frame",
+            Some(&credential),
+            vec![0, 0],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "signed by another key",
+            Some(&credential),
+            frame(
+                &signed_header(&other_key, device_id, record(1), good.body.digest()),
+                body,
+            ),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "another device's header",
+            Some(&credential),
+            frame(
+                &signed_header(
+                    &key,
+                    DeviceId::parse(DEMO_DEVICE).unwrap(),
+                    record(2),
+                    good.body.digest(),
+                ),
+                body,
+            ),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "body digest mismatch",
+            Some(&credential),
+            frame(&signed_header(&key, device_id, record(3), wrong_digest), body),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "body not an age file",
+            Some(&credential),
+            frame(
+                &signed_header(&key, device_id, record(4), plain_digest),
+                plaintext,
+            ),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "record id replayed with other bytes",
+            Some(&credential),
+            frame(&rival, other_body.as_bytes()),
+            StatusCode::CONFLICT,
+        ),
+        (
+            "over the size limit",
+            Some(&credential),
+            frame(
+                &signed_header(&key, device_id, record(5), good.body.digest()),
+                &vec![0; 70_000],
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+    ];
+    for (what, credential, framed, status) in cases {
+        let answer = capture(&f, credential, framed).await;
+        assert_eq!(answer.0, status, "{what}: {}", answer.2);
+        assert_problem(&answer, status);
+    }
+    assert_eq!(
+        f.gateway.archive().log_store().log_size().await.unwrap(),
+        1,
+        "a refused capture was stored"
+    );
+
+    // A revoked device can no longer capture.
+    f.gateway
+        .archive()
+        .log_store()
+        .revoke(&device_id, UnixMillis(1))
+        .await
+        .unwrap();
+    let late = submission_of(&key, device_id, 9);
+    let answer = capture(
+        &f,
+        Some(&credential),
+        frame(late.header.as_bytes(), late.body.as_bytes()),
+    )
+    .await;
+    assert_problem(&answer, StatusCode::FORBIDDEN);
+    assert_eq!(f.gateway.archive().log_store().log_size().await.unwrap(), 1);
+}

@@ -1,0 +1,139 @@
+//! Test support: a gateway over a real archive (SQLite and a blob folder), requests
+//! through the router, and signed submissions.
+
+#![allow(dead_code, unreachable_pub, reason = "each test file uses a different subset")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a failed unwrap is a failed test"
+)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt as _;
+use tower::ServiceExt as _;
+use vellum_archive::blob::local::LocalBlobStore;
+use vellum_archive::sqlite::SqliteStore;
+use vellum_archive::{Archive, Submission};
+use vellum_gateway::{Gateway, router};
+use vellum_protocol::header::{HeaderFields, UnverifiedHeader};
+use vellum_protocol::ids::{Channel, Custodian, DeviceId, Epoch, RecordId, RetentionClass, UnixMillis};
+use vellum_protocol::keys::{DeviceKey, generate_note_signer};
+use vellum_protocol::seal::{self, BodyDigest, Identity};
+use vellum_tlog::note::NoteVerifier;
+
+pub struct Fixture {
+    pub _dir: tempfile::TempDir,
+    pub app: axum::Router,
+    pub gateway: Arc<Gateway<SqliteStore, LocalBlobStore>>,
+    pub log_key: NoteVerifier,
+}
+
+pub async fn fixture() -> Fixture {
+    fixture_limited(vellum_gateway::DEFAULT_MAX_CAPTURE_BYTES).await
+}
+
+/// A fixture whose gateway takes captures of at most `limit` bytes.
+pub async fn fixture_limited(limit: usize) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("meta.db").display());
+    let log = SqliteStore::open(&url).await.unwrap();
+    let blobs = LocalBlobStore::open(&dir.path().join("blobs")).unwrap();
+    let signer = generate_note_signer("test.vellum.invalid").unwrap();
+    let log_key = signer.verifier();
+    let gateway = Arc::new(
+        Gateway::new(Archive::open(log, blobs, signer).await.unwrap()).with_max_capture_bytes(limit),
+    );
+    Fixture {
+        _dir: dir,
+        app: router(gateway.clone()),
+        gateway,
+        log_key,
+    }
+}
+
+pub const DEMO_DEVICE: &str = "0192f0c4-6a3b-7cc1-9a51-3f6e8d2b1a00";
+
+/// A record of device `device_id`, sealed and signed.
+pub fn submission_of(device: &DeviceKey, device_id: DeviceId, n: u64) -> Submission {
+    let recipient = Identity::generate().to_public();
+    let body = seal::seal(&[recipient], b"sealed on the device").unwrap();
+    let header = signed_header(
+        device,
+        device_id,
+        RecordId::new_v7(1_764_150_000_000 + n),
+        body.digest(),
+    );
+    let header = UnverifiedHeader::parse(&header)
+        .unwrap()
+        .verify(&device.public())
+        .unwrap();
+    Submission { header, body }
+}
+
+/// A record of the demo device.
+pub fn submission(device: &DeviceKey, n: u64) -> Submission {
+    submission_of(device, DeviceId::parse(DEMO_DEVICE).unwrap(), n)
+}
+
+/// Header bytes for a body with digest `body`, signed by `device`.
+pub fn signed_header(
+    device: &DeviceKey,
+    device_id: DeviceId,
+    record_id: RecordId,
+    body: BodyDigest,
+) -> Vec<u8> {
+    let fields = HeaderFields {
+        record_id,
+        device_id,
+        custodian: Custodian::new("officer@agency.example").unwrap(),
+        channel: Channel::new("signal").unwrap(),
+        captured_at: UnixMillis(1_764_150_000_000),
+        epoch: Epoch(1),
+        retention: RetentionClass::new("finra-6y").unwrap(),
+        body,
+        tokens: Vec::new(),
+    };
+    fields.sign(device).unwrap().as_bytes().to_vec()
+}
+
+/// A capture frame: header length, header, body.
+pub fn frame(header: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut out = (header.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(header);
+    out.extend_from_slice(body);
+    out
+}
+
+/// Status, content type and body of the answer to `request`.
+pub async fn send(app: &axum::Router, request: Request<Body>) -> (StatusCode, String, String) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, content_type, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// Status, content type and body of `GET uri`.
+pub async fn get(app: &axum::Router, uri: &str) -> (StatusCode, String, String) {
+    send(app, Request::get(uri).body(Body::empty()).unwrap()).await
+}
+
+pub fn assert_problem(answer: &(StatusCode, String, String), status: StatusCode) {
+    assert_eq!(answer.0, status, "{}", answer.2);
+    assert_eq!(answer.1, "application/problem+json");
+    let problem: serde_json::Value = serde_json::from_str(&answer.2).unwrap();
+    assert_eq!(problem["status"], status.as_u16());
+    assert!(
+        problem["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:vellum:problem:")
+    );
+}
