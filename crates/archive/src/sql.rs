@@ -373,17 +373,13 @@ macro_rules! sql_store {
                         Some(_) => EnrollError::TokenExpired,
                     });
                 };
-                let known: Option<i64> = sqlx::query_scalar("SELECT enrolled_at FROM devices WHERE device_id = $1")
-                    .bind(device.device_id.as_bytes().as_slice())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(err)?;
-                if known.is_some() {
-                    return Err(EnrollError::DeviceExists(device.device_id));
-                }
-                sqlx::query(
+                let custodian = vellum_protocol::ids::Custodian::new(&custodian)
+                    .map_err(|e| StoreError::Integrity(format!("stored custodian: {e}")))?;
+                // A device id taken already, even by an enrollment racing this one,
+                // inserts nothing; the transaction then rolls back, token included.
+                let inserted = sqlx::query(
                     "INSERT INTO devices (device_id, public_key, credential_hash, custodian, enrolled_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (device_id) DO NOTHING",
                 )
                 .bind(device.device_id.as_bytes().as_slice())
                 .bind(device.public_key.as_bytes().as_slice())
@@ -393,12 +389,14 @@ macro_rules! sql_store {
                 .execute(&mut *tx)
                 .await
                 .map_err(err)?;
+                if inserted.rows_affected() != 1 {
+                    return Err(EnrollError::DeviceExists(device.device_id));
+                }
                 tx.commit().await.map_err(err)?;
                 Ok($crate::ports::Device {
                     device_id: device.device_id,
                     public_key: device.public_key.clone(),
-                    custodian: vellum_protocol::ids::Custodian::new(&custodian)
-                        .map_err(|e| StoreError::Integrity(format!("stored custodian: {e}")))?,
+                    custodian,
                     enrolled_at: now,
                     revoked_at: None,
                 })

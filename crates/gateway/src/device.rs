@@ -28,9 +28,13 @@ pub(crate) fn hash_secret(text: &str) -> Option<SecretHash> {
     (bytes.len() == 32).then(|| SecretHash(Sha256::digest(&bytes).into()))
 }
 
-/// A device that presented a valid credential and is not revoked.
+/// A device that presented a valid credential and was not revoked when it did.
 #[derive(Debug)]
-pub(crate) struct EnrolledDevice(pub(crate) Device);
+pub(crate) struct EnrolledDevice {
+    pub(crate) device: Device,
+    /// The hash of the credential it presented, to check it again later.
+    pub(crate) credential: SecretHash,
+}
 
 impl<L, B> FromRequestParts<Arc<Gateway<L, B>>> for EnrolledDevice
 where
@@ -58,7 +62,7 @@ where
         if device.revoked_at.is_some() {
             return Err(ApiError::Forbidden("this device was revoked".into()));
         }
-        Ok(EnrolledDevice(device))
+        Ok(EnrolledDevice { device, credential })
     }
 }
 

@@ -28,6 +28,9 @@ pub enum ApiError {
     /// What was asked for does not exist (yet).
     #[error("{0}")]
     NotFound(String),
+    /// The route exists, but not for this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
     /// The request conflicts with what is stored (a record id under other bytes, a
     /// token already used).
     #[error("{0}")]
@@ -57,6 +60,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -73,6 +77,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not-found",
+            ApiError::MethodNotAllowed => "method-not-allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::Gone(_) => "gone",
             ApiError::TooLarge(_) => "too-large",
@@ -123,7 +128,7 @@ impl IntoResponse for ApiError {
             | ApiError::Gone(d)
             | ApiError::TooLarge(d)
             | ApiError::Unprocessable(d) => Some(d.clone()),
-            ApiError::Unavailable | ApiError::Internal => None,
+            ApiError::MethodNotAllowed | ApiError::Unavailable | ApiError::Internal => None,
         };
         let problem = Problem {
             kind: format!("urn:vellum:problem:{}", self.kind()),

@@ -27,12 +27,17 @@ const DEVICE: &str = "0192f0c4-6a3b-7cc1-9a51-3f6e8d2b1a01";
 
 /// Issues an enrollment token valid for `ttl_ms` from now; returns its text.
 async fn token(f: &Fixture, seed: u8, ttl_ms: i64) -> String {
+    token_for(f, seed, ttl_ms, "officer@agency.example").await
+}
+
+/// [`token`], for a device of `custodian`.
+async fn token_for(f: &Fixture, seed: u8, ttl_ms: i64, custodian: &str) -> String {
     let secret = [seed; 32];
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    let custodian = Custodian::new("officer@agency.example").unwrap();
+    let custodian = Custodian::new(custodian).unwrap();
     f.gateway
         .archive()
         .log_store()
@@ -93,7 +98,10 @@ async fn a_token_enrolls_one_device_once_before_it_expires() {
     let credential = answer["credential"].as_str().unwrap();
     assert_eq!(URL_SAFE_NO_PAD.decode(credential).unwrap().len(), 32);
 
-    assert_problem(&enroll(&f, &token_text, DEVICE, &key).await, StatusCode::CONFLICT);
+    // Spent: refused even for another device id.
+    let reused = enroll(&f, &token_text, DEMO_DEVICE, &DeviceKey::generate()).await;
+    assert_problem(&reused, StatusCode::CONFLICT);
+    assert!(reused.2.contains("used already"), "{}", reused.2);
     let expired = token(&f, 2, -1).await;
     assert_problem(&enroll(&f, &expired, DEVICE, &key).await, StatusCode::GONE);
     let unknown = URL_SAFE_NO_PAD.encode([3u8; 32]);
@@ -253,6 +261,25 @@ async fn bad_captures_are_refused_and_change_nothing() {
         1,
         "a refused capture was stored"
     );
+
+    // A device captures only for the custodian it was enrolled for.
+    let elsewhere = token_for(&f, 0x61, 60_000, "other@agency.example").await;
+    let other_device = "0192f0c4-6a3b-7cc1-9a51-3f6e8d2b1a02";
+    let (status, _, enrolled) = enroll(&f, &elsewhere, other_device, &other_key).await;
+    assert_eq!(status, StatusCode::CREATED, "{enrolled}");
+    let other_credential = serde_json::from_str::<serde_json::Value>(&enrolled).unwrap()["credential"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let foreign = submission_of(&other_key, DeviceId::parse(other_device).unwrap(), 7);
+    let answer = capture(
+        &f,
+        Some(&other_credential),
+        frame(foreign.header.as_bytes(), foreign.body.as_bytes()),
+    )
+    .await;
+    assert_problem(&answer, StatusCode::FORBIDDEN);
+    assert!(answer.2.contains("custodian"), "{}", answer.2);
 
     // A revoked device can no longer capture.
     f.gateway

@@ -95,6 +95,11 @@ async fn bad_log_requests_get_problems() {
         ("/v1/log/proof/consistency?old=0&new=3", StatusCode::BAD_REQUEST),
         ("/v1/log/proof/consistency?old=3&new=2", StatusCode::BAD_REQUEST),
         ("/v1/log/proof/consistency?old=1&new=4", StatusCode::BAD_REQUEST),
+        (
+            "/v1/log/proof/inclusion?index=0&size=18446744073709551615",
+            StatusCode::NOT_FOUND,
+        ),
+        ("/v1/records", StatusCode::METHOD_NOT_ALLOWED),
         ("/heapdump", StatusCode::NOT_FOUND),
         ("/actuator/env", StatusCode::NOT_FOUND),
     ] {

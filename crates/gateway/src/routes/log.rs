@@ -50,6 +50,11 @@ pub(super) async fn inclusion<L: LogStore, B: BlobStore>(
     let archive = state.archive();
     let (size, checkpoint) = match size {
         None => latest(&state).await?,
+        Some(size) if size > archive.log_store().log_size().await? => {
+            return Err(ApiError::NotFound(format!(
+                "no checkpoint of size {size}: the log is smaller"
+            )));
+        }
         Some(size) => archive
             .log_store()
             .checkpoint_at_least(size)

@@ -28,6 +28,7 @@ pub fn router<L: LogStore + DeviceStore, B: BlobStore>(gateway: Arc<Gateway<L, B
         .route("/v1/log/proof/inclusion", get(log::inclusion::<L, B>))
         .route("/v1/log/proof/consistency", get(log::consistency::<L, B>))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(gateway)
 }
 
@@ -40,4 +41,8 @@ fn text(body: String) -> Response {
 
 async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }

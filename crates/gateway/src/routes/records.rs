@@ -23,7 +23,7 @@ pub const RECORD_MEDIA_TYPE: &str = "application/vnd.vellum.record";
 /// `POST /v1/records`: archives one capture of the authenticated device.
 pub(super) async fn capture<L: LogStore + DeviceStore, B: BlobStore>(
     state: State<L, B>,
-    EnrolledDevice(device): EnrolledDevice,
+    EnrolledDevice { device, credential }: EnrolledDevice,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -33,10 +33,7 @@ pub(super) async fn capture<L: LogStore + DeviceStore, B: BlobStore>(
             "the body must be {RECORD_MEDIA_TYPE}"
         )));
     }
-    let limit = state.max_capture_bytes();
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::TooLarge(format!("a capture is at most {limit} bytes")))?;
+    let bytes = read_limited(&headers, body, state.max_capture_bytes()).await?;
     let (header, body) = split_frame(&bytes)?;
 
     let unverified =
@@ -44,15 +41,30 @@ pub(super) async fn capture<L: LogStore + DeviceStore, B: BlobStore>(
     if unverified.claimed_device() != device.device_id {
         return Err(ApiError::Forbidden("the header names another device".into()));
     }
+
     let header = unverified.verify(&device.public_key).map_err(|_| {
         ApiError::BadRequest("the header signature does not verify under this device's key".into())
     })?;
+    if header.fields().custodian != device.custodian {
+        return Err(ApiError::Forbidden(
+            "the header names a custodian this device was not enrolled for".into(),
+        ));
+    }
     let body =
         SealedBody::from_bytes(body.to_vec()).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
     if body.digest() != header.fields().body {
         return Err(ApiError::BadRequest(
             "the body's digest or length does not match the header".into(),
         ));
+    }
+    // The body may have taken a while to arrive: a device revoked meanwhile is refused.
+    let current = state
+        .archive()
+        .log_store()
+        .device_by_credential(&credential)
+        .await?;
+    if current.is_none_or(|d| d.revoked_at.is_some()) {
+        return Err(ApiError::Forbidden("this device was revoked".into()));
     }
     let receipt = state
         .archive()
@@ -70,6 +82,29 @@ pub(super) async fn capture<L: LogStore + DeviceStore, B: BlobStore>(
             _ => ApiError::Unavailable,
         })?;
     Ok(text(receipt.to_text()))
+}
+
+/// The request body, refused with 413 when it is declared or turns out larger than
+/// `limit`, and with 400 when it cannot be read whole.
+async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::TooLarge(format!("a capture is at most {limit} bytes"));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(error) = source {
+            if error.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            source = error.source();
+        }
+        ApiError::BadRequest("the body could not be read whole".into())
+    })
 }
 
 /// The header and the body of a capture frame.
