@@ -472,51 +472,35 @@ async fn devices_enroll_once_and_revocation_is_final(backend: impl Backend) {
     assert_eq!(won, 1);
 }
 
+/// One test per story, for one backend.
+macro_rules! stories {
+    ($backend:expr; $($story:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $story() {
+                super::$story($backend).await;
+            }
+        )*
+    };
+}
+
 macro_rules! conformance {
     ($module:ident, $backend:expr) => {
         mod $module {
             use super::*;
 
-            #[tokio::test]
-            async fn append_and_read_back() {
-                super::append_and_read_back($backend).await;
-            }
-            #[tokio::test]
-            async fn concurrent_appends_share_batches() {
-                super::concurrent_appends_share_batches($backend).await;
-            }
-            #[tokio::test]
-            async fn retries_get_the_same_receipt_and_conflicts_are_refused() {
-                super::retries_get_the_same_receipt_and_conflicts_are_refused($backend).await;
-            }
-            #[tokio::test]
-            async fn a_restart_resumes_the_same_log() {
-                super::a_restart_resumes_the_same_log($backend).await;
-            }
-            #[tokio::test]
-            async fn a_corrupted_blob_is_never_returned() {
-                super::a_corrupted_blob_is_never_returned($backend).await;
-            }
-            #[tokio::test]
-            async fn failed_writes_leave_nothing_and_retries_succeed() {
-                super::failed_writes_leave_nothing_and_retries_succeed($backend).await;
-            }
-            #[tokio::test]
-            async fn a_newer_schema_is_refused() {
-                super::a_newer_schema_is_refused($backend).await;
-            }
-            #[tokio::test]
-            async fn the_log_and_audit_trail_are_append_only() {
-                super::the_log_and_audit_trail_are_append_only($backend).await;
-            }
-            #[tokio::test]
-            async fn two_gateways_share_one_log() {
-                super::two_gateways_share_one_log($backend).await;
-            }
-            #[tokio::test]
-            async fn devices_enroll_once_and_revocation_is_final() {
-                super::devices_enroll_once_and_revocation_is_final($backend).await;
-            }
+            stories!($backend;
+                append_and_read_back,
+                concurrent_appends_share_batches,
+                retries_get_the_same_receipt_and_conflicts_are_refused,
+                a_restart_resumes_the_same_log,
+                a_corrupted_blob_is_never_returned,
+                failed_writes_leave_nothing_and_retries_succeed,
+                a_newer_schema_is_refused,
+                the_log_and_audit_trail_are_append_only,
+                two_gateways_share_one_log,
+                devices_enroll_once_and_revocation_is_final,
+            );
         }
     };
 }
