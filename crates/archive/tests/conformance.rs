@@ -539,19 +539,8 @@ conformance!(
 /// what was stored, and a retry of the failed one lands after that.
 #[tokio::test]
 async fn a_failed_commit_does_not_take_the_next_batch_with_it() {
-    let backend = Combo {
-        meta: SqliteMeta::new(),
-        blobs: LocalBlobs::new(),
-    };
-    let (log, blobs) = backend.open().await;
-    let log = FlakyLog::new(log);
-    let puts = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let blobs = FlakyBlobs {
-        inner: blobs,
-        fail_next: Arc::default(),
-        puts: puts.clone(),
-    };
-    let archive = Arc::new(open_archive(log.clone(), blobs).await);
+    let gated = Gated::new().await;
+    let (log, archive) = (&gated.log, &gated.archive);
     let capturer = Capturer::default();
     archive.append(capturer.submission(10)).await.unwrap();
 
@@ -559,20 +548,8 @@ async fn a_failed_commit_does_not_take_the_next_batch_with_it() {
     let gate = log.gate.clone().lock_owned().await;
     log.fail_before.store(true, Ordering::SeqCst);
     let (a, b) = (capturer.submission(10), capturer.submission(10));
-    let first = tokio::spawn({
-        let (archive, a) = (archive.clone(), a.clone());
-        async move { archive.append(a).await }
-    });
-    while puts.load(Ordering::SeqCst) < 2 {
-        tokio::task::yield_now().await;
-    }
-    let second = tokio::spawn({
-        let (archive, b) = (archive.clone(), b.clone());
-        async move { archive.append(b).await }
-    });
-    while puts.load(Ordering::SeqCst) < 3 {
-        tokio::task::yield_now().await;
-    }
+    let first = gated.start_append(&a).await;
+    let second = gated.start_append(&b).await;
     drop(gate);
 
     assert!(matches!(first.await.unwrap(), Err(AppendError::Store(_))));
@@ -600,38 +577,15 @@ async fn a_failed_commit_does_not_take_the_next_batch_with_it() {
 /// though the log has not moved since).
 #[tokio::test]
 async fn records_stored_by_another_gateway_meanwhile_get_its_receipt() {
-    let backend = Combo {
-        meta: SqliteMeta::new(),
-        blobs: LocalBlobs::new(),
-    };
-    let (log, blobs) = backend.open().await;
-    let log = FlakyLog::new(log);
-    let puts = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let blobs = FlakyBlobs {
-        inner: blobs,
-        fail_next: Arc::default(),
-        puts: puts.clone(),
-    };
-    let first = Arc::new(open_archive(log.clone(), blobs).await);
+    let gated = Gated::new().await;
+    let (backend, first) = (&gated.backend, &gated.archive);
     let second = open_archive(backend.open_log().await.unwrap(), backend.open_second_blobs()).await;
     let capturer = Capturer::default();
 
-    let gate = log.gate.clone().lock_owned().await;
+    let gate = gated.log.gate.clone().lock_owned().await;
     let (x, r) = (capturer.submission(10), capturer.submission(10));
-    let waiting = tokio::spawn({
-        let (first, x) = (first.clone(), x.clone());
-        async move { first.append(x).await }
-    });
-    while puts.load(Ordering::SeqCst) < 1 {
-        tokio::task::yield_now().await;
-    }
-    let queued = tokio::spawn({
-        let (first, r) = (first.clone(), r.clone());
-        async move { first.append(r).await }
-    });
-    while puts.load(Ordering::SeqCst) < 2 {
-        tokio::task::yield_now().await;
-    }
+    let waiting = gated.start_append(&x).await;
+    let queued = gated.start_append(&r).await;
     let stored_x = second.append(x.clone()).await.unwrap();
     let stored_r = second.append(r.clone()).await.unwrap();
     drop(gate);

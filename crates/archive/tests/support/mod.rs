@@ -536,3 +536,55 @@ pub fn audit_event(n: u64) -> AuditEvent {
 pub async fn open_archive<L: LogStore, B: BlobStore>(log: L, blobs: B) -> Archive<L, B> {
     Archive::open(log, blobs, log_signer()).await.unwrap()
 }
+
+type GatedArchive = Archive<FlakyLog<SqliteStore>, FlakyBlobs<LocalBlobStore>>;
+
+/// An archive on SQLite and a folder whose commits a test can hold (`log.gate`) and
+/// whose blob writes it can count, to line batches up in the pipeline.
+pub struct Gated {
+    pub backend: Combo<SqliteMeta, LocalBlobs>,
+    pub log: FlakyLog<SqliteStore>,
+    pub puts: Arc<AtomicU64>,
+    pub archive: Arc<GatedArchive>,
+}
+
+impl Gated {
+    pub async fn new() -> Self {
+        let backend = Combo {
+            meta: SqliteMeta::new(),
+            blobs: LocalBlobs::new(),
+        };
+        let (log, blobs) = backend.open().await;
+        let log = FlakyLog::new(log);
+        let puts = Arc::new(AtomicU64::new(0));
+        let blobs = FlakyBlobs {
+            inner: blobs,
+            fail_next: Arc::default(),
+            puts: puts.clone(),
+        };
+        let archive = Arc::new(open_archive(log.clone(), blobs).await);
+        Self {
+            backend,
+            log,
+            puts,
+            archive,
+        }
+    }
+
+    /// Starts appending `submission` and returns once its batch's blobs are written:
+    /// the batch is then with the committer, or queued right behind it.
+    pub async fn start_append(
+        &self,
+        submission: &Submission,
+    ) -> tokio::task::JoinHandle<Result<vellum_protocol::receipt::Receipt, vellum_archive::AppendError>> {
+        let before = self.puts.load(Ordering::SeqCst);
+        let task = tokio::spawn({
+            let (archive, submission) = (self.archive.clone(), submission.clone());
+            async move { archive.append(submission).await }
+        });
+        while self.puts.load(Ordering::SeqCst) == before {
+            tokio::task::yield_now().await;
+        }
+        task
+    }
+}
