@@ -1,11 +1,12 @@
-//! The metadata store over SQL, shared by the SQLite and PostgreSQL backends.
+//! The metadata store over SQL, shared by the SQLite and PostgreSQL backends: the log
+//! reads, the device registry and the audit trail, through sqlx. Each backend writes
+//! its own batches (its sequencing transaction lives in its module).
 //!
-//! The SQL is the same for both: multi-row `INSERT … VALUES (…), (…)` and `IN (…)`
-//! lookups built with sqlx's `QueryBuilder`, so a batch of thousands of appends costs a
-//! handful of statements (on SQLite each statement is a round trip to a worker thread,
-//! ≈ 50 µs; a row inside a multi-row insert costs ≈ 2-3 µs). The implementations are
-//! stamped out for each concrete sqlx database by `sql_store!`: sqlx's traits do not
-//! compose into a usable generic bound across databases, and the text is identical.
+//! The SQL is the same for both: `IN (…)` lookups built with sqlx's `QueryBuilder`, so
+//! a batch of lookups costs one statement (on SQLite each statement is a round trip to
+//! a worker thread, ≈ 50 µs). The implementations are stamped out for each concrete
+//! sqlx database by `sql_store!`: sqlx's traits do not compose into a usable generic
+//! bound across databases, and the text is identical.
 
 use std::collections::HashMap;
 
