@@ -7,10 +7,11 @@
 //! ```no_run
 //! # async fn serve(
 //! #     archive: vellum_archive::Archive<vellum_archive::sqlite::SqliteStore, vellum_archive::blob::local::LocalBlobStore>,
+//! #     keyring: vellum_protocol::keyring::VerifiedKeyring,
 //! # ) -> std::io::Result<()> {
 //! use std::sync::Arc;
 //!
-//! let app = vellum_gateway::router(Arc::new(vellum_gateway::Gateway::new(archive)));
+//! let app = vellum_gateway::router(Arc::new(vellum_gateway::Gateway::new(archive, keyring)));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! axum::serve(listener, app).await
 //! # }
@@ -29,26 +30,36 @@ use std::sync::Arc;
 
 use vellum_archive::Archive;
 use vellum_archive::ports::{BlobStore, LogStore};
+use vellum_protocol::keyring::VerifiedKeyring;
 
 pub use routes::{RECORD_MEDIA_TYPE, router};
 
 /// The largest capture (framed header and sealed body) taken by default: 64 MiB.
 pub const DEFAULT_MAX_CAPTURE_BYTES: usize = 64 << 20;
 
-/// What every route shares: the archive and the limits.
+/// What every route shares: the archive, the keyring it publishes and the limits.
 #[derive(Debug)]
 pub struct Gateway<L, B> {
     archive: Archive<L, B>,
+    keyring: VerifiedKeyring,
     max_capture_bytes: usize,
 }
 
 impl<L: LogStore, B: BlobStore> Gateway<L, B> {
-    /// A gateway over an opened archive, with default limits.
-    pub fn new(archive: Archive<L, B>) -> Self {
+    /// A gateway over an opened archive, publishing `keyring` (checked by the caller
+    /// against the organisation key), with default limits. Captures are taken only
+    /// under the keyring's epoch.
+    pub fn new(archive: Archive<L, B>, keyring: VerifiedKeyring) -> Self {
         Self {
             archive,
+            keyring,
             max_capture_bytes: DEFAULT_MAX_CAPTURE_BYTES,
         }
+    }
+
+    /// The keyring statement capture clients seal to now.
+    pub fn keyring(&self) -> &VerifiedKeyring {
+        &self.keyring
     }
 
     /// Sets the largest capture taken, in bytes.

@@ -18,7 +18,7 @@ use sha2::{Digest as _, Sha256};
 use support::*;
 use vellum_archive::ports::{DeviceStore as _, LogStore as _, SecretHash};
 use vellum_gateway::RECORD_MEDIA_TYPE;
-use vellum_protocol::ids::{Custodian, DeviceId, RecordId, UnixMillis};
+use vellum_protocol::ids::{Custodian, DeviceId, Epoch, RecordId, UnixMillis};
 use vellum_protocol::keys::DeviceKey;
 use vellum_protocol::receipt::Receipt;
 use vellum_protocol::seal::BodyDigest;
@@ -225,6 +225,32 @@ async fn bad_captures_are_refused_and_change_nothing() {
             Some(&credential),
             frame(&signed_header(&key, device_id, record(3), wrong_digest), body),
             StatusCode::BAD_REQUEST,
+        ),
+        (
+            "body length mismatch",
+            Some(&credential),
+            frame(
+                &signed_header(
+                    &key,
+                    device_id,
+                    record(6),
+                    BodyDigest {
+                        len: body.len() as u64 + 1,
+                        ..good.body.digest()
+                    },
+                ),
+                body,
+            ),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "keyring epoch that is not current",
+            Some(&credential),
+            frame(
+                &signed_header_in(&key, device_id, record(7), good.body.digest(), Epoch(2)),
+                body,
+            ),
+            StatusCode::CONFLICT,
         ),
         (
             "body not an age file",

@@ -1,5 +1,6 @@
-//! The gateway's log and health routes over a real archive (SQLite and a blob folder):
-//! what they serve verifies with the log key alone, and bad requests get problems.
+//! The gateway's read routes over a real archive (SQLite and a blob folder): log,
+//! keyring and health. What they serve verifies with the log or organisation key
+//! alone, and bad requests get problems.
 
 #![allow(
     clippy::unwrap_used,
@@ -21,6 +22,20 @@ async fn health_and_readiness() {
     let f = fixture().await;
     assert_eq!(get(&f.app, "/healthz").await.0, StatusCode::OK);
     assert_eq!(get(&f.app, "/readyz").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_keyring_served_is_the_one_the_organisation_signed() {
+    let f = fixture().await;
+    let (status, content_type, note) = get(&f.app, "/v1/keyring").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    assert_eq!(note, f.gateway.keyring().note());
+    let now = f.gateway.keyring().statement().valid_from;
+    let verified = vellum_protocol::keyring::verify(note.as_bytes(), &f.org_key, None, now).unwrap();
+    assert_eq!(verified.statement().epoch.0, 1);
+    // The log key did not sign it, so a client pinning that key instead refuses it.
+    assert!(vellum_protocol::keyring::verify(note.as_bytes(), &f.log_key, None, now).is_err());
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 
 mod devices;
 mod health;
+mod keyring;
 mod log;
 mod records;
 
@@ -22,6 +23,7 @@ pub fn router<L: LogStore + DeviceStore, B: BlobStore>(gateway: Arc<Gateway<L, B
     Router::new()
         .route("/v1/devices", post(devices::enroll::<L, B>))
         .route("/v1/records", post(records::capture::<L, B>))
+        .route("/v1/keyring", get(keyring::current::<L, B>))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready::<L, B>))
         .route("/v1/log/checkpoint", get(log::checkpoint::<L, B>))

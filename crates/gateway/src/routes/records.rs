@@ -45,6 +45,14 @@ pub(super) async fn capture<L: LogStore + DeviceStore, B: BlobStore>(
     let header = unverified.verify(&device.public_key).map_err(|_| {
         ApiError::BadRequest("the header signature does not verify under this device's key".into())
     })?;
+    let current = state.keyring().statement().epoch;
+    if header.fields().epoch != current {
+        return Err(ApiError::Conflict(format!(
+            "the record is sealed under keyring epoch {}, but the current epoch is {current}: \
+             fetch /v1/keyring and seal again",
+            header.fields().epoch
+        )));
+    }
     if header.fields().custodian != device.custodian {
         return Err(ApiError::Forbidden(
             "the header names a custodian this device was not enrolled for".into(),

@@ -22,13 +22,37 @@ use vellum_protocol::header::{HeaderFields, UnverifiedHeader};
 use vellum_protocol::ids::{Channel, Custodian, DeviceId, Epoch, RecordId, RetentionClass, UnixMillis};
 use vellum_protocol::keys::{DeviceKey, generate_note_signer};
 use vellum_protocol::seal::{self, BodyDigest, Identity};
-use vellum_tlog::note::NoteVerifier;
+use vellum_protocol::keyring::{KeyringStatement, VerifiedKeyring};
+use vellum_tlog::note::{NoteSigner, NoteVerifier};
 
 pub struct Fixture {
     pub _dir: tempfile::TempDir,
     pub app: axum::Router,
     pub gateway: Arc<Gateway<SqliteStore, LocalBlobStore>>,
     pub log_key: NoteVerifier,
+    pub org_key: NoteVerifier,
+}
+
+/// An organisation key and the epoch-1 keyring statement it signed, valid for a day
+/// around now.
+pub fn keyring() -> (NoteSigner, VerifiedKeyring) {
+    let org = generate_note_signer("org.vellum.invalid").unwrap();
+    let now = UnixMillis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    );
+    let statement = KeyringStatement {
+        epoch: Epoch(1),
+        archive: Identity::generate().to_public(),
+        escrow: Identity::generate().to_public(),
+        valid_from: UnixMillis(now.0 - 3_600_000),
+        valid_until: UnixMillis(now.0 + 86_400_000),
+    };
+    let note = statement.sign(&org).unwrap();
+    let verified = vellum_protocol::keyring::verify(note.as_bytes(), &org.verifier(), None, now).unwrap();
+    (org, verified)
 }
 
 pub async fn fixture() -> Fixture {
@@ -43,14 +67,17 @@ pub async fn fixture_limited(limit: usize) -> Fixture {
     let blobs = LocalBlobStore::open(&dir.path().join("blobs")).unwrap();
     let signer = generate_note_signer("test.vellum.invalid").unwrap();
     let log_key = signer.verifier();
+    let (org, keyring) = keyring();
     let gateway = Arc::new(
-        Gateway::new(Archive::open(log, blobs, signer).await.unwrap()).with_max_capture_bytes(limit),
+        Gateway::new(Archive::open(log, blobs, signer).await.unwrap(), keyring)
+            .with_max_capture_bytes(limit),
     );
     Fixture {
         _dir: dir,
         app: router(gateway.clone()),
         gateway,
         log_key,
+        org_key: org.verifier(),
     }
 }
 
@@ -85,13 +112,24 @@ pub fn signed_header(
     record_id: RecordId,
     body: BodyDigest,
 ) -> Vec<u8> {
+    signed_header_in(device, device_id, record_id, body, Epoch(1))
+}
+
+/// Header bytes as [`signed_header`], claiming keyring epoch `epoch`.
+pub fn signed_header_in(
+    device: &DeviceKey,
+    device_id: DeviceId,
+    record_id: RecordId,
+    body: BodyDigest,
+    epoch: Epoch,
+) -> Vec<u8> {
     let fields = HeaderFields {
         record_id,
         device_id,
         custodian: Custodian::new("officer@agency.example").unwrap(),
         channel: Channel::new("signal").unwrap(),
         captured_at: UnixMillis(1_764_150_000_000),
-        epoch: Epoch(1),
+        epoch,
         retention: RetentionClass::new("finra-6y").unwrap(),
         body,
         tokens: Vec::new(),

@@ -1,0 +1,14 @@
+//! The keyring statement capture clients seal to, as the organisation signed it.
+
+use axum::response::Response;
+use vellum_archive::ports::{BlobStore, LogStore};
+
+use super::text;
+use crate::State;
+
+/// `GET /v1/keyring`: the current signed keyring statement (a C2SP signed note).
+/// Clients check it against the organisation key they pinned; the gateway cannot
+/// forge one.
+pub(super) async fn current<L: LogStore, B: BlobStore>(state: State<L, B>) -> Response {
+    text(state.keyring().note().to_owned())
+}
