@@ -25,24 +25,50 @@
 mod device;
 pub mod problem;
 mod routes;
+pub mod server;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use vellum_archive::Archive;
 use vellum_archive::ports::{BlobStore, LogStore};
 use vellum_protocol::keyring::VerifiedKeyring;
 
-pub use routes::{RECORD_MEDIA_TYPE, router};
+pub use routes::{RECORD_MEDIA_TYPE, documented_only, openapi, router};
 
 /// The largest capture (framed header and sealed body) taken by default: 64 MiB.
 pub const DEFAULT_MAX_CAPTURE_BYTES: usize = 64 << 20;
+
+/// The limits every request is held to.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The largest capture (framed header and sealed body), in bytes.
+    pub max_capture_bytes: usize,
+    /// How many requests run at once; more wait their turn.
+    pub max_concurrent_requests: usize,
+    /// How long a request may wait for its turn before it gets 503.
+    pub queue_timeout: Duration,
+    /// How long a request may take, reading its body included, before it gets 408.
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_capture_bytes: DEFAULT_MAX_CAPTURE_BYTES,
+            max_concurrent_requests: 1024,
+            queue_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(120),
+        }
+    }
+}
 
 /// What every route shares: the archive, the keyring it publishes and the limits.
 #[derive(Debug)]
 pub struct Gateway<L, B> {
     archive: Archive<L, B>,
     keyring: VerifiedKeyring,
-    max_capture_bytes: usize,
+    limits: Limits,
 }
 
 impl<L: LogStore, B: BlobStore> Gateway<L, B> {
@@ -53,7 +79,7 @@ impl<L: LogStore, B: BlobStore> Gateway<L, B> {
         Self {
             archive,
             keyring,
-            max_capture_bytes: DEFAULT_MAX_CAPTURE_BYTES,
+            limits: Limits::default(),
         }
     }
 
@@ -62,16 +88,16 @@ impl<L: LogStore, B: BlobStore> Gateway<L, B> {
         &self.keyring
     }
 
-    /// Sets the largest capture taken, in bytes.
+    /// Sets the limits.
     #[must_use]
-    pub fn with_max_capture_bytes(mut self, bytes: usize) -> Self {
-        self.max_capture_bytes = bytes;
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 
-    /// The largest capture taken, in bytes.
-    pub fn max_capture_bytes(&self) -> usize {
-        self.max_capture_bytes
+    /// The limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// The archive.

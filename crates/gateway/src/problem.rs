@@ -45,6 +45,12 @@ pub enum ApiError {
     /// class).
     #[error("{0}")]
     Unprocessable(String),
+    /// Too many requests are running; the client may retry shortly.
+    #[error("too many requests in progress")]
+    Busy,
+    /// The request took longer than the deadline (a slow body, for instance).
+    #[error("request timed out")]
+    Timeout,
     /// Storage cannot be reached; the client may retry.
     #[error("storage unavailable")]
     Unavailable,
@@ -65,7 +71,8 @@ impl ApiError {
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Busy | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -82,6 +89,8 @@ impl ApiError {
             ApiError::Gone(_) => "gone",
             ApiError::TooLarge(_) => "too-large",
             ApiError::Unprocessable(_) => "unprocessable",
+            ApiError::Busy => "busy",
+            ApiError::Timeout => "timeout",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal => "internal",
         }
@@ -106,12 +115,17 @@ impl From<&StoreError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem, as every error body is.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Problem {
+    /// `urn:vellum:problem:<kind>`, stable for clients to match on.
     #[serde(rename = "type")]
     kind: String,
-    title: &'a str,
+    /// The HTTP reason phrase.
+    title: &'static str,
+    /// The HTTP status.
     status: u16,
+    /// What to fix, when the client can act on it.
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
 }
@@ -128,7 +142,11 @@ impl IntoResponse for ApiError {
             | ApiError::Gone(d)
             | ApiError::TooLarge(d)
             | ApiError::Unprocessable(d) => Some(d.clone()),
-            ApiError::MethodNotAllowed | ApiError::Unavailable | ApiError::Internal => None,
+            ApiError::MethodNotAllowed
+            | ApiError::Busy
+            | ApiError::Timeout
+            | ApiError::Unavailable
+            | ApiError::Internal => None,
         };
         let problem = Problem {
             kind: format!("urn:vellum:problem:{}", self.kind()),
@@ -140,6 +158,9 @@ impl IntoResponse for ApiError {
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

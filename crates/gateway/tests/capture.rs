@@ -10,77 +10,16 @@
 
 mod support;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest as _, Sha256};
 use support::*;
-use vellum_archive::ports::{DeviceStore as _, LogStore as _, SecretHash};
-use vellum_gateway::RECORD_MEDIA_TYPE;
-use vellum_protocol::ids::{Custodian, DeviceId, Epoch, RecordId, UnixMillis};
+use vellum_archive::ports::{DeviceStore as _, LogStore as _};
+use vellum_protocol::ids::{DeviceId, Epoch, RecordId, UnixMillis};
 use vellum_protocol::keys::DeviceKey;
 use vellum_protocol::receipt::Receipt;
 use vellum_protocol::seal::BodyDigest;
-
-const DEVICE: &str = "0192f0c4-6a3b-7cc1-9a51-3f6e8d2b1a01";
-
-/// Issues an enrollment token valid for `ttl_ms` from now; returns its text.
-async fn token(f: &Fixture, seed: u8, ttl_ms: i64) -> String {
-    token_for(f, seed, ttl_ms, "officer@agency.example").await
-}
-
-/// [`token`], for a device of `custodian`.
-async fn token_for(f: &Fixture, seed: u8, ttl_ms: i64, custodian: &str) -> String {
-    let secret = [seed; 32];
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let custodian = Custodian::new(custodian).unwrap();
-    f.gateway
-        .archive()
-        .log_store()
-        .add_enrollment(
-            &SecretHash(Sha256::digest(secret).into()),
-            &custodian,
-            UnixMillis((now + ttl_ms) as u64),
-        )
-        .await
-        .unwrap();
-    URL_SAFE_NO_PAD.encode(secret)
-}
-
-async fn enroll(f: &Fixture, token: &str, device_id: &str, key: &DeviceKey) -> (StatusCode, String, String) {
-    let body = serde_json::json!({
-        "token": token,
-        "device_id": device_id,
-        "public_key": URL_SAFE_NO_PAD.encode(key.public().as_bytes()),
-    });
-    let request = Request::post("/v1/devices")
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap();
-    send(&f.app, request).await
-}
-
-async fn capture(f: &Fixture, credential: Option<&str>, frame: Vec<u8>) -> (StatusCode, String, String) {
-    let mut request = Request::post("/v1/records").header(header::CONTENT_TYPE, RECORD_MEDIA_TYPE);
-    if let Some(credential) = credential {
-        request = request.header(header::AUTHORIZATION, format!("Bearer {credential}"));
-    }
-    send(&f.app, request.body(Body::from(frame)).unwrap()).await
-}
-
-/// An enrolled device: its key and credential.
-async fn enrolled(f: &Fixture) -> (DeviceKey, String) {
-    let key = DeviceKey::generate();
-    let token = token(f, 0x51, 60_000).await;
-    let (status, _, body) = enroll(f, &token, DEVICE, &key).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
-    (key, answer["credential"].as_str().unwrap().to_owned())
-}
 
 #[tokio::test]
 async fn a_token_enrolls_one_device_once_before_it_expires() {
@@ -120,7 +59,7 @@ async fn a_token_enrolls_one_device_once_before_it_expires() {
 #[tokio::test]
 async fn a_capture_is_answered_with_a_receipt_that_verifies() {
     let f = fixture().await;
-    let (key, credential) = enrolled(&f).await;
+    let (key, credential) = enrolled_device(&f).await;
     let submission = submission_of(&key, DeviceId::parse(DEVICE).unwrap(), 1);
     let framed = frame(submission.header.as_bytes(), submission.body.as_bytes());
 
@@ -143,7 +82,7 @@ async fn a_capture_is_answered_with_a_receipt_that_verifies() {
 #[tokio::test]
 async fn bad_captures_are_refused_and_change_nothing() {
     let f = fixture_limited(64 * 1024).await;
-    let (key, credential) = enrolled(&f).await;
+    let (key, credential) = enrolled_device(&f).await;
     let device_id = DeviceId::parse(DEVICE).unwrap();
     let good = submission_of(&key, device_id, 1);
     let body = good.body.as_bytes();

@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use vellum_archive::error::EnrollError;
 use vellum_archive::ports::{BlobStore, DeviceStore, LogStore, NewDevice};
 use vellum_protocol::ids::{DeviceId, UnixMillis};
@@ -12,9 +13,9 @@ use vellum_protocol::keys::DevicePublicKey;
 
 use crate::State;
 use crate::device::{hash_secret, new_secret};
-use crate::problem::ApiError;
+use crate::problem::{ApiError, Problem};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct EnrollRequest {
     /// The one-time enrollment token (base64url).
@@ -25,15 +26,23 @@ pub(super) struct EnrollRequest {
     public_key: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct Enrolled {
+    /// The device id, as sent.
     device_id: String,
+    /// The custodian the enrollment token was issued for.
     custodian: String,
     /// The device credential (base64url): shown this once, never stored.
     credential: String,
 }
 
 /// `POST /v1/devices`: enrolls a device.
+#[utoipa::path(post, path = "/v1/devices", tag = "capture", request_body = EnrollRequest, responses(
+    (status = 201, description = "Enrolled; the credential is shown this once.", body = Enrolled),
+    (status = 400, description = "Malformed request.", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = "Unknown enrollment token.", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "Token used already, or the device id is enrolled.", body = Problem, content_type = "application/problem+json"),
+    (status = 410, description = "The token has expired.", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn enroll<L: LogStore + DeviceStore, B: BlobStore>(
     state: State<L, B>,
     body: Result<Json<EnrollRequest>, JsonRejection>,

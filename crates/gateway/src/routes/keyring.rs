@@ -9,6 +9,8 @@ use crate::State;
 /// `GET /v1/keyring`: the current signed keyring statement (a C2SP signed note).
 /// Clients check it against the organisation key they pinned; the gateway cannot
 /// forge one.
+#[utoipa::path(get, path = "/v1/keyring", tag = "capture", responses(
+    (status = 200, description = "The current keyring statement, a signed note (docs/formats.md).", body = String, content_type = "text/plain")))]
 pub(super) async fn current<L: LogStore, B: BlobStore>(state: State<L, B>) -> Response {
     text(state.keyring().note().to_owned())
 }

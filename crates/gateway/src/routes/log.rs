@@ -5,12 +5,13 @@ use axum::extract::Query;
 use axum::extract::rejection::QueryRejection;
 use axum::response::Response;
 use serde::Deserialize;
+use utoipa::IntoParams;
 use vellum_archive::ports::{BlobStore, LogStore};
 use vellum_tlog::proof::{ConsistencyProof, TlogProof};
 
 use super::text;
 use crate::State;
-use crate::problem::ApiError;
+use crate::problem::{ApiError, Problem};
 
 fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     query
@@ -28,11 +29,15 @@ async fn latest<L: LogStore, B: BlobStore>(state: &State<L, B>) -> Result<(u64, 
 }
 
 /// `GET /v1/log/checkpoint`: the newest signed checkpoint (a C2SP signed note).
+#[utoipa::path(get, path = "/v1/log/checkpoint", tag = "log", responses(
+    (status = 200, description = "The newest checkpoint, a C2SP signed note.", body = String, content_type = "text/plain"),
+    (status = 404, description = "The log is empty.", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn checkpoint<L: LogStore, B: BlobStore>(state: State<L, B>) -> Result<Response, ApiError> {
     Ok(text(latest(&state).await?.1))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct InclusionQuery {
     /// The leaf.
     index: u64,
@@ -42,6 +47,10 @@ pub(super) struct InclusionQuery {
 
 /// `GET /v1/log/proof/inclusion?index=I[&size=N]`: a `c2sp.org/tlog-proof@v1` for leaf
 /// `I` (its log entry in `extra`) against the checkpoint of size `N`, or the newest.
+#[utoipa::path(get, path = "/v1/log/proof/inclusion", tag = "log", params(InclusionQuery), responses(
+    (status = 200, description = "A c2sp.org/tlog-proof@v1 with the leaf's log entry.", body = String, content_type = "text/plain"),
+    (status = 400, description = "The leaf is not in the tree.", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No checkpoint of that size.", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn inclusion<L: LogStore, B: BlobStore>(
     state: State<L, B>,
     params: Result<Query<InclusionQuery>, QueryRejection>,
@@ -85,14 +94,20 @@ pub(super) async fn inclusion<L: LogStore, B: BlobStore>(
     Ok(text(proof.to_text()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ConsistencyQuery {
+    /// The smaller tree size (at least 1).
     old: u64,
+    /// The larger tree size (at most the log size).
     new: u64,
 }
 
 /// `GET /v1/log/proof/consistency?old=M&new=N`: a `vellum/consistency-proof/v1`
 /// showing that the tree of `M` leaves is a prefix of the tree of `N`.
+#[utoipa::path(get, path = "/v1/log/proof/consistency", tag = "log", params(ConsistencyQuery), responses(
+    (status = 200, description = "A vellum/consistency-proof/v1 (docs/formats.md).", body = String, content_type = "text/plain"),
+    (status = 400, description = "The sizes are out of range.", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn consistency<L: LogStore, B: BlobStore>(
     state: State<L, B>,
     params: Result<Query<ConsistencyQuery>, QueryRejection>,

@@ -1,5 +1,9 @@
-//! The public routes. Each module owns its handlers; [`router`] is the whole surface,
-//! and nothing else is served (invariant I2).
+//! The public routes. Each module owns its handlers; [`router`] is the whole surface.
+//!
+//! The OpenAPI document ([`openapi`], generated from the handlers' annotations and
+//! committed as `docs/openapi.json`) is also the allow-list: a request whose method
+//! and path it does not name is answered 404 or 405 before any handler runs, so a
+//! route added without documentation is unreachable (invariant I2).
 
 mod devices;
 mod health;
@@ -8,19 +12,74 @@ mod log;
 mod records;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::http::header;
+use axum::extract::{Request, State};
+use axum::http::{Method, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tokio::sync::Semaphore;
+use utoipa::OpenApi as _;
+use utoipa::openapi::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use vellum_archive::ports::{BlobStore, DeviceStore, LogStore};
 
 use crate::Gateway;
 use crate::problem::ApiError;
 
-/// The gateway's router: every public route, and a problem+json 404 for anything else.
+pub use records::RECORD_MEDIA_TYPE;
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Vellum gateway",
+        description = "Capture, keyring and log access of a Vellum archive. Errors are RFC 9457 problems.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    paths(
+        devices::enroll,
+        records::capture,
+        keyring::current,
+        log::checkpoint,
+        log::inclusion,
+        log::consistency,
+        health::live,
+        health::ready,
+    ),
+    modifiers(&DeviceCredential)
+)]
+struct ApiDoc;
+
+struct DeviceCredential;
+
+impl utoipa::Modify for DeviceCredential {
+    fn modify(&self, openapi: &mut OpenApi) {
+        let scheme = SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer));
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("device_credential", scheme);
+    }
+}
+
+/// The OpenAPI 3.1 document of every public route.
+pub fn openapi() -> OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc
+}
+
+/// The gateway's router: every documented route, behind the allow-list, the
+/// concurrency limit and the request deadline.
 pub fn router<L: LogStore + DeviceStore, B: BlobStore>(gateway: Arc<Gateway<L, B>>) -> Router {
-    Router::new()
+    let limits = Arc::new(Limiter {
+        permits: Semaphore::new(gateway.limits().max_concurrent_requests),
+        queue_timeout: gateway.limits().queue_timeout,
+        request_timeout: gateway.limits().request_timeout,
+    });
+    let router = Router::new()
         .route("/v1/devices", post(devices::enroll::<L, B>))
         .route("/v1/records", post(records::capture::<L, B>))
         .route("/v1/keyring", get(keyring::current::<L, B>))
@@ -32,9 +91,107 @@ pub fn router<L: LogStore + DeviceStore, B: BlobStore>(gateway: Arc<Gateway<L, B
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(gateway)
+        .layer(middleware::from_fn_with_state(limits, limit));
+    documented_only(router)
 }
 
-pub use records::RECORD_MEDIA_TYPE;
+/// `router` behind the allow-list of [`openapi`]: whatever else it routes is 404/405.
+pub fn documented_only(router: Router) -> Router {
+    router.layer(middleware::from_fn_with_state(
+        Arc::new(AllowList::of(&openapi())),
+        only_documented,
+    ))
+}
+
+/// The documented operations: `(method, path template)`.
+#[derive(Debug)]
+struct AllowList(Vec<(Method, Vec<String>)>);
+
+impl AllowList {
+    /// Every operation of `doc`.
+    fn of(doc: &OpenApi) -> Self {
+        let mut operations = Vec::new();
+        for (path, item) in &doc.paths.paths {
+            let segments: Vec<String> = path.split('/').map(str::to_owned).collect();
+            let methods = [
+                (Method::GET, item.get.is_some()),
+                (Method::PUT, item.put.is_some()),
+                (Method::POST, item.post.is_some()),
+                (Method::DELETE, item.delete.is_some()),
+                (Method::OPTIONS, item.options.is_some()),
+                (Method::HEAD, item.head.is_some()),
+                (Method::PATCH, item.patch.is_some()),
+                (Method::TRACE, item.trace.is_some()),
+            ];
+            for (method, present) in methods {
+                if present {
+                    operations.push((method, segments.clone()));
+                }
+            }
+        }
+        Self(operations)
+    }
+
+    /// Whether `path` matches a documented path, and whether with `method`.
+    fn check(&self, method: &Method, path: &str) -> Result<(), ApiError> {
+        let mut path_known = false;
+        for (allowed, template) in &self.0 {
+            if matches(template, path) {
+                if allowed == method {
+                    return Ok(());
+                }
+                path_known = true;
+            }
+        }
+        Err(if path_known {
+            ApiError::MethodNotAllowed
+        } else {
+            ApiError::NotFound("no such route".into())
+        })
+    }
+}
+
+/// `{name}` in a template matches one non-empty segment; anything else itself.
+fn matches(template: &[String], path: &str) -> bool {
+    let mut segments = path.split('/');
+    let all = template.iter().all(|expected| {
+        segments.next().is_some_and(|segment| {
+            let variable = expected.starts_with('{') && expected.ends_with('}');
+            if variable {
+                !segment.is_empty()
+            } else {
+                segment == expected
+            }
+        })
+    });
+    all && segments.next().is_none()
+}
+
+async fn only_documented(State(allowed): State<Arc<AllowList>>, request: Request, next: Next) -> Response {
+    match allowed.check(request.method(), request.uri().path()) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+struct Limiter {
+    permits: Semaphore,
+    queue_timeout: Duration,
+    request_timeout: Duration,
+}
+
+/// At most `max_concurrent_requests` requests run at once; one that waits longer
+/// than the queue timeout for its turn gets 503, one that runs (reading its body
+/// included) longer than the request timeout gets 408.
+async fn limit(State(limits): State<Arc<Limiter>>, request: Request, next: Next) -> Response {
+    let Ok(Ok(_permit)) = tokio::time::timeout(limits.queue_timeout, limits.permits.acquire()).await else {
+        return ApiError::Busy.into_response();
+    };
+    match tokio::time::timeout(limits.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout.into_response(),
+    }
+}
 
 /// A plain-text answer (signed notes, proofs, receipts).
 fn text(body: String) -> Response {
@@ -47,4 +204,21 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_match_whole_segments() {
+        let t = |s: &str| s.split('/').map(str::to_owned).collect::<Vec<_>>();
+        assert!(matches(&t("/v1/cases/{id}"), "/v1/cases/42"));
+        assert!(!matches(&t("/v1/cases/{id}"), "/v1/cases/"));
+        assert!(!matches(&t("/v1/cases/{id}"), "/v1/cases/42/x"));
+        assert!(!matches(&t("/v1/cases"), "/v1/cases/"));
+        assert!(!matches(&t("/v1/cases"), "/v1/case"));
+        assert!(matches(&t("/healthz"), "/healthz"));
+        assert!(!matches(&t("/healthz"), "/healthz/"));
+    }
 }

@@ -15,12 +15,24 @@ use vellum_protocol::seal::SealedBody;
 use super::text;
 use crate::State;
 use crate::device::EnrolledDevice;
-use crate::problem::ApiError;
+use crate::problem::{ApiError, Problem};
 
 /// The media type of a capture.
 pub const RECORD_MEDIA_TYPE: &str = "application/vnd.vellum.record";
 
 /// `POST /v1/records`: archives one capture of the authenticated device.
+#[utoipa::path(post, path = "/v1/records", tag = "capture",
+    request_body(content = Vec<u8>, content_type = "application/vnd.vellum.record",
+        description = "u32 big-endian header length, the signed header, the sealed body (docs/formats.md)."),
+    security(("device_credential" = [])),
+    responses(
+    (status = 200, description = "Durable; the receipt, a c2sp.org/tlog-proof@v1.", body = String, content_type = "text/plain"),
+    (status = 400, description = "Malformed frame, header, signature, body or digest.", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = "No valid device credential.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Another device's or custodian's record, or a revoked device.", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "Record id archived with other bytes, or a keyring epoch that is not current.", body = Problem, content_type = "application/problem+json"),
+    (status = 413, description = "Over the size limit.", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "Retention class not configured.", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn capture<L: LogStore + DeviceStore, B: BlobStore>(
     state: State<L, B>,
     EnrolledDevice { device, credential }: EnrolledDevice,
@@ -33,7 +45,7 @@ pub(super) async fn capture<L: LogStore + DeviceStore, B: BlobStore>(
             "the body must be {RECORD_MEDIA_TYPE}"
         )));
     }
-    let bytes = read_limited(&headers, body, state.max_capture_bytes()).await?;
+    let bytes = read_limited(&headers, body, state.limits().max_capture_bytes).await?;
     let (header, body) = split_frame(&bytes)?;
 
     let unverified =

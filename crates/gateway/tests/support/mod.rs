@@ -12,17 +12,22 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http_body_util::BodyExt as _;
+use sha2::{Digest as _, Sha256};
 use tower::ServiceExt as _;
 use vellum_archive::blob::local::LocalBlobStore;
+use vellum_archive::ports::{DeviceStore as _, SecretHash};
 use vellum_archive::sqlite::SqliteStore;
 use vellum_archive::{Archive, Submission};
+use vellum_gateway::RECORD_MEDIA_TYPE;
 use vellum_gateway::{Gateway, router};
 use vellum_protocol::header::{HeaderFields, UnverifiedHeader};
 use vellum_protocol::ids::{Channel, Custodian, DeviceId, Epoch, RecordId, RetentionClass, UnixMillis};
+use vellum_protocol::keyring::{KeyringStatement, VerifiedKeyring};
 use vellum_protocol::keys::{DeviceKey, generate_note_signer};
 use vellum_protocol::seal::{self, BodyDigest, Identity};
-use vellum_protocol::keyring::{KeyringStatement, VerifiedKeyring};
 use vellum_tlog::note::{NoteSigner, NoteVerifier};
 
 pub struct Fixture {
@@ -61,6 +66,15 @@ pub async fn fixture() -> Fixture {
 
 /// A fixture whose gateway takes captures of at most `limit` bytes.
 pub async fn fixture_limited(limit: usize) -> Fixture {
+    fixture_with(vellum_gateway::Limits {
+        max_capture_bytes: limit,
+        ..Default::default()
+    })
+    .await
+}
+
+/// A fixture whose gateway holds requests to `limits`.
+pub async fn fixture_with(limits: vellum_gateway::Limits) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("meta.db").display());
     let log = SqliteStore::open(&url).await.unwrap();
@@ -68,10 +82,8 @@ pub async fn fixture_limited(limit: usize) -> Fixture {
     let signer = generate_note_signer("test.vellum.invalid").unwrap();
     let log_key = signer.verifier();
     let (org, keyring) = keyring();
-    let gateway = Arc::new(
-        Gateway::new(Archive::open(log, blobs, signer).await.unwrap(), keyring)
-            .with_max_capture_bytes(limit),
-    );
+    let gateway =
+        Arc::new(Gateway::new(Archive::open(log, blobs, signer).await.unwrap(), keyring).with_limits(limits));
     Fixture {
         _dir: dir,
         app: router(gateway.clone()),
@@ -174,4 +186,68 @@ pub fn assert_problem(answer: &(StatusCode, String, String), status: StatusCode)
             .unwrap()
             .starts_with("urn:vellum:problem:")
     );
+}
+
+pub const DEVICE: &str = "0192f0c4-6a3b-7cc1-9a51-3f6e8d2b1a01";
+
+/// Issues an enrollment token valid for `ttl_ms` from now; returns its text.
+pub async fn token(f: &Fixture, seed: u8, ttl_ms: i64) -> String {
+    token_for(f, seed, ttl_ms, "officer@agency.example").await
+}
+
+/// [`token`], for a device of `custodian`.
+pub async fn token_for(f: &Fixture, seed: u8, ttl_ms: i64, custodian: &str) -> String {
+    let secret = [seed; 32];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let custodian = Custodian::new(custodian).unwrap();
+    f.gateway
+        .archive()
+        .log_store()
+        .add_enrollment(
+            &SecretHash(Sha256::digest(secret).into()),
+            &custodian,
+            UnixMillis((now + ttl_ms) as u64),
+        )
+        .await
+        .unwrap();
+    URL_SAFE_NO_PAD.encode(secret)
+}
+
+pub async fn enroll(
+    f: &Fixture,
+    token: &str,
+    device_id: &str,
+    key: &DeviceKey,
+) -> (StatusCode, String, String) {
+    let body = serde_json::json!({
+        "token": token,
+        "device_id": device_id,
+        "public_key": URL_SAFE_NO_PAD.encode(key.public().as_bytes()),
+    });
+    let request = Request::post("/v1/devices")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    send(&f.app, request).await
+}
+
+pub async fn capture(f: &Fixture, credential: Option<&str>, frame: Vec<u8>) -> (StatusCode, String, String) {
+    let mut request = Request::post("/v1/records").header(header::CONTENT_TYPE, RECORD_MEDIA_TYPE);
+    if let Some(credential) = credential {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {credential}"));
+    }
+    send(&f.app, request.body(Body::from(frame)).unwrap()).await
+}
+
+/// An enrolled device: its key and credential.
+pub async fn enrolled_device(f: &Fixture) -> (DeviceKey, String) {
+    let key = DeviceKey::generate();
+    let token = token(f, 0x51, 60_000).await;
+    let (status, _, body) = enroll(f, &token, DEVICE, &key).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    (key, answer["credential"].as_str().unwrap().to_owned())
 }

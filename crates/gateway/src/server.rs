@@ -1,0 +1,148 @@
+//! Serving the router on a socket: plain HTTP/1.1 or TLS (rustls), with a deadline for
+//! request headers, graceful shutdown, and the process hardening of invariant I2.
+//!
+//! `axum::serve` has no TLS and no header deadline, so connections are accepted here
+//! and handed to hyper directly; the router is the same either way.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// How long a client may take to send its request headers (and finish a TLS
+/// handshake) before the connection is dropped.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long open connections get to finish at shutdown.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Turns off core dumps and attachment by other processes of the same user
+/// (`PR_SET_DUMPABLE` 0, `RLIMIT_CORE` 0): a compromised neighbour cannot read the
+/// log key or credentials out of this process's memory, and a crash leaves no dump.
+pub fn harden_process() -> io::Result<()> {
+    use rustix::process::{DumpableBehavior, Resource, Rlimit, set_dumpable_behavior, setrlimit};
+    setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    )?;
+    set_dumpable_behavior(DumpableBehavior::NotDumpable)?;
+    Ok(())
+}
+
+/// A TLS acceptor for a PEM certificate chain and its PEM private key.
+pub fn tls_acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, String> {
+    let read = |path: &Path| std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
+    let certs = CertificateDer::pem_slice_iter(&read(cert_file)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: not a PEM certificate chain: {e}", cert_file.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in it", cert_file.display()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&read(key_file)?)
+        .map_err(|_| format!("{}: no PEM private key in it", key_file.display()))?;
+    let config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+            .map_err(|e| format!("TLS configuration: {e}"))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// True when serving plain HTTP on `addr` would expose credentials to the network.
+pub fn plain_http_is_exposed(addr: &SocketAddr) -> bool {
+    !addr.ip().is_loopback()
+}
+
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown`
+/// resolves, then lets open connections finish for up to [`DRAIN_TIMEOUT`].
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, for instance: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let app = app.clone();
+        match &tls {
+            None => serve_connection(stream, app, &graceful),
+            Some(tls) => {
+                let tls = tls.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let connection = connection(stream, app);
+                            if let Err(e) = watcher.watch(connection).await {
+                                tracing::debug!(error = %e, "connection ended");
+                            }
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the drain timeout were closed");
+    }
+}
+
+fn serve_connection<I>(io: I, app: Router, graceful: &GracefulShutdown)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = graceful.watch(connection(io, app));
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "connection ended");
+        }
+    });
+}
+
+fn connection<I>(
+    io: I,
+    app: Router,
+) -> hyper::server::conn::http1::Connection<TokioIo<I>, TowerToHyperService<Router>>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(app))
+}

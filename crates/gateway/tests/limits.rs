@@ -1,0 +1,71 @@
+//! Requests are held to a deadline and a concurrency limit: a client that never
+//! finishes its body neither holds a slot forever nor blocks the others for long.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a failed unwrap is a failed test"
+)]
+
+mod support;
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::http::{Request, StatusCode, header};
+use support::*;
+use vellum_archive::ports::LogStore as _;
+use vellum_gateway::{Limits, RECORD_MEDIA_TYPE};
+
+/// A request body whose bytes never arrive.
+struct Stalled;
+
+impl HttpBody for Stalled {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        Poll::Pending
+    }
+}
+
+fn stalled_capture(credential: &str) -> Request<Body> {
+    Request::post("/v1/records")
+        .header(header::AUTHORIZATION, format!("Bearer {credential}"))
+        .header(header::CONTENT_TYPE, RECORD_MEDIA_TYPE)
+        .body(Body::new(Stalled))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_stalled_body_times_out_and_a_full_gateway_answers_busy() {
+    // The credential is checked before the body is read: enroll a device so that the
+    // handler waits for the body.
+    let f = fixture_with(Limits {
+        max_concurrent_requests: 1,
+        queue_timeout: Duration::from_millis(100),
+        request_timeout: Duration::from_millis(600),
+        ..Limits::default()
+    })
+    .await;
+    let (_key, credential) = enrolled_device(&f).await;
+    let stalled = stalled_capture(&credential);
+    let app = f.app.clone();
+    let slow = tokio::spawn(async move { send(&app, stalled).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // The one slot is taken: the next request waits its queue timeout, then gets 503.
+    let busy = get(&f.app, "/healthz").await;
+    assert_problem(&busy, StatusCode::SERVICE_UNAVAILABLE);
+
+    // The stalled request is cut off at its deadline…
+    assert_problem(&slow.await.unwrap(), StatusCode::REQUEST_TIMEOUT);
+    // …and its slot is free again.
+    assert_eq!(get(&f.app, "/healthz").await.0, StatusCode::OK);
+    assert_eq!(f.gateway.archive().log_store().log_size().await.unwrap(), 0);
+}
