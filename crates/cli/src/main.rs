@@ -5,11 +5,15 @@
 //! log checkpoints and proofs (`verify`), and an end-to-end `demo`.
 
 mod bench;
+mod capture;
 mod demo;
 mod error;
 mod files;
 mod keys;
+mod quickstart;
 mod sealing;
+mod serve;
+mod telemetry;
 mod verify;
 
 use std::path::PathBuf;
@@ -40,6 +44,24 @@ enum Command {
     /// Measure the archive (see docs/performance.md).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run the gateway configured by a TOML file (docs/operations.md).
+    Serve {
+        /// The configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Initialise an embedded deployment on first run, then serve it.
+    Quickstart {
+        /// The deployment's folder (reused when it exists).
+        #[arg(long, value_name = "DIR", default_value = "vellum-data")]
+        data: PathBuf,
+        /// Address to listen on (default 127.0.0.1:8080, or the configured one).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Capture client: enroll a device, send messages, show the spool.
+    #[command(subcommand)]
+    Capture(capture::CaptureCommand),
     /// Run the whole capture path locally: keys, keyring, seal, sign, log, receipts, open.
     Demo {
         /// Folder to write the demo's files into (must not exist yet).
@@ -73,6 +95,9 @@ fn main() -> ExitCode {
         Command::Verify(command) => verify::run(&command),
         Command::Bench(BenchCommand::Storage(args)) => bench::storage(&args),
         Command::Demo { dir } => demo::run(&dir),
+        Command::Serve { config } => serve::Config::load(&config).and_then(serve::run),
+        Command::Quickstart { data, listen } => quickstart::run(&data, listen),
+        Command::Capture(command) => capture::run(&command),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,6 +11,7 @@
 //! | [`age_header`] | the structural check of age files a keyless party can make |
 //! | [`header`] | the signed, canonical record header; parse-then-verify |
 //! | [`blind`] | blind tokens and the normalisation of participant ids |
+//! | [`bundle`] | the enrollment bundle an administrator hands to a capture client |
 //! | [`keyring`] | the organisation-signed keyring statement, rollback refusal |
 //! | [`receipt`] | log entries and capture receipts (C2SP `tlog-proof`) |
 //!
@@ -48,6 +49,7 @@
 
 pub mod age_header;
 pub mod blind;
+pub mod bundle;
 pub mod document;
 pub mod header;
 pub mod ids;

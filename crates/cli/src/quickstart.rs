@@ -1,0 +1,219 @@
+//! `vellum quickstart [--data DIR] [--listen ADDR]`: an embedded deployment (SQLite and
+//! a blob folder) initialised on first run, then served.
+//!
+//! ```text
+//! DIR/vellum.toml            the configuration `vellum serve --config` reads
+//! DIR/vellum.db, DIR/blobs/  the archive
+//! DIR/keys/log.skey          the log signing key (the gateway's only private key)
+//! DIR/keys/epoch-1.age       the epoch-1 archive identity, sealed to the auditor and escrow
+//! DIR/keyring.note           the epoch-1 keyring statement, signed by the organisation
+//! DIR/org.vkey, DIR/log.vkey the public keys that verify keyrings and receipts
+//! DIR/offline/               what must NOT stay on the gateway host:
+//!     org.skey                 the organisation signing key
+//!     auditor.key              the auditor's identity
+//!     escrow.key               the escrow identity
+//!     index.key                the blind-index key (for auditors and new bundles)
+//!     demo-device.bundle.json  a one-time enrollment bundle for a demo device
+//! ```
+//!
+//! The configuration is written last: a folder without it is an interrupted
+//! initialisation and is refused rather than half-reused.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use vellum_archive::ports::{DeviceStore as _, SecretHash};
+use vellum_archive::sqlite::SqliteStore;
+use vellum_protocol::blind::IndexKey;
+use vellum_protocol::bundle::Bundle;
+use vellum_protocol::ids::{Custodian, Epoch, RetentionClass, UnixMillis};
+use vellum_protocol::keyring::KeyringStatement;
+use vellum_protocol::keys::generate_note_signer;
+use vellum_protocol::seal::{self, Identity, format_identity_file};
+use zeroize::Zeroizing;
+
+use crate::error::{CliError, Kind};
+use crate::files::write_output;
+use crate::keys::now_ms;
+use crate::serve::{self, Config};
+
+const DAY_MS: u64 = 86_400_000;
+const DEMO_CUSTODIAN: &str = "demo.custodian@agency.example";
+const DEMO_RETENTION: &str = "default";
+
+fn fail(e: impl std::fmt::Display) -> CliError {
+    CliError::new(Kind::Other, format!("quickstart: {e}"))
+}
+
+pub(crate) fn run(data: &Path, listen: Option<SocketAddr>) -> Result<(), CliError> {
+    let config_path = data.join("vellum.toml");
+    if config_path.exists() {
+        eprintln!("vellum: reusing the deployment in {}", data.display());
+    } else {
+        let listen = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        initialise(data, listen)?;
+    }
+    let mut config = Config::load(&config_path)?;
+    if let Some(listen) = listen {
+        config.listen = listen;
+    }
+    serve::run(config)
+}
+
+fn initialise(data: &Path, listen: SocketAddr) -> Result<(), CliError> {
+    let occupied = std::fs::read_dir(data).is_ok_and(|mut d| d.next().is_some());
+    if occupied {
+        return Err(fail(format!(
+            "{} exists but holds no vellum.toml: an interrupted initialisation or another \
+             program's folder; remove it or pick another --data",
+            data.display()
+        )));
+    }
+    for dir in [data.to_owned(), data.join("keys"), data.join("offline")] {
+        private_dir(&dir)?;
+    }
+    let now = now_ms();
+    let host = "quickstart.vellum.invalid";
+    let org = generate_note_signer(&format!("{host}/org")).map_err(fail)?;
+    let log = generate_note_signer(&format!("{host}/log")).map_err(fail)?;
+    let auditor = Identity::generate();
+    let escrow = Identity::generate();
+    let epoch_identity = Identity::generate();
+    let index_key = IndexKey::generate();
+
+    let offline = data.join("offline");
+    write_output(Some(&offline.join("org.skey")), line(&org.to_skey()).as_bytes())?;
+    write_output(Some(&data.join("keys/log.skey")), line(&log.to_skey()).as_bytes())?;
+    // The public halves, for anyone to verify keyrings, checkpoints and receipts.
+    write_output(
+        Some(&data.join("org.vkey")),
+        format!("{}\n", org.verifier()).as_bytes(),
+    )?;
+    write_output(
+        Some(&data.join("log.vkey")),
+        format!("{}\n", log.verifier()).as_bytes(),
+    )?;
+    write_output(
+        Some(&offline.join("auditor.key")),
+        format_identity_file(&auditor, now).as_bytes(),
+    )?;
+    write_output(
+        Some(&offline.join("escrow.key")),
+        format_identity_file(&escrow, now).as_bytes(),
+    )?;
+    let index_text = Zeroizing::new(URL_SAFE_NO_PAD.encode(*index_key.to_bytes()));
+    write_output(Some(&offline.join("index.key")), line(&index_text).as_bytes())?;
+    let wrapped = seal::seal(
+        &[auditor.to_public(), escrow.to_public()],
+        format_identity_file(&epoch_identity, now).as_bytes(),
+    )
+    .map_err(fail)?;
+    write_output(Some(&data.join("keys/epoch-1.age")), wrapped.as_bytes())?;
+
+    let statement = KeyringStatement {
+        epoch: Epoch(1),
+        archive: epoch_identity.to_public(),
+        escrow: escrow.to_public(),
+        valid_from: UnixMillis(now - 60_000),
+        valid_until: UnixMillis(now + 365 * DAY_MS),
+    };
+    let note = statement.sign(&org).map_err(fail)?;
+    write_output(Some(&data.join("keyring.note")), note.as_bytes())?;
+
+    // The demo device's one-time token, registered as a hash before the bundle exists.
+    let mut token = Zeroizing::new([0u8; 32]);
+    getrandom::getrandom(token.as_mut()).map_err(fail)?;
+    let expires_at = UnixMillis(now + 7 * DAY_MS);
+    let custodian = Custodian::new(DEMO_CUSTODIAN).map_err(fail)?;
+    let db = data.join("vellum.db");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(fail)?;
+    runtime.block_on(async {
+        let store = SqliteStore::open(&format!("sqlite://{}", db.display()))
+            .await
+            .map_err(fail)?;
+        let hash = SecretHash(sha2_256(&*token));
+        store
+            .add_enrollment(&hash, &custodian, expires_at)
+            .await
+            .map_err(fail)?;
+        Ok::<(), CliError>(())
+    })?;
+    let public_url = format!("http://{listen}");
+    let bundle = Bundle {
+        gateway: public_url.clone(),
+        org_key: org.verifier(),
+        log_key: log.verifier(),
+        index_key,
+        token: Zeroizing::new(URL_SAFE_NO_PAD.encode(*token)),
+        custodian,
+        retention: RetentionClass::new(DEMO_RETENTION).map_err(fail)?,
+        expires_at,
+    };
+    let bundle_path = offline.join("demo-device.bundle.json");
+    write_output(Some(&bundle_path), bundle.to_json().as_bytes())?;
+
+    let config = format!(
+        "# Vellum gateway configuration, written by `vellum quickstart`.\n\
+         # Paths are relative to this file. See docs/operations.md for every setting.\n\
+         listen = \"{listen}\"\n\
+         log_key_file = \"keys/log.skey\"\n\
+         keyring_file = \"keyring.note\"\n\
+         org_key = \"{org_key}\"\n\
+         \n\
+         [database]\n\
+         url = \"sqlite://vellum.db\"\n\
+         \n\
+         [blobs]\n\
+         folder = \"blobs\"\n\
+         \n\
+         [telemetry]\n\
+         format = \"text\"\n",
+        org_key = org.verifier(),
+    );
+    write_output(Some(&data.join("vellum.toml")), config.as_bytes())?;
+
+    let d = data.display();
+    println!("Initialised a Vellum deployment in {d}/ (SQLite and a blob folder).");
+    println!();
+    println!("WARNING: {d}/offline/ holds keys that must not stay on the gateway host:");
+    println!("  {d}/offline/auditor.key   the auditor's identity: it belongs on the auditor's machine.");
+    println!(
+        "                            Move it there and delete it here; whoever holds it can open every record."
+    );
+    println!(
+        "  {d}/offline/escrow.key    the escrow identity: split it among custodians, keep no whole copy."
+    );
+    println!("  {d}/offline/org.skey      the organisation key that signs keyrings: keep it offline.");
+    println!("  {d}/offline/index.key     the blind-index key: for auditors and capture clients only.");
+    println!();
+    println!("Enroll the demo device (custodian {DEMO_CUSTODIAN}; the bundle works once, for 7 days):");
+    println!(
+        "  vellum capture enroll {} --dir demo-device",
+        bundle_path.display()
+    );
+    println!();
+    Ok(())
+}
+
+fn line(text: &str) -> Zeroizing<String> {
+    Zeroizing::new(format!("{text}\n"))
+}
+
+fn sha2_256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
+}
+
+fn private_dir(dir: &PathBuf) -> Result<(), CliError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| CliError::io(dir, "create folder", &e))
+}

@@ -1,0 +1,396 @@
+//! `vellum serve --config FILE`: the gateway, configured by a TOML file.
+//!
+//! Secrets are read from files the configuration names (the log key, a database
+//! password, S3 credentials, the TLS key), never from the command line or the
+//! configuration itself. Relative paths are relative to the configuration file.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use vellum_archive::Archive;
+use vellum_archive::blob::local::LocalBlobStore;
+use vellum_archive::blob::s3::{RetentionPeriod, S3BlobStore, S3Config};
+use vellum_archive::ports::{BlobStore, DeviceStore, LogStore};
+use vellum_archive::postgres::PgStore;
+use vellum_archive::sqlite::SqliteStore;
+use vellum_gateway::{Gateway, Limits};
+use vellum_protocol::ids::{RetentionClass, UnixMillis};
+use vellum_tlog::note::{NoteSigner, NoteVerifier};
+use zeroize::Zeroizing;
+
+use crate::error::{CliError, Kind};
+
+/// The configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub(crate) listen: SocketAddr,
+    /// File holding the log signing key (a note signer key, mode 0600).
+    pub(crate) log_key_file: PathBuf,
+    /// The organisation's public (verifier) key: the keyring must be signed by it.
+    pub(crate) org_key: String,
+    /// File holding the keyring statement to publish (a signed note).
+    pub(crate) keyring_file: PathBuf,
+    pub(crate) database: Database,
+    pub(crate) blobs: Blobs,
+    #[serde(default)]
+    pub(crate) limits: LimitsConfig,
+    pub(crate) tls: Option<Tls>,
+    #[serde(default)]
+    pub(crate) telemetry: crate::telemetry::TelemetryConfig,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Database {
+    /// `sqlite://PATH` or `postgres://USER@HOST[:PORT]/DB` (no password in it).
+    pub(crate) url: String,
+    /// File holding the PostgreSQL password.
+    pub(crate) password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Blobs {
+    /// A local folder (one gateway process at a time).
+    pub(crate) folder: Option<PathBuf>,
+    /// An S3-compatible bucket.
+    pub(crate) s3: Option<S3>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct S3 {
+    bucket: String,
+    #[serde(default)]
+    prefix: String,
+    region: String,
+    endpoint: Option<String>,
+    access_key_id_file: PathBuf,
+    secret_access_key_file: PathBuf,
+    #[serde(default)]
+    allow_http: bool,
+    #[serde(default = "yes")]
+    object_lock: bool,
+    /// Retention per class: a number of days, or `"permanent"`.
+    #[serde(default)]
+    retention: HashMap<String, toml::Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LimitsConfig {
+    max_capture_bytes: usize,
+    max_concurrent_requests: usize,
+    queue_timeout_secs: u64,
+    request_timeout_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let d = Limits::default();
+        Self {
+            max_capture_bytes: d.max_capture_bytes,
+            max_concurrent_requests: d.max_concurrent_requests,
+            queue_timeout_secs: d.queue_timeout.as_secs(),
+            request_timeout_secs: d.request_timeout.as_secs(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Tls {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+}
+
+fn config_error(path: &Path, what: impl std::fmt::Display) -> CliError {
+    CliError::new(Kind::Malformed, format!("{}: {what}", path.display()))
+}
+
+fn fail(e: impl std::fmt::Display) -> CliError {
+    CliError::new(Kind::Other, format!("serve: {e}"))
+}
+
+impl Config {
+    /// Reads `path`; relative paths inside become relative to its folder.
+    pub(crate) fn load(path: &Path) -> Result<Self, CliError> {
+        let text = std::fs::read_to_string(path).map_err(|e| CliError::io(path, "read", &e))?;
+        let mut config: Config = toml::from_str(&text).map_err(|e| config_error(path, e))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let rebase = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        rebase(&mut config.log_key_file);
+        rebase(&mut config.keyring_file);
+        if let Some(p) = &mut config.database.password_file {
+            rebase(p);
+        }
+        if let Some(rest) = config.database.url.strip_prefix("sqlite://")
+            && Path::new(rest).is_relative()
+        {
+            config.database.url = format!("sqlite://{}", base.join(rest).display());
+        }
+        if let Some(p) = &mut config.blobs.folder {
+            rebase(p);
+        }
+        if let Some(s3) = &mut config.blobs.s3 {
+            rebase(&mut s3.access_key_id_file);
+            rebase(&mut s3.secret_access_key_file);
+        }
+        if let Some(tls) = &mut config.tls {
+            rebase(&mut tls.cert_file);
+            rebase(&mut tls.key_file);
+        }
+        if config.blobs.folder.is_some() == config.blobs.s3.is_some() {
+            return Err(config_error(
+                path,
+                "[blobs] needs exactly one of folder or [blobs.s3]",
+            ));
+        }
+        Ok(config)
+    }
+}
+
+/// A secret read from a file: trimmed, and the file must not be readable by others.
+fn secret_file(path: &Path) -> Result<Zeroizing<String>, CliError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = std::fs::metadata(path).map_err(|e| CliError::io(path, "read", &e))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(CliError::new(
+            Kind::Other,
+            format!(
+                "{} is readable by other users: chmod 600 it (it holds a secret)",
+                path.display()
+            ),
+        ));
+    }
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| CliError::io(path, "read", &e))?);
+    Ok(Zeroizing::new(text.trim().to_owned()))
+}
+
+/// `url` with `password` inserted as its userinfo password (percent-encoded).
+fn with_password(url: &str, password: &str) -> Result<Zeroizing<String>, CliError> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| fail("database url has no scheme"))?;
+    let (user, host) = rest.split_once('@').ok_or_else(|| {
+        fail("database url needs a user (postgres://USER@HOST/DB) to go with password_file")
+    })?;
+    if user.contains(':') {
+        return Err(fail(
+            "the database url must not hold a password: use password_file",
+        ));
+    }
+    let mut encoded = String::new();
+    for b in password.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            encoded.push(b as char);
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(Zeroizing::new(format!("{scheme}://{user}:{encoded}@{host}")))
+}
+
+fn retention_period(class: &str, value: &toml::Value) -> Result<RetentionPeriod, CliError> {
+    match value {
+        toml::Value::Integer(days) if *days > 0 => u32::try_from(*days)
+            .map(RetentionPeriod::Days)
+            .map_err(|_| fail(format!("retention of {class}: too many days"))),
+        toml::Value::String(s) if s == "permanent" => Ok(RetentionPeriod::Permanent),
+        _ => Err(fail(format!(
+            "retention of {class}: a positive number of days or \"permanent\""
+        ))),
+    }
+}
+
+/// Runs the gateway of `config` until SIGINT or SIGTERM.
+pub(crate) fn run(config: Config) -> Result<(), CliError> {
+    vellum_gateway::server::harden_process().map_err(|e| fail(format!("process hardening: {e}")))?;
+    let _telemetry = crate::telemetry::init(&config.telemetry)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(fail)?;
+    runtime.block_on(open_and_serve(config))
+}
+
+async fn open_and_serve(config: Config) -> Result<(), CliError> {
+    let log_key = NoteSigner::from_skey(&secret_file(&config.log_key_file)?)
+        .map_err(|e| config_error(&config.log_key_file, e))?;
+    let org_key = NoteVerifier::from_vkey(&config.org_key).map_err(|e| fail(format!("org_key: {e}")))?;
+    let note =
+        std::fs::read(&config.keyring_file).map_err(|e| CliError::io(&config.keyring_file, "read", &e))?;
+    let keyring = vellum_protocol::keyring::verify(&note, &org_key, None, UnixMillis(now_ms()))
+        .map_err(|e| config_error(&config.keyring_file, e))?;
+
+    let url = match &config.database.password_file {
+        Some(file) => with_password(&config.database.url, &secret_file(file)?)?,
+        None => Zeroizing::new(config.database.url.clone()),
+    };
+    let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    let blobs = open_blobs(&config.blobs)?;
+    match (postgres, blobs) {
+        (false, OpenedBlobs::Folder(b)) => {
+            serve(
+                &config,
+                SqliteStore::open(&url).await.map_err(fail)?,
+                b,
+                log_key,
+                keyring,
+            )
+            .await
+        }
+        (false, OpenedBlobs::S3(b)) => {
+            serve(
+                &config,
+                SqliteStore::open(&url).await.map_err(fail)?,
+                b,
+                log_key,
+                keyring,
+            )
+            .await
+        }
+        (true, OpenedBlobs::Folder(b)) => {
+            serve(
+                &config,
+                PgStore::open(&url).await.map_err(fail)?,
+                b,
+                log_key,
+                keyring,
+            )
+            .await
+        }
+        (true, OpenedBlobs::S3(b)) => {
+            serve(
+                &config,
+                PgStore::open(&url).await.map_err(fail)?,
+                b,
+                log_key,
+                keyring,
+            )
+            .await
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+enum OpenedBlobs {
+    Folder(LocalBlobStore),
+    S3(S3BlobStore),
+}
+
+fn open_blobs(blobs: &Blobs) -> Result<OpenedBlobs, CliError> {
+    if let Some(folder) = &blobs.folder {
+        return Ok(OpenedBlobs::Folder(LocalBlobStore::open(folder).map_err(fail)?));
+    }
+    let Some(s3) = &blobs.s3 else {
+        return Err(fail("no blob store configured"));
+    };
+    let mut retention = HashMap::new();
+    for (class, value) in &s3.retention {
+        let name = RetentionClass::new(class).map_err(fail)?;
+        retention.insert(name, retention_period(class, value)?);
+    }
+    let store = S3BlobStore::new(S3Config {
+        bucket: s3.bucket.clone(),
+        prefix: s3.prefix.clone(),
+        region: s3.region.clone(),
+        endpoint: s3.endpoint.clone(),
+        access_key_id: secret_file(&s3.access_key_id_file)?.to_string(),
+        secret_access_key: secret_file(&s3.secret_access_key_file)?.to_string(),
+        allow_http: s3.allow_http,
+        object_lock: s3.object_lock,
+        retention,
+    })
+    .map_err(fail)?;
+    Ok(OpenedBlobs::S3(store))
+}
+
+async fn serve<L: LogStore + DeviceStore, B: BlobStore>(
+    config: &Config,
+    log: L,
+    blobs: B,
+    log_key: NoteSigner,
+    keyring: vellum_protocol::keyring::VerifiedKeyring,
+) -> Result<(), CliError> {
+    let tls = match &config.tls {
+        Some(tls) => Some(vellum_gateway::server::tls_acceptor(&tls.cert_file, &tls.key_file).map_err(fail)?),
+        None => None,
+    };
+    if tls.is_none() && vellum_gateway::server::plain_http_is_exposed(&config.listen) {
+        tracing::warn!(
+            listen = %config.listen,
+            "SERVING PLAIN HTTP ON A NON-LOOPBACK ADDRESS: device credentials and enrollment \
+             tokens cross the network in the clear. Configure [tls] or put a TLS proxy on loopback."
+        );
+        eprintln!(
+            "vellum: WARNING: serving plain HTTP on {} (not loopback): configure [tls] in the configuration",
+            config.listen
+        );
+    }
+    let limits = Limits {
+        max_capture_bytes: config.limits.max_capture_bytes,
+        max_concurrent_requests: config.limits.max_concurrent_requests.max(1),
+        queue_timeout: Duration::from_secs(config.limits.queue_timeout_secs),
+        request_timeout: Duration::from_secs(config.limits.request_timeout_secs.max(1)),
+    };
+    let epoch = keyring.statement().epoch;
+    let archive = Archive::open(log, blobs, log_key).await.map_err(fail)?;
+    let gateway = Arc::new(Gateway::new(archive, keyring).with_limits(limits));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| fail(format!("cannot listen on {}: {e}", config.listen)))?;
+    let address = listener.local_addr().map_err(fail)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%address, scheme, epoch = epoch.0, "serving");
+    eprintln!("vellum: serving on {scheme}://{address} (keyring epoch {epoch}); Ctrl-C stops");
+    vellum_gateway::server::serve(
+        listener,
+        vellum_gateway::router(gateway.clone()),
+        tls,
+        shutdown_signal(),
+    )
+    .await;
+    gateway.archive().close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
