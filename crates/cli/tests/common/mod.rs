@@ -7,6 +7,8 @@
     reason = "a failed unwrap is a failed test"
 )]
 
+pub(crate) mod gateway;
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

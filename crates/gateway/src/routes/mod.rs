@@ -91,7 +91,8 @@ pub fn router<L: LogStore + DeviceStore, B: BlobStore>(gateway: Arc<Gateway<L, B
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(gateway)
-        .layer(middleware::from_fn_with_state(limits, limit));
+        .layer(middleware::from_fn_with_state(limits, limit))
+        .layer(middleware::from_fn(trace));
     documented_only(router)
 }
 
@@ -191,6 +192,25 @@ async fn limit(State(limits): State<Arc<Limiter>>, request: Request, next: Next)
         Ok(response) => response,
         Err(_) => ApiError::Timeout.into_response(),
     }
+}
+
+/// One span per request and one log line when it ends: method, path, status and
+/// duration. Never headers (credentials), queries or bodies.
+async fn trace(request: Request, next: Next) -> Response {
+    use tracing::Instrument as _;
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        status = tracing::field::Empty,
+    );
+    let started = std::time::Instant::now();
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    span.record("status", status);
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(parent: &span, status, ms, "request done");
+    response
 }
 
 /// A plain-text answer (signed notes, proofs, receipts).

@@ -46,6 +46,7 @@ pub(super) async fn capture<L: LogStore + DeviceStore, B: BlobStore>(
         )));
     }
     let bytes = read_limited(&headers, body, state.limits().max_capture_bytes).await?;
+    let frame_bytes = bytes.len();
     let (header, body) = split_frame(&bytes)?;
 
     let unverified =
@@ -86,6 +87,7 @@ pub(super) async fn capture<L: LogStore + DeviceStore, B: BlobStore>(
     if current.is_none_or(|d| d.revoked_at.is_some()) {
         return Err(ApiError::Forbidden("this device was revoked".into()));
     }
+    let record_id = header.fields().record_id;
     let receipt = state
         .archive()
         .append(Submission { header, body })
@@ -101,6 +103,12 @@ pub(super) async fn capture<L: LogStore + DeviceStore, B: BlobStore>(
             AppendError::Store(e) => ApiError::from(e.as_ref()),
             _ => ApiError::Unavailable,
         })?;
+    tracing::info!(
+        record = %record_id,
+        device = %device.device_id,
+        bytes = frame_bytes,
+        "record archived"
+    );
     Ok(text(receipt.to_text()))
 }
 

@@ -1,0 +1,428 @@
+//! The gateway as an operator runs it: `vellum quickstart` on a fresh folder, the demo
+//! device enrolled and capturing with `vellum capture`, receipts checked offline, the
+//! spool holding records while the gateway is down, a second run reusing the folder;
+//! the process hardened against dumps (I2); TLS; and no client content anywhere the
+//! gateway writes (I1).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a failure is a failed test"
+)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::gateway::{Collector, Running, free_port, http, quickstart};
+use common::vellum;
+
+fn bundle(data: &Path) -> PathBuf {
+    data.join("offline/demo-device.bundle.json")
+}
+
+fn message() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/message.json")
+}
+
+fn receipts(device: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(device.join("receipts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn quickstart_enrolls_the_demo_device_and_captures_with_verified_receipts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("vellum-data");
+    let port = free_port();
+    let gateway = Running::start(quickstart(&data, port), port, dir, "first");
+    let shown = gateway.stdout_text();
+    assert!(shown.contains("belongs on the auditor's machine"), "{shown}");
+    assert!(shown.contains("vellum capture enroll"), "{shown}");
+
+    let device = dir.join("device");
+    let enroll = vellum(
+        dir,
+        &[
+            "capture",
+            "enroll",
+            bundle(&data).to_str().unwrap(),
+            "--dir",
+            "device",
+        ],
+        b"",
+    );
+    assert_eq!(enroll.code, 0, "{}", enroll.stderr);
+    // The bundle is spent: a second device cannot use it.
+    let again = vellum(
+        dir,
+        &[
+            "capture",
+            "enroll",
+            bundle(&data).to_str().unwrap(),
+            "--dir",
+            "other",
+        ],
+        b"",
+    );
+    assert_ne!(again.code, 0);
+    assert!(again.stderr.contains("used already"), "{}", again.stderr);
+    assert!(!dir.join("other").exists(), "a refused enrollment left a folder");
+
+    let send = vellum(
+        dir,
+        &["capture", "send", message().to_str().unwrap(), "--dir", "device"],
+        b"",
+    );
+    assert_eq!(send.code, 0, "{}", send.stderr);
+    assert!(
+        send.stdout_text().contains("receipt verified"),
+        "{}",
+        send.stdout_text()
+    );
+    let first = receipts(&device);
+    assert_eq!(first.len(), 1);
+    let log_key = data.join("log.vkey");
+    let check = vellum(
+        dir,
+        &[
+            "verify",
+            "inclusion",
+            "--log-key",
+            log_key.to_str().unwrap(),
+            first[0].to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(check.code, 0, "{}", check.stderr);
+
+    // The gateway goes down: the capture is sealed and spooled, nothing is lost.
+    gateway.stop();
+    let offline = vellum(
+        dir,
+        &["capture", "send", message().to_str().unwrap(), "--dir", "device"],
+        b"",
+    );
+    assert_ne!(offline.code, 0);
+    assert!(offline.stderr.contains("wait in the spool"), "{}", offline.stderr);
+    let status = vellum(dir, &["capture", "status", "--dir", "device"], b"");
+    assert!(
+        status.stdout_text().contains("1 waiting"),
+        "{}",
+        status.stdout_text()
+    );
+
+    // A second run reuses the folder; the spool drains with a verified receipt.
+    let gateway = Running::start(quickstart(&data, port), port, dir, "second");
+    assert!(
+        gateway.stderr_text().contains("reusing"),
+        "{}",
+        gateway.stderr_text()
+    );
+    let drain = vellum(dir, &["capture", "send", "--dir", "device"], b"");
+    assert_eq!(drain.code, 0, "{}", drain.stderr);
+    assert_eq!(receipts(&device).len(), 2);
+    let status = vellum(dir, &["capture", "status", "--dir", "device"], b"");
+    assert!(
+        status.stdout_text().contains("0 waiting, 0 refused"),
+        "{}",
+        status.stdout_text()
+    );
+    let (code, checkpoint) = http(port, "GET", "/v1/log/checkpoint").unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(checkpoint.lines().nth(1), Some("2"), "{checkpoint}");
+
+    // The real listener answers probes with 404 too.
+    for probe in ["/heapdump", "/actuator/env", "/debug/pprof/", "/metrics", "/.env"] {
+        assert_eq!(http(port, "GET", probe).unwrap().0, 404, "{probe}");
+    }
+    gateway.stop();
+}
+
+/// The owner of `/proc/PID/environ`: the process's uid when it is dumpable, root when
+/// it is not (proc(5)).
+fn proc_owner(pid: u32) -> u32 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(format!("/proc/{pid}/environ")).unwrap().uid()
+}
+
+fn chown_tree(path: &Path, uid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            chown_tree(&entry.unwrap().path(), uid);
+        }
+    }
+}
+
+#[test]
+fn the_running_gateway_cannot_be_dumped_or_traced() {
+    const NOBODY: u32 = 65534;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("data");
+    let port = free_port();
+    // As root, dumpability shows only for another uid: run the gateway as nobody.
+    let as_root = rustix_euid_is_root();
+    let wrap = |command: Command| -> Command {
+        if !as_root {
+            return command;
+        }
+        let mut wrapped = Command::new("setpriv");
+        wrapped.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            command.get_program().to_str().unwrap(),
+        ]);
+        wrapped.args(command.get_args());
+        wrapped
+    };
+    if as_root {
+        chown_tree(dir, NOBODY);
+    }
+    let gateway = Running::start(wrap(quickstart(&data, port)), port, dir, "hardened");
+    let pid = gateway.child.id();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(&fields[4..6], ["0", "0"], "{core}");
+    assert_eq!(proc_owner(pid), 0, "the gateway is dumpable");
+
+    // The check itself discriminates: a dumpable process of the same user shows its uid.
+    let mut control = wrap(Command::new("sleep")).arg("30").spawn().unwrap();
+    // Wait until setpriv has exec'd sleep (before, it is a root process mid-switch).
+    let comm = format!("/proc/{}/comm", control.id());
+    while std::fs::read_to_string(&comm).unwrap().trim() != "sleep" {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let expected = if as_root {
+        NOBODY
+    } else {
+        proc_owner(std::process::id())
+    };
+    assert_eq!(proc_owner(control.id()), expected);
+    control.kill().unwrap();
+    control.wait().unwrap();
+    gateway.stop();
+}
+
+fn rustix_euid_is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    uid.split_whitespace().nth(2) == Some("0")
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    let haystack = String::from_utf8_lossy(haystack).to_lowercase();
+    haystack.contains(&needle.to_lowercase())
+}
+
+#[test]
+fn no_client_side_field_reaches_anything_the_gateway_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("vellum-data");
+    let port = free_port();
+    // Initialise with quickstart, then serve with JSON logs and OTLP export.
+    let init = Running::start(quickstart(&data, port), port, dir, "init");
+    init.stop();
+    let collector = Collector::start();
+    let config_path = data.join("vellum.toml");
+    let config = std::fs::read_to_string(&config_path)
+        .unwrap()
+        .replace("format = \"text\"", "format = \"json\"\nlevel = \"trace\"")
+        + &format!(
+            "otlp_endpoint = \"http://127.0.0.1:{}/v1/traces\"\n",
+            collector.port
+        );
+    std::fs::write(&config_path, config).unwrap();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_vellum"));
+    serve.args(["serve", "--config", config_path.to_str().unwrap()]);
+    let gateway = Running::start(serve, port, dir, "canary");
+
+    // Every field the client fills holds the canary, in each form the client may
+    // transform it into (participant ids are normalised, tokens are derived).
+    let canary = format!("cnry{:x}", std::process::id() ^ 0x5eed_cafe);
+    let message = serde_json::json!({
+        "version": 1,
+        "channel": "signal",
+        "conversation": { "id": format!("conv-{canary}"), "title": format!("Title {canary}") },
+        "sender": { "id": format!("mailto:{canary}@sender.example"), "display_name": format!("Sender {canary}") },
+        "recipients": [
+            { "id": format!("handle:signal:{canary}"), "display_name": format!("Recipient {canary}") }
+        ],
+        "sent_at_ms": 1_764_150_000_000u64,
+        "body": { "content_type": "text/plain", "text": format!("Body {canary} body") },
+        "edits": [ { "at_ms": 1_764_150_000_001u64, "text": format!("Edit {canary}") } ],
+        "deletions": [ { "at_ms": 1_764_150_000_002u64, "by": format!("mailto:{canary}@sender.example") } ]
+    });
+    let message_path = dir.join("canary.json");
+    std::fs::write(&message_path, serde_json::to_vec(&message).unwrap()).unwrap();
+    assert!(contains(&std::fs::read(&message_path).unwrap(), &canary));
+
+    let enroll = vellum(
+        dir,
+        &[
+            "capture",
+            "enroll",
+            bundle(&data).to_str().unwrap(),
+            "--dir",
+            "device",
+        ],
+        b"",
+    );
+    assert_eq!(enroll.code, 0, "{}", enroll.stderr);
+    let send = vellum(
+        dir,
+        &[
+            "capture",
+            "send",
+            message_path.to_str().unwrap(),
+            "--dir",
+            "device",
+        ],
+        b"",
+    );
+    assert_eq!(send.code, 0, "{}", send.stderr);
+    let record = send
+        .stdout_text()
+        .split_whitespace()
+        .skip_while(|w| *w != "record")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned();
+
+    // What the gateway answers over HTTP.
+    let mut answers = Vec::new();
+    for path in [
+        "/v1/log/checkpoint",
+        "/v1/log/proof/inclusion?index=0",
+        "/v1/keyring",
+        "/readyz",
+        "/v1/records",
+    ] {
+        answers.push(http(port, "GET", path).unwrap().1);
+    }
+    answers.push(send.stdout_text());
+    answers.push(enroll.stdout_text());
+    gateway.stop(); // flushes the span exporter
+
+    let logs = std::fs::read(dir.join("canary.stderr")).unwrap();
+    let spans = collector.received();
+    // The telemetry was captured, and it is about this record.
+    assert!(contains(&logs, &record), "the logs do not name the record");
+    assert!(contains(&logs, "record archived"));
+    assert!(!spans.is_empty(), "no span was exported");
+    assert!(
+        contains(&spans, &record),
+        "the exported spans do not name the record"
+    );
+
+    let mut written: Vec<(String, Vec<u8>)> = vec![("logs".into(), logs), ("exported spans".into(), spans)];
+    for (i, answer) in answers.into_iter().enumerate() {
+        written.push((format!("HTTP answer {i}"), answer.into_bytes()));
+    }
+    for file in files_under(&data) {
+        if file.starts_with(data.join("offline")) {
+            continue; // what the administrator hands out, not the gateway's writing
+        }
+        written.push((file.display().to_string(), std::fs::read(&file).unwrap()));
+    }
+    assert!(written.iter().any(|(name, _)| name.ends_with("vellum.db")));
+    for (place, bytes) in &written {
+        assert!(!contains(bytes, &canary), "the canary reached {place}");
+    }
+}
+
+#[test]
+fn tls_is_served_when_configured_and_plain_http_off_loopback_is_flagged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("vellum-data");
+    let port = free_port();
+    Running::start(quickstart(&data, port), port, dir, "init").stop();
+
+    let (cert, key) = (data.join("tls.crt"), data.join("tls.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-keyout", key.to_str().unwrap(), "-out", cert.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let config_path = data.join("vellum.toml");
+    let plain = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        format!("{plain}\n[tls]\ncert_file = \"tls.crt\"\nkey_file = \"tls.key\"\n"),
+    )
+    .unwrap();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_vellum"));
+    serve.args(["serve", "--config", config_path.to_str().unwrap()]);
+    let gateway = Running::start_with(serve, port, dir, "tls", false);
+    assert!(
+        gateway.stderr_text().contains("https://"),
+        "{}",
+        gateway.stderr_text()
+    );
+    let url = format!("https://127.0.0.1:{port}/healthz");
+    let curl = Command::new("curl")
+        .args(["-sS", "--cacert", cert.to_str().unwrap(), &url])
+        .output()
+        .unwrap();
+    assert!(curl.status.success(), "{}", String::from_utf8_lossy(&curl.stderr));
+    assert_eq!(String::from_utf8_lossy(&curl.stdout), "ok\n");
+    // Plain HTTP on the TLS port gets no answer.
+    assert!(http(port, "GET", "/healthz").is_none_or(|(status, _)| status != 200));
+    gateway.stop();
+
+    // Plain HTTP on every interface: served, with a loud warning.
+    let exposed = plain.replace(&format!("127.0.0.1:{port}"), &format!("0.0.0.0:{port}"));
+    std::fs::write(&config_path, exposed).unwrap();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_vellum"));
+    serve.args(["serve", "--config", config_path.to_str().unwrap()]);
+    let gateway = Running::start(serve, port, dir, "exposed");
+    assert!(
+        gateway.stderr_text().contains("WARNING: serving plain HTTP"),
+        "{}",
+        gateway.stderr_text()
+    );
+    gateway.stop();
+}
