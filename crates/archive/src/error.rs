@@ -78,6 +78,18 @@ pub enum AppendError {
     Closed,
 }
 
+/// Why an account was not created. Nothing was stored.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum AccountError {
+    /// Another account has this username.
+    #[error("the username {0:?} is taken")]
+    UsernameTaken(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Why an enrollment was refused. Nothing was stored.
 #[derive(Debug, Error)]
 #[non_exhaustive]

@@ -20,6 +20,11 @@ pub(crate) const SQLITE: Embedded = &[
         "devices",
         include_str!("../../../migrations/sqlite/0002_devices.sql"),
     ),
+    (
+        3,
+        "accounts",
+        include_str!("../../../migrations/sqlite/0003_accounts.sql"),
+    ),
 ];
 pub(crate) const POSTGRES: Embedded = &[
     (
@@ -31,6 +36,11 @@ pub(crate) const POSTGRES: Embedded = &[
         2,
         "devices",
         include_str!("../../../migrations/postgres/0002_devices.sql"),
+    ),
+    (
+        3,
+        "accounts",
+        include_str!("../../../migrations/postgres/0003_accounts.sql"),
     ),
 ];
 

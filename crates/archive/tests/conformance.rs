@@ -472,6 +472,59 @@ async fn devices_enroll_once_and_revocation_is_final(backend: impl Backend) {
     assert_eq!(won, 1);
 }
 
+async fn accounts_have_unique_names_and_are_never_deleted(backend: impl Backend) {
+    use vellum_archive::error::AccountError;
+    use vellum_archive::ports::{AccountStore, NewAccount, Role};
+    use vellum_protocol::ids::UnixMillis;
+
+    let store = backend.open_log().await.unwrap();
+    let now = UnixMillis(1_764_150_000_000);
+    let phc = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+    let admin = NewAccount {
+        account_id: [1; 16],
+        username: "admin".into(),
+        role: Role::Admin,
+        password_phc: phc.into(),
+        must_change_password: true,
+    };
+    assert!(store.account_by_username("admin").await.unwrap().is_none());
+    store.create_account(&admin, now).await.unwrap();
+    let stored = store.account_by_username("admin").await.unwrap().unwrap();
+    assert_eq!(
+        (stored.account_id, stored.role, stored.password_phc.as_str()),
+        ([1; 16], Role::Admin, phc)
+    );
+    assert!(stored.must_change_password);
+    assert_eq!((stored.created_at, stored.disabled_at), (now, None));
+
+    let rival = NewAccount {
+        account_id: [2; 16],
+        role: Role::Auditor,
+        ..admin.clone()
+    };
+    assert!(matches!(
+        store.create_account(&rival, now).await,
+        Err(AccountError::UsernameTaken(name)) if name == "admin"
+    ));
+    assert_eq!(
+        store.account_by_username("admin").await.unwrap().unwrap().role,
+        Role::Admin
+    );
+
+    // The database itself refuses what the store never does.
+    let refused = [
+        "DELETE FROM accounts".to_owned(),
+        "UPDATE accounts SET password_phc = 'md5:5f4dcc3b5aa765d61d8327deb882cf99'".to_owned(),
+        "UPDATE accounts SET role = 'root'".to_owned(),
+    ];
+    for statement in &refused {
+        assert!(
+            backend.sql(statement).await.is_err(),
+            "the database allowed: {statement}"
+        );
+    }
+}
+
 /// One test per story, for one backend.
 macro_rules! stories {
     ($backend:expr; $($story:ident),* $(,)?) => {
@@ -500,6 +553,7 @@ macro_rules! conformance {
                 the_log_and_audit_trail_are_append_only,
                 two_gateways_share_one_log,
                 devices_enroll_once_and_revocation_is_final,
+                accounts_have_unique_names_and_are_never_deleted,
             );
         }
     };

@@ -16,6 +16,9 @@
 //!     demo-device.bundle.json  a one-time enrollment bundle for a demo device
 //! ```
 //!
+//! It also creates the administrator account `admin` with a one-time password that is
+//! printed once and stored only as its Argon2id hash.
+//!
 //! The configuration is written last: a folder without it is an interrupted
 //! initialisation and is refused rather than half-reused.
 
@@ -24,11 +27,12 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use vellum_archive::ports::{DeviceStore as _, SecretHash};
+use vellum_archive::ports::{AccountStore as _, DeviceStore as _, NewAccount, Role, SecretHash};
 use vellum_archive::sqlite::SqliteStore;
+use vellum_gateway::password;
 use vellum_protocol::blind::IndexKey;
 use vellum_protocol::bundle::Bundle;
-use vellum_protocol::ids::{Custodian, Epoch, RetentionClass, UnixMillis};
+use vellum_protocol::ids::{Custodian, Epoch, RecordId, RetentionClass, UnixMillis};
 use vellum_protocol::keyring::KeyringStatement;
 use vellum_protocol::keys::generate_note_signer;
 use vellum_protocol::seal::{self, Identity, format_identity_file};
@@ -42,6 +46,7 @@ use crate::serve::{self, Config};
 const DAY_MS: u64 = 86_400_000;
 const DEMO_CUSTODIAN: &str = "demo.custodian@agency.example";
 const DEMO_RETENTION: &str = "default";
+const ADMIN: &str = "admin";
 
 fn fail(e: impl std::fmt::Display) -> CliError {
     CliError::new(Kind::Other, format!("quickstart: {e}"))
@@ -132,6 +137,14 @@ fn initialise(data: &Path, listen: SocketAddr) -> Result<(), CliError> {
         .enable_all()
         .build()
         .map_err(fail)?;
+    let admin_password = password::one_time_password().map_err(fail)?;
+    let admin = NewAccount {
+        account_id: *RecordId::new_v7(now).as_bytes(),
+        username: ADMIN.into(),
+        role: Role::Admin,
+        password_phc: password::hash(&admin_password).map_err(fail)?,
+        must_change_password: true,
+    };
     runtime.block_on(async {
         let store = SqliteStore::open(&format!("sqlite://{}", db.display()))
             .await
@@ -139,6 +152,10 @@ fn initialise(data: &Path, listen: SocketAddr) -> Result<(), CliError> {
         let hash = SecretHash(sha2_256(&*token));
         store
             .add_enrollment(&hash, &custodian, expires_at)
+            .await
+            .map_err(fail)?;
+        store
+            .create_account(&admin, UnixMillis(now))
             .await
             .map_err(fail)?;
         Ok::<(), CliError>(())
@@ -190,6 +207,11 @@ fn initialise(data: &Path, listen: SocketAddr) -> Result<(), CliError> {
     );
     println!("  {d}/offline/org.skey      the organisation key that signs keyrings: keep it offline.");
     println!("  {d}/offline/index.key     the blind-index key: for auditors and capture clients only.");
+    println!();
+    println!(
+        "Administrator account {ADMIN:?}, one-time password (shown only now, to be changed at first sign-in):"
+    );
+    println!("  {}", admin_password.as_str());
     println!();
     println!("Enroll the demo device (custodian {DEMO_CUSTODIAN}; the bundle works once, for 7 days):");
     println!(

@@ -105,6 +105,7 @@ fn quickstart_enrolls_the_demo_device_and_captures_with_verified_receipts() {
 
     // The gateway goes down: the capture is sealed and spooled, nothing is lost.
     gateway.stop();
+    admin_password_is_stored_only_as_argon2id(&data, &shown);
     let offline = vellum(
         dir,
         &["capture", "send", message().to_str().unwrap(), "--dir", "device"],
@@ -144,6 +145,44 @@ fn quickstart_enrolls_the_demo_device_and_captures_with_verified_receipts() {
         assert_eq!(http(port, "GET", probe).unwrap().0, 404, "{probe}");
     }
     gateway.stop();
+}
+
+/// The one-time password quickstart printed verifies against the stored Argon2id hash,
+/// and is written nowhere in the data folder.
+fn admin_password_is_stored_only_as_argon2id(data: &Path, shown: &str) {
+    use vellum_archive::ports::AccountStore as _;
+    let password = shown
+        .lines()
+        .skip_while(|l| !l.contains("one-time password"))
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_eq!(password.len(), 24, "{shown}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let account = runtime.block_on(async {
+        let url = format!("sqlite://{}", data.join("vellum.db").display());
+        let store = vellum_archive::sqlite::SqliteStore::open(&url).await.unwrap();
+        store.account_by_username("admin").await.unwrap().unwrap()
+    });
+    assert!(
+        account
+            .password_phc
+            .starts_with("$argon2id$v=19$m=19456,t=2,p=1$")
+    );
+    assert!(account.must_change_password);
+    assert!(vellum_gateway::password::verify(&account.password_phc, &password));
+    for file in files_under(data) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !contains(&bytes, &password),
+            "the password is in {}",
+            file.display()
+        );
+    }
 }
 
 /// The owner of `/proc/PID/environ`: the process's uid when it is dumpable, root when

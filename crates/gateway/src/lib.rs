@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 mod device;
+pub mod password;
 pub mod problem;
 mod routes;
 pub mod server;
