@@ -98,6 +98,7 @@ pub(crate) struct LimitsConfig {
     max_concurrent_requests: usize,
     queue_timeout_secs: u64,
     request_timeout_secs: u64,
+    max_buffered_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -108,6 +109,7 @@ impl Default for LimitsConfig {
             max_concurrent_requests: d.max_concurrent_requests,
             queue_timeout_secs: d.queue_timeout.as_secs(),
             request_timeout_secs: d.request_timeout.as_secs(),
+            max_buffered_bytes: d.max_buffered_bytes,
         }
     }
 }
@@ -357,6 +359,7 @@ async fn serve<L: LogStore + DeviceStore, B: BlobStore>(
         max_concurrent_requests: config.limits.max_concurrent_requests.max(1),
         queue_timeout: Duration::from_secs(config.limits.queue_timeout_secs),
         request_timeout: Duration::from_secs(config.limits.request_timeout_secs.max(1)),
+        max_buffered_bytes: config.limits.max_buffered_bytes,
     };
     let epoch = keyring.statement().epoch;
     let archive = Archive::open(log, blobs, log_key).await.map_err(fail)?;

@@ -31,9 +31,13 @@ pub mod server;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::{Semaphore, SemaphorePermit};
+
 use vellum_archive::Archive;
 use vellum_archive::ports::{BlobStore, LogStore};
 use vellum_protocol::keyring::VerifiedKeyring;
+
+use crate::problem::ApiError;
 
 pub use routes::{RECORD_MEDIA_TYPE, documented_only, openapi, router};
 
@@ -51,6 +55,9 @@ pub struct Limits {
     pub queue_timeout: Duration,
     /// How long a request may take, reading its body included, before it gets 408.
     pub request_timeout: Duration,
+    /// How many capture bytes may be held in memory at once, across requests; a
+    /// capture waits (up to the queue timeout) for its share, then gets 503.
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for Limits {
@@ -60,6 +67,7 @@ impl Default for Limits {
             max_concurrent_requests: 1024,
             queue_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(120),
+            max_buffered_bytes: 1 << 30,
         }
     }
 }
@@ -70,6 +78,8 @@ pub struct Gateway<L, B> {
     archive: Archive<L, B>,
     keyring: VerifiedKeyring,
     limits: Limits,
+    /// The buffered-bytes budget, in KiB permits.
+    body_budget: Semaphore,
 }
 
 impl<L: LogStore, B: BlobStore> Gateway<L, B> {
@@ -80,6 +90,7 @@ impl<L: LogStore, B: BlobStore> Gateway<L, B> {
         Self {
             archive,
             keyring,
+            body_budget: budget(&Limits::default()),
             limits: Limits::default(),
         }
     }
@@ -92,8 +103,18 @@ impl<L: LogStore, B: BlobStore> Gateway<L, B> {
     /// Sets the limits.
     #[must_use]
     pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.body_budget = budget(&limits);
         self.limits = limits;
         self
+    }
+
+    /// Reserves room for a body of `bytes` in the buffered-bytes budget.
+    pub(crate) async fn reserve_body(&self, bytes: usize) -> Result<SemaphorePermit<'_>, ApiError> {
+        let kib = u32::try_from(bytes.div_ceil(1024)).map_err(|_| ApiError::Busy)?;
+        match tokio::time::timeout(self.limits.queue_timeout, self.body_budget.acquire_many(kib)).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(ApiError::Busy),
+        }
     }
 
     /// The limits.
@@ -105,6 +126,12 @@ impl<L: LogStore, B: BlobStore> Gateway<L, B> {
     pub fn archive(&self) -> &Archive<L, B> {
         &self.archive
     }
+}
+
+fn budget(limits: &Limits) -> Semaphore {
+    // Room for at least one capture of the largest size, whatever the settings.
+    let bytes = limits.max_buffered_bytes.max(limits.max_capture_bytes);
+    Semaphore::new(bytes.div_ceil(1024).min(Semaphore::MAX_PERMITS))
 }
 
 pub(crate) fn now_ms() -> u64 {

@@ -38,6 +38,9 @@ pub enum ApiError {
     /// What the request refers to is gone for good (an expired token).
     #[error("{0}")]
     Gone(String),
+    /// The request has no `Content-Length`.
+    #[error("a Content-Length is required")]
+    LengthRequired,
     /// The body is larger than the limit.
     #[error("{0}")]
     TooLarge(String),
@@ -69,6 +72,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::LengthRequired => StatusCode::LENGTH_REQUIRED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Busy | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -87,6 +91,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method-not-allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::Gone(_) => "gone",
+            ApiError::LengthRequired => "length-required",
             ApiError::TooLarge(_) => "too-large",
             ApiError::Unprocessable(_) => "unprocessable",
             ApiError::Busy => "busy",
@@ -143,6 +148,7 @@ impl IntoResponse for ApiError {
             | ApiError::TooLarge(d)
             | ApiError::Unprocessable(d) => Some(d.clone()),
             ApiError::MethodNotAllowed
+            | ApiError::LengthRequired
             | ApiError::Busy
             | ApiError::Timeout
             | ApiError::Unavailable

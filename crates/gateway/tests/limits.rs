@@ -34,10 +34,11 @@ impl HttpBody for Stalled {
     }
 }
 
-fn stalled_capture(credential: &str) -> Request<Body> {
+fn stalled_capture(credential: &str, declared: usize) -> Request<Body> {
     Request::post("/v1/records")
         .header(header::AUTHORIZATION, format!("Bearer {credential}"))
         .header(header::CONTENT_TYPE, RECORD_MEDIA_TYPE)
+        .header(header::CONTENT_LENGTH, declared)
         .body(Body::new(Stalled))
         .unwrap()
 }
@@ -54,7 +55,7 @@ async fn a_stalled_body_times_out_and_a_full_gateway_answers_busy() {
     })
     .await;
     let (_key, credential) = enrolled_device(&f).await;
-    let stalled = stalled_capture(&credential);
+    let stalled = stalled_capture(&credential, 1000);
     let app = f.app.clone();
     let slow = tokio::spawn(async move { send(&app, stalled).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -67,5 +68,53 @@ async fn a_stalled_body_times_out_and_a_full_gateway_answers_busy() {
     assert_problem(&slow.await.unwrap(), StatusCode::REQUEST_TIMEOUT);
     // …and its slot is free again.
     assert_eq!(get(&f.app, "/healthz").await.0, StatusCode::OK);
+    assert_eq!(f.gateway.archive().log_store().log_size().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn buffered_capture_bytes_are_bounded_across_requests() {
+    let f = fixture_with(Limits {
+        max_capture_bytes: 64 * 1024,
+        max_buffered_bytes: 64 * 1024,
+        queue_timeout: Duration::from_millis(100),
+        request_timeout: Duration::from_secs(5),
+        ..Limits::default()
+    })
+    .await;
+    let (key, credential) = enrolled_device(&f).await;
+    let app = f.app.clone();
+    let holder = stalled_capture(&credential, 64 * 1024);
+    let slow = tokio::spawn(async move { send(&app, holder).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // The budget is held by the stalled body: another capture waits, then gets 503…
+    let record = submission_of(&key, vellum_protocol::ids::DeviceId::parse(DEVICE).unwrap(), 1);
+    let framed = frame(record.header.as_bytes(), record.body.as_bytes());
+    assert_problem(
+        &capture(&f, Some(&credential), framed.clone()).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    );
+    // …while requests that hold no body go on.
+    assert_eq!(get(&f.app, "/healthz").await.0, StatusCode::OK);
+    slow.abort();
+    let _ = slow.await;
+    // Once the stalled request is gone, its share is back.
+    assert_eq!(capture(&f, Some(&credential), framed).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_capture_without_content_length_is_refused() {
+    let f = fixture().await;
+    let (key, credential) = enrolled_device(&f).await;
+    let record = submission_of(&key, vellum_protocol::ids::DeviceId::parse(DEVICE).unwrap(), 1);
+    let request = Request::post("/v1/records")
+        .header(header::AUTHORIZATION, format!("Bearer {credential}"))
+        .header(header::CONTENT_TYPE, RECORD_MEDIA_TYPE)
+        .body(Body::from(frame(
+            record.header.as_bytes(),
+            record.body.as_bytes(),
+        )))
+        .unwrap();
+    assert_problem(&send(&f.app, request).await, StatusCode::LENGTH_REQUIRED);
     assert_eq!(f.gateway.archive().log_store().log_size().await.unwrap(), 0);
 }

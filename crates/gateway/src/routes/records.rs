@@ -7,9 +7,11 @@
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
+use vellum_archive::ports::Device;
 use vellum_archive::ports::{BlobStore, DeviceStore, LogStore};
 use vellum_archive::{AppendError, Submission};
 use vellum_protocol::header::{MAX_HEADER_LEN, UnverifiedHeader};
+use vellum_protocol::ids::Epoch;
 use vellum_protocol::seal::SealedBody;
 
 use super::text;
@@ -31,8 +33,10 @@ pub const RECORD_MEDIA_TYPE: &str = "application/vnd.vellum.record";
     (status = 401, description = "No valid device credential.", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "Another device's or custodian's record, or a revoked device.", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "Record id archived with other bytes, or a keyring epoch that is not current.", body = Problem, content_type = "application/problem+json"),
+    (status = 411, description = "No Content-Length.", body = Problem, content_type = "application/problem+json"),
     (status = 413, description = "Over the size limit.", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "Retention class not configured.", body = Problem, content_type = "application/problem+json")))]
+    (status = 422, description = "Retention class not configured.", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "Busy (the buffered-bytes budget or the concurrency limit), or storage unavailable; retry.", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn capture<L: LogStore + DeviceStore, B: BlobStore>(
     state: State<L, B>,
     EnrolledDevice { device, credential }: EnrolledDevice,
@@ -45,23 +49,72 @@ pub(super) async fn capture<L: LogStore + DeviceStore, B: BlobStore>(
             "the body must be {RECORD_MEDIA_TYPE}"
         )));
     }
-    let bytes = read_limited(&headers, body, state.limits().max_capture_bytes).await?;
+    let limit = state.limits().max_capture_bytes;
+    let declared = declared_length(&headers, limit)?;
+    // Bodies are held in memory while checked and stored: a budget bounds the bytes
+    // held at once, whatever the number of requests.
+    let _budget = state.reserve_body(declared).await?;
+    let bytes = read_limited(body, declared).await?;
     let frame_bytes = bytes.len();
-    let (header, body) = split_frame(&bytes)?;
+    let epoch = state.keyring().statement().epoch;
+    // Hashing and verifying a large body would stall the runtime's worker: off it.
+    let submission = if frame_bytes <= INLINE_CHECK_BYTES {
+        check(&bytes, &device, epoch)?
+    } else {
+        let device = device.clone();
+        tokio::task::spawn_blocking(move || check(&bytes, &device, epoch))
+            .await
+            .map_err(|_| ApiError::Internal)??
+    };
+    // The body may have taken a while to arrive: a device revoked meanwhile is refused.
+    let current = state
+        .archive()
+        .log_store()
+        .device_by_credential(&credential)
+        .await?;
+    if current.is_none_or(|d| d.revoked_at.is_some()) {
+        return Err(ApiError::Forbidden("this device was revoked".into()));
+    }
+    let record_id = submission.header.fields().record_id;
+    let receipt = state.archive().append(submission).await.map_err(|e| match e {
+        AppendError::Conflict(id) => {
+            ApiError::Conflict(format!("record {id} is archived already with other bytes"))
+        }
+        AppendError::UnsupportedRetention(class) => ApiError::Unprocessable(format!(
+            "retention class {} is not configured on this archive",
+            class.as_str()
+        )),
+        AppendError::Store(e) => ApiError::from(e.as_ref()),
+        _ => ApiError::Unavailable,
+    })?;
+    tracing::info!(
+        record = %record_id,
+        device = %device.device_id,
+        bytes = frame_bytes,
+        "record archived"
+    );
+    Ok(text(receipt.to_text()))
+}
 
+/// Captures up to this size are checked on the runtime's thread.
+const INLINE_CHECK_BYTES: usize = 256 * 1024;
+
+/// Everything the gateway can check of a capture without storage: the frame, the
+/// header and its signature by `device`, the epoch and custodian, the body's shape
+/// and digest.
+fn check(bytes: &Bytes, device: &Device, epoch: Epoch) -> Result<Submission, ApiError> {
+    let (header, body) = split_frame(bytes)?;
     let unverified =
         UnverifiedHeader::parse(&header).map_err(|e| ApiError::BadRequest(format!("header: {e}")))?;
     if unverified.claimed_device() != device.device_id {
         return Err(ApiError::Forbidden("the header names another device".into()));
     }
-
     let header = unverified.verify(&device.public_key).map_err(|_| {
         ApiError::BadRequest("the header signature does not verify under this device's key".into())
     })?;
-    let current = state.keyring().statement().epoch;
-    if header.fields().epoch != current {
+    if header.fields().epoch != epoch {
         return Err(ApiError::Conflict(format!(
-            "the record is sealed under keyring epoch {}, but the current epoch is {current}: \
+            "the record is sealed under keyring epoch {}, but the current epoch is {epoch}: \
              fetch /v1/keyring and seal again",
             header.fields().epoch
         )));
@@ -78,61 +131,34 @@ pub(super) async fn capture<L: LogStore + DeviceStore, B: BlobStore>(
             "the body's digest or length does not match the header".into(),
         ));
     }
-    // The body may have taken a while to arrive: a device revoked meanwhile is refused.
-    let current = state
-        .archive()
-        .log_store()
-        .device_by_credential(&credential)
-        .await?;
-    if current.is_none_or(|d| d.revoked_at.is_some()) {
-        return Err(ApiError::Forbidden("this device was revoked".into()));
-    }
-    let record_id = header.fields().record_id;
-    let receipt = state
-        .archive()
-        .append(Submission { header, body })
-        .await
-        .map_err(|e| match e {
-            AppendError::Conflict(id) => {
-                ApiError::Conflict(format!("record {id} is archived already with other bytes"))
-            }
-            AppendError::UnsupportedRetention(class) => ApiError::Unprocessable(format!(
-                "retention class {} is not configured on this archive",
-                class.as_str()
-            )),
-            AppendError::Store(e) => ApiError::from(e.as_ref()),
-            _ => ApiError::Unavailable,
-        })?;
-    tracing::info!(
-        record = %record_id,
-        device = %device.device_id,
-        bytes = frame_bytes,
-        "record archived"
-    );
-    Ok(text(receipt.to_text()))
+    Ok(Submission { header, body })
 }
 
-/// The request body, refused with 413 when it is declared or turns out larger than
-/// `limit`, and with 400 when it cannot be read whole.
-async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    let too_large = || ApiError::TooLarge(format!("a capture is at most {limit} bytes"));
+/// The declared length of the body: required (a capture's size is known before it is
+/// sent), and refused with 413 above `limit`.
+fn declared_length(headers: &HeaderMap, limit: usize) -> Result<usize, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or(ApiError::LengthRequired)?;
+    if declared > limit as u64 {
+        return Err(ApiError::TooLarge(format!("a capture is at most {limit} bytes")));
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(error) = source {
-            if error.is::<http_body_util::LengthLimitError>() {
-                return too_large();
-            }
-            source = error.source();
-        }
-        ApiError::BadRequest("the body could not be read whole".into())
-    })
+    Ok(declared as usize)
+}
+
+/// Reads exactly the declared body; 400 when it cannot be read whole.
+async fn read_limited(body: Body, declared: usize) -> Result<Bytes, ApiError> {
+    let bytes = axum::body::to_bytes(body, declared)
+        .await
+        .map_err(|_| ApiError::BadRequest("the body could not be read whole".into()))?;
+    if bytes.len() != declared {
+        return Err(ApiError::BadRequest(
+            "the body is shorter than its Content-Length".into(),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// The header and the body of a capture frame.

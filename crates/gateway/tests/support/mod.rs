@@ -235,7 +235,9 @@ pub async fn enroll(
 }
 
 pub async fn capture(f: &Fixture, credential: Option<&str>, frame: Vec<u8>) -> (StatusCode, String, String) {
-    let mut request = Request::post("/v1/records").header(header::CONTENT_TYPE, RECORD_MEDIA_TYPE);
+    let mut request = Request::post("/v1/records")
+        .header(header::CONTENT_TYPE, RECORD_MEDIA_TYPE)
+        .header(header::CONTENT_LENGTH, frame.len());
     if let Some(credential) = credential {
         request = request.header(header::AUTHORIZATION, format!("Bearer {credential}"));
     }
