@@ -103,7 +103,7 @@ async fn send(messages: &[PathBuf], dir: &Path) -> Result<(), CliError> {
         let (keyring, fresh) = device.keyring_for_capture().await.map_err(client_error)?;
         if !fresh {
             eprintln!(
-                "vellum: gateway unreachable; sealing to the keyring accepted before (epoch {})",
+                "vellum: gateway unavailable; sealing to the keyring accepted before (epoch {})",
                 keyring.statement().epoch
             );
         }
@@ -128,6 +128,19 @@ async fn send(messages: &[PathBuf], dir: &Path) -> Result<(), CliError> {
         eprintln!(
             "vellum: {} record(s) wait in the spool ({why}); run `vellum capture send` again later",
             flushed.waiting
+        );
+    }
+    let earlier = device
+        .status()
+        .map_err(client_error)?
+        .spool
+        .iter()
+        .filter(|s| s.refused.is_some())
+        .count()
+        - flushed.refused.len();
+    if earlier > 0 {
+        eprintln!(
+            "vellum: {earlier} record(s) refused in earlier runs stay in the spool (see `vellum capture status`)"
         );
     }
     if flushed.stopped.is_some() || !flushed.refused.is_empty() {

@@ -1,8 +1,9 @@
 //! `vellum`: the command-line tool for every party of a Vellum archive.
 //!
-//! This first version covers what needs no server: age identities (`keys new`),
-//! sealing and opening (`seal`, `open`, flag-compatible with the age CLI), checking
-//! log checkpoints and proofs (`verify`), and an end-to-end `demo`.
+//! The gateway (`serve`, `quickstart`), the capture client (`capture`), age identities
+//! (`keys new`), sealing and opening (`seal`, `open`, flag-compatible with the age
+//! CLI), checking log checkpoints and proofs (`verify`), benchmarks and an offline
+//! end-to-end `demo`.
 
 mod bench;
 mod capture;

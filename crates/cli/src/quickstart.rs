@@ -53,6 +53,8 @@ fn fail(e: impl std::fmt::Display) -> CliError {
 }
 
 pub(crate) fn run(data: &Path, listen: Option<SocketAddr>) -> Result<(), CliError> {
+    // Before any key exists in this process's memory.
+    vellum_gateway::server::harden_process().map_err(|e| fail(format!("process hardening: {e}")))?;
     let config_path = data.join("vellum.toml");
     if config_path.exists() {
         eprintln!("vellum: reusing the deployment in {}", data.display());
@@ -160,7 +162,14 @@ fn initialise(data: &Path, listen: SocketAddr) -> Result<(), CliError> {
             .map_err(fail)?;
         Ok::<(), CliError>(())
     })?;
-    let public_url = format!("http://{listen}");
+    // A device reaches an unspecified address (0.0.0.0, ::) through loopback here; on
+    // another machine, edit the bundle's gateway URL before handing it out.
+    let reachable = match listen.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => SocketAddr::from(([127, 0, 0, 1], listen.port())),
+        ip if ip.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, listen.port())),
+        _ => listen,
+    };
+    let public_url = format!("http://{reachable}");
     let bundle = Bundle {
         gateway: public_url.clone(),
         org_key: org.verifier(),

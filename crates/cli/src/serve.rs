@@ -171,8 +171,8 @@ impl Config {
     }
 }
 
-/// A secret read from a file: trimmed, and the file must not be readable by others.
-fn secret_file(path: &Path) -> Result<Zeroizing<String>, CliError> {
+/// Refuses a secret file that other users could read.
+fn refuse_shared(path: &Path) -> Result<(), CliError> {
     use std::os::unix::fs::PermissionsExt as _;
     let meta = std::fs::metadata(path).map_err(|e| CliError::io(path, "read", &e))?;
     if meta.permissions().mode() & 0o077 != 0 {
@@ -184,6 +184,12 @@ fn secret_file(path: &Path) -> Result<Zeroizing<String>, CliError> {
             ),
         ));
     }
+    Ok(())
+}
+
+/// A secret read from a file: trimmed, and the file must not be readable by others.
+fn secret_file(path: &Path) -> Result<Zeroizing<String>, CliError> {
+    refuse_shared(path)?;
     let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| CliError::io(path, "read", &e))?);
     Ok(Zeroizing::new(text.trim().to_owned()))
 }
@@ -340,7 +346,10 @@ async fn serve<L: LogStore + DeviceStore, B: BlobStore>(
     keyring: vellum_protocol::keyring::VerifiedKeyring,
 ) -> Result<(), CliError> {
     let tls = match &config.tls {
-        Some(tls) => Some(vellum_gateway::server::tls_acceptor(&tls.cert_file, &tls.key_file).map_err(fail)?),
+        Some(tls) => {
+            refuse_shared(&tls.key_file)?;
+            Some(vellum_gateway::server::tls_acceptor(&tls.cert_file, &tls.key_file).map_err(fail)?)
+        }
         None => None,
     };
     if tls.is_none() && vellum_gateway::server::plain_http_is_exposed(&config.listen) {

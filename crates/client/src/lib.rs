@@ -373,14 +373,15 @@ impl Device {
 
     /// The keyring to seal to: the gateway's, checked as [`Self::refresh_keyring`]
     /// does; or, while the gateway is unreachable, the one accepted before if it is
-    /// still valid, so capture goes on offline. The flag tells whether it is fresh.
+    /// still valid, so capture goes on offline (likewise while it answers 5xx). The
+    /// flag tells whether it is fresh.
     pub async fn keyring_for_capture(&self) -> Result<(VerifiedKeyring, bool), ClientError> {
         match self.refresh_keyring().await {
             Ok(keyring) => Ok((keyring, true)),
-            Err(ClientError::Unreachable(why)) => {
+            Err(e @ (ClientError::Unreachable(_) | ClientError::Refused { status: 500.., .. })) => {
                 let path = self.dir.join("keyring.note");
                 let Ok(note) = std::fs::read(&path) else {
-                    return Err(ClientError::Unreachable(why));
+                    return Err(e);
                 };
                 Ok((keyring::verify(&note, &self.org_key, None, now())?, false))
             }

@@ -11,9 +11,11 @@
 //! # ) -> std::io::Result<()> {
 //! use std::sync::Arc;
 //!
+//! vellum_gateway::server::harden_process()?;
 //! let app = vellum_gateway::router(Arc::new(vellum_gateway::Gateway::new(archive, keyring)));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! axum::serve(listener, app).await
+//! vellum_gateway::server::serve(listener, app, None, std::future::pending()).await;
+//! # Ok(())
 //! # }
 //! ```
 //!

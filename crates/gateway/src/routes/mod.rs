@@ -91,9 +91,9 @@ pub fn router<L: LogStore + DeviceStore, B: BlobStore>(gateway: Arc<Gateway<L, B
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(gateway)
-        .layer(middleware::from_fn_with_state(limits, limit))
-        .layer(middleware::from_fn(trace));
-    documented_only(router)
+        .layer(middleware::from_fn_with_state(limits, limit));
+    // Traced outermost, so refused probes are logged too.
+    documented_only(router).layer(middleware::from_fn(trace))
 }
 
 /// `router` behind the allow-list of [`openapi`]: whatever else it routes is 404/405.
