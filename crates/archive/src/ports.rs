@@ -308,6 +308,15 @@ pub trait DeviceStore: Send + Sync + 'static {
         credential: &SecretHash,
     ) -> impl Future<Output = Result<Option<Device>, StoreError>> + Send;
 
+    /// Replaces the credential of a device that is not revoked and holds `current`
+    /// with `next`; `false` if it does not (or another device holds `next`).
+    fn rotate_credential(
+        &self,
+        device_id: &DeviceId,
+        current: &SecretHash,
+        next: &SecretHash,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// Revokes a device at `at`; `false` if it is unknown or already revoked.
     fn revoke(
         &self,

@@ -493,6 +493,26 @@ macro_rules! sql_store {
                 .transpose()
             }
 
+            async fn rotate_credential(
+                &self,
+                device_id: &vellum_protocol::ids::DeviceId,
+                current: &$crate::ports::SecretHash,
+                next: &$crate::ports::SecretHash,
+            ) -> Result<bool, $crate::error::StoreError> {
+                let done = sqlx::query(
+                    "UPDATE devices SET credential_hash = $1 WHERE device_id = $2 \
+                     AND credential_hash = $3 AND revoked_at IS NULL \
+                     AND NOT EXISTS (SELECT 1 FROM devices WHERE credential_hash = $1)",
+                )
+                .bind(next.0.as_slice())
+                .bind(device_id.as_bytes().as_slice())
+                .bind(current.0.as_slice())
+                .execute(&self.pool)
+                .await
+                .map_err(|e| $crate::error::StoreError::backend("rotate device credential", e))?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn revoke(
                 &self,
                 device_id: &vellum_protocol::ids::DeviceId,

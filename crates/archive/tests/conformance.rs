@@ -418,6 +418,34 @@ async fn devices_enroll_once_and_revocation_is_final(backend: impl Backend) {
         "a refused enrollment stored a device"
     );
 
+    // A credential rotates: the old one stops working, the new one works.
+    let id = enrolled.device_id;
+    assert!(
+        store
+            .rotate_credential(&id, &SecretHash([1; 32]), &SecretHash([0x51; 32]))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .device_by_credential(&SecretHash([1; 32]))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        !store
+            .rotate_credential(&id, &SecretHash([1; 32]), &SecretHash([0x52; 32]))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .rotate_credential(&id, &SecretHash([0x51; 32]), &SecretHash([1; 32]))
+            .await
+            .unwrap()
+    );
+
     let found = store
         .device_by_credential(&SecretHash([1; 32]))
         .await
@@ -442,6 +470,13 @@ async fn devices_enroll_once_and_revocation_is_final(backend: impl Backend) {
         .unwrap()
         .unwrap();
     assert_eq!(revoked.revoked_at, Some(UnixMillis(now.0 + 5)));
+    assert!(
+        !store
+            .rotate_credential(&found.device_id, &SecretHash([1; 32]), &SecretHash([0x53; 32]))
+            .await
+            .unwrap(),
+        "a revoked device rotated its credential"
+    );
     for statement in ["UPDATE devices SET revoked_at = NULL", "DELETE FROM devices"] {
         assert!(
             backend.sql(statement).await.is_err(),

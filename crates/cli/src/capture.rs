@@ -33,6 +33,11 @@ pub(crate) enum CaptureCommand {
         #[command(flatten)]
         device: DeviceDir,
     },
+    /// Replace the device credential with a fresh one (the old one stops working).
+    RotateCredential {
+        #[command(flatten)]
+        device: DeviceDir,
+    },
     /// Show the device and what waits in its spool.
     Status {
         #[command(flatten)]
@@ -66,6 +71,7 @@ pub(crate) fn run(command: &CaptureCommand) -> Result<(), CliError> {
             CaptureCommand::Enroll { bundle, device } => enroll(bundle, &device.dir).await,
             CaptureCommand::Send { messages, device } => send(messages, &device.dir).await,
             CaptureCommand::Status { device } => status(&device.dir),
+            CaptureCommand::RotateCredential { device } => rotate(&device.dir).await,
         }
     })
 }
@@ -90,7 +96,7 @@ async fn enroll(bundle: &Path, dir: &Path) -> Result<(), CliError> {
 }
 
 async fn send(messages: &[PathBuf], dir: &Path) -> Result<(), CliError> {
-    let device = Device::open(dir).map_err(client_error)?;
+    let mut device = Device::open(dir).map_err(client_error)?;
     if !messages.is_empty() {
         // Read and check every document before sealing any, so a typo spools nothing.
         let mut documents = Vec::with_capacity(messages.len());
@@ -149,6 +155,16 @@ async fn send(messages: &[PathBuf], dir: &Path) -> Result<(), CliError> {
             "capture: not every record was archived",
         ));
     }
+    Ok(())
+}
+
+async fn rotate(dir: &Path) -> Result<(), CliError> {
+    let mut device = Device::open(dir).map_err(client_error)?;
+    device.rotate_credential().await.map_err(client_error)?;
+    println!(
+        "device {}: credential rotated; the old one no longer works",
+        device.device_id()
+    );
     Ok(())
 }
 

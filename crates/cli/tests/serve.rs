@@ -16,7 +16,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::gateway::{Collector, Running, free_port, http, quickstart};
+use common::gateway::{Collector, Running, free_port, http, quickstart, request};
 use common::vellum;
 
 fn bundle(data: &Path) -> PathBuf {
@@ -136,15 +136,80 @@ fn quickstart_enrolls_the_demo_device_and_captures_with_verified_receipts() {
         "{}",
         status.stdout_text()
     );
+    credentials_rotate_even_when_an_answer_is_lost(dir, &device, port);
     let (code, checkpoint) = http(port, "GET", "/v1/log/checkpoint").unwrap();
     assert_eq!(code, 200);
-    assert_eq!(checkpoint.lines().nth(1), Some("2"), "{checkpoint}");
+    assert_eq!(checkpoint.lines().nth(1), Some("4"), "{checkpoint}");
 
     // The real listener answers probes with 404 too.
     for probe in ["/heapdump", "/actuator/env", "/debug/pprof/", "/metrics", "/.env"] {
         assert_eq!(http(port, "GET", probe).unwrap().0, 404, "{probe}");
     }
     gateway.stop();
+}
+
+fn credential_of(device: &Path) -> (String, Option<String>) {
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(device.join("device.json")).unwrap()).unwrap();
+    let pending = state["pending_credential"].as_str().map(str::to_owned);
+    (state["credential"].as_str().unwrap().to_owned(), pending)
+}
+
+fn set_pending(device: &Path, pending: &str) {
+    let path = device.join("device.json");
+    let mut state: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    state["pending_credential"] = pending.into();
+    std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+}
+
+/// Rotation works, and a rotation whose answer was lost (before or after the gateway
+/// acted on it) is settled by the next run without locking the device out.
+fn credentials_rotate_even_when_an_answer_is_lost(dir: &Path, device: &Path, port: u16) {
+    let send = || {
+        vellum(
+            dir,
+            &["capture", "send", message().to_str().unwrap(), "--dir", "device"],
+            b"",
+        )
+    };
+    let (before, _) = credential_of(device);
+    let rotated = vellum(dir, &["capture", "rotate-credential", "--dir", "device"], b"");
+    assert_eq!(rotated.code, 0, "{}", rotated.stderr);
+    let (after, pending) = credential_of(device);
+    assert_ne!(after, before);
+    assert!(pending.is_none());
+    let auth = |credential: &str| {
+        format!("Authorization: Bearer {credential}\r\nContent-Type: application/json\r\n")
+    };
+    let (status, _) = request(
+        port,
+        "POST",
+        "/v1/devices/credential",
+        &auth(&before),
+        "{\"credential\":\"x\"}",
+    )
+    .unwrap();
+    assert_eq!(status, 401, "the old credential still works");
+
+    // Lost before it arrived: the device holds a pending credential the gateway never saw.
+    set_pending(device, "d2Q2d2Q2d2Q2d2Q2d2Q2d2Q2d2Q2d2Q2d2Q2d2Q2d2Q");
+    let sent = send();
+    assert_eq!(sent.code, 0, "{}", sent.stderr);
+    assert_eq!(
+        credential_of(device),
+        ("d2Q2d2Q2d2Q2d2Q2d2Q2d2Q2d2Q2d2Q2d2Q2d2Q2d2Q".into(), None)
+    );
+
+    // Lost after the gateway acted: the current credential is dead, the pending one works.
+    let landed = "bGFuZGVkbGFuZGVkbGFuZGVkbGFuZGVkbGFuZGVkbGE";
+    let body = format!("{{\"credential\":\"{landed}\"}}");
+    let (current, _) = credential_of(device);
+    let (status, answer) = request(port, "POST", "/v1/devices/credential", &auth(&current), &body).unwrap();
+    assert_eq!(status, 204, "{answer}");
+    set_pending(device, landed);
+    let sent = send();
+    assert_eq!(sent.code, 0, "{}", sent.stderr);
+    assert_eq!(credential_of(device), (landed.to_owned(), None));
 }
 
 /// The one-time password quickstart printed verifies against the stored Argon2id hash,

@@ -100,12 +100,16 @@ struct State {
     device_id: String,
     device_seed: String,
     credential: String,
+    /// A credential this device asked the gateway to switch to, not yet confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending_credential: Option<String>,
     custodian: String,
     retention: String,
 }
 
 impl zeroize::Zeroize for State {
     fn zeroize(&mut self) {
+        self.pending_credential.zeroize();
         self.index_key.zeroize();
         self.device_seed.zeroize();
         self.credential.zeroize();
@@ -122,6 +126,7 @@ pub struct Device {
     device_id: DeviceId,
     key: DeviceKey,
     credential: Zeroizing<String>,
+    pending_credential: Option<Zeroizing<String>>,
     custodian: Custodian,
     retention: RetentionClass,
     http: reqwest::Client,
@@ -281,6 +286,7 @@ impl Device {
             device_id: device_id.to_string(),
             device_seed: URL_SAFE_NO_PAD.encode(*key.seed()),
             credential: credential.to_owned(),
+            pending_credential: None,
             custodian: bundle.custodian.as_str().to_owned(),
             retention: bundle.retention.as_str().to_owned(),
         });
@@ -312,10 +318,72 @@ impl Device {
             device_id: DeviceId::parse(&state.device_id).map_err(|_| bad("device_id"))?,
             key: DeviceKey::from_seed(&*key_bytes(&state.device_seed, "device_seed")?),
             credential: Zeroizing::new(state.credential.clone()),
+            pending_credential: state.pending_credential.clone().map(Zeroizing::new),
             custodian: Custodian::new(&state.custodian).map_err(|_| bad("custodian"))?,
             retention: RetentionClass::new(&state.retention).map_err(|_| bad("retention"))?,
             http: http_client()?,
         })
+    }
+
+    /// Writes the device state (after a credential change).
+    fn save(&self) -> Result<(), ClientError> {
+        let state = Zeroizing::new(State {
+            gateway: self.gateway.clone(),
+            org_key: self.org_key.to_string(),
+            log_key: self.log_key.to_string(),
+            index_key: URL_SAFE_NO_PAD.encode(*self.index_key.to_bytes()),
+            device_id: self.device_id.to_string(),
+            device_seed: URL_SAFE_NO_PAD.encode(*self.key.seed()),
+            credential: self.credential.to_string(),
+            pending_credential: self.pending_credential.as_ref().map(|c| c.to_string()),
+            custodian: self.custodian.as_str().to_owned(),
+            retention: self.retention.as_str().to_owned(),
+        });
+        let json = Zeroizing::new(serde_json::to_vec_pretty(&*state).unwrap_or_default());
+        let path = self.dir.join("device.json");
+        spool::write_atomic(&path, &json).map_err(io_err(&path))
+    }
+
+    async fn post_rotation(&self, next: &str) -> Result<(), ClientError> {
+        let body = serde_json::json!({ "credential": next }).to_string();
+        let response = self
+            .http
+            .post(format!("{}/v1/devices/credential", self.gateway))
+            .bearer_auth(self.credential.as_str())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        answer(response).await.map(drop)
+    }
+
+    /// Settles a rotation an earlier run started but did not see answered: asking
+    /// again succeeds if it never arrived; a refused current credential means it did.
+    async fn settle_rotation(&mut self) -> Result<(), ClientError> {
+        let Some(pending) = self.pending_credential.clone() else {
+            return Ok(());
+        };
+        match self.post_rotation(&pending).await {
+            Ok(()) | Err(ClientError::Refused { status: 401, .. }) => {
+                self.credential = pending;
+                self.pending_credential = None;
+                self.save()
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces the device credential with a fresh random one. The new one is saved as
+    /// pending before the gateway is asked, so a lost answer cannot lock the device
+    /// out: the next rotation or flush settles it.
+    pub async fn rotate_credential(&mut self) -> Result<(), ClientError> {
+        self.settle_rotation().await?;
+        let mut next = Zeroizing::new([0u8; 32]);
+        getrandom::getrandom(next.as_mut()).map_err(|e| ClientError::State(e.to_string()))?;
+        self.pending_credential = Some(Zeroizing::new(URL_SAFE_NO_PAD.encode(*next)));
+        self.save()?;
+        self.settle_rotation().await
     }
 
     /// The device id.
@@ -432,7 +500,8 @@ impl Device {
     /// leaves the spool only when its receipt verified and was saved. Stops at the
     /// first failure that is not about one record (the gateway is unreachable, busy
     /// or failing, or this device's credential no longer works).
-    pub async fn flush(&self) -> Result<Flushed, ClientError> {
+    pub async fn flush(&mut self) -> Result<Flushed, ClientError> {
+        self.settle_rotation().await?;
         let spooled = spool::spooled(&self.dir).map_err(io_err(&spool::spool_dir(&self.dir)))?;
         let mut flushed = Flushed::default();
         for (i, record) in spooled.iter().enumerate() {

@@ -10,7 +10,8 @@
 
 mod support;
 
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest as _, Sha256};
@@ -262,4 +263,44 @@ async fn bad_captures_are_refused_and_change_nothing() {
     .await;
     assert_problem(&answer, StatusCode::FORBIDDEN);
     assert_eq!(f.gateway.archive().log_store().log_size().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_device_rotates_its_credential_and_the_old_one_stops_working() {
+    let f = fixture().await;
+    let (key, old) = enrolled_device(&f).await;
+    let rotate = |credential: &str, new: &str| {
+        Request::post("/v1/devices/credential")
+            .header(header::AUTHORIZATION, format!("Bearer {credential}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(serde_json::json!({ "credential": new }).to_string()))
+            .unwrap()
+    };
+    let new = URL_SAFE_NO_PAD.encode([0x77u8; 32]);
+    for (what, request, status) in [
+        ("not 32 bytes", rotate(&old, "AAAA"), StatusCode::BAD_REQUEST),
+        ("the same credential", rotate(&old, &old), StatusCode::BAD_REQUEST),
+        ("no credential", rotate("nope", &new), StatusCode::UNAUTHORIZED),
+    ] {
+        let answer = send(&f.app, request).await;
+        assert_eq!(answer.0, status, "{what}: {}", answer.2);
+        assert_problem(&answer, status);
+    }
+    let (status, _, body) = send(&f.app, rotate(&old, &new)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+
+    let device_id = DeviceId::parse(DEVICE).unwrap();
+    let record = submission_of(&key, device_id, 1);
+    let framed = frame(record.header.as_bytes(), record.body.as_bytes());
+    assert_problem(
+        &capture(&f, Some(&old), framed.clone()).await,
+        StatusCode::UNAUTHORIZED,
+    );
+    assert_eq!(capture(&f, Some(&new), framed).await.0, StatusCode::OK);
+    // The old credential cannot rotate again either.
+    let again = URL_SAFE_NO_PAD.encode([0x78u8; 32]);
+    assert_problem(
+        &send(&f.app, rotate(&old, &again)).await,
+        StatusCode::UNAUTHORIZED,
+    );
 }

@@ -130,11 +130,23 @@ pub(crate) fn quickstart(data: &Path, port: u16) -> Command {
 
 /// One HTTP/1.1 request without a body; `None` when nothing listens.
 pub(crate) fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
+    request(port, method, path, "", "")
+}
+
+/// One HTTP/1.1 request: `headers` are extra header lines (each ending in CRLF).
+pub(crate) fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .ok()?;
     let mut answer = String::new();

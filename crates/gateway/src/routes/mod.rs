@@ -5,6 +5,7 @@
 //! and path it does not name is answered 404 or 405 before any handler runs, so a
 //! route added without documentation is unreachable (invariant I2).
 
+mod credential;
 mod devices;
 mod health;
 mod keyring;
@@ -40,6 +41,7 @@ pub use records::RECORD_MEDIA_TYPE;
     ),
     paths(
         devices::enroll,
+        credential::rotate,
         records::capture,
         keyring::current,
         log::checkpoint,
@@ -81,6 +83,7 @@ pub fn router<L: LogStore + DeviceStore, B: BlobStore>(gateway: Arc<Gateway<L, B
     });
     let router = Router::new()
         .route("/v1/devices", post(devices::enroll::<L, B>))
+        .route("/v1/devices/credential", post(credential::rotate::<L, B>))
         .route("/v1/records", post(records::capture::<L, B>))
         .route("/v1/keyring", get(keyring::current::<L, B>))
         .route("/healthz", get(health::live))
