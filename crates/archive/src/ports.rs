@@ -2,7 +2,6 @@
 //! with the guarantees each implementation must give. Backends live in their own
 //! modules; library code is generic over these traits and only the binary picks one.
 
-use std::fmt;
 use std::future::Future;
 
 use vellum_protocol::ids::{Custodian, DeviceId, RecordId, RetentionClass, UnixMillis};
@@ -11,7 +10,7 @@ use vellum_protocol::seal::BodyDigest;
 use vellum_tlog::Hash;
 use vellum_tlog::tree::{NodeId, frontier_ids};
 
-use crate::error::{AccountError, EnrollError, StoreError};
+use crate::error::{EnrollError, StoreError};
 
 /// Where a blob store keeps one blob; opaque to everyone but that store.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -325,106 +324,6 @@ pub trait DeviceStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
-/// What a person may do. Device principals are separate ([`Device`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Role {
-    /// Manages accounts, devices and configuration; cannot read content or approve.
-    Admin,
-    /// Searches, requests access, reads what was granted.
-    Auditor,
-    /// Approves or denies access requests (a records officer).
-    Approver,
-}
-
-impl Role {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Auditor => "auditor",
-            Role::Approver => "approver",
-        }
-    }
-
-    /// The role of a stored name.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "admin" => Some(Role::Admin),
-            "auditor" => Some(Role::Auditor),
-            "approver" => Some(Role::Approver),
-            _ => None,
-        }
-    }
-}
-
-/// An account to create.
-#[derive(Clone)]
-pub struct NewAccount {
-    /// A fresh id (16 bytes, a UUIDv7).
-    pub account_id: [u8; 16],
-    /// The login name, unique.
-    pub username: String,
-    /// The role.
-    pub role: Role,
-    /// The Argon2id PHC string of the password.
-    pub password_phc: String,
-    /// The password was issued by someone else (a one-time password) and must be
-    /// changed at the first login.
-    pub must_change_password: bool,
-}
-
-impl fmt::Debug for NewAccount {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NewAccount")
-            .field("username", &self.username)
-            .field("role", &self.role)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A stored account.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Account {
-    /// Its id.
-    pub account_id: [u8; 16],
-    /// The login name.
-    pub username: String,
-    /// The role.
-    pub role: Role,
-    /// The Argon2id PHC string of the password.
-    pub password_phc: String,
-    /// Whether the password must be changed at the next login.
-    pub must_change_password: bool,
-    /// When it was created.
-    pub created_at: UnixMillis,
-    /// When it was disabled; a disabled account cannot log in.
-    pub disabled_at: Option<UnixMillis>,
-}
-
-impl fmt::Debug for Account {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Account")
-            .field("username", &self.username)
-            .field("role", &self.role)
-            .field("disabled_at", &self.disabled_at)
-            .finish_non_exhaustive()
-    }
-}
-
-/// People's accounts. **Never deleted**: an account is disabled instead, so the
-/// audit trail keeps naming who did what.
-pub trait AccountStore: Send + Sync + 'static {
-    /// Creates an account at `now`; refused if the username is taken.
-    fn create_account(
-        &self,
-        account: &NewAccount,
-        now: UnixMillis,
-    ) -> impl Future<Output = Result<(), AccountError>> + Send;
-
-    /// The account of `username`, if any.
-    fn account_by_username(
-        &self,
-        username: &str,
-    ) -> impl Future<Output = Result<Option<Account>, StoreError>> + Send;
-}
+pub use crate::accounts::{
+    Account, AccountChange, AccountStore, NewAccount, Refreshed, Role, SessionPrincipal, SessionStore,
+};

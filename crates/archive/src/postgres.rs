@@ -36,6 +36,11 @@ pub struct PgStore {
 
 // PostgreSQL hands out identity values at insert, not at commit: serialise audit
 // appends so that a reader paging by id never skips one that commits late.
+crate::accounts::sql_accounts! {
+    store: PgStore,
+    row: sqlx::postgres::PgRow,
+}
+
 sql_store! {
     store: PgStore,
     db: sqlx::Postgres,

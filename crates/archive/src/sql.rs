@@ -323,68 +323,6 @@ macro_rules! sql_store {
             }
         }
 
-        impl $crate::ports::AccountStore for $store {
-            async fn create_account(
-                &self,
-                account: &$crate::ports::NewAccount,
-                now: vellum_protocol::ids::UnixMillis,
-            ) -> Result<(), $crate::error::AccountError> {
-                use $crate::error::{AccountError, StoreError};
-                let created = sqlx::query(
-                    "INSERT INTO accounts (account_id, username, role, password_phc, \
-                     must_change_password, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
-                     ON CONFLICT (username) DO NOTHING",
-                )
-                .bind(account.account_id.as_slice())
-                .bind(&account.username)
-                .bind(account.role.as_str())
-                .bind(&account.password_phc)
-                .bind(account.must_change_password)
-                .bind($crate::sql::to_i64(now.0, "time")?)
-                .execute(&self.pool)
-                .await
-                .map_err(|e| StoreError::backend("create account", e))?;
-                if created.rows_affected() == 0 {
-                    return Err(AccountError::UsernameTaken(account.username.clone()));
-                }
-                Ok(())
-            }
-
-            async fn account_by_username(
-                &self,
-                username: &str,
-            ) -> Result<Option<$crate::ports::Account>, $crate::error::StoreError> {
-                use sqlx::Row as _;
-                use $crate::error::StoreError;
-                let err = |e| StoreError::backend("read account", e);
-                let row = sqlx::query(
-                    "SELECT account_id, username, role, password_phc, must_change_password, \
-                     created_at, disabled_at FROM accounts WHERE username = $1",
-                )
-                .bind(username)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(err)?;
-                let Some(row) = row else { return Ok(None) };
-                let corrupt = |what: &str| StoreError::Integrity(format!("account {username}: bad stored {what}"));
-                let id: Vec<u8> = row.try_get(0).map_err(err)?;
-                let role: String = row.try_get(2).map_err(err)?;
-                let created_at: i64 = row.try_get(5).map_err(err)?;
-                let disabled_at: Option<i64> = row.try_get(6).map_err(err)?;
-                Ok(Some($crate::ports::Account {
-                    account_id: id.try_into().map_err(|_| corrupt("id"))?,
-                    username: row.try_get(1).map_err(err)?,
-                    role: $crate::ports::Role::parse(&role).ok_or_else(|| corrupt("role"))?,
-                    password_phc: row.try_get(3).map_err(err)?,
-                    must_change_password: row.try_get(4).map_err(err)?,
-                    created_at: vellum_protocol::ids::UnixMillis($crate::sql::to_u64(created_at, "time")?),
-                    disabled_at: disabled_at
-                        .map(|t| $crate::sql::to_u64(t, "time").map(vellum_protocol::ids::UnixMillis))
-                        .transpose()?,
-                }))
-            }
-        }
-
         impl $crate::ports::DeviceStore for $store {
             async fn add_enrollment(
                 &self,

@@ -36,6 +36,11 @@ pub struct SqliteStore {
 }
 
 // SQLite runs one writer at a time, so audit ids commit in order without a lock.
+crate::accounts::sql_accounts! {
+    store: SqliteStore,
+    row: sqlx::sqlite::SqliteRow,
+}
+
 sql_store! {
     store: SqliteStore,
     db: sqlx::Sqlite,

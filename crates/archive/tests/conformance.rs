@@ -560,6 +560,185 @@ async fn accounts_have_unique_names_and_are_never_deleted(backend: impl Backend)
     }
 }
 
+async fn sessions_rotate_once_and_a_replay_ends_them(backend: impl Backend) {
+    use vellum_archive::ports::{
+        AccountChange, AccountStore, NewAccount, Refreshed, Role, SecretHash, SessionStore,
+    };
+    use vellum_protocol::ids::UnixMillis;
+
+    let store = backend.open_log().await.unwrap();
+    let now = UnixMillis(1_764_150_000_000);
+    let later = UnixMillis(now.0 + 3_600_000);
+    let account = NewAccount {
+        account_id: [7; 16],
+        username: "auditor".into(),
+        role: Role::Auditor,
+        password_phc: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        must_change_password: false,
+    };
+    store.create_account(&account, now).await.unwrap();
+    let (family, t1, t2, t3) = (
+        [1; 16],
+        SecretHash([1; 32]),
+        SecretHash([2; 32]),
+        SecretHash([3; 32]),
+    );
+    store
+        .start_session(&family, &[7; 16], &t1, now, later)
+        .await
+        .unwrap();
+    let live = store.session_principal(&[7; 16], &family).await.unwrap().unwrap();
+    assert_eq!((live.role, live.live), (Role::Auditor, true));
+    assert_eq!(
+        store.session_principal(&[8; 16], &family).await.unwrap(),
+        None,
+        "another account's session"
+    );
+
+    assert_eq!(
+        store.rotate_refresh(&t1, &t2, now, later).await.unwrap(),
+        Refreshed::Rotated {
+            account_id: [7; 16],
+            family_id: family
+        }
+    );
+    assert_eq!(
+        store
+            .rotate_refresh(&SecretHash([9; 32]), &t3, now, later)
+            .await
+            .unwrap(),
+        Refreshed::Unknown
+    );
+    // Replaying the spent token ends the session: its successor is dead too.
+    assert_eq!(
+        store.rotate_refresh(&t1, &t3, now, later).await.unwrap(),
+        Refreshed::Reused { family_id: family }
+    );
+    assert_eq!(
+        store.rotate_refresh(&t2, &t3, now, later).await.unwrap(),
+        Refreshed::Ended
+    );
+    assert!(
+        !store
+            .session_principal(&[7; 16], &family)
+            .await
+            .unwrap()
+            .unwrap()
+            .live
+    );
+
+    // Expiry, and a disabled account's sessions.
+    let (other, t4) = ([2; 16], SecretHash([4; 32]));
+    store
+        .start_session(&other, &[7; 16], &t4, now, UnixMillis(now.0 + 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .rotate_refresh(&t4, &t3, UnixMillis(now.0 + 10), later)
+            .await
+            .unwrap(),
+        Refreshed::Expired
+    );
+    let (third, t5) = ([3; 16], SecretHash([5; 32]));
+    store
+        .start_session(&third, &[7; 16], &t5, now, later)
+        .await
+        .unwrap();
+    store
+        .update_account(&[7; 16], AccountChange::Disabled(Some(now)))
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .session_principal(&[7; 16], &third)
+            .await
+            .unwrap()
+            .unwrap()
+            .live
+    );
+    assert_eq!(
+        store.rotate_refresh(&t5, &t3, now, later).await.unwrap(),
+        Refreshed::Ended
+    );
+    assert_eq!(store.end_sessions_of(&[7; 16], now, "test").await.unwrap(), 2);
+
+    // Concurrent presentations of one token: one rotation, the rest end the session.
+    store
+        .update_account(&[7; 16], AccountChange::Disabled(None))
+        .await
+        .unwrap();
+    let (raced, t6) = ([4; 16], SecretHash([6; 32]));
+    store
+        .start_session(&raced, &[7; 16], &t6, now, later)
+        .await
+        .unwrap();
+    let racers: Vec<_> = (0..8u8)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .rotate_refresh(&t6, &SecretHash([0x80 + n; 32]), now, later)
+                    .await
+            })
+        })
+        .collect();
+    let mut rotated = 0;
+    for racer in racers {
+        match racer.await.unwrap() {
+            Ok(Refreshed::Rotated { .. }) => rotated += 1,
+            Ok(Refreshed::Reused { .. } | Refreshed::Ended) => {}
+            Ok(other) => panic!("unexpected: {other:?}"),
+            // SQLite may report a busy database to a racer; that racer got nothing.
+            Err(_) => {}
+        }
+    }
+    assert_eq!(rotated, 1);
+
+    // TOTP steps are used once, in increasing order; recovery codes once.
+    assert!(store.use_totp_step(&[7; 16], 100).await.unwrap());
+    assert!(!store.use_totp_step(&[7; 16], 100).await.unwrap());
+    assert!(!store.use_totp_step(&[7; 16], 99).await.unwrap());
+    assert!(store.use_totp_step(&[7; 16], 101).await.unwrap());
+    store
+        .set_recovery_codes(&[7; 16], &[SecretHash([0x11; 32]), SecretHash([0x12; 32])])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .use_recovery_code(&[7; 16], &SecretHash([0x11; 32]), now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .use_recovery_code(&[7; 16], &SecretHash([0x11; 32]), now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .use_recovery_code(&[8; 16], &SecretHash([0x12; 32]), now)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.login_failed(&[7; 16]).await.unwrap(), 1);
+    assert_eq!(store.login_failed(&[7; 16]).await.unwrap(), 2);
+    store
+        .update_account(&[7; 16], AccountChange::LoginSucceeded)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .account_by_id(&[7; 16])
+            .await
+            .unwrap()
+            .unwrap()
+            .failed_logins,
+        0
+    );
+}
+
 /// One test per story, for one backend.
 macro_rules! stories {
     ($backend:expr; $($story:ident),* $(,)?) => {
@@ -589,6 +768,7 @@ macro_rules! conformance {
                 two_gateways_share_one_log,
                 devices_enroll_once_and_revocation_is_final,
                 accounts_have_unique_names_and_are_never_deleted,
+                sessions_rotate_once_and_a_replay_ends_them,
             );
         }
     };

@@ -5,6 +5,7 @@
 //! CLI), checking log checkpoints and proofs (`verify`), benchmarks and an offline
 //! end-to-end `demo`.
 
+mod admin;
 mod bench;
 mod capture;
 mod demo;
@@ -60,6 +61,9 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
     },
+    /// Administration directly on a deployment's database.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
     /// Capture client: enroll a device, send messages, show the spool.
     #[command(subcommand)]
     Capture(capture::CaptureCommand),
@@ -99,6 +103,7 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve::Config::load(&config).and_then(serve::run),
         Command::Quickstart { data, listen } => quickstart::run(&data, listen),
         Command::Capture(command) => capture::run(&command),
+        Command::Admin(command) => admin::run(&command),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,7 +4,8 @@
 //! ```text
 //! DIR/vellum.toml            the configuration `vellum serve --config` reads
 //! DIR/vellum.db, DIR/blobs/  the archive
-//! DIR/keys/log.skey          the log signing key (the gateway's only private key)
+//! DIR/keys/log.skey          the log signing key (signs checkpoints)
+//! DIR/keys/jwt.key           the key that signs people's access tokens
 //! DIR/keys/epoch-1.age       the epoch-1 archive identity, sealed to the auditor and escrow
 //! DIR/keyring.note           the epoch-1 keyring statement, signed by the organisation
 //! DIR/org.vkey, DIR/log.vkey the public keys that verify keyrings and receipts
@@ -29,7 +30,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use vellum_archive::ports::{AccountStore as _, DeviceStore as _, NewAccount, Role, SecretHash};
 use vellum_archive::sqlite::SqliteStore;
-use vellum_gateway::password;
+use vellum_gateway::auth::password;
 use vellum_protocol::blind::IndexKey;
 use vellum_protocol::bundle::Bundle;
 use vellum_protocol::ids::{Custodian, Epoch, RecordId, RetentionClass, UnixMillis};
@@ -93,6 +94,10 @@ fn initialise(data: &Path, listen: SocketAddr) -> Result<(), CliError> {
     let offline = data.join("offline");
     write_output(Some(&offline.join("org.skey")), line(&org.to_skey()).as_bytes())?;
     write_output(Some(&data.join("keys/log.skey")), line(&log.to_skey()).as_bytes())?;
+    let mut jwt_seed = Zeroizing::new([0u8; 32]);
+    getrandom::getrandom(jwt_seed.as_mut()).map_err(fail)?;
+    let jwt_text = Zeroizing::new(URL_SAFE_NO_PAD.encode(*jwt_seed));
+    write_output(Some(&data.join("keys/jwt.key")), line(&jwt_text).as_bytes())?;
     // The public halves, for anyone to verify keyrings, checkpoints and receipts.
     write_output(
         Some(&data.join("org.vkey")),
@@ -196,6 +201,9 @@ fn initialise(data: &Path, listen: SocketAddr) -> Result<(), CliError> {
          \n\
          [blobs]\n\
          folder = \"blobs\"\n\
+         \n\
+         [auth]\n\
+         jwt_key_file = \"keys/jwt.key\"\n\
          \n\
          [telemetry]\n\
          format = \"text\"\n",

@@ -14,9 +14,11 @@ use serde::Deserialize;
 use vellum_archive::Archive;
 use vellum_archive::blob::local::LocalBlobStore;
 use vellum_archive::blob::s3::{RetentionPeriod, S3BlobStore, S3Config};
-use vellum_archive::ports::{BlobStore, DeviceStore, LogStore};
+use vellum_archive::ports::{AccountStore, AuditStore, BlobStore, DeviceStore, LogStore, SessionStore};
 use vellum_archive::postgres::PgStore;
 use vellum_archive::sqlite::SqliteStore;
+use vellum_gateway::auth::Auth;
+use vellum_gateway::auth::jwt::JwtKeys;
 use vellum_gateway::{Gateway, Limits};
 use vellum_protocol::ids::{RetentionClass, UnixMillis};
 use vellum_tlog::note::{NoteSigner, NoteVerifier};
@@ -42,6 +44,7 @@ pub(crate) struct Config {
     #[serde(default)]
     pub(crate) limits: LimitsConfig,
     pub(crate) tls: Option<Tls>,
+    pub(crate) auth: Option<AuthConfig>,
     #[serde(default)]
     pub(crate) telemetry: crate::telemetry::TelemetryConfig,
 }
@@ -114,6 +117,100 @@ impl Default for LimitsConfig {
     }
 }
 
+/// `[auth]`: sign-in for people.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuthConfig {
+    /// File holding the Ed25519 seed that signs access tokens (32 bytes, base64url).
+    jwt_key_file: PathBuf,
+    /// Public keys (base64url) of earlier signing keys whose tokens are still accepted.
+    #[serde(default)]
+    jwt_previous_public_keys: Vec<String>,
+    /// The `iss` and `aud` of tokens.
+    #[serde(default = "default_issuer")]
+    issuer: String,
+    #[serde(default = "default_access_secs")]
+    access_token_secs: u64,
+    #[serde(default = "default_refresh_secs")]
+    refresh_token_secs: u64,
+    /// Argon2 computations at once (each about 19 MiB).
+    #[serde(default = "default_parallel_hashes")]
+    parallel_password_hashes: usize,
+    #[serde(default = "default_per_address")]
+    logins_per_minute_per_address: u32,
+    #[serde(default = "default_per_account")]
+    logins_per_minute_per_account: u32,
+}
+
+fn default_issuer() -> String {
+    "vellum".into()
+}
+fn default_access_secs() -> u64 {
+    vellum_gateway::auth::jwt::MAX_TTL_SECS
+}
+fn default_refresh_secs() -> u64 {
+    vellum_gateway::auth::DEFAULT_REFRESH_SECS
+}
+fn default_parallel_hashes() -> usize {
+    2
+}
+fn default_per_address() -> u32 {
+    vellum_gateway::DEFAULT_LOGINS_PER_ADDRESS
+}
+fn default_per_account() -> u32 {
+    vellum_gateway::DEFAULT_LOGINS_PER_ACCOUNT
+}
+
+fn decode_32(text: &str, what: &str) -> Result<Zeroizing<[u8; 32]>, CliError> {
+    use base64::Engine as _;
+    let bytes = Zeroizing::new(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text.trim())
+            .map_err(|_| fail(format!("{what}: not base64url")))?,
+    );
+    let array: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| fail(format!("{what}: not 32 bytes")))?;
+    Ok(Zeroizing::new(array))
+}
+
+/// Sign-in settings from `[auth]`, or a random token key when it is absent.
+fn auth_settings(config: Option<&AuthConfig>, queue_timeout: Duration) -> Result<(Auth, u32, u32), CliError> {
+    let Some(config) = config else {
+        tracing::warn!(
+            "no [auth] section: access tokens are signed with a random key and do not survive a restart"
+        );
+        let auth = Auth::ephemeral("vellum").map_err(fail)?;
+        return Ok((auth, default_per_address(), default_per_account()));
+    };
+    let seed = decode_32(&secret_file(&config.jwt_key_file)?, "jwt_key_file")?;
+    let mut previous = Vec::new();
+    for key in &config.jwt_previous_public_keys {
+        previous.push(*decode_32(key, "jwt_previous_public_keys")?);
+    }
+    let jwt = JwtKeys::new(
+        &config.issuer,
+        &config.issuer,
+        config.access_token_secs,
+        &seed,
+        &previous,
+    )
+    .map_err(|e| fail(format!("[auth] {e}")))?;
+    let auth = Auth::new(
+        jwt,
+        config.refresh_token_secs,
+        config.parallel_password_hashes,
+        queue_timeout,
+    )
+    .map_err(fail)?;
+    Ok((
+        auth,
+        config.logins_per_minute_per_address,
+        config.logins_per_minute_per_account,
+    ))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Tls {
@@ -156,6 +253,9 @@ impl Config {
         if let Some(s3) = &mut config.blobs.s3 {
             rebase(&mut s3.access_key_id_file);
             rebase(&mut s3.secret_access_key_file);
+        }
+        if let Some(auth) = &mut config.auth {
+            rebase(&mut auth.jwt_key_file);
         }
         if let Some(tls) = &mut config.tls {
             rebase(&mut tls.cert_file);
@@ -250,53 +350,32 @@ async fn open_and_serve(config: Config) -> Result<(), CliError> {
     let keyring = vellum_protocol::keyring::verify(&note, &org_key, None, UnixMillis(now_ms()))
         .map_err(|e| config_error(&config.keyring_file, e))?;
 
-    let url = match &config.database.password_file {
-        Some(file) => with_password(&config.database.url, &secret_file(file)?)?,
-        None => Zeroizing::new(config.database.url.clone()),
-    };
-    let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    let store = open_store(&config.database).await?;
     let blobs = open_blobs(&config.blobs)?;
-    match (postgres, blobs) {
-        (false, OpenedBlobs::Folder(b)) => {
-            serve(
-                &config,
-                SqliteStore::open(&url).await.map_err(fail)?,
-                b,
-                log_key,
-                keyring,
-            )
-            .await
-        }
-        (false, OpenedBlobs::S3(b)) => {
-            serve(
-                &config,
-                SqliteStore::open(&url).await.map_err(fail)?,
-                b,
-                log_key,
-                keyring,
-            )
-            .await
-        }
-        (true, OpenedBlobs::Folder(b)) => {
-            serve(
-                &config,
-                PgStore::open(&url).await.map_err(fail)?,
-                b,
-                log_key,
-                keyring,
-            )
-            .await
-        }
-        (true, OpenedBlobs::S3(b)) => {
-            serve(
-                &config,
-                PgStore::open(&url).await.map_err(fail)?,
-                b,
-                log_key,
-                keyring,
-            )
-            .await
-        }
+    match (store, blobs) {
+        (OpenedStore::Sqlite(l), OpenedBlobs::Folder(b)) => serve(&config, l, b, log_key, keyring).await,
+        (OpenedStore::Sqlite(l), OpenedBlobs::S3(b)) => serve(&config, l, b, log_key, keyring).await,
+        (OpenedStore::Postgres(l), OpenedBlobs::Folder(b)) => serve(&config, l, b, log_key, keyring).await,
+        (OpenedStore::Postgres(l), OpenedBlobs::S3(b)) => serve(&config, l, b, log_key, keyring).await,
+    }
+}
+
+/// The metadata store of a configuration.
+pub(crate) enum OpenedStore {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+/// Opens (and migrates) the configured database.
+pub(crate) async fn open_store(database: &Database) -> Result<OpenedStore, CliError> {
+    let url = match &database.password_file {
+        Some(file) => with_password(&database.url, &secret_file(file)?)?,
+        None => Zeroizing::new(database.url.clone()),
+    };
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(OpenedStore::Postgres(PgStore::open(&url).await.map_err(fail)?))
+    } else {
+        Ok(OpenedStore::Sqlite(SqliteStore::open(&url).await.map_err(fail)?))
     }
 }
 
@@ -338,13 +417,17 @@ fn open_blobs(blobs: &Blobs) -> Result<OpenedBlobs, CliError> {
     Ok(OpenedBlobs::S3(store))
 }
 
-async fn serve<L: LogStore + DeviceStore, B: BlobStore>(
+async fn serve<L, B>(
     config: &Config,
     log: L,
     blobs: B,
     log_key: NoteSigner,
     keyring: vellum_protocol::keyring::VerifiedKeyring,
-) -> Result<(), CliError> {
+) -> Result<(), CliError>
+where
+    L: LogStore + DeviceStore + AccountStore + SessionStore + AuditStore,
+    B: BlobStore,
+{
     let tls = match &config.tls {
         Some(tls) => {
             refuse_shared(&tls.key_file)?;
@@ -372,7 +455,12 @@ async fn serve<L: LogStore + DeviceStore, B: BlobStore>(
     };
     let epoch = keyring.statement().epoch;
     let archive = Archive::open(log, blobs, log_key).await.map_err(fail)?;
-    let gateway = Arc::new(Gateway::new(archive, keyring).with_limits(limits));
+    let (auth, per_address, per_account) = auth_settings(config.auth.as_ref(), limits.queue_timeout)?;
+    let gateway = Arc::new(
+        Gateway::new(archive, keyring, auth)
+            .with_limits(limits)
+            .with_login_limits(per_address, per_account),
+    );
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| fail(format!("cannot listen on {}: {e}", config.listen)))?;

@@ -239,7 +239,10 @@ fn admin_password_is_stored_only_as_argon2id(data: &Path, shown: &str) {
             .starts_with("$argon2id$v=19$m=19456,t=2,p=1$")
     );
     assert!(account.must_change_password);
-    assert!(vellum_gateway::password::verify(&account.password_phc, &password));
+    assert!(vellum_gateway::auth::password::verify(
+        &account.password_phc,
+        &password
+    ));
     for file in files_under(data) {
         let bytes = std::fs::read(&file).unwrap();
         assert!(

@@ -12,7 +12,8 @@
 //! use std::sync::Arc;
 //!
 //! vellum_gateway::server::harden_process()?;
-//! let app = vellum_gateway::router(Arc::new(vellum_gateway::Gateway::new(archive, keyring)));
+//! let auth = vellum_gateway::auth::Auth::ephemeral("vellum").expect("random key");
+//! let app = vellum_gateway::router(Arc::new(vellum_gateway::Gateway::new(archive, keyring, auth)));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! vellum_gateway::server::serve(listener, app, None, std::future::pending()).await;
 //! # Ok(())
@@ -24,8 +25,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod auth;
 mod device;
-pub mod password;
 pub mod problem;
 mod routes;
 pub mod server;
@@ -39,9 +40,15 @@ use vellum_archive::Archive;
 use vellum_archive::ports::{BlobStore, LogStore};
 use vellum_protocol::keyring::VerifiedKeyring;
 
+use crate::auth::{Auth, LoginLimits};
 use crate::problem::ApiError;
 
-pub use routes::{RECORD_MEDIA_TYPE, documented_only, openapi, router};
+pub use routes::{Access, POLICIES, RECORD_MEDIA_TYPE, documented_only, openapi, policy, router};
+
+/// Login attempts a minute from one address, by default.
+pub const DEFAULT_LOGINS_PER_ADDRESS: u32 = 30;
+/// Login attempts a minute for one account name, by default.
+pub const DEFAULT_LOGINS_PER_ACCOUNT: u32 = 10;
 
 /// The largest capture (framed header and sealed body) taken by default: 64 MiB.
 pub const DEFAULT_MAX_CAPTURE_BYTES: usize = 64 << 20;
@@ -82,19 +89,40 @@ pub struct Gateway<L, B> {
     limits: Limits,
     /// The buffered-bytes budget, in KiB permits.
     body_budget: Semaphore,
+    auth: Auth,
+    login_limits: LoginLimits,
 }
 
 impl<L: LogStore, B: BlobStore> Gateway<L, B> {
     /// A gateway over an opened archive, publishing `keyring` (checked by the caller
     /// against the organisation key), with default limits. Captures are taken only
     /// under the keyring's epoch.
-    pub fn new(archive: Archive<L, B>, keyring: VerifiedKeyring) -> Self {
+    pub fn new(archive: Archive<L, B>, keyring: VerifiedKeyring, auth: Auth) -> Self {
         Self {
             archive,
             keyring,
             body_budget: budget(&Limits::default()),
             limits: Limits::default(),
+            auth,
+            login_limits: LoginLimits::new(DEFAULT_LOGINS_PER_ADDRESS, DEFAULT_LOGINS_PER_ACCOUNT),
         }
+    }
+
+    /// Sets the login rate limits: attempts a minute per address and per account.
+    #[must_use]
+    pub fn with_login_limits(mut self, per_address: u32, per_account: u32) -> Self {
+        self.login_limits = LoginLimits::new(per_address, per_account);
+        self
+    }
+
+    /// Sign-in settings.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// The login rate limits.
+    pub(crate) fn login_limits(&self) -> &LoginLimits {
+        &self.login_limits
     }
 
     /// The keyring statement capture clients seal to now.

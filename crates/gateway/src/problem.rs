@@ -48,6 +48,9 @@ pub enum ApiError {
     /// class).
     #[error("{0}")]
     Unprocessable(String),
+    /// Too many attempts (logins); retry after this many seconds.
+    #[error("too many attempts")]
+    TooManyRequests(u64),
     /// Too many requests are running; the client may retry shortly.
     #[error("too many requests in progress")]
     Busy,
@@ -75,6 +78,7 @@ impl ApiError {
             ApiError::LengthRequired => StatusCode::LENGTH_REQUIRED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Busy | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -94,6 +98,7 @@ impl ApiError {
             ApiError::LengthRequired => "length-required",
             ApiError::TooLarge(_) => "too-large",
             ApiError::Unprocessable(_) => "unprocessable",
+            ApiError::TooManyRequests(_) => "too-many-requests",
             ApiError::Busy => "busy",
             ApiError::Timeout => "timeout",
             ApiError::Unavailable => "unavailable",
@@ -149,6 +154,7 @@ impl IntoResponse for ApiError {
             | ApiError::Unprocessable(d) => Some(d.clone()),
             ApiError::MethodNotAllowed
             | ApiError::LengthRequired
+            | ApiError::TooManyRequests(_)
             | ApiError::Busy
             | ApiError::Timeout
             | ApiError::Unavailable
@@ -166,6 +172,9 @@ impl IntoResponse for ApiError {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let ApiError::TooManyRequests(secs) = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

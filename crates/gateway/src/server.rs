@@ -80,7 +80,7 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -94,14 +94,14 @@ pub async fn serve(
         };
         let app = app.clone();
         match &tls {
-            None => serve_connection(stream, app, &graceful),
+            None => serve_connection(stream, app, peer, &graceful),
             Some(tls) => {
                 let tls = tls.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     match tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream)).await {
                         Ok(Ok(stream)) => {
-                            let connection = connection(stream, app);
+                            let connection = connection(stream, app, peer);
                             if let Err(e) = watcher.watch(connection).await {
                                 tracing::debug!(error = %e, "connection ended");
                             }
@@ -122,11 +122,11 @@ pub async fn serve(
     }
 }
 
-fn serve_connection<I>(io: I, app: Router, graceful: &GracefulShutdown)
+fn serve_connection<I>(io: I, app: Router, peer: SocketAddr, graceful: &GracefulShutdown)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let connection = graceful.watch(connection(io, app));
+    let connection = graceful.watch(connection(io, app, peer));
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "connection ended");
@@ -134,15 +134,48 @@ where
     });
 }
 
+/// The address a request came from (rate limits key on it). Requests that did not
+/// come through [`serve`] (tests calling the router directly) come from
+/// `0.0.0.0:0`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer(pub SocketAddr);
+
+impl Peer {
+    /// The peer's IP address.
+    pub fn ip(&self) -> std::net::IpAddr {
+        self.0.ip()
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Peer>()
+            .copied()
+            .unwrap_or(Peer(SocketAddr::from(([0, 0, 0, 0], 0)))))
+    }
+}
+
 fn connection<I>(
     io: I,
     app: Router,
-) -> hyper::server::conn::http1::Connection<TokioIo<I>, TowerToHyperService<Router>>
+    peer: SocketAddr,
+) -> hyper::server::conn::http1::Connection<
+    TokioIo<I>,
+    TowerToHyperService<axum::middleware::AddExtension<Router, Peer>>,
+>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let service = tower::Layer::layer(&axum::Extension(Peer(peer)), app);
     hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(app))
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
 }

@@ -5,6 +5,8 @@
 //! and path it does not name is answered 404 or 405 before any handler runs, so a
 //! route added without documentation is unreachable (invariant I2).
 
+mod admin;
+mod auth;
 mod credential;
 mod devices;
 mod health;
@@ -25,7 +27,7 @@ use tokio::sync::Semaphore;
 use utoipa::OpenApi as _;
 use utoipa::openapi::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use vellum_archive::ports::{BlobStore, DeviceStore, LogStore};
+use vellum_archive::ports::{AccountStore, AuditStore, BlobStore, DeviceStore, LogStore, Role, SessionStore};
 
 use crate::Gateway;
 use crate::problem::ApiError;
@@ -42,6 +44,19 @@ pub use records::RECORD_MEDIA_TYPE;
     paths(
         devices::enroll,
         credential::rotate,
+        auth::login,
+        auth::refresh,
+        auth::logout,
+        auth::change_password,
+        auth::totp_setup,
+        auth::totp_confirm,
+        admin::list,
+        admin::create,
+        admin::set_role,
+        admin::disable,
+        admin::enable,
+        admin::reset_password,
+        admin::revoke_device,
         records::capture,
         keyring::current,
         log::checkpoint,
@@ -58,11 +73,12 @@ struct DeviceCredential;
 
 impl utoipa::Modify for DeviceCredential {
     fn modify(&self, openapi: &mut OpenApi) {
-        let scheme = SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer));
-        openapi
-            .components
-            .get_or_insert_with(Default::default)
-            .add_security_scheme("device_credential", scheme);
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let device = SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer));
+        components.add_security_scheme("device_credential", device);
+        let mut person = Http::new(HttpAuthScheme::Bearer);
+        person.bearer_format = Some("JWT".into());
+        components.add_security_scheme("access_token", SecurityScheme::Http(person));
     }
 }
 
@@ -75,7 +91,11 @@ pub fn openapi() -> OpenApi {
 
 /// The gateway's router: every documented route, behind the allow-list, the
 /// concurrency limit and the request deadline.
-pub fn router<L: LogStore + DeviceStore, B: BlobStore>(gateway: Arc<Gateway<L, B>>) -> Router {
+pub fn router<L, B>(gateway: Arc<Gateway<L, B>>) -> Router
+where
+    L: LogStore + DeviceStore + AccountStore + SessionStore + AuditStore,
+    B: BlobStore,
+{
     let limits = Arc::new(Limiter {
         permits: Semaphore::new(gateway.limits().max_concurrent_requests),
         queue_timeout: gateway.limits().queue_timeout,
@@ -86,6 +106,36 @@ pub fn router<L: LogStore + DeviceStore, B: BlobStore>(gateway: Arc<Gateway<L, B
         .route("/v1/devices/credential", post(credential::rotate::<L, B>))
         .route("/v1/records", post(records::capture::<L, B>))
         .route("/v1/keyring", get(keyring::current::<L, B>))
+        .route("/v1/auth/login", post(auth::login::<L, B>))
+        .route("/v1/auth/refresh", post(auth::refresh::<L, B>))
+        .route("/v1/auth/logout", post(auth::logout::<L, B>))
+        .route("/v1/auth/password", post(auth::change_password::<L, B>))
+        .route("/v1/auth/totp", post(auth::totp_setup::<L, B>))
+        .route("/v1/auth/totp/confirm", post(auth::totp_confirm::<L, B>))
+        .route(
+            "/v1/admin/accounts",
+            get(admin::list::<L, B>).post(admin::create::<L, B>),
+        )
+        .route(
+            "/v1/admin/accounts/{username}/role",
+            post(admin::set_role::<L, B>),
+        )
+        .route(
+            "/v1/admin/accounts/{username}/disable",
+            post(admin::disable::<L, B>),
+        )
+        .route(
+            "/v1/admin/accounts/{username}/enable",
+            post(admin::enable::<L, B>),
+        )
+        .route(
+            "/v1/admin/accounts/{username}/reset-password",
+            post(admin::reset_password::<L, B>),
+        )
+        .route(
+            "/v1/admin/devices/{device_id}/revoke",
+            post(admin::revoke_device::<L, B>),
+        )
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready::<L, B>))
         .route("/v1/log/checkpoint", get(log::checkpoint::<L, B>))
@@ -93,7 +143,8 @@ pub fn router<L: LogStore + DeviceStore, B: BlobStore>(gateway: Arc<Gateway<L, B
         .route("/v1/log/proof/consistency", get(log::consistency::<L, B>))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(gateway)
+        .with_state(gateway.clone())
+        .layer(middleware::from_fn_with_state(gateway, authorize::<L, B>))
         .layer(middleware::from_fn_with_state(limits, limit));
     // Traced outermost, so refused probes are logged too.
     documented_only(router).layer(middleware::from_fn(trace))
@@ -105,6 +156,108 @@ pub fn documented_only(router: Router) -> Router {
         Arc::new(AllowList::of(&openapi())),
         only_documented,
     ))
+}
+
+/// Who may call an operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (what it serves is public, or it checks its own secret: an enrollment
+    /// token, a password, a refresh token).
+    Public,
+    /// An enrolled, unrevoked device with its credential (checked by the handler's
+    /// extractor; a person's token is not a device credential).
+    Device,
+    /// A signed-in person with one of these roles; `mfa_setup` admits the limited
+    /// session of a first login that must still enroll a second factor.
+    People {
+        /// The roles admitted.
+        roles: &'static [Role],
+        /// Whether an `mfa-setup` session is admitted.
+        mfa_setup: bool,
+    },
+}
+
+const ADMIN: Access = Access::People {
+    roles: &[Role::Admin],
+    mfa_setup: false,
+};
+const SIGNED_IN: Access = Access::People {
+    roles: &Role::ALL,
+    mfa_setup: true,
+};
+
+/// Every operation's access policy, in one place. An operation missing here is
+/// refused to everyone (deny by default), and a test checks that every documented
+/// operation is here.
+pub const POLICIES: &[(&str, &str, Access)] = &[
+    ("GET", "/healthz", Access::Public),
+    ("GET", "/readyz", Access::Public),
+    ("GET", "/v1/keyring", Access::Public),
+    ("GET", "/v1/log/checkpoint", Access::Public),
+    ("GET", "/v1/log/proof/inclusion", Access::Public),
+    ("GET", "/v1/log/proof/consistency", Access::Public),
+    ("POST", "/v1/devices", Access::Public),
+    ("POST", "/v1/devices/credential", Access::Device),
+    ("POST", "/v1/records", Access::Device),
+    ("POST", "/v1/auth/login", Access::Public),
+    ("POST", "/v1/auth/refresh", Access::Public),
+    ("POST", "/v1/auth/password", Access::Public),
+    ("POST", "/v1/auth/logout", SIGNED_IN),
+    ("POST", "/v1/auth/totp", SIGNED_IN),
+    ("POST", "/v1/auth/totp/confirm", SIGNED_IN),
+    ("GET", "/v1/admin/accounts", ADMIN),
+    ("POST", "/v1/admin/accounts", ADMIN),
+    ("POST", "/v1/admin/accounts/{username}/role", ADMIN),
+    ("POST", "/v1/admin/accounts/{username}/disable", ADMIN),
+    ("POST", "/v1/admin/accounts/{username}/enable", ADMIN),
+    ("POST", "/v1/admin/accounts/{username}/reset-password", ADMIN),
+    ("POST", "/v1/admin/devices/{device_id}/revoke", ADMIN),
+];
+
+/// The policy of the operation `method path` matches, if any.
+pub fn policy(method: &Method, path: &str) -> Option<Access> {
+    POLICIES.iter().find_map(|(m, template, access)| {
+        let segments: Vec<String> = template.split('/').map(str::to_owned).collect();
+        (m.as_bytes() == method.as_str().as_bytes() && matches(&segments, path)).then_some(*access)
+    })
+}
+
+/// Enforces [`POLICIES`]: admits the request, or answers 401/403 before the handler.
+async fn authorize<L, B>(
+    State(gateway): State<Arc<Gateway<L, B>>>,
+    mut request: Request,
+    next: Next,
+) -> Response
+where
+    L: LogStore + SessionStore,
+    B: BlobStore,
+{
+    let Some(access) = policy(request.method(), request.uri().path()) else {
+        return ApiError::Forbidden("no access policy covers this operation".into()).into_response();
+    };
+    let Access::People { roles, mfa_setup } = access else {
+        return next.run(request).await;
+    };
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let person = match crate::auth::authenticate(gateway.auth(), gateway.archive().log_store(), bearer).await
+    {
+        Ok(person) => person,
+        Err(refusal) => return refusal.into_response(),
+    };
+    if !roles.contains(&person.role) {
+        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        return ApiError::Forbidden(format!("this needs the role {}", names.join(" or "))).into_response();
+    }
+    if person.scope == crate::auth::jwt::Scope::MfaSetup && !mfa_setup {
+        return ApiError::Forbidden("set up a second factor first: POST /v1/auth/totp".into())
+            .into_response();
+    }
+    request.extensions_mut().insert(person);
+    next.run(request).await
 }
 
 /// The documented operations: `(method, path template)`.

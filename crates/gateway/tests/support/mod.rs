@@ -82,8 +82,14 @@ pub async fn fixture_with(limits: vellum_gateway::Limits) -> Fixture {
     let signer = generate_note_signer("test.vellum.invalid").unwrap();
     let log_key = signer.verifier();
     let (org, keyring) = keyring();
-    let gateway =
-        Arc::new(Gateway::new(Archive::open(log, blobs, signer).await.unwrap(), keyring).with_limits(limits));
+    let gateway = Arc::new(
+        Gateway::new(
+            Archive::open(log, blobs, signer).await.unwrap(),
+            keyring,
+            vellum_gateway::auth::Auth::ephemeral("test").unwrap(),
+        )
+        .with_limits(limits),
+    );
     Fixture {
         _dir: dir,
         app: router(gateway.clone()),

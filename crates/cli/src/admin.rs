@@ -1,0 +1,263 @@
+//! `vellum admin user …`: account administration directly on a deployment's
+//! database, for the first administrator, a lost last administrator, or scripts run
+//! while the gateway is stopped. Each change is audited as done by `local-admin`.
+//! (The same operations exist over the API for a signed-in administrator.)
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use vellum_archive::error::AccountError;
+use vellum_archive::ports::{
+    AccountChange, AccountStore, AuditEvent, AuditStore, NewAccount, Role, SessionStore,
+};
+use vellum_gateway::auth::password;
+use vellum_protocol::ids::{RecordId, UnixMillis};
+
+use crate::error::{CliError, Kind};
+use crate::keys::now_ms;
+use crate::serve::{Config, OpenedStore, open_store};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AdminCommand {
+    /// Manage people's accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct Deployment {
+    /// The gateway's configuration file (its database is used directly).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum UserCommand {
+    /// Create an account; its one-time password is printed once.
+    Add {
+        /// The username (1-64 characters of [a-z0-9._@-]).
+        username: String,
+        /// admin, auditor or approver.
+        #[arg(long)]
+        role: String,
+        #[command(flatten)]
+        deployment: Deployment,
+    },
+    /// List the accounts.
+    List {
+        #[command(flatten)]
+        deployment: Deployment,
+    },
+    /// Disable an account and end its sessions.
+    Disable {
+        /// The username.
+        username: String,
+        #[command(flatten)]
+        deployment: Deployment,
+    },
+    /// Enable a disabled account.
+    Enable {
+        /// The username.
+        username: String,
+        #[command(flatten)]
+        deployment: Deployment,
+    },
+    /// Give an account a new one-time password (printed once) and end its sessions.
+    ResetPassword {
+        /// The username.
+        username: String,
+        #[command(flatten)]
+        deployment: Deployment,
+    },
+    /// Change an account's role.
+    SetRole {
+        /// The username.
+        username: String,
+        /// admin, auditor or approver.
+        role: String,
+        #[command(flatten)]
+        deployment: Deployment,
+    },
+}
+
+fn fail(e: impl std::fmt::Display) -> CliError {
+    CliError::new(Kind::Other, format!("admin: {e}"))
+}
+
+fn role_of(text: &str) -> Result<Role, CliError> {
+    Role::parse(text).ok_or_else(|| CliError::new(Kind::Other, "admin: role is admin, auditor or approver"))
+}
+
+pub(crate) fn run(command: &AdminCommand) -> Result<(), CliError> {
+    let AdminCommand::User(user) = command;
+    let deployment = match user {
+        UserCommand::Add { deployment, .. }
+        | UserCommand::List { deployment }
+        | UserCommand::Disable { deployment, .. }
+        | UserCommand::Enable { deployment, .. }
+        | UserCommand::ResetPassword { deployment, .. }
+        | UserCommand::SetRole { deployment, .. } => deployment,
+    };
+    let config = Config::load(&deployment.config)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(fail)?;
+    runtime.block_on(async {
+        match open_store(&config.database).await? {
+            OpenedStore::Sqlite(store) => user_command(&store, user).await,
+            OpenedStore::Postgres(store) => user_command(&store, user).await,
+        }
+    })
+}
+
+async fn audit<S: AuditStore>(
+    store: &S,
+    action: &str,
+    subject: &[u8; 16],
+    detail: serde_json::Value,
+) -> Result<(), CliError> {
+    let event = AuditEvent {
+        at: UnixMillis(now_ms()),
+        actor: "local-admin".into(),
+        action: action.into(),
+        subject: hex_of(subject),
+        detail: detail.to_string(),
+    };
+    store.append_audit(&event).await.map(drop).map_err(fail)
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn account_id<S: AccountStore>(store: &S, username: &str) -> Result<[u8; 16], CliError> {
+    store
+        .account_by_username(username)
+        .await
+        .map_err(fail)?
+        .map(|a| a.account_id)
+        .ok_or_else(|| CliError::new(Kind::NotFound, format!("admin: no account {username:?}")))
+}
+
+async fn user_command<S: AccountStore + SessionStore + AuditStore>(
+    store: &S,
+    command: &UserCommand,
+) -> Result<(), CliError> {
+    let now = UnixMillis(now_ms());
+    match command {
+        UserCommand::Add { username, role, .. } => {
+            let valid = (1..=64).contains(&username.len())
+                && username
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._@-".contains(&b));
+            if !valid {
+                return Err(CliError::new(
+                    Kind::Other,
+                    "admin: username is 1-64 characters of [a-z0-9._@-]",
+                ));
+            }
+            let role = role_of(role)?;
+            let one_time = password::one_time_password().map_err(fail)?;
+            let account = NewAccount {
+                account_id: *RecordId::new_v7(now.0).as_bytes(),
+                username: username.clone(),
+                role,
+                password_phc: password::hash(&one_time).map_err(fail)?,
+                must_change_password: true,
+            };
+            store.create_account(&account, now).await.map_err(|e| match e {
+                AccountError::UsernameTaken(_) => CliError::new(Kind::Exists, format!("admin: {e}")),
+                other => fail(other),
+            })?;
+            audit(
+                store,
+                "account.create",
+                &account.account_id,
+                serde_json::json!({ "role": role.as_str() }),
+            )
+            .await?;
+            println!(
+                "created {username} ({}); one-time password, shown only now:",
+                role.as_str()
+            );
+            println!("  {}", one_time.as_str());
+        }
+        UserCommand::List { .. } => {
+            for a in store.list_accounts().await.map_err(fail)? {
+                let mut flags = Vec::new();
+                if a.disabled_at.is_some() {
+                    flags.push("disabled");
+                }
+                if a.must_change_password {
+                    flags.push("must-change-password");
+                }
+                if a.totp_enabled {
+                    flags.push("totp");
+                }
+                println!("{:<24} {:<9} {}", a.username, a.role.as_str(), flags.join(","));
+            }
+        }
+        UserCommand::Disable { username, .. } => {
+            let id = account_id(store, username).await?;
+            store
+                .update_account(&id, AccountChange::Disabled(Some(now)))
+                .await
+                .map_err(fail)?;
+            store
+                .end_sessions_of(&id, now, "account disabled")
+                .await
+                .map_err(fail)?;
+            audit(store, "account.disable", &id, serde_json::json!({})).await?;
+            println!("disabled {username}; its sessions ended");
+        }
+        UserCommand::Enable { username, .. } => {
+            let id = account_id(store, username).await?;
+            store
+                .update_account(&id, AccountChange::Disabled(None))
+                .await
+                .map_err(fail)?;
+            audit(store, "account.enable", &id, serde_json::json!({})).await?;
+            println!("enabled {username}");
+        }
+        UserCommand::ResetPassword { username, .. } => {
+            let id = account_id(store, username).await?;
+            let one_time = password::one_time_password().map_err(fail)?;
+            let phc = password::hash(&one_time).map_err(fail)?;
+            store
+                .update_account(
+                    &id,
+                    AccountChange::Password {
+                        phc,
+                        must_change: true,
+                    },
+                )
+                .await
+                .map_err(fail)?;
+            store
+                .end_sessions_of(&id, now, "password reset")
+                .await
+                .map_err(fail)?;
+            audit(store, "account.reset-password", &id, serde_json::json!({})).await?;
+            println!("reset {username}; one-time password, shown only now:");
+            println!("  {}", one_time.as_str());
+        }
+        UserCommand::SetRole { username, role, .. } => {
+            let role = role_of(role)?;
+            let id = account_id(store, username).await?;
+            store
+                .update_account(&id, AccountChange::Role(role))
+                .await
+                .map_err(fail)?;
+            audit(
+                store,
+                "account.role",
+                &id,
+                serde_json::json!({ "role": role.as_str() }),
+            )
+            .await?;
+            println!("{username} is now {}", role.as_str());
+        }
+    }
+    Ok(())
+}

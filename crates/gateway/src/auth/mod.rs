@@ -1,0 +1,238 @@
+//! People: passwords, second factors, sessions and who may call what.
+//!
+//! - [`password`]: Argon2id PHC strings, the password rules, one-time passwords.
+//! - [`totp`]: RFC 6238 codes.
+//! - [`jwt`]: EdDSA access tokens.
+//! - [`Auth`]: the gateway's settings and the bounded pool that runs Argon2 off the
+//!   async runtime, so a flood of logins queues there instead of starving captures.
+//! - [`Person`]: an authenticated person, as the authorization layer admits them.
+
+pub mod jwt;
+pub mod password;
+pub mod totp;
+
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use vellum_archive::ports::{Role, SessionStore};
+
+use crate::problem::ApiError;
+use jwt::{JwtKeys, Scope};
+
+/// How long a refresh token lives by default: 12 hours.
+pub const DEFAULT_REFRESH_SECS: u64 = 12 * 3600;
+
+/// Failed logins before the account is locked for a while.
+pub const LOCK_AFTER: u32 = 5;
+/// The first lock lasts this long; each further failure doubles it.
+pub const FIRST_LOCK_SECS: u64 = 30;
+/// No lock lasts longer than this.
+pub const MAX_LOCK_SECS: u64 = 15 * 60;
+
+/// How long an account is locked after `failures` consecutive failed logins: nothing
+/// before [`LOCK_AFTER`], then 30 s doubling per failure up to 15 minutes. Never
+/// permanent, so nobody can lock an administrator out for good by guessing.
+pub fn lock_duration(failures: u32) -> Option<Duration> {
+    let over = failures.checked_sub(LOCK_AFTER)?;
+    let secs = FIRST_LOCK_SECS.saturating_mul(1u64 << over.min(20));
+    Some(Duration::from_secs(secs.min(MAX_LOCK_SECS)))
+}
+
+/// The gateway's settings for people.
+#[derive(Debug)]
+pub struct Auth {
+    jwt: JwtKeys,
+    refresh_secs: u64,
+    password_work: Semaphore,
+    queue_timeout: Duration,
+    /// Verified against when the username is unknown, so that takes as long.
+    dummy_phc: String,
+}
+
+impl Auth {
+    /// Settings with these token keys; at most `parallel_hashes` Argon2 computations
+    /// run at once (each takes about 19 MiB and tens of milliseconds), and a login
+    /// waits at most `queue_timeout` for its turn before it gets 503.
+    pub fn new(
+        jwt: JwtKeys,
+        refresh_secs: u64,
+        parallel_hashes: usize,
+        queue_timeout: Duration,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            jwt,
+            refresh_secs,
+            password_work: Semaphore::new(parallel_hashes.max(1)),
+            queue_timeout,
+            dummy_phc: password::hash("an unknown account has no password")?,
+        })
+    }
+
+    /// Settings with a random token key, for one process on its own (tokens do not
+    /// survive a restart): what a gateway without configured keys uses.
+    pub fn ephemeral(issuer: &str) -> Result<Self, String> {
+        let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::getrandom(seed.as_mut()).map_err(|e| e.to_string())?;
+        let jwt = JwtKeys::new(issuer, "vellum", jwt::MAX_TTL_SECS, &seed, &[])?;
+        Self::new(jwt, DEFAULT_REFRESH_SECS, 2, Duration::from_secs(10))
+    }
+
+    /// The token keys.
+    pub fn jwt(&self) -> &JwtKeys {
+        &self.jwt
+    }
+
+    /// How long refresh tokens live, in seconds.
+    pub fn refresh_secs(&self) -> u64 {
+        self.refresh_secs
+    }
+
+    /// Whether `password` matches `phc` (or, with `None`, takes as long as if it
+    /// were checked, and is false). Runs on the blocking pool, bounded.
+    pub async fn check_password(&self, phc: Option<&str>, password: &str) -> Result<bool, ApiError> {
+        let phc = phc.unwrap_or(&self.dummy_phc).to_owned();
+        let known = phc != self.dummy_phc;
+        let password = zeroize::Zeroizing::new(password.to_owned());
+        let ok = self.bounded(move || password::verify(&phc, &password)).await?;
+        Ok(ok && known)
+    }
+
+    /// The PHC string of `password`, computed on the blocking pool, bounded.
+    pub async fn hash_password(&self, password: &str) -> Result<String, ApiError> {
+        let password = zeroize::Zeroizing::new(password.to_owned());
+        self.bounded(move || password::hash(&password))
+            .await?
+            .map_err(|_| ApiError::Internal)
+    }
+
+    async fn bounded<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let Ok(Ok(_permit)) = tokio::time::timeout(self.queue_timeout, self.password_work.acquire()).await
+        else {
+            return Err(ApiError::Busy);
+        };
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|_| ApiError::Internal)
+    }
+}
+
+/// An authenticated person: a valid access token whose session is live and whose
+/// account is enabled, with the account's role as it is now.
+#[derive(Clone, Copy, Debug)]
+pub struct Person {
+    /// The account id.
+    pub account_id: [u8; 16],
+    /// The session.
+    pub session: [u8; 16],
+    /// The role now (not the one in the token).
+    pub role: Role,
+    /// What the token may do.
+    pub scope: Scope,
+}
+
+impl Person {
+    /// The account id as text (audit entries name it).
+    pub fn id_text(&self) -> String {
+        hex::encode(self.account_id)
+    }
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::Unauthorized("a valid access token is required (Authorization: Bearer)".into())
+}
+
+/// The person a bearer token names, checked against the store.
+pub(crate) async fn authenticate<S: SessionStore>(
+    auth: &Auth,
+    store: &S,
+    bearer: Option<&str>,
+) -> Result<Person, ApiError> {
+    let token = bearer.ok_or_else(unauthorized)?;
+    let claims = auth.jwt.verify(token).map_err(|_| unauthorized())?;
+    let id = |text: &str| -> Result<[u8; 16], ApiError> {
+        hex::decode(text)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(unauthorized)
+    };
+    let (account_id, session) = (id(&claims.sub)?, id(&claims.sid)?);
+    let principal = store
+        .session_principal(&account_id, &session)
+        .await?
+        .filter(|p| p.live)
+        .ok_or_else(unauthorized)?;
+    Ok(Person {
+        account_id,
+        session,
+        role: principal.role,
+        scope: claims.scope,
+    })
+}
+
+/// Rate limits on password checks: per address and per account name, so neither a
+/// botnet spreading over accounts nor one address cycling through them gets far. A
+/// refused attempt costs no Argon2 work.
+pub struct LoginLimits {
+    per_address: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+    per_account: governor::DefaultKeyedRateLimiter<String>,
+    checks: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for LoginLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginLimits").finish_non_exhaustive()
+    }
+}
+
+impl LoginLimits {
+    /// At most `per_address` attempts a minute from one address and `per_account` a
+    /// minute for one account name, each allowed as a burst.
+    pub fn new(per_address: u32, per_account: u32) -> Self {
+        use governor::{Quota, RateLimiter};
+        let quota = |n: u32| {
+            Quota::per_minute(std::num::NonZeroU32::new(n.max(1)).unwrap_or(std::num::NonZeroU32::MIN))
+        };
+        Self {
+            per_address: RateLimiter::hashmap(quota(per_address)),
+            per_account: RateLimiter::hashmap(quota(per_account)),
+            checks: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Counts an attempt; 429 with the wait when either limit is reached.
+    pub fn check(&self, address: std::net::IpAddr, username: &str) -> Result<(), ApiError> {
+        use governor::clock::{Clock as _, DefaultClock};
+        let checks = self.checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if checks % 4096 == 4095 {
+            // Forget keys that are back at full allowance, so random names cost no memory.
+            self.per_address.retain_recent();
+            self.per_account.retain_recent();
+        }
+        let name: String = username.to_lowercase().chars().take(128).collect();
+        let refused = |not_until: governor::NotUntil<_>| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::TooManyRequests(wait.as_secs().max(1))
+        };
+        self.per_address.check_key(&address).map_err(refused)?;
+        self.per_account.check_key(&name).map_err(refused)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locks_grow_but_never_become_permanent() {
+        assert_eq!(lock_duration(4), None);
+        assert_eq!(lock_duration(5), Some(Duration::from_secs(30)));
+        assert_eq!(lock_duration(6), Some(Duration::from_secs(60)));
+        assert_eq!(lock_duration(9), Some(Duration::from_secs(480)));
+        assert_eq!(lock_duration(10), Some(Duration::from_secs(900)));
+        assert_eq!(lock_duration(u32::MAX), Some(Duration::from_secs(900)));
+    }
+}

@@ -1,0 +1,336 @@
+//! Administration of accounts and devices (administrators only; see the policy table
+//! in `routes/mod.rs`). An administrator never sees a password: new and reset
+//! accounts get a one-time password shown once, to be changed at first sign-in.
+
+use axum::extract::Path;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use vellum_archive::error::AccountError;
+use vellum_archive::ports::{AccountChange, BlobStore, DeviceStore, NewAccount, Role};
+use vellum_protocol::ids::{DeviceId, RecordId, UnixMillis};
+
+use super::auth::{PeopleStore, audit};
+use crate::State;
+use crate::auth::{Person, password};
+use crate::problem::{ApiError, Problem};
+
+fn json<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(b)| b)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
+fn role_of(text: &str) -> Result<Role, ApiError> {
+    Role::parse(text).ok_or_else(|| ApiError::BadRequest("role: admin, auditor or approver".into()))
+}
+
+/// An account as administrators see it (no password hash, no TOTP secret).
+#[derive(Serialize, ToSchema)]
+pub(super) struct AccountView {
+    username: String,
+    role: String,
+    disabled: bool,
+    must_change_password: bool,
+    totp_enabled: bool,
+    created_at: u64,
+}
+
+/// `GET /v1/admin/accounts`: every account.
+#[utoipa::path(get, path = "/v1/admin/accounts", tag = "admin", security(("access_token" = [])), responses(
+    (status = 200, description = "Every account, by username.", body = Vec<AccountView>),
+    (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Not an administrator.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn list<L: PeopleStore + DeviceStore, B: BlobStore>(
+    state: State<L, B>,
+) -> Result<Json<Vec<AccountView>>, ApiError> {
+    let accounts = state.archive().log_store().list_accounts().await?;
+    Ok(Json(
+        accounts
+            .into_iter()
+            .map(|a| AccountView {
+                username: a.username,
+                role: a.role.as_str().to_owned(),
+                disabled: a.disabled_at.is_some(),
+                must_change_password: a.must_change_password,
+                totp_enabled: a.totp_enabled,
+                created_at: a.created_at.0,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewAccountRequest {
+    /// 1-64 characters of `[a-z0-9._@-]`.
+    username: String,
+    /// `admin`, `auditor` or `approver`.
+    role: String,
+}
+
+/// A one-time password, shown once.
+#[derive(Serialize, ToSchema)]
+pub(super) struct OneTimePassword {
+    username: String,
+    /// To be changed at first sign-in (POST /v1/auth/password).
+    one_time_password: String,
+}
+
+fn valid_username(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._@-".contains(&b))
+}
+
+/// `POST /v1/admin/accounts`: creates an account with a one-time password.
+#[utoipa::path(post, path = "/v1/admin/accounts", tag = "admin", request_body = NewAccountRequest, security(("access_token" = [])), responses(
+    (status = 201, description = "Created; the one-time password is shown this once.", body = OneTimePassword),
+    (status = 400, description = "Bad username or role.", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Not an administrator.", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "The username is taken.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn create<L: PeopleStore + DeviceStore, B: BlobStore>(
+    state: State<L, B>,
+    Extension(admin): Extension<Person>,
+    body: Result<Json<NewAccountRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<OneTimePassword>), ApiError> {
+    let request = json(body)?;
+    if !valid_username(&request.username) {
+        return Err(ApiError::BadRequest(
+            "username: 1-64 characters of [a-z0-9._@-]".into(),
+        ));
+    }
+    let role = role_of(&request.role)?;
+    let one_time = password::one_time_password().map_err(|_| ApiError::Internal)?;
+    let account = NewAccount {
+        account_id: *RecordId::new_v7(crate::now_ms()).as_bytes(),
+        username: request.username.clone(),
+        role,
+        password_phc: state.auth().hash_password(&one_time).await?,
+        must_change_password: true,
+    };
+    let store = state.archive().log_store();
+    store
+        .create_account(&account, UnixMillis(crate::now_ms()))
+        .await
+        .map_err(|e| match e {
+            AccountError::UsernameTaken(name) => {
+                ApiError::Conflict(format!("the username {name:?} is taken"))
+            }
+            AccountError::Store(e) => e.into(),
+            _ => ApiError::Internal,
+        })?;
+    let subject = hex::encode(account.account_id);
+    audit(
+        store,
+        &admin.id_text(),
+        "account.create",
+        &subject,
+        serde_json::json!({ "role": role.as_str() }),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(OneTimePassword {
+            username: request.username,
+            one_time_password: one_time.to_string(),
+        }),
+    ))
+}
+
+/// The account named in the path, refused if it is the caller's own (an
+/// administrator cannot demote, disable or reset themselves: another one must).
+async fn other_account<L: PeopleStore + DeviceStore, B: BlobStore>(
+    state: &State<L, B>,
+    admin: &Person,
+    username: &str,
+) -> Result<[u8; 16], ApiError> {
+    let account = state
+        .archive()
+        .log_store()
+        .account_by_username(username)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no account {username:?}")))?;
+    if account.account_id == admin.account_id {
+        return Err(ApiError::Forbidden(
+            "another administrator must change your own account".into(),
+        ));
+    }
+    Ok(account.account_id)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RoleRequest {
+    /// `admin`, `auditor` or `approver`.
+    role: String,
+}
+
+/// `POST /v1/admin/accounts/{username}/role`: changes an account's role (effective at
+/// once, for live sessions too).
+#[utoipa::path(post, path = "/v1/admin/accounts/{username}/role", tag = "admin", request_body = RoleRequest,
+    params(("username" = String, Path, description = "The account.")),
+    security(("access_token" = [])), responses(
+    (status = 204, description = "Changed."),
+    (status = 400, description = "Bad role.", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Not an administrator, or the caller's own account.", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No such account.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn set_role<L: PeopleStore + DeviceStore, B: BlobStore>(
+    state: State<L, B>,
+    Extension(admin): Extension<Person>,
+    Path(username): Path<String>,
+    body: Result<Json<RoleRequest>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let role = role_of(&json(body)?.role)?;
+    let id = other_account(&state, &admin, &username).await?;
+    let store = state.archive().log_store();
+    store.update_account(&id, AccountChange::Role(role)).await?;
+    audit(
+        store,
+        &admin.id_text(),
+        "account.role",
+        &hex::encode(id),
+        serde_json::json!({ "role": role.as_str() }),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/admin/accounts/{username}/disable`: disables an account and ends its
+/// sessions at once.
+#[utoipa::path(post, path = "/v1/admin/accounts/{username}/disable", tag = "admin",
+    params(("username" = String, Path, description = "The account.")),
+    security(("access_token" = [])), responses(
+    (status = 204, description = "Disabled; its tokens no longer work."),
+    (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Not an administrator, or the caller's own account.", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No such account.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn disable<L: PeopleStore + DeviceStore, B: BlobStore>(
+    state: State<L, B>,
+    Extension(admin): Extension<Person>,
+    Path(username): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = other_account(&state, &admin, &username).await?;
+    let store = state.archive().log_store();
+    let now = UnixMillis(crate::now_ms());
+    store
+        .update_account(&id, AccountChange::Disabled(Some(now)))
+        .await?;
+    store.end_sessions_of(&id, now, "account disabled").await?;
+    audit(
+        store,
+        &admin.id_text(),
+        "account.disable",
+        &hex::encode(id),
+        serde_json::json!({}),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/admin/accounts/{username}/enable`: enables a disabled account.
+#[utoipa::path(post, path = "/v1/admin/accounts/{username}/enable", tag = "admin",
+    params(("username" = String, Path, description = "The account.")),
+    security(("access_token" = [])), responses(
+    (status = 204, description = "Enabled."),
+    (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Not an administrator, or the caller's own account.", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No such account.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn enable<L: PeopleStore + DeviceStore, B: BlobStore>(
+    state: State<L, B>,
+    Extension(admin): Extension<Person>,
+    Path(username): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = other_account(&state, &admin, &username).await?;
+    let store = state.archive().log_store();
+    store.update_account(&id, AccountChange::Disabled(None)).await?;
+    audit(
+        store,
+        &admin.id_text(),
+        "account.enable",
+        &hex::encode(id),
+        serde_json::json!({}),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/admin/accounts/{username}/reset-password`: a new one-time password; the
+/// account's sessions end.
+#[utoipa::path(post, path = "/v1/admin/accounts/{username}/reset-password", tag = "admin",
+    params(("username" = String, Path, description = "The account.")),
+    security(("access_token" = [])), responses(
+    (status = 200, description = "The one-time password, shown this once.", body = OneTimePassword),
+    (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Not an administrator, or the caller's own account.", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No such account.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn reset_password<L: PeopleStore + DeviceStore, B: BlobStore>(
+    state: State<L, B>,
+    Extension(admin): Extension<Person>,
+    Path(username): Path<String>,
+) -> Result<Json<OneTimePassword>, ApiError> {
+    let id = other_account(&state, &admin, &username).await?;
+    let one_time = password::one_time_password().map_err(|_| ApiError::Internal)?;
+    let phc = state.auth().hash_password(&one_time).await?;
+    let store = state.archive().log_store();
+    store
+        .update_account(
+            &id,
+            AccountChange::Password {
+                phc,
+                must_change: true,
+            },
+        )
+        .await?;
+    store
+        .end_sessions_of(&id, UnixMillis(crate::now_ms()), "password reset")
+        .await?;
+    audit(
+        store,
+        &admin.id_text(),
+        "account.reset-password",
+        &hex::encode(id),
+        serde_json::json!({}),
+    )
+    .await?;
+    Ok(Json(OneTimePassword {
+        username,
+        one_time_password: one_time.to_string(),
+    }))
+}
+
+/// `POST /v1/admin/devices/{device_id}/revoke`: revokes a capture device for good.
+#[utoipa::path(post, path = "/v1/admin/devices/{device_id}/revoke", tag = "admin",
+    params(("device_id" = String, Path, description = "The device (a UUID).")),
+    security(("access_token" = [])), responses(
+    (status = 204, description = "Revoked; its credential no longer works."),
+    (status = 400, description = "Not a device id.", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Not an administrator.", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No such device, or revoked already.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn revoke_device<L: PeopleStore + DeviceStore, B: BlobStore>(
+    state: State<L, B>,
+    Extension(admin): Extension<Person>,
+    Path(device_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let device = DeviceId::parse(&device_id).map_err(|e| ApiError::BadRequest(format!("device id: {e}")))?;
+    let store = state.archive().log_store();
+    if !store.revoke(&device, UnixMillis(crate::now_ms())).await? {
+        return Err(ApiError::NotFound(format!(
+            "no device {device} that is not revoked"
+        )));
+    }
+    audit(
+        store,
+        &admin.id_text(),
+        "device.revoke",
+        &device.to_string(),
+        serde_json::json!({}),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

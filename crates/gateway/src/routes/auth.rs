@@ -1,0 +1,546 @@
+//! Sign-in for people: login, refresh, logout, password change, TOTP enrollment.
+//!
+//! Every failure a guesser could learn from reads the same ("invalid username or
+//! password"): unknown accounts, wrong passwords, disabled and locked accounts. Unknown
+//! usernames cost a full Argon2 verification too.
+
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use vellum_archive::ports::{
+    Account, AccountChange, AccountStore, AuditEvent, AuditStore, BlobStore, LogStore, Refreshed, Role,
+    SessionStore,
+};
+use vellum_protocol::ids::UnixMillis;
+use zeroize::Zeroizing;
+
+use crate::State;
+use crate::auth::jwt::Scope;
+use crate::auth::{Person, lock_duration, password, totp};
+use crate::device::{hash_secret, new_secret};
+use crate::problem::{ApiError, Problem};
+
+/// The stores people's routes need.
+pub(crate) trait PeopleStore: LogStore + AccountStore + SessionStore + AuditStore {}
+impl<T: LogStore + AccountStore + SessionStore + AuditStore> PeopleStore for T {}
+
+fn json<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(b)| b)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
+fn invalid_login() -> ApiError {
+    ApiError::Unauthorized("invalid username or password".into())
+}
+
+/// Records an audit event; a failure to record fails the request (an action that
+/// cannot be audited does not happen silently).
+pub(crate) async fn audit<L: AuditStore>(
+    store: &L,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    detail: serde_json::Value,
+) -> Result<(), ApiError> {
+    let event = AuditEvent {
+        at: UnixMillis(crate::now_ms()),
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        subject: subject.to_owned(),
+        detail: detail.to_string(),
+    };
+    store.append_audit(&event).await?;
+    Ok(())
+}
+
+#[derive(Deserialize, ToSchema, zeroize::Zeroize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LoginRequest {
+    username: String,
+    password: String,
+    /// A current TOTP code, once the account has one.
+    #[serde(default)]
+    totp: Option<String>,
+    /// A recovery code, instead of a TOTP code.
+    #[serde(default)]
+    recovery_code: Option<String>,
+}
+
+/// Tokens for a session.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Tokens {
+    /// The access token (a JWT), sent as `Authorization: Bearer`.
+    access_token: String,
+    /// Always `Bearer`.
+    token_type: &'static str,
+    /// Seconds the access token lives.
+    expires_in: u64,
+    /// `full`, or `mfa-setup` when the account must enroll a second factor first.
+    scope: Scope,
+    /// The refresh token (absent for an `mfa-setup` session): good once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+}
+
+/// Whether a role must have a second factor.
+fn needs_mfa(role: Role) -> bool {
+    matches!(role, Role::Auditor | Role::Approver)
+}
+
+fn now_secs() -> u64 {
+    crate::now_ms() / 1000
+}
+
+/// `POST /v1/auth/login`: password (and second factor) for tokens.
+#[utoipa::path(post, path = "/v1/auth/login", tag = "people", request_body = LoginRequest, responses(
+    (status = 200, description = "Signed in.", body = Tokens),
+    (status = 400, description = "Malformed request.", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = "Invalid username or password, or second factor.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "The password must be changed first (POST /v1/auth/password).", body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "Too many attempts from this address or for this account.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn login<L: PeopleStore, B: BlobStore>(
+    state: State<L, B>,
+    peer: crate::server::Peer,
+    body: Result<Json<LoginRequest>, JsonRejection>,
+) -> Result<Json<Tokens>, ApiError> {
+    let request = Zeroizing::new(json(body)?);
+    state.login_limits().check(peer.ip(), &request.username)?;
+    let store = state.archive().log_store();
+    let account = checked_password(&state, &request.username, &request.password).await?;
+    if account.must_change_password {
+        return Err(ApiError::Forbidden(
+            "the password must be changed first: POST /v1/auth/password".into(),
+        ));
+    }
+    let subject = hex::encode(account.account_id);
+    let scope = if account.totp_enabled {
+        second_factor(
+            &state,
+            &account,
+            request.totp.as_deref(),
+            request.recovery_code.as_deref(),
+        )
+        .await?;
+        Scope::Full
+    } else if needs_mfa(account.role) {
+        Scope::MfaSetup
+    } else {
+        Scope::Full
+    };
+    store
+        .update_account(&account.account_id, AccountChange::LoginSucceeded)
+        .await?;
+    if password::needs_rehash(&account.password_phc) {
+        let phc = state.auth().hash_password(&request.password).await?;
+        store
+            .update_account(
+                &account.account_id,
+                AccountChange::Password {
+                    phc,
+                    must_change: false,
+                },
+            )
+            .await?;
+    }
+    let tokens = start_session(&state, &account, scope).await?;
+    audit(
+        store,
+        &subject,
+        "login",
+        &subject,
+        serde_json::json!({ "scope": scope }),
+    )
+    .await?;
+    Ok(Json(tokens))
+}
+
+/// The account whose password this is, counting failures and honouring locks;
+/// every failure answers alike.
+async fn checked_password<L: PeopleStore, B: BlobStore>(
+    state: &State<L, B>,
+    username: &str,
+    password: &str,
+) -> Result<Account, ApiError> {
+    let store = state.archive().log_store();
+    let account = store.account_by_username(username).await?;
+    let ok = state
+        .auth()
+        .check_password(account.as_ref().map(|a| a.password_phc.as_str()), password)
+        .await?;
+    let Some(account) = account else {
+        return Err(invalid_login());
+    };
+    let subject = hex::encode(account.account_id);
+    let now = UnixMillis(crate::now_ms());
+    let locked = account.locked_until.is_some_and(|until| until > now);
+    if ok && !locked && account.disabled_at.is_none() {
+        return Ok(account);
+    }
+    if !ok {
+        let failures = store.login_failed(&account.account_id).await?;
+        if let Some(lock) = lock_duration(failures) {
+            let until = UnixMillis(now.0 + lock.as_millis() as u64);
+            store
+                .update_account(&account.account_id, AccountChange::LockedUntil(until))
+                .await?;
+        }
+    }
+    let reason = match (ok, locked) {
+        (false, _) => "wrong password",
+        (true, true) => "account locked",
+        (true, false) => "account disabled",
+    };
+    audit(
+        store,
+        "-",
+        "login.failed",
+        &subject,
+        serde_json::json!({ "reason": reason }),
+    )
+    .await?;
+    Err(invalid_login())
+}
+
+/// Checks a TOTP code (each step once) or spends a recovery code.
+async fn second_factor<L: PeopleStore, B: BlobStore>(
+    state: &State<L, B>,
+    account: &Account,
+    code: Option<&str>,
+    recovery: Option<&str>,
+) -> Result<(), ApiError> {
+    let store = state.archive().log_store();
+    let subject = hex::encode(account.account_id);
+    let accepted = match (code, recovery, account.totp_secret.as_ref()) {
+        (Some(code), _, Some(secret)) => match totp::matching_step(secret, code, now_secs()) {
+            Some(step) => store.use_totp_step(&account.account_id, step).await?,
+            None => false,
+        },
+        (None, Some(recovery), _) => match recovery_hash(recovery) {
+            Some(hash) => {
+                store
+                    .use_recovery_code(&account.account_id, &hash, UnixMillis(crate::now_ms()))
+                    .await?
+            }
+            None => false,
+        },
+        _ => false,
+    };
+    if accepted {
+        return Ok(());
+    }
+    store.login_failed(&account.account_id).await?;
+    audit(
+        store,
+        "-",
+        "login.failed",
+        &subject,
+        serde_json::json!({ "reason": "second factor" }),
+    )
+    .await?;
+    Err(ApiError::Unauthorized(
+        "a valid TOTP code (totp) or recovery code (recovery_code) is required".into(),
+    ))
+}
+
+/// The stored form of a recovery code: SHA-256 of its 16 base32 characters, with
+/// dashes and spaces dropped and letters upper-cased (so it may be typed loosely).
+fn recovery_hash(code: &str) -> Option<vellum_archive::ports::SecretHash> {
+    use sha2::{Digest as _, Sha256};
+    let normalised: String = code
+        .chars()
+        .filter(|c| *c != '-' && !c.is_whitespace())
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    (normalised.len() == 16)
+        .then(|| vellum_archive::ports::SecretHash(Sha256::digest(normalised.as_bytes()).into()))
+}
+
+/// A recovery code: 80 random bits as 16 base32 characters, `XXXX-XXXX-XXXX-XXXX`.
+fn new_recovery_code() -> Result<Zeroizing<String>, ApiError> {
+    let mut raw = [0u8; 10];
+    getrandom::getrandom(&mut raw).map_err(|_| ApiError::Internal)?;
+    let text = totp::base32(&raw);
+    let groups: Vec<&str> = (0..4).map(|i| &text[i * 4..i * 4 + 4]).collect();
+    Ok(Zeroizing::new(groups.join("-")))
+}
+
+async fn start_session<L: PeopleStore, B: BlobStore>(
+    state: &State<L, B>,
+    account: &Account,
+    scope: Scope,
+) -> Result<Tokens, ApiError> {
+    let store = state.archive().log_store();
+    let auth = state.auth();
+    let mut session = [0u8; 16];
+    getrandom::getrandom(&mut session).map_err(|_| ApiError::Internal)?;
+    let now = crate::now_ms();
+    let (refresh, refresh_hash) = new_secret()?;
+    let expires = UnixMillis(now + auth.refresh_secs() * 1000);
+    store
+        .start_session(
+            &session,
+            &account.account_id,
+            &refresh_hash,
+            UnixMillis(now),
+            expires,
+        )
+        .await?;
+    let access = auth
+        .jwt()
+        .issue(&account.account_id, &session, account.role, scope, now / 1000)
+        .map_err(|_| ApiError::Internal)?;
+    Ok(Tokens {
+        access_token: access,
+        token_type: "Bearer",
+        expires_in: auth.jwt().ttl_secs(),
+        scope,
+        refresh_token: (scope == Scope::Full).then_some(refresh),
+    })
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RefreshRequest {
+    refresh_token: String,
+}
+
+/// `POST /v1/auth/refresh`: a refresh token for a new pair; each is good once.
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "people", request_body = RefreshRequest, responses(
+    (status = 200, description = "New tokens; the presented refresh token is spent.", body = Tokens),
+    (status = 401, description = "Unknown, expired or spent refresh token; a spent one ends its session.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn refresh<L: PeopleStore, B: BlobStore>(
+    state: State<L, B>,
+    body: Result<Json<RefreshRequest>, JsonRejection>,
+) -> Result<Json<Tokens>, ApiError> {
+    let request = json(body)?;
+    let refused = || ApiError::Unauthorized("invalid refresh token".into());
+    let presented = hash_secret(&request.refresh_token).ok_or_else(refused)?;
+    let store = state.archive().log_store();
+    let auth = state.auth();
+    let (next, next_hash) = new_secret()?;
+    let now = crate::now_ms();
+    let expires = UnixMillis(now + auth.refresh_secs() * 1000);
+    match store
+        .rotate_refresh(&presented, &next_hash, UnixMillis(now), expires)
+        .await?
+    {
+        Refreshed::Rotated {
+            account_id,
+            family_id,
+        } => {
+            let account = store.account_by_id(&account_id).await?.ok_or_else(refused)?;
+            let access = auth
+                .jwt()
+                .issue(&account_id, &family_id, account.role, Scope::Full, now / 1000)
+                .map_err(|_| ApiError::Internal)?;
+            Ok(Json(Tokens {
+                access_token: access,
+                token_type: "Bearer",
+                expires_in: auth.jwt().ttl_secs(),
+                scope: Scope::Full,
+                refresh_token: Some(next),
+            }))
+        }
+        Refreshed::Reused { family_id } => {
+            let session = hex::encode(family_id);
+            audit(store, "-", "session.reuse", &session, serde_json::json!({})).await?;
+            Err(refused())
+        }
+        _ => Err(refused()),
+    }
+}
+
+/// `POST /v1/auth/logout`: ends the session of the access token.
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "people", security(("access_token" = [])), responses(
+    (status = 204, description = "The session ended: its refresh and access tokens no longer work."),
+    (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn logout<L: PeopleStore, B: BlobStore>(
+    state: State<L, B>,
+    Extension(person): Extension<Person>,
+) -> Result<StatusCode, ApiError> {
+    let store = state.archive().log_store();
+    store
+        .end_session(&person.session, UnixMillis(crate::now_ms()), "logout")
+        .await?;
+    let actor = person.id_text();
+    audit(
+        store,
+        &actor,
+        "logout",
+        &hex::encode(person.session),
+        serde_json::json!({}),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema, zeroize::Zeroize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PasswordChange {
+    username: String,
+    password: String,
+    new_password: String,
+}
+
+/// `POST /v1/auth/password`: changes a password, given the current one. Other sessions
+/// of the account end.
+#[utoipa::path(post, path = "/v1/auth/password", tag = "people", request_body = PasswordChange, responses(
+    (status = 204, description = "Changed; sign in again."),
+    (status = 400, description = "The new password breaks a rule (the detail says which).", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = "Invalid username or password.", body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "Too many attempts.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn change_password<L: PeopleStore, B: BlobStore>(
+    state: State<L, B>,
+    peer: crate::server::Peer,
+    body: Result<Json<PasswordChange>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let request = Zeroizing::new(json(body)?);
+    state.login_limits().check(peer.ip(), &request.username)?;
+    let account = checked_password(&state, &request.username, &request.password).await?;
+    password::check_new(&request.new_password, &request.username).map_err(ApiError::BadRequest)?;
+    if request.new_password == request.password {
+        return Err(ApiError::BadRequest(
+            "the new password must differ from the current one".into(),
+        ));
+    }
+    let phc = state.auth().hash_password(&request.new_password).await?;
+    let store = state.archive().log_store();
+    store
+        .update_account(
+            &account.account_id,
+            AccountChange::Password {
+                phc,
+                must_change: false,
+            },
+        )
+        .await?;
+    store
+        .end_sessions_of(
+            &account.account_id,
+            UnixMillis(crate::now_ms()),
+            "password changed",
+        )
+        .await?;
+    let subject = hex::encode(account.account_id);
+    audit(
+        store,
+        &subject,
+        "password.change",
+        &subject,
+        serde_json::json!({}),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A new TOTP secret, to be confirmed with a first code.
+#[derive(Serialize, ToSchema)]
+pub(super) struct TotpSetup {
+    /// The secret, base32 (what authenticator apps take by hand).
+    secret: String,
+    /// The `otpauth://` URI (what they take from a QR code).
+    uri: String,
+}
+
+/// `POST /v1/auth/totp`: issues a TOTP secret for the signed-in account.
+#[utoipa::path(post, path = "/v1/auth/totp", tag = "people", security(("access_token" = [])), responses(
+    (status = 200, description = "A secret to confirm with POST /v1/auth/totp/confirm.", body = TotpSetup),
+    (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "The account has a confirmed second factor already.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn totp_setup<L: PeopleStore, B: BlobStore>(
+    state: State<L, B>,
+    Extension(person): Extension<Person>,
+) -> Result<Json<TotpSetup>, ApiError> {
+    let store = state.archive().log_store();
+    let account = store
+        .account_by_id(&person.account_id)
+        .await?
+        .ok_or(ApiError::Internal)?;
+    if account.totp_enabled {
+        return Err(ApiError::Conflict("a second factor is set up already".into()));
+    }
+    let secret = totp::new_secret().map_err(|_| ApiError::Internal)?;
+    let setup = TotpSetup {
+        secret: totp::base32(&secret),
+        uri: totp::provisioning_uri("Vellum", &account.username, &secret),
+    };
+    store
+        .update_account(&person.account_id, AccountChange::TotpSecret(Some(secret)))
+        .await?;
+    Ok(Json(setup))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TotpConfirm {
+    /// A current code from the authenticator.
+    code: String,
+}
+
+/// Recovery codes, shown once.
+#[derive(Serialize, ToSchema)]
+pub(super) struct RecoveryCodes {
+    /// Ten single-use codes (`XXXX-XXXX-XXXX-XXXX`); each replaces a TOTP code once.
+    recovery_codes: Vec<String>,
+}
+
+/// `POST /v1/auth/totp/confirm`: enables the second factor with a first code and
+/// returns recovery codes. The session ends: sign in again with a code.
+#[utoipa::path(post, path = "/v1/auth/totp/confirm", tag = "people", request_body = TotpConfirm, security(("access_token" = [])), responses(
+    (status = 200, description = "Enabled; the recovery codes are shown this once.", body = RecoveryCodes),
+    (status = 400, description = "Wrong code, or no secret issued.", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn totp_confirm<L: PeopleStore, B: BlobStore>(
+    state: State<L, B>,
+    Extension(person): Extension<Person>,
+    body: Result<Json<TotpConfirm>, JsonRejection>,
+) -> Result<Json<RecoveryCodes>, ApiError> {
+    let request = json(body)?;
+    let store = state.archive().log_store();
+    let account = store
+        .account_by_id(&person.account_id)
+        .await?
+        .ok_or(ApiError::Internal)?;
+    let wrong = || ApiError::BadRequest("the code does not match the issued secret".into());
+    let (Some(secret), false) = (account.totp_secret.as_ref(), account.totp_enabled) else {
+        return Err(ApiError::BadRequest(
+            "no unconfirmed TOTP secret: POST /v1/auth/totp first".into(),
+        ));
+    };
+    let step = totp::matching_step(secret, &request.code, now_secs()).ok_or_else(wrong)?;
+    if !store.use_totp_step(&person.account_id, step).await? {
+        return Err(wrong());
+    }
+    let mut codes = Vec::with_capacity(10);
+    let mut hashes = Vec::with_capacity(10);
+    for _ in 0..10 {
+        let code = new_recovery_code()?;
+        hashes.push(recovery_hash(&code).ok_or(ApiError::Internal)?);
+        codes.push(code.to_string());
+    }
+    store.set_recovery_codes(&person.account_id, &hashes).await?;
+    store
+        .update_account(&person.account_id, AccountChange::TotpEnabled)
+        .await?;
+    store
+        .end_session(
+            &person.session,
+            UnixMillis(crate::now_ms()),
+            "second factor enabled",
+        )
+        .await?;
+    let subject = person.id_text();
+    audit(
+        store,
+        &subject,
+        "mfa.enable",
+        &subject,
+        serde_json::json!({ "kind": "totp" }),
+    )
+    .await?;
+    Ok(Json(RecoveryCodes {
+        recovery_codes: codes,
+    }))
+}

@@ -1,0 +1,593 @@
+//! People over the router and a real archive: sign-in with Argon2id passwords, TOTP,
+//! refresh-token rotation with reuse detection, logout, locks and rate limits, the
+//! administrator's account routes, and the allow/deny matrix of every documented
+//! operation for every kind of caller.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a failed unwrap is a failed test"
+)]
+
+mod support;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use serde_json::{Value, json};
+use support::*;
+use vellum_archive::ports::{
+    AccountChange, AccountStore as _, AuditStore as _, NewAccount, Role, SecretHash, SessionStore as _,
+};
+use vellum_gateway::auth::jwt::Scope;
+use vellum_gateway::auth::{password, totp};
+use vellum_protocol::ids::UnixMillis;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+async fn add_account(f: &Fixture, username: &str, role: Role, must_change: bool) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id[..username.len().min(16)].copy_from_slice(&username.as_bytes()[..username.len().min(16)]);
+    id[15] = role as u8 + 1;
+    let account = NewAccount {
+        account_id: id,
+        username: username.into(),
+        role,
+        password_phc: password::hash(PASSWORD).unwrap(),
+        must_change_password: must_change,
+    };
+    f.gateway
+        .archive()
+        .log_store()
+        .create_account(&account, UnixMillis(now_ms()))
+        .await
+        .unwrap();
+    id
+}
+
+async fn post(f: &Fixture, path: &str, bearer: Option<&str>, body: Value) -> (StatusCode, String, String) {
+    let mut request = Request::post(path).header(header::CONTENT_TYPE, "application/json");
+    if let Some(token) = bearer {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    send(&f.app, request.body(Body::from(body.to_string())).unwrap()).await
+}
+
+async fn get_as(f: &Fixture, path: &str, bearer: &str) -> (StatusCode, String, String) {
+    let request = Request::get(path)
+        .header(header::AUTHORIZATION, format!("Bearer {bearer}"))
+        .body(Body::empty())
+        .unwrap();
+    send(&f.app, request).await
+}
+
+async fn login(f: &Fixture, username: &str, password: &str, extra: Value) -> (StatusCode, Value) {
+    let mut body = json!({ "username": username, "password": password });
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    let (status, _, text) = post(f, "/v1/auth/login", None, body).await;
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn field(v: &Value, name: &str) -> String {
+    v[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {name} in {v}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn an_administrator_signs_in_refreshes_once_per_token_and_a_replay_ends_the_session() {
+    let f = fixture().await;
+    add_account(&f, "root.admin", Role::Admin, false).await;
+    let (status, tokens) = login(&f, "root.admin", PASSWORD, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    assert_eq!(tokens["scope"], "full");
+    assert_eq!(tokens["expires_in"], 900);
+    let access = field(&tokens, "access_token");
+    let first_refresh = field(&tokens, "refresh_token");
+    assert_eq!(get_as(&f, "/v1/admin/accounts", &access).await.0, StatusCode::OK);
+
+    let (status, _, text) = post(
+        &f,
+        "/v1/auth/refresh",
+        None,
+        json!({ "refresh_token": first_refresh }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let rotated: Value = serde_json::from_str(&text).unwrap();
+    let second_refresh = field(&rotated, "refresh_token");
+    assert_ne!(second_refresh, first_refresh);
+
+    // The first refresh token is replayed: refused, and the whole session ends.
+    let replay = post(
+        &f,
+        "/v1/auth/refresh",
+        None,
+        json!({ "refresh_token": first_refresh }),
+    )
+    .await;
+    assert_problem(&replay, StatusCode::UNAUTHORIZED);
+    let after = post(
+        &f,
+        "/v1/auth/refresh",
+        None,
+        json!({ "refresh_token": second_refresh }),
+    )
+    .await;
+    assert_problem(&after, StatusCode::UNAUTHORIZED);
+    assert_problem(
+        &get_as(&f, "/v1/admin/accounts", &access).await,
+        StatusCode::UNAUTHORIZED,
+    );
+    let audit = f.gateway.archive().log_store().audit_after(0, 100).await.unwrap();
+    assert!(
+        audit.iter().any(|(_, e)| e.action == "session.reuse"),
+        "{audit:?}"
+    );
+
+    // Logout ends a session too.
+    let (_, tokens) = login(&f, "root.admin", PASSWORD, json!({})).await;
+    let access = field(&tokens, "access_token");
+    assert_eq!(
+        post(&f, "/v1/auth/logout", Some(&access), json!({})).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_problem(
+        &get_as(&f, "/v1/admin/accounts", &access).await,
+        StatusCode::UNAUTHORIZED,
+    );
+    let refresh = post(
+        &f,
+        "/v1/auth/refresh",
+        None,
+        json!({ "refresh_token": field(&tokens, "refresh_token") }),
+    )
+    .await;
+    assert_problem(&refresh, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn wrong_passwords_unknown_names_and_locks_all_read_the_same() {
+    let f = fixture().await;
+    let id = add_account(&f, "clerk", Role::Admin, false).await;
+    let wrong = login(&f, "clerk", "not the password at all", json!({})).await;
+    let unknown = login(&f, "nobody-here", PASSWORD, json!({})).await;
+    assert_eq!(wrong.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        wrong, unknown,
+        "a guesser can tell unknown names from wrong passwords"
+    );
+
+    for _ in 0..4 {
+        assert_eq!(
+            login(&f, "clerk", "still not it!!", json!({})).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // Five failures: locked, so even the right password is refused, alike.
+    let locked = login(&f, "clerk", PASSWORD, json!({})).await;
+    assert_eq!(locked, wrong);
+    // The lock is temporary: once it has passed, the right password works again.
+    let store = f.gateway.archive().log_store();
+    store
+        .update_account(&id, AccountChange::LockedUntil(UnixMillis(now_ms() - 1)))
+        .await
+        .unwrap();
+    assert_eq!(login(&f, "clerk", PASSWORD, json!({})).await.0, StatusCode::OK);
+    assert_eq!(store.account_by_id(&id).await.unwrap().unwrap().failed_logins, 0);
+}
+
+#[tokio::test]
+async fn logins_beyond_the_rate_limit_get_429_without_a_password_check() {
+    let mut f = fixture().await;
+    f.app = axum::Router::new(); // drops the router's share of the gateway
+    let gateway = std::sync::Arc::try_unwrap(f.gateway)
+        .ok()
+        .unwrap()
+        .with_login_limits(100, 3);
+    f.gateway = std::sync::Arc::new(gateway);
+    f.app = vellum_gateway::router(f.gateway.clone());
+    add_account(&f, "busy", Role::Admin, false).await;
+    for _ in 0..3 {
+        assert_eq!(
+            login(&f, "busy", "wrong wrong wrong", json!({})).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let (status, _, body) = post(
+        &f,
+        "/v1/auth/login",
+        None,
+        json!({ "username": "BUSY", "password": PASSWORD }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    // Another account is not affected.
+    add_account(&f, "calm", Role::Admin, false).await;
+    assert_eq!(login(&f, "calm", PASSWORD, json!({})).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_one_time_password_must_be_changed_and_weak_passwords_are_refused() {
+    let f = fixture().await;
+    add_account(&f, "fresh", Role::Admin, true).await;
+    let (status, problem) = login(&f, "fresh", PASSWORD, json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    assert!(field(&problem, "detail").contains("/v1/auth/password"));
+
+    let change = |new: &str| json!({ "username": "fresh", "password": PASSWORD, "new_password": new });
+    for weak in ["short", "Password2026!", "fresh-and-long-enough"] {
+        let answer = post(&f, "/v1/auth/password", None, change(weak)).await;
+        assert_problem(&answer, StatusCode::BAD_REQUEST);
+    }
+    let wrong = post(
+        &f,
+        "/v1/auth/password",
+        None,
+        json!({ "username": "fresh", "password": "wrong password!!", "new_password": "a much better passphrase" }),
+    )
+    .await;
+    assert_problem(&wrong, StatusCode::UNAUTHORIZED);
+    let answer = post(&f, "/v1/auth/password", None, change("a much better passphrase")).await;
+    assert_eq!(answer.0, StatusCode::NO_CONTENT, "{}", answer.2);
+    assert_eq!(
+        login(&f, "fresh", PASSWORD, json!({})).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        login(&f, "fresh", "a much better passphrase", json!({})).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn auditors_enroll_totp_at_first_login_and_codes_work_once() {
+    let f = fixture().await;
+    add_account(&f, "auditor", Role::Auditor, false).await;
+    let (status, tokens) = login(&f, "auditor", PASSWORD, json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(tokens["scope"], "mfa-setup");
+    assert!(tokens.get("refresh_token").is_none(), "{tokens}");
+    let setup_token = field(&tokens, "access_token");
+    // The limited session does nothing but set up the second factor.
+    assert_problem(
+        &get_as(&f, "/v1/admin/accounts", &setup_token).await,
+        StatusCode::FORBIDDEN,
+    );
+
+    let (status, _, text) = post(&f, "/v1/auth/totp", Some(&setup_token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let setup: Value = serde_json::from_str(&text).unwrap();
+    assert!(field(&setup, "uri").starts_with("otpauth://totp/Vellum:auditor?secret="));
+    let store = f.gateway.archive().log_store();
+    let secret = store
+        .account_by_username("auditor")
+        .await
+        .unwrap()
+        .unwrap()
+        .totp_secret
+        .unwrap();
+    assert_eq!(totp::base32(&secret), field(&setup, "secret"));
+    let now = now_ms() / 1000;
+    let wrong = post(
+        &f,
+        "/v1/auth/totp/confirm",
+        Some(&setup_token),
+        json!({ "code": "000000" }),
+    )
+    .await;
+    if totp::code_at(&secret, now) != "000000" {
+        assert_problem(&wrong, StatusCode::BAD_REQUEST);
+    }
+    let (status, _, text) = post(
+        &f,
+        "/v1/auth/totp/confirm",
+        Some(&setup_token),
+        json!({ "code": totp::code_at(&secret, now) }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let recovery: Value = serde_json::from_str(&text).unwrap();
+    let codes: Vec<String> = serde_json::from_value(recovery["recovery_codes"].clone()).unwrap();
+    assert_eq!(codes.len(), 10);
+    // Enabling ends the setup session.
+    assert_problem(
+        &post(&f, "/v1/auth/totp", Some(&setup_token), json!({})).await,
+        StatusCode::UNAUTHORIZED,
+    );
+
+    // Now a code is required, and a code works once (the confirm used this step).
+    assert_eq!(
+        login(&f, "auditor", PASSWORD, json!({})).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let next = totp::code_at(&secret, now + 30);
+    let (status, tokens) = login(&f, "auditor", PASSWORD, json!({ "totp": next })).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    assert_eq!(tokens["scope"], "full");
+    assert_eq!(
+        login(&f, "auditor", PASSWORD, json!({ "totp": next })).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let stale = totp::code_at(&secret, now - 120);
+    assert_eq!(
+        login(&f, "auditor", PASSWORD, json!({ "totp": stale })).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // A recovery code replaces a code, once.
+    let recovery = json!({ "recovery_code": codes[3] });
+    assert_eq!(
+        login(&f, "auditor", PASSWORD, recovery.clone()).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        login(&f, "auditor", PASSWORD, recovery).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn administrators_manage_accounts_but_never_their_own_and_a_disabled_account_loses_its_tokens() {
+    let f = fixture().await;
+    add_account(&f, "boss", Role::Admin, false).await;
+    let (_, tokens) = login(&f, "boss", PASSWORD, json!({})).await;
+    let admin = field(&tokens, "access_token");
+
+    let (status, _, text) = post(
+        &f,
+        "/v1/admin/accounts",
+        Some(&admin),
+        json!({ "username": "ops", "role": "admin" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    let created: Value = serde_json::from_str(&text).unwrap();
+    let one_time = field(&created, "one_time_password");
+    assert_eq!(
+        login(&f, "ops", &one_time, json!({})).await.0,
+        StatusCode::FORBIDDEN,
+        "must change first"
+    );
+    let taken = post(
+        &f,
+        "/v1/admin/accounts",
+        Some(&admin),
+        json!({ "username": "ops", "role": "auditor" }),
+    )
+    .await;
+    assert_problem(&taken, StatusCode::CONFLICT);
+    let bad = post(
+        &f,
+        "/v1/admin/accounts",
+        Some(&admin),
+        json!({ "username": "Bad Name", "role": "auditor" }),
+    )
+    .await;
+    assert_problem(&bad, StatusCode::BAD_REQUEST);
+
+    for own in ["disable", "reset-password"] {
+        let answer = post(
+            &f,
+            &format!("/v1/admin/accounts/boss/{own}"),
+            Some(&admin),
+            json!({}),
+        )
+        .await;
+        assert_problem(&answer, StatusCode::FORBIDDEN);
+    }
+    let demote = post(
+        &f,
+        "/v1/admin/accounts/boss/role",
+        Some(&admin),
+        json!({ "role": "auditor" }),
+    )
+    .await;
+    assert_problem(&demote, StatusCode::FORBIDDEN);
+
+    // A live token of an account that gets disabled stops working at once.
+    let changed = post(
+        &f,
+        "/v1/auth/password",
+        None,
+        json!({ "username": "ops", "password": one_time, "new_password": "operations passphrase 1" }),
+    )
+    .await;
+    assert_eq!(changed.0, StatusCode::NO_CONTENT, "{}", changed.2);
+    let (_, tokens) = login(&f, "ops", "operations passphrase 1", json!({})).await;
+    let ops = field(&tokens, "access_token");
+    assert_eq!(get_as(&f, "/v1/admin/accounts", &ops).await.0, StatusCode::OK);
+    assert_eq!(
+        post(&f, "/v1/admin/accounts/ops/disable", Some(&admin), json!({}))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_problem(
+        &get_as(&f, "/v1/admin/accounts", &ops).await,
+        StatusCode::UNAUTHORIZED,
+    );
+    assert_eq!(
+        login(&f, "ops", "operations passphrase 1", json!({})).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // A demoted administrator loses administration on the next request.
+    assert_eq!(
+        post(&f, "/v1/admin/accounts/ops/enable", Some(&admin), json!({}))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    let (_, tokens) = login(&f, "ops", "operations passphrase 1", json!({})).await;
+    let ops = field(&tokens, "access_token");
+    let demoted = post(
+        &f,
+        "/v1/admin/accounts/ops/role",
+        Some(&admin),
+        json!({ "role": "approver" }),
+    )
+    .await;
+    assert_eq!(demoted.0, StatusCode::NO_CONTENT);
+    assert_problem(
+        &get_as(&f, "/v1/admin/accounts", &ops).await,
+        StatusCode::FORBIDDEN,
+    );
+
+    let (status, _, listing) = get_as(&f, "/v1/admin/accounts", &admin).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!listing.contains("argon2"), "the listing shows password hashes");
+    let audit = f
+        .gateway
+        .archive()
+        .log_store()
+        .audit_after(0, 1000)
+        .await
+        .unwrap();
+    for action in [
+        "account.create",
+        "account.disable",
+        "account.enable",
+        "account.role",
+        "login",
+        "login.failed",
+    ] {
+        assert!(
+            audit.iter().any(|(_, e)| e.action == action),
+            "no {action} in the audit trail"
+        );
+    }
+}
+
+/// Who calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Caller {
+    Nobody,
+    Device,
+    Person(Role),
+}
+
+/// The expected policy, written out independently of the gateway's table.
+fn allowed(method: &Method, path: &str, caller: Caller) -> bool {
+    let person = matches!(caller, Caller::Person(_));
+    match (method.as_str(), path) {
+        ("POST", "/v1/records" | "/v1/devices/credential") => caller == Caller::Device,
+        ("POST", "/v1/auth/logout" | "/v1/auth/totp" | "/v1/auth/totp/confirm") => person,
+        (_, p) if p.starts_with("/v1/admin/") => caller == Caller::Person(Role::Admin),
+        ("GET", "/healthz" | "/readyz" | "/v1/keyring" | "/v1/log/checkpoint")
+        | ("GET", "/v1/log/proof/inclusion" | "/v1/log/proof/consistency")
+        | ("POST", "/v1/devices" | "/v1/auth/login" | "/v1/auth/refresh" | "/v1/auth/password") => true,
+        other => panic!("the test has no expectation for {other:?}: add one"),
+    }
+}
+
+#[tokio::test]
+async fn every_operation_admits_exactly_the_callers_its_policy_names() {
+    let f = fixture().await;
+    let (_, device_credential) = enrolled_device(&f).await;
+    let store = f.gateway.archive().log_store();
+    let mut people = Vec::new();
+    for role in Role::ALL {
+        people.push((
+            role,
+            add_account(&f, &format!("matrix-{}", role.as_str()), role, false).await,
+        ));
+    }
+    let doc = vellum_gateway::openapi();
+    let mut checked = 0;
+    for (template, item) in &doc.paths.paths {
+        let path = template
+            .replace("{username}", "someone-else")
+            .replace("{device_id}", DEMO_DEVICE);
+        let methods = [
+            (Method::GET, item.get.is_some()),
+            (Method::POST, item.post.is_some()),
+        ];
+        for (method, _) in methods.into_iter().filter(|(_, present)| *present) {
+            assert!(
+                vellum_gateway::policy(&method, &path).is_some(),
+                "no policy for {method} {template}"
+            );
+            let mut callers = vec![Caller::Nobody, Caller::Device];
+            callers.extend(Role::ALL.map(Caller::Person));
+            for caller in callers {
+                let bearer = match caller {
+                    Caller::Nobody => None,
+                    Caller::Device => Some(device_credential.clone()),
+                    Caller::Person(role) => {
+                        let account = people.iter().find(|(r, _)| *r == role).unwrap().1;
+                        let mut session = [0u8; 16];
+                        session[..8].copy_from_slice(&now_ms().to_be_bytes());
+                        session[8] = checked as u8;
+                        session[9] = role as u8;
+                        let refresh = SecretHash([checked as u8 ^ role as u8; 32]);
+                        let mut refresh = refresh;
+                        refresh.0[..16].copy_from_slice(&session);
+                        store
+                            .start_session(
+                                &session,
+                                &account,
+                                &refresh,
+                                UnixMillis(now_ms()),
+                                UnixMillis(now_ms() + 60_000),
+                            )
+                            .await
+                            .unwrap();
+                        let token = f
+                            .gateway
+                            .auth()
+                            .jwt()
+                            .issue(&account, &session, role, Scope::Full, now_ms() / 1000)
+                            .unwrap();
+                        Some(token)
+                    }
+                };
+                let mut request = Request::builder()
+                    .method(&method)
+                    .uri(&path)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .header(header::CONTENT_LENGTH, 2);
+                if let Some(bearer) = &bearer {
+                    request = request.header(header::AUTHORIZATION, format!("Bearer {bearer}"));
+                }
+                let answer = send(&f.app, request.body(Body::from("{}")).unwrap()).await;
+                let denied = matches!(answer.0, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+                let expected = allowed(&method, template, caller);
+                assert_eq!(
+                    !denied, expected,
+                    "{method} {template} as {caller:?}: {} {}",
+                    answer.0, answer.2
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 5 * 20, "only {checked} checks");
+    // And the table names nothing the document lacks.
+    for (method, template, _) in vellum_gateway::POLICIES {
+        let item = doc
+            .paths
+            .paths
+            .get(*template)
+            .unwrap_or_else(|| panic!("{template} is not documented"));
+        let present = match *method {
+            "GET" => item.get.is_some(),
+            "POST" => item.post.is_some(),
+            _ => false,
+        };
+        assert!(
+            present,
+            "{method} {template} is in the policy table but not documented"
+        );
+    }
+}
