@@ -533,3 +533,102 @@ fn tls_is_served_when_configured_and_plain_http_off_loopback_is_flagged() {
     );
     gateway.stop();
 }
+
+fn one_time_password_in(text: &str) -> String {
+    text.lines()
+        .skip_while(|l| !l.contains("one-time password"))
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn login_over_http(port: u16, username: &str, password: &str) -> (u16, serde_json::Value) {
+    let body = serde_json::json!({ "username": username, "password": password }).to_string();
+    let (status, text) = request(
+        port,
+        "POST",
+        "/v1/auth/login",
+        "Content-Type: application/json\r\n",
+        &body,
+    )
+    .unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[test]
+fn the_first_administrator_signs_in_over_http_and_accounts_are_managed_on_the_database() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("vellum-data");
+    let port = free_port();
+    let gateway = Running::start(quickstart(&data, port), port, dir, "accounts");
+    let one_time = one_time_password_in(&gateway.stdout_text());
+
+    // The one-time password signs in only to be changed.
+    assert_eq!(login_over_http(port, "admin", &one_time).0, 403);
+    let change = serde_json::json!({ "username": "admin", "password": one_time, "new_password": "a passphrase for the first operator" });
+    let (status, text) = request(
+        port,
+        "POST",
+        "/v1/auth/password",
+        "Content-Type: application/json\r\n",
+        &change.to_string(),
+    )
+    .unwrap();
+    assert_eq!(status, 204, "{text}");
+    let (status, tokens) = login_over_http(port, "admin", "a passphrase for the first operator");
+    assert_eq!(status, 200, "{tokens}");
+    let bearer = format!(
+        "Authorization: Bearer {}\r\n",
+        tokens["access_token"].as_str().unwrap()
+    );
+    let (status, listing) = request(port, "GET", "/v1/admin/accounts", &bearer, "").unwrap();
+    assert_eq!(status, 200, "{listing}");
+    assert!(listing.contains("\"admin\""), "{listing}");
+    gateway.stop();
+
+    let config = data.join("vellum.toml");
+    let admin = |args: &[&str]| {
+        let mut all = vec!["admin", "user"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--config", config.to_str().unwrap()]);
+        vellum(dir, &all, b"")
+    };
+    let added = admin(&["add", "alice", "--role", "auditor"]);
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    let alice_password = one_time_password_in(&added.stdout_text());
+    assert_eq!(
+        admin(&["add", "alice", "--role", "auditor"]).code,
+        7,
+        "a taken name"
+    );
+    assert_ne!(admin(&["add", "Alice Smith", "--role", "auditor"]).code, 0);
+    assert_ne!(admin(&["add", "bob", "--role", "root"]).code, 0);
+    assert_eq!(admin(&["set-role", "alice", "approver"]).code, 0);
+    let listed = admin(&["list"]).stdout_text();
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("alice") && l.contains("approver") && l.contains("must-change-password")),
+        "{listed}"
+    );
+    assert_eq!(admin(&["disable", "alice"]).code, 0);
+    assert!(
+        admin(&["list"])
+            .stdout_text()
+            .lines()
+            .any(|l| l.starts_with("alice") && l.contains("disabled"))
+    );
+    assert_eq!(admin(&["disable", "nobody"]).code, 3);
+
+    // Back online: a disabled account cannot sign in; enabled again, it must change its password.
+    let gateway = Running::start(quickstart(&data, port), port, dir, "accounts-again");
+    assert_eq!(login_over_http(port, "alice", &alice_password).0, 401);
+    assert_eq!(admin(&["enable", "alice"]).code, 0);
+    assert_eq!(login_over_http(port, "alice", &alice_password).0, 403);
+    gateway.stop();
+}
