@@ -237,6 +237,8 @@ pub struct SessionPrincipal {
     pub role: Role,
     /// Whether the account may act: not disabled, the session not ended.
     pub live: bool,
+    /// Whether the account has a confirmed second factor.
+    pub totp_enabled: bool,
 }
 
 /// Login sessions: families of refresh tokens, each token good once.
@@ -693,7 +695,7 @@ macro_rules! sql_accounts {
                 use sqlx::Row as _;
                 let err = |e| $crate::error::StoreError::backend("read session", e);
                 let row = sqlx::query(
-                    "SELECT a.role, a.disabled_at, f.ended_at FROM session_families f \
+                    "SELECT a.role, a.disabled_at, f.ended_at, a.totp_enabled FROM session_families f \
                      JOIN accounts a ON a.account_id = f.account_id \
                      WHERE f.family_id = $1 AND f.account_id = $2",
                 )
@@ -711,6 +713,7 @@ macro_rules! sql_accounts {
                         $crate::error::StoreError::Integrity("stored account: bad role".into())
                     })?,
                     live: disabled.is_none() && ended.is_none(),
+                    totp_enabled: row.try_get(3).map_err(err)?,
                 }))
             }
         }

@@ -588,7 +588,10 @@ async fn sessions_rotate_once_and_a_replay_ends_them(backend: impl Backend) {
         .await
         .unwrap();
     let live = store.session_principal(&[7; 16], &family).await.unwrap().unwrap();
-    assert_eq!((live.role, live.live), (Role::Auditor, true));
+    assert_eq!(
+        (live.role, live.live, live.totp_enabled),
+        (Role::Auditor, true, false)
+    );
     assert_eq!(
         store.session_principal(&[8; 16], &family).await.unwrap(),
         None,

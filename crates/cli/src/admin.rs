@@ -69,6 +69,14 @@ pub(crate) enum UserCommand {
         #[command(flatten)]
         deployment: Deployment,
     },
+    /// Remove an account's second factor and recovery codes (it sets up a new one at
+    /// its next sign-in if its role needs one).
+    ResetMfa {
+        /// The username.
+        username: String,
+        #[command(flatten)]
+        deployment: Deployment,
+    },
     /// Change an account's role.
     SetRole {
         /// The username.
@@ -96,6 +104,7 @@ pub(crate) fn run(command: &AdminCommand) -> Result<(), CliError> {
         | UserCommand::Disable { deployment, .. }
         | UserCommand::Enable { deployment, .. }
         | UserCommand::ResetPassword { deployment, .. }
+        | UserCommand::ResetMfa { deployment, .. }
         | UserCommand::SetRole { deployment, .. } => deployment,
     };
     let config = Config::load(&deployment.config)?;
@@ -241,6 +250,20 @@ async fn user_command<S: AccountStore + SessionStore + AuditStore>(
             audit(store, "account.reset-password", &id, serde_json::json!({})).await?;
             println!("reset {username}; one-time password, shown only now:");
             println!("  {}", one_time.as_str());
+        }
+        UserCommand::ResetMfa { username, .. } => {
+            let id = account_id(store, username).await?;
+            store
+                .update_account(&id, AccountChange::TotpSecret(None))
+                .await
+                .map_err(fail)?;
+            store.set_recovery_codes(&id, &[]).await.map_err(fail)?;
+            store
+                .end_sessions_of(&id, now, "second factor reset")
+                .await
+                .map_err(fail)?;
+            audit(store, "mfa.reset", &id, serde_json::json!({})).await?;
+            println!("removed the second factor of {username}; its sessions ended");
         }
         UserCommand::SetRole { username, role, .. } => {
             let role = role_of(role)?;

@@ -177,12 +177,21 @@ async fn run(args: &StorageArgs) -> Result<(), CliError> {
 /// Sealed bodies are reused from a small pool (sealing is the client's cost, not the
 /// archive's); every header is distinct and signed.
 fn prepare(records: usize, body_size: usize) -> Result<Vec<Submission>, CliError> {
-    let device = DeviceKey::generate();
+    let device_id = DeviceId::parse("0192f0c4-6a3b-7cc1-9a51-3f6e8d2b1a00").map_err(fail)?;
+    prepare_for(&DeviceKey::generate(), device_id, records, body_size)
+}
+
+/// `records` sealed, signed submissions of device `device_id` holding `device`.
+pub(crate) fn prepare_for(
+    device: &DeviceKey,
+    device_id: DeviceId,
+    records: usize,
+    body_size: usize,
+) -> Result<Vec<Submission>, CliError> {
     let recipient = Identity::generate().to_public();
     let pool: Vec<_> = (0..records.min(256))
         .map(|i| seal::seal(std::slice::from_ref(&recipient), &vec![i as u8; body_size]).map_err(fail))
         .collect::<Result<_, _>>()?;
-    let device_id = DeviceId::parse("0192f0c4-6a3b-7cc1-9a51-3f6e8d2b1a00").map_err(fail)?;
     let custodian = Custodian::new("bench@agency.example").map_err(fail)?;
     let channel = Channel::new("signal").map_err(fail)?;
     let retention = RetentionClass::new("finra-6y").map_err(fail)?;
@@ -201,7 +210,7 @@ fn prepare(records: usize, body_size: usize) -> Result<Vec<Submission>, CliError
                 body: body.digest(),
                 tokens: Vec::new(),
             };
-            let signed = fields.sign(&device).map_err(fail)?;
+            let signed = fields.sign(device).map_err(fail)?;
             let header = UnverifiedHeader::parse(signed.as_bytes())
                 .and_then(|h| h.verify(&device.public()))
                 .map_err(fail)?;

@@ -7,6 +7,7 @@
 
 mod admin;
 mod bench;
+mod bench_flood;
 mod capture;
 mod demo;
 mod error;
@@ -79,6 +80,8 @@ enum Command {
 enum BenchCommand {
     /// Appends per second and latency of the storage path, clients excluded.
     Storage(bench::StorageArgs),
+    /// Capture throughput over HTTP with and without a flood of logins.
+    LoginFlood(bench_flood::FloodArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
         Command::Open(args) => sealing::open(&args),
         Command::Verify(command) => verify::run(&command),
         Command::Bench(BenchCommand::Storage(args)) => bench::storage(&args),
+        Command::Bench(BenchCommand::LoginFlood(args)) => bench_flood::login_flood(&args),
         Command::Demo { dir } => demo::run(&dir),
         Command::Serve { config } => serve::Config::load(&config).and_then(serve::run),
         Command::Quickstart { data, listen } => quickstart::run(&data, listen),

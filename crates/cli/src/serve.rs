@@ -136,6 +136,9 @@ pub(crate) struct AuthConfig {
     /// Argon2 computations at once (each about 19 MiB).
     #[serde(default = "default_parallel_hashes")]
     parallel_password_hashes: usize,
+    /// Password computations a second for the whole gateway.
+    #[serde(default = "default_hashes_per_second")]
+    password_hashes_per_second: u32,
     #[serde(default = "default_per_address")]
     logins_per_minute_per_address: u32,
     #[serde(default = "default_per_account")]
@@ -153,6 +156,9 @@ fn default_refresh_secs() -> u64 {
 }
 fn default_parallel_hashes() -> usize {
     2
+}
+fn default_hashes_per_second() -> u32 {
+    vellum_gateway::auth::DEFAULT_HASHES_PER_SECOND
 }
 fn default_per_address() -> u32 {
     vellum_gateway::DEFAULT_LOGINS_PER_ADDRESS
@@ -197,13 +203,17 @@ fn auth_settings(config: Option<&AuthConfig>, queue_timeout: Duration) -> Result
         &previous,
     )
     .map_err(|e| fail(format!("[auth] {e}")))?;
+    if !(60..=30 * 86_400).contains(&config.refresh_token_secs) {
+        return Err(fail("[auth] refresh_token_secs is 60 to 2592000 (30 days)"));
+    }
     let auth = Auth::new(
         jwt,
         config.refresh_token_secs,
         config.parallel_password_hashes,
         queue_timeout,
     )
-    .map_err(fail)?;
+    .map_err(fail)?
+    .with_hashes_per_second(config.password_hashes_per_second);
     Ok((
         auth,
         config.logins_per_minute_per_address,

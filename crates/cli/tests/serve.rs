@@ -624,6 +624,7 @@ fn the_first_administrator_signs_in_over_http_and_accounts_are_managed_on_the_da
             .any(|l| l.starts_with("alice") && l.contains("disabled"))
     );
     assert_eq!(admin(&["disable", "nobody"]).code, 3);
+    assert_eq!(admin(&["reset-mfa", "alice"]).code, 0);
 
     // Back online: a disabled account cannot sign in; enabled again, it must change its password.
     let gateway = Running::start(quickstart(&data, port), port, dir, "accounts-again");

@@ -115,6 +115,13 @@ impl<L: LogStore, B: BlobStore> Gateway<L, B> {
         self
     }
 
+    /// Replaces the sign-in settings.
+    #[must_use]
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
+    }
+
     /// Sign-in settings.
     pub fn auth(&self) -> &Auth {
         &self.auth

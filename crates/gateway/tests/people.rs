@@ -218,6 +218,43 @@ async fn logins_beyond_the_rate_limit_get_429_without_a_password_check() {
 }
 
 #[tokio::test]
+async fn password_work_beyond_the_gateway_wide_rate_is_refused_without_hashing() {
+    let mut f = fixture().await;
+    f.app = axum::Router::new();
+    let gateway = std::sync::Arc::try_unwrap(f.gateway).ok().unwrap();
+    let gateway = gateway.with_auth(
+        vellum_gateway::auth::Auth::ephemeral("test")
+            .unwrap()
+            .with_hashes_per_second(2),
+    );
+    f.gateway = std::sync::Arc::new(gateway);
+    f.app = vellum_gateway::router(f.gateway.clone());
+    add_account(&f, "rated", Role::Admin, false).await;
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        answers.push(login(&f, "rated", "a wrong password!!", json!({})).await.0);
+    }
+    assert_eq!(
+        &answers[..2],
+        [StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED]
+    );
+    assert!(
+        answers[2..].iter().all(|s| *s == StatusCode::SERVICE_UNAVAILABLE),
+        "{answers:?}"
+    );
+    // Only the two hashed attempts counted as failures.
+    let account = f
+        .gateway
+        .archive()
+        .log_store()
+        .account_by_username("rated")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(account.failed_logins, 2);
+}
+
+#[tokio::test]
 async fn a_one_time_password_must_be_changed_and_weak_passwords_are_refused() {
     let f = fixture().await;
     add_account(&f, "fresh", Role::Admin, true).await;
@@ -335,6 +372,25 @@ async fn auditors_enroll_totp_at_first_login_and_codes_work_once() {
         login(&f, "auditor", PASSWORD, recovery).await.0,
         StatusCode::UNAUTHORIZED
     );
+
+    // Changing the password needs the second factor too.
+    let change =
+        json!({ "username": "auditor", "password": PASSWORD, "new_password": "another long passphrase" });
+    assert_problem(
+        &post(&f, "/v1/auth/password", None, change).await,
+        StatusCode::UNAUTHORIZED,
+    );
+
+    // Wrong codes count like wrong passwords: enough of them lock the account.
+    for _ in 0..5 {
+        let wrong = login(&f, "auditor", PASSWORD, json!({ "totp": "999999" })).await;
+        assert_eq!(wrong.0, StatusCode::UNAUTHORIZED);
+    }
+    let good = totp::code_at(&secret, now + 60);
+    assert_eq!(
+        login(&f, "auditor", PASSWORD, json!({ "totp": good })).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
@@ -431,6 +487,7 @@ async fn administrators_manage_accounts_but_never_their_own_and_a_disabled_accou
     );
     let (_, tokens) = login(&f, "ops", "operations passphrase 1", json!({})).await;
     let ops = field(&tokens, "access_token");
+    let ops_refresh = field(&tokens, "refresh_token");
     let demoted = post(
         &f,
         "/v1/admin/accounts/ops/role",
@@ -443,6 +500,15 @@ async fn administrators_manage_accounts_but_never_their_own_and_a_disabled_accou
         &get_as(&f, "/v1/admin/accounts", &ops).await,
         StatusCode::FORBIDDEN,
     );
+    // An approver needs a second factor: the session cannot go on without one.
+    let refreshed = post(
+        &f,
+        "/v1/auth/refresh",
+        None,
+        json!({ "refresh_token": ops_refresh }),
+    )
+    .await;
+    assert_problem(&refreshed, StatusCode::UNAUTHORIZED);
 
     let (status, _, listing) = get_as(&f, "/v1/admin/accounts", &admin).await;
     assert_eq!(status, StatusCode::OK);

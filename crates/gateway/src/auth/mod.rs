@@ -3,8 +3,9 @@
 //! - [`password`]: Argon2id PHC strings, the password rules, one-time passwords.
 //! - [`totp`]: RFC 6238 codes.
 //! - [`jwt`]: EdDSA access tokens.
-//! - [`Auth`]: the gateway's settings and the bounded pool that runs Argon2 off the
-//!   async runtime, so a flood of logins queues there instead of starving captures.
+//! - [`Auth`]: the gateway's settings and the bounded pool of lowest-priority threads
+//!   that runs Argon2 off the async runtime, so a flood of logins queues there and
+//!   takes only CPU that captures leave idle.
 //! - [`Person`]: an authenticated person, as the authorization layer admits them.
 
 pub mod jwt;
@@ -18,6 +19,11 @@ use vellum_archive::ports::{Role, SessionStore};
 
 use crate::problem::ApiError;
 use jwt::{JwtKeys, Scope};
+
+/// Password computations a second by default, for the whole gateway: each costs
+/// about 20 ms of one core and 19 MiB, so this bounds what a flood of logins can
+/// take from captures to a fraction of one core.
+pub const DEFAULT_HASHES_PER_SECOND: u32 = 5;
 
 /// How long a refresh token lives by default: 12 hours.
 pub const DEFAULT_REFRESH_SECS: u64 = 12 * 3600;
@@ -38,12 +44,67 @@ pub fn lock_duration(failures: u32) -> Option<Duration> {
     Some(Duration::from_secs(secs.min(MAX_LOCK_SECS)))
 }
 
+/// Threads that run Argon2 at the lowest CPU priority (nice 19), so password work
+/// takes only the CPU that captures leave idle: a flood of logins slows logins, not
+/// ingest. Jobs wait in a bounded queue.
+struct PasswordWorkers {
+    jobs: std::sync::mpsc::SyncSender<Box<dyn FnOnce() + Send>>,
+}
+
+impl std::fmt::Debug for PasswordWorkers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordWorkers").finish_non_exhaustive()
+    }
+}
+
+impl PasswordWorkers {
+    fn start(threads: usize) -> Result<Self, String> {
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Box<dyn FnOnce() + Send>>(threads * 4);
+        let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
+        for i in 0..threads {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("vellum-password-{i}"))
+                .spawn(move || {
+                    // Linux keeps the nice value per thread: this lowers only this one.
+                    if let Err(e) = rustix::process::setpriority_process(None, 19) {
+                        tracing::warn!(error = %e, "password worker keeps normal priority");
+                    }
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return, // the gateway is gone
+                        }
+                    }
+                })
+                .map_err(|e| format!("password worker: {e}"))?;
+        }
+        Ok(Self { jobs })
+    }
+
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job = Box::new(move || {
+            let _ = done.send(work());
+        });
+        self.jobs.try_send(job).map_err(|_| ApiError::Busy)?;
+        result.await.map_err(|_| ApiError::Internal)
+    }
+}
+
 /// The gateway's settings for people.
 #[derive(Debug)]
 pub struct Auth {
     jwt: JwtKeys,
     refresh_secs: u64,
     password_work: Semaphore,
+    workers: PasswordWorkers,
+    /// Password computations a second, for the whole gateway.
+    hash_rate: governor::DefaultDirectRateLimiter,
     queue_timeout: Duration,
     /// Verified against when the username is unknown, so that takes as long.
     dummy_phc: String,
@@ -51,8 +112,9 @@ pub struct Auth {
 
 impl Auth {
     /// Settings with these token keys; at most `parallel_hashes` Argon2 computations
-    /// run at once (each takes about 19 MiB and tens of milliseconds), and a login
-    /// waits at most `queue_timeout` for its turn before it gets 503.
+    /// run at once (each takes about 19 MiB and tens of milliseconds), on threads of
+    /// the lowest CPU priority, and a login waits at most `queue_timeout` for its turn
+    /// before it gets 503.
     pub fn new(
         jwt: JwtKeys,
         refresh_secs: u64,
@@ -63,6 +125,10 @@ impl Auth {
             jwt,
             refresh_secs,
             password_work: Semaphore::new(parallel_hashes.max(1)),
+            workers: PasswordWorkers::start(parallel_hashes.max(1))?,
+            hash_rate: governor::RateLimiter::direct(governor::Quota::per_second(
+                std::num::NonZeroU32::new(DEFAULT_HASHES_PER_SECOND).unwrap_or(std::num::NonZeroU32::MIN),
+            )),
             queue_timeout,
             dummy_phc: password::hash("an unknown account has no password")?,
         })
@@ -77,6 +143,15 @@ impl Auth {
         Self::new(jwt, DEFAULT_REFRESH_SECS, 2, Duration::from_secs(10))
     }
 
+    /// Sets how many password computations (logins, changes) the gateway runs a
+    /// second at most; more are answered 503 at once, without computing anything.
+    #[must_use]
+    pub fn with_hashes_per_second(mut self, per_second: u32) -> Self {
+        let rate = std::num::NonZeroU32::new(per_second).unwrap_or(std::num::NonZeroU32::MIN);
+        self.hash_rate = governor::RateLimiter::direct(governor::Quota::per_second(rate));
+        self
+    }
+
     /// The token keys.
     pub fn jwt(&self) -> &JwtKeys {
         &self.jwt
@@ -88,7 +163,7 @@ impl Auth {
     }
 
     /// Whether `password` matches `phc` (or, with `None`, takes as long as if it
-    /// were checked, and is false). Runs on the blocking pool, bounded.
+    /// were checked, and is false). Runs on the password workers, bounded.
     pub async fn check_password(&self, phc: Option<&str>, password: &str) -> Result<bool, ApiError> {
         let phc = phc.unwrap_or(&self.dummy_phc).to_owned();
         let known = phc != self.dummy_phc;
@@ -97,7 +172,7 @@ impl Auth {
         Ok(ok && known)
     }
 
-    /// The PHC string of `password`, computed on the blocking pool, bounded.
+    /// The PHC string of `password`, computed on the password workers, bounded.
     pub async fn hash_password(&self, password: &str) -> Result<String, ApiError> {
         let password = zeroize::Zeroizing::new(password.to_owned());
         self.bounded(move || password::hash(&password))
@@ -109,13 +184,14 @@ impl Auth {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ApiError> {
+        if self.hash_rate.check().is_err() {
+            return Err(ApiError::Busy);
+        }
         let Ok(Ok(_permit)) = tokio::time::timeout(self.queue_timeout, self.password_work.acquire()).await
         else {
             return Err(ApiError::Busy);
         };
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|_| ApiError::Internal)
+        self.workers.run(work).await
     }
 }
 
@@ -164,11 +240,18 @@ pub(crate) async fn authenticate<S: SessionStore>(
         .await?
         .filter(|p| p.live)
         .ok_or_else(unauthorized)?;
+    // A role that needs a second factor, without one (promoted since the token was
+    // issued): only the second-factor setup until one exists.
+    let needs_setup = matches!(principal.role, Role::Auditor | Role::Approver) && !principal.totp_enabled;
     Ok(Person {
         account_id,
         session,
         role: principal.role,
-        scope: claims.scope,
+        scope: if needs_setup {
+            Scope::MfaSetup
+        } else {
+            claims.scope
+        },
     })
 }
 
@@ -225,6 +308,52 @@ impl LoginLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The nice value of this process's threads whose name starts with `prefix`.
+    fn nice_of_threads(prefix: &str) -> Vec<i64> {
+        let mut out = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim().starts_with(prefix) {
+                let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                // Fields after the parenthesised name: state is field 3, nice field 19.
+                let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+                if let Some(nice) = rest.split_whitespace().nth(16).and_then(|n| n.parse().ok()) {
+                    out.push(nice);
+                }
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn password_work_runs_on_lowest_priority_threads() {
+        let auth = Auth::ephemeral("test").expect("auth");
+        let phc = password::hash("a password to check").expect("hash");
+        assert!(
+            auth.check_password(Some(&phc), "a password to check")
+                .await
+                .expect("check")
+        );
+        assert!(
+            !auth
+                .check_password(Some(&phc), "another one")
+                .await
+                .expect("check")
+        );
+        assert!(
+            !auth
+                .check_password(None, "a password to check")
+                .await
+                .expect("check")
+        );
+        let nice = nice_of_threads("vellum-passwor");
+        assert_eq!(nice, vec![19, 19], "two workers at nice 19");
+    }
 
     #[test]
     fn locks_grow_but_never_become_permanent() {

@@ -85,7 +85,7 @@ pub(super) struct Tokens {
 }
 
 /// Whether a role must have a second factor.
-fn needs_mfa(role: Role) -> bool {
+pub(crate) fn needs_mfa(role: Role) -> bool {
     matches!(role, Role::Auditor | Role::Approver)
 }
 
@@ -106,25 +106,21 @@ pub(super) async fn login<L: PeopleStore, B: BlobStore>(
     body: Result<Json<LoginRequest>, JsonRejection>,
 ) -> Result<Json<Tokens>, ApiError> {
     let request = Zeroizing::new(json(body)?);
-    state.login_limits().check(peer.ip(), &request.username)?;
     let store = state.archive().log_store();
-    let account = checked_password(&state, &request.username, &request.password).await?;
+    let factors = Factors {
+        username: &request.username,
+        password: &request.password,
+        totp: request.totp.as_deref(),
+        recovery_code: request.recovery_code.as_deref(),
+    };
+    let account = identify(&state, peer, &factors).await?;
     if account.must_change_password {
         return Err(ApiError::Forbidden(
             "the password must be changed first: POST /v1/auth/password".into(),
         ));
     }
     let subject = hex::encode(account.account_id);
-    let scope = if account.totp_enabled {
-        second_factor(
-            &state,
-            &account,
-            request.totp.as_deref(),
-            request.recovery_code.as_deref(),
-        )
-        .await?;
-        Scope::Full
-    } else if needs_mfa(account.role) {
+    let scope = if needs_mfa(account.role) && !account.totp_enabled {
         Scope::MfaSetup
     } else {
         Scope::Full
@@ -156,6 +152,29 @@ pub(super) async fn login<L: PeopleStore, B: BlobStore>(
     Ok(Json(tokens))
 }
 
+/// What a person presents to prove who they are.
+struct Factors<'a> {
+    username: &'a str,
+    password: &'a str,
+    totp: Option<&'a str>,
+    recovery_code: Option<&'a str>,
+}
+
+/// The account these factors prove, within the rate limits: the password, and the
+/// second factor when the account has one.
+async fn identify<L: PeopleStore, B: BlobStore>(
+    state: &State<L, B>,
+    peer: crate::server::Peer,
+    factors: &Factors<'_>,
+) -> Result<Account, ApiError> {
+    state.login_limits().check(peer.ip(), factors.username)?;
+    let account = checked_password(state, factors.username, factors.password).await?;
+    if account.totp_enabled {
+        second_factor(state, &account, factors.totp, factors.recovery_code).await?;
+    }
+    Ok(account)
+}
+
 /// The account whose password this is, counting failures and honouring locks;
 /// every failure answers alike.
 async fn checked_password<L: PeopleStore, B: BlobStore>(
@@ -178,29 +197,40 @@ async fn checked_password<L: PeopleStore, B: BlobStore>(
     if ok && !locked && account.disabled_at.is_none() {
         return Ok(account);
     }
-    if !ok {
-        let failures = store.login_failed(&account.account_id).await?;
-        if let Some(lock) = lock_duration(failures) {
-            let until = UnixMillis(now.0 + lock.as_millis() as u64);
-            store
-                .update_account(&account.account_id, AccountChange::LockedUntil(until))
-                .await?;
-        }
+    if locked {
+        // The lock was audited when it began; attempts against it write nothing, so a
+        // flood aimed at one account costs the database nothing.
+        return Err(invalid_login());
     }
-    let reason = match (ok, locked) {
-        (false, _) => "wrong password",
-        (true, true) => "account locked",
-        (true, false) => "account disabled",
-    };
-    audit(
-        store,
-        "-",
-        "login.failed",
-        &subject,
-        serde_json::json!({ "reason": reason }),
-    )
-    .await?;
+    if !ok {
+        count_failure(store, &account).await?;
+    }
+    let reason = if ok { "account disabled" } else { "wrong password" };
+    let detail = serde_json::json!({ "reason": reason });
+    audit(store, "-", "login.failed", &subject, detail).await?;
     Err(invalid_login())
+}
+
+/// Counts a failed password or second factor, locking the account for a while once
+/// there were too many in a row.
+async fn count_failure<L: PeopleStore>(store: &L, account: &Account) -> Result<(), ApiError> {
+    let failures = store.login_failed(&account.account_id).await?;
+    if let Some(lock) = lock_duration(failures) {
+        let until = UnixMillis(crate::now_ms() + lock.as_millis() as u64);
+        store
+            .update_account(&account.account_id, AccountChange::LockedUntil(until))
+            .await?;
+        let detail = serde_json::json!({ "failures": failures, "until": until.0 });
+        audit(
+            store,
+            "-",
+            "account.locked",
+            &hex::encode(account.account_id),
+            detail,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Checks a TOTP code (each step once) or spends a recovery code.
@@ -230,7 +260,7 @@ async fn second_factor<L: PeopleStore, B: BlobStore>(
     if accepted {
         return Ok(());
     }
-    store.login_failed(&account.account_id).await?;
+    count_failure(store, account).await?;
     audit(
         store,
         "-",
@@ -331,6 +361,16 @@ pub(super) async fn refresh<L: PeopleStore, B: BlobStore>(
             family_id,
         } => {
             let account = store.account_by_id(&account_id).await?.ok_or_else(refused)?;
+            if needs_mfa(account.role) && !account.totp_enabled {
+                // A role that needs a second factor, without one (a promotion since
+                // sign-in): no full session until one is set up.
+                store
+                    .end_session(&family_id, UnixMillis(now), "second factor required")
+                    .await?;
+                return Err(ApiError::Unauthorized(
+                    "this role needs a second factor: sign in again to set one up".into(),
+                ));
+            }
             let access = auth
                 .jwt()
                 .issue(&account_id, &family_id, account.role, Scope::Full, now / 1000)
@@ -382,6 +422,12 @@ pub(super) struct PasswordChange {
     username: String,
     password: String,
     new_password: String,
+    /// A current TOTP code, when the account has a second factor.
+    #[serde(default)]
+    totp: Option<String>,
+    /// A recovery code, instead of a TOTP code.
+    #[serde(default)]
+    recovery_code: Option<String>,
 }
 
 /// `POST /v1/auth/password`: changes a password, given the current one. Other sessions
@@ -397,8 +443,13 @@ pub(super) async fn change_password<L: PeopleStore, B: BlobStore>(
     body: Result<Json<PasswordChange>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     let request = Zeroizing::new(json(body)?);
-    state.login_limits().check(peer.ip(), &request.username)?;
-    let account = checked_password(&state, &request.username, &request.password).await?;
+    let factors = Factors {
+        username: &request.username,
+        password: &request.password,
+        totp: request.totp.as_deref(),
+        recovery_code: request.recovery_code.as_deref(),
+    };
+    let account = identify(&state, peer, &factors).await?;
     password::check_new(&request.new_password, &request.username).map_err(ApiError::BadRequest)?;
     if request.new_password == request.password {
         return Err(ApiError::BadRequest(

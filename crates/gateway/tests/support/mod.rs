@@ -86,9 +86,14 @@ pub async fn fixture_with(limits: vellum_gateway::Limits) -> Fixture {
         Gateway::new(
             Archive::open(log, blobs, signer).await.unwrap(),
             keyring,
-            vellum_gateway::auth::Auth::ephemeral("test").unwrap(),
+            // Tests sign in far faster than the production default allows.
+            vellum_gateway::auth::Auth::ephemeral("test")
+                .unwrap()
+                .with_hashes_per_second(100_000),
         )
-        .with_limits(limits),
+        .with_limits(limits)
+        // …and more often than the per-address and per-account limits allow.
+        .with_login_limits(1000, 1000),
     );
     Fixture {
         _dir: dir,
