@@ -129,8 +129,9 @@ pub enum AccountChange {
     LockedUntil(UnixMillis),
     /// A new TOTP secret, not enabled until confirmed; `None` removes TOTP.
     TotpSecret(Option<Zeroizing<Vec<u8>>>),
-    /// The TOTP secret is confirmed: every login now needs a code.
-    TotpEnabled,
+    /// This TOTP secret is confirmed: every login now needs a code. Nothing changes
+    /// if the stored secret is another one (replaced meanwhile).
+    TotpEnabled(Zeroizing<Vec<u8>>),
 }
 
 impl fmt::Debug for AccountChange {
@@ -142,7 +143,7 @@ impl fmt::Debug for AccountChange {
             AccountChange::LoginSucceeded => "LoginSucceeded",
             AccountChange::LockedUntil(_) => "LockedUntil",
             AccountChange::TotpSecret(_) => "TotpSecret(..)",
-            AccountChange::TotpEnabled => "TotpEnabled",
+            AccountChange::TotpEnabled(_) => "TotpEnabled(..)",
         })
     }
 }
@@ -439,12 +440,13 @@ macro_rules! sql_accounts {
                     .bind(secret.as_ref().map(|s| s.to_vec()))
                     .bind(false)
                     .bind(id),
-                    AccountChange::TotpEnabled => sqlx::query(
+                    AccountChange::TotpEnabled(secret) => sqlx::query(
                         "UPDATE accounts SET totp_enabled = $1 WHERE account_id = $2 \
-                         AND totp_secret IS NOT NULL",
+                         AND totp_secret = $3",
                     )
                     .bind(true)
-                    .bind(id),
+                    .bind(id)
+                    .bind(secret.to_vec()),
                 };
                 let done = query
                     .execute(&self.pool)
@@ -571,6 +573,18 @@ macro_rules! sql_accounts {
                 use $crate::ports::Refreshed;
                 let err = |e| $crate::error::StoreError::backend("refresh session", e);
                 let now_i = $crate::sql::to_i64(now.0, "time")?;
+                // An unknown token is answered from a plain read: guessed tokens never
+                // take the write lock (on SQLite, the one the capture path needs). A
+                // hash that is not stored now cannot be stored later, so this is safe.
+                let known: Option<Vec<u8>> =
+                    sqlx::query_scalar("SELECT token_hash FROM refresh_tokens WHERE token_hash = $1")
+                        .bind(presented.0.as_slice())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(err)?;
+                if known.is_none() {
+                    return Ok(Refreshed::Unknown);
+                }
                 let mut tx = self.pool.begin().await.map_err(err)?;
                 // Writing first takes the write lock at once (SQLite) and makes racing
                 // presentations of one token queue on its row (PostgreSQL).

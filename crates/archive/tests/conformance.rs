@@ -697,6 +697,15 @@ async fn sessions_rotate_once_and_a_replay_ends_them(backend: impl Backend) {
         }
     }
     assert_eq!(rotated, 1);
+    assert!(
+        !store
+            .session_principal(&[7; 16], &raced)
+            .await
+            .unwrap()
+            .unwrap()
+            .live,
+        "the replays did not end the session"
+    );
 
     // TOTP steps are used once, in increasing order; recovery codes once.
     assert!(store.use_totp_step(&[7; 16], 100).await.unwrap());

@@ -285,17 +285,20 @@ async fn phase(
             pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             while running.load(Ordering::Relaxed) {
                 pace.tick().await;
-                let sent = http
+                // Open loop: each attempt goes out on its own, whatever the last one's fate.
+                let attempt = http
                     .post(&url)
                     .header("content-type", "application/json")
                     .body(body)
-                    .send()
-                    .await;
-                match sent.map(|r| r.status().as_u16()) {
-                    Ok(401) => logins.fetch_add(1, Ordering::Relaxed),
-                    Ok(_) => busy.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => 0,
-                };
+                    .send();
+                let (logins, busy) = (logins.clone(), busy.clone());
+                tokio::spawn(async move {
+                    match attempt.await.map(|r| r.status().as_u16()) {
+                        Ok(401) => logins.fetch_add(1, Ordering::Relaxed),
+                        Ok(_) => busy.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => 0,
+                    };
+                });
             }
         });
     }

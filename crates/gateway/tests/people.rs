@@ -230,10 +230,11 @@ async fn password_work_beyond_the_gateway_wide_rate_is_refused_without_hashing()
     f.gateway = std::sync::Arc::new(gateway);
     f.app = vellum_gateway::router(f.gateway.clone());
     add_account(&f, "rated", Role::Admin, false).await;
-    let mut answers = Vec::new();
-    for _ in 0..4 {
-        answers.push(login(&f, "rated", "a wrong password!!", json!({})).await.0);
-    }
+    // Four at once: the allowance of two is spent by two of them, whichever.
+    let attempt = || login(&f, "rated", "a wrong password!!", json!({}));
+    let (a, b, c, d) = tokio::join!(attempt(), attempt(), attempt(), attempt());
+    let mut answers = vec![a.0, b.0, c.0, d.0];
+    answers.sort();
     assert_eq!(
         &answers[..2],
         [StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED]
@@ -252,6 +253,30 @@ async fn password_work_beyond_the_gateway_wide_rate_is_refused_without_hashing()
         .unwrap()
         .unwrap();
     assert_eq!(account.failed_logins, 2);
+}
+
+#[tokio::test]
+async fn a_setup_session_opens_nothing_else_whatever_the_role_becomes() {
+    let f = fixture().await;
+    add_account(&f, "newcomer", Role::Auditor, false).await;
+    let (_, tokens) = login(&f, "newcomer", PASSWORD, json!({})).await;
+    assert_eq!(tokens["scope"], "mfa-setup");
+    let setup = field(&tokens, "access_token");
+    // Promoted to administrator meanwhile: the role would admit it, the scope does not.
+    let store = f.gateway.archive().log_store();
+    let id = store
+        .account_by_username("newcomer")
+        .await
+        .unwrap()
+        .unwrap()
+        .account_id;
+    store
+        .update_account(&id, AccountChange::Role(Role::Admin))
+        .await
+        .unwrap();
+    let answer = get_as(&f, "/v1/admin/accounts", &setup).await;
+    assert_problem(&answer, StatusCode::FORBIDDEN);
+    assert!(answer.2.contains("second factor"), "{}", answer.2);
 }
 
 #[tokio::test]
@@ -386,7 +411,11 @@ async fn auditors_enroll_totp_at_first_login_and_codes_work_once() {
         let wrong = login(&f, "auditor", PASSWORD, json!({ "totp": "999999" })).await;
         assert_eq!(wrong.0, StatusCode::UNAUTHORIZED);
     }
-    let good = totp::code_at(&secret, now + 60);
+    let account = store.account_by_username("auditor").await.unwrap().unwrap();
+    assert!(account.failed_logins >= 5, "{}", account.failed_logins);
+    assert!(account.locked_until.is_some_and(|t| t.0 > now_ms()), "not locked");
+    // Locked, even the next valid code is refused.
+    let good = totp::code_at(&secret, now + 30);
     assert_eq!(
         login(&f, "auditor", PASSWORD, json!({ "totp": good })).await.0,
         StatusCode::UNAUTHORIZED

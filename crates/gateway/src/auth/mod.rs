@@ -36,8 +36,9 @@ pub const FIRST_LOCK_SECS: u64 = 30;
 pub const MAX_LOCK_SECS: u64 = 15 * 60;
 
 /// How long an account is locked after `failures` consecutive failed logins: nothing
-/// before [`LOCK_AFTER`], then 30 s doubling per failure up to 15 minutes. Never
-/// permanent, so nobody can lock an administrator out for good by guessing.
+/// before [`LOCK_AFTER`], then 30 s doubling per failure up to 15 minutes. No single
+/// lock is permanent, but someone who knows a username can renew it with one wrong
+/// guess whenever it ends; the local `vellum admin user` commands are never locked.
 pub fn lock_duration(failures: u32) -> Option<Duration> {
     let over = failures.checked_sub(LOCK_AFTER)?;
     let secs = FIRST_LOCK_SECS.saturating_mul(1u64 << over.min(20));
@@ -295,6 +296,14 @@ impl LoginLimits {
             self.per_account.retain_recent();
         }
         let name: String = username.to_lowercase().chars().take(128).collect();
+        // One IPv6 host usually holds a whole /64: count the prefix, not the address.
+        let address = match address {
+            std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                std::net::IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+            }
+            other => other,
+        };
         let refused = |not_until: governor::NotUntil<_>| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             ApiError::TooManyRequests(wait.as_secs().max(1))

@@ -182,6 +182,25 @@ async fn checked_password<L: PeopleStore, B: BlobStore>(
     username: &str,
     password: &str,
 ) -> Result<Account, ApiError> {
+    let started = tokio::time::Instant::now();
+    let refused = checked_password_inner(state, username, password).await;
+    // (Busy answers come before any account-specific work and are not delayed.)
+    if matches!(refused, Err(ApiError::Unauthorized(_))) {
+        // Every refusal takes at least this long, whatever it did (an unknown name
+        // writes nothing, a known one records the failure): the time tells nothing.
+        tokio::time::sleep_until(started + FAILED_LOGIN_FLOOR).await;
+    }
+    refused
+}
+
+/// The least time a refused password check takes.
+const FAILED_LOGIN_FLOOR: std::time::Duration = std::time::Duration::from_millis(300);
+
+async fn checked_password_inner<L: PeopleStore, B: BlobStore>(
+    state: &State<L, B>,
+    username: &str,
+    password: &str,
+) -> Result<Account, ApiError> {
     let store = state.archive().log_store();
     let account = store.account_by_username(username).await?;
     let ok = state
@@ -564,6 +583,14 @@ pub(super) async fn totp_confirm<L: PeopleStore, B: BlobStore>(
     if !store.use_totp_step(&person.account_id, step).await? {
         return Err(wrong());
     }
+    // Enables exactly the secret the code was checked against: if another request
+    // issued a new one meanwhile, nothing is enabled.
+    let confirmed = AccountChange::TotpEnabled(secret.clone());
+    if !store.update_account(&person.account_id, confirmed).await? {
+        return Err(ApiError::Conflict(
+            "a new TOTP secret was issued meanwhile: confirm that one".into(),
+        ));
+    }
     let mut codes = Vec::with_capacity(10);
     let mut hashes = Vec::with_capacity(10);
     for _ in 0..10 {
@@ -572,9 +599,6 @@ pub(super) async fn totp_confirm<L: PeopleStore, B: BlobStore>(
         codes.push(code.to_string());
     }
     store.set_recovery_codes(&person.account_id, &hashes).await?;
-    store
-        .update_account(&person.account_id, AccountChange::TotpEnabled)
-        .await?;
     store
         .end_session(
             &person.session,
