@@ -7,9 +7,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use vellum_archive::error::AccountError;
-use vellum_archive::ports::{
-    AccountChange, AccountStore, AuditEvent, AuditStore, NewAccount, Role, SessionStore,
-};
+use vellum_archive::ports::{AccountStore, AuditStore, NewAccount, Role, SessionStore};
+use vellum_gateway::auth::admin::{self, AdminChange};
 use vellum_gateway::auth::password;
 use vellum_protocol::ids::{RecordId, UnixMillis};
 
@@ -120,24 +119,16 @@ pub(crate) fn run(command: &AdminCommand) -> Result<(), CliError> {
     })
 }
 
-async fn audit<S: AuditStore>(
-    store: &S,
-    action: &str,
-    subject: &[u8; 16],
-    detail: serde_json::Value,
-) -> Result<(), CliError> {
-    let event = AuditEvent {
-        at: UnixMillis(now_ms()),
-        actor: "local-admin".into(),
-        action: action.into(),
-        subject: hex_of(subject),
-        detail: detail.to_string(),
-    };
-    store.append_audit(&event).await.map(drop).map_err(fail)
-}
+/// Who local changes are audited as.
+const ACTOR: &str = "local-admin";
 
-fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+async fn apply<S: AccountStore + SessionStore + AuditStore>(
+    store: &S,
+    username: &str,
+    change: AdminChange,
+) -> Result<(), CliError> {
+    let id = account_id(store, username).await?;
+    admin::apply(store, ACTOR, &id, change).await.map_err(fail)
 }
 
 async fn account_id<S: AccountStore>(store: &S, username: &str) -> Result<[u8; 16], CliError> {
@@ -179,13 +170,20 @@ async fn user_command<S: AccountStore + SessionStore + AuditStore>(
                 AccountError::UsernameTaken(_) => CliError::new(Kind::Exists, format!("admin: {e}")),
                 other => fail(other),
             })?;
-            audit(
+            let detail = serde_json::json!({ "role": role.as_str() });
+            admin::audit(
                 store,
+                ACTOR,
                 "account.create",
-                &account.account_id,
-                serde_json::json!({ "role": role.as_str() }),
+                &account
+                    .account_id
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>(),
+                detail,
             )
-            .await?;
+            .await
+            .map_err(fail)?;
             println!(
                 "created {username} ({}); one-time password, shown only now:",
                 role.as_str()
@@ -208,77 +206,27 @@ async fn user_command<S: AccountStore + SessionStore + AuditStore>(
             }
         }
         UserCommand::Disable { username, .. } => {
-            let id = account_id(store, username).await?;
-            store
-                .update_account(&id, AccountChange::Disabled(Some(now)))
-                .await
-                .map_err(fail)?;
-            store
-                .end_sessions_of(&id, now, "account disabled")
-                .await
-                .map_err(fail)?;
-            audit(store, "account.disable", &id, serde_json::json!({})).await?;
+            apply(store, username, AdminChange::Disable).await?;
             println!("disabled {username}; its sessions ended");
         }
         UserCommand::Enable { username, .. } => {
-            let id = account_id(store, username).await?;
-            store
-                .update_account(&id, AccountChange::Disabled(None))
-                .await
-                .map_err(fail)?;
-            audit(store, "account.enable", &id, serde_json::json!({})).await?;
+            apply(store, username, AdminChange::Enable).await?;
             println!("enabled {username}");
         }
         UserCommand::ResetPassword { username, .. } => {
-            let id = account_id(store, username).await?;
             let one_time = password::one_time_password().map_err(fail)?;
             let phc = password::hash(&one_time).map_err(fail)?;
-            store
-                .update_account(
-                    &id,
-                    AccountChange::Password {
-                        phc,
-                        must_change: true,
-                    },
-                )
-                .await
-                .map_err(fail)?;
-            store
-                .end_sessions_of(&id, now, "password reset")
-                .await
-                .map_err(fail)?;
-            audit(store, "account.reset-password", &id, serde_json::json!({})).await?;
+            apply(store, username, AdminChange::ResetPassword { phc }).await?;
             println!("reset {username}; one-time password, shown only now:");
             println!("  {}", one_time.as_str());
         }
         UserCommand::ResetMfa { username, .. } => {
-            let id = account_id(store, username).await?;
-            store
-                .update_account(&id, AccountChange::TotpSecret(None))
-                .await
-                .map_err(fail)?;
-            store.set_recovery_codes(&id, &[]).await.map_err(fail)?;
-            store
-                .end_sessions_of(&id, now, "second factor reset")
-                .await
-                .map_err(fail)?;
-            audit(store, "mfa.reset", &id, serde_json::json!({})).await?;
+            apply(store, username, AdminChange::ResetMfa).await?;
             println!("removed the second factor of {username}; its sessions ended");
         }
         UserCommand::SetRole { username, role, .. } => {
             let role = role_of(role)?;
-            let id = account_id(store, username).await?;
-            store
-                .update_account(&id, AccountChange::Role(role))
-                .await
-                .map_err(fail)?;
-            audit(
-                store,
-                "account.role",
-                &id,
-                serde_json::json!({ "role": role.as_str() }),
-            )
-            .await?;
+            apply(store, username, AdminChange::SetRole(role)).await?;
             println!("{username} is now {}", role.as_str());
         }
     }

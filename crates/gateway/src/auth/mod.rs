@@ -8,6 +8,7 @@
 //!   takes only CPU that captures leave idle.
 //! - [`Person`]: an authenticated person, as the authorization layer admits them.
 
+pub mod admin;
 pub mod jwt;
 pub mod password;
 pub mod totp;

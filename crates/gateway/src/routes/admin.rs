@@ -9,11 +9,12 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use vellum_archive::error::AccountError;
-use vellum_archive::ports::{AccountChange, BlobStore, DeviceStore, NewAccount, Role};
+use vellum_archive::ports::{BlobStore, DeviceStore, NewAccount, Role};
 use vellum_protocol::ids::{DeviceId, RecordId, UnixMillis};
 
 use super::auth::{PeopleStore, audit};
 use crate::State;
+use crate::auth::admin::{self, AdminChange};
 use crate::auth::{Person, password};
 use crate::problem::{ApiError, Problem};
 
@@ -188,15 +189,7 @@ pub(super) async fn set_role<L: PeopleStore + DeviceStore, B: BlobStore>(
     let role = role_of(&json(body)?.role)?;
     let id = other_account(&state, &admin, &username).await?;
     let store = state.archive().log_store();
-    store.update_account(&id, AccountChange::Role(role)).await?;
-    audit(
-        store,
-        &admin.id_text(),
-        "account.role",
-        &hex::encode(id),
-        serde_json::json!({ "role": role.as_str() }),
-    )
-    .await?;
+    admin::apply(store, &admin.id_text(), &id, AdminChange::SetRole(role)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -216,19 +209,7 @@ pub(super) async fn disable<L: PeopleStore + DeviceStore, B: BlobStore>(
 ) -> Result<StatusCode, ApiError> {
     let id = other_account(&state, &admin, &username).await?;
     let store = state.archive().log_store();
-    let now = UnixMillis(crate::now_ms());
-    store
-        .update_account(&id, AccountChange::Disabled(Some(now)))
-        .await?;
-    store.end_sessions_of(&id, now, "account disabled").await?;
-    audit(
-        store,
-        &admin.id_text(),
-        "account.disable",
-        &hex::encode(id),
-        serde_json::json!({}),
-    )
-    .await?;
+    admin::apply(store, &admin.id_text(), &id, AdminChange::Disable).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -247,15 +228,7 @@ pub(super) async fn enable<L: PeopleStore + DeviceStore, B: BlobStore>(
 ) -> Result<StatusCode, ApiError> {
     let id = other_account(&state, &admin, &username).await?;
     let store = state.archive().log_store();
-    store.update_account(&id, AccountChange::Disabled(None)).await?;
-    audit(
-        store,
-        &admin.id_text(),
-        "account.enable",
-        &hex::encode(id),
-        serde_json::json!({}),
-    )
-    .await?;
+    admin::apply(store, &admin.id_text(), &id, AdminChange::Enable).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -277,26 +250,7 @@ pub(super) async fn reset_password<L: PeopleStore + DeviceStore, B: BlobStore>(
     let one_time = password::one_time_password().map_err(|_| ApiError::Internal)?;
     let phc = state.auth().hash_password(&one_time).await?;
     let store = state.archive().log_store();
-    store
-        .update_account(
-            &id,
-            AccountChange::Password {
-                phc,
-                must_change: true,
-            },
-        )
-        .await?;
-    store
-        .end_sessions_of(&id, UnixMillis(crate::now_ms()), "password reset")
-        .await?;
-    audit(
-        store,
-        &admin.id_text(),
-        "account.reset-password",
-        &hex::encode(id),
-        serde_json::json!({}),
-    )
-    .await?;
+    admin::apply(store, &admin.id_text(), &id, AdminChange::ResetPassword { phc }).await?;
     Ok(Json(OneTimePassword {
         username,
         one_time_password: one_time.to_string(),

@@ -10,8 +10,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use vellum_archive::ports::{
-    Account, AccountChange, AccountStore, AuditEvent, AuditStore, BlobStore, LogStore, Refreshed, Role,
-    SessionStore,
+    Account, AccountChange, AccountStore, AuditStore, BlobStore, LogStore, Refreshed, Role, SessionStore,
 };
 use vellum_protocol::ids::UnixMillis;
 use zeroize::Zeroizing;
@@ -44,15 +43,7 @@ pub(crate) async fn audit<L: AuditStore>(
     subject: &str,
     detail: serde_json::Value,
 ) -> Result<(), ApiError> {
-    let event = AuditEvent {
-        at: UnixMillis(crate::now_ms()),
-        actor: actor.to_owned(),
-        action: action.to_owned(),
-        subject: subject.to_owned(),
-        detail: detail.to_string(),
-    };
-    store.append_audit(&event).await?;
-    Ok(())
+    Ok(crate::auth::admin::audit(store, actor, action, subject, detail).await?)
 }
 
 #[derive(Deserialize, ToSchema, zeroize::Zeroize)]

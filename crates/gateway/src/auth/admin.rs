@@ -1,0 +1,92 @@
+//! Changes an administrator makes to an account, one place for both ways of making
+//! them (the admin routes and `vellum admin user` on the database): each change, the
+//! sessions it ends, and its audit entry.
+
+use vellum_archive::StoreError;
+use vellum_archive::ports::{AccountChange, AccountStore, AuditEvent, AuditStore, Role, SessionStore};
+use vellum_protocol::ids::UnixMillis;
+
+/// A change to someone's account.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AdminChange {
+    /// Disable it and end its sessions.
+    Disable,
+    /// Enable it again.
+    Enable,
+    /// Give it another role (effective at its next request).
+    SetRole(Role),
+    /// Replace its password with this one-time password's hash and end its sessions.
+    ResetPassword {
+        /// The Argon2id PHC string of the one-time password.
+        phc: String,
+    },
+    /// Remove its second factor and recovery codes and end its sessions.
+    ResetMfa,
+}
+
+/// Records an audit event.
+pub async fn audit<S: AuditStore>(
+    store: &S,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    detail: serde_json::Value,
+) -> Result<(), StoreError> {
+    let event = AuditEvent {
+        at: UnixMillis(crate::now_ms()),
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        subject: subject.to_owned(),
+        detail: detail.to_string(),
+    };
+    store.append_audit(&event).await.map(drop)
+}
+
+/// Applies `change` to account `id` on behalf of `actor`, ends the sessions it ends,
+/// and audits it.
+pub async fn apply<S: AccountStore + SessionStore + AuditStore>(
+    store: &S,
+    actor: &str,
+    id: &[u8; 16],
+    change: AdminChange,
+) -> Result<(), StoreError> {
+    let now = UnixMillis(crate::now_ms());
+    let (action, detail, ends_sessions) = match change {
+        AdminChange::Disable => {
+            store
+                .update_account(id, AccountChange::Disabled(Some(now)))
+                .await?;
+            ("account.disable", serde_json::json!({}), Some("account disabled"))
+        }
+        AdminChange::Enable => {
+            store.update_account(id, AccountChange::Disabled(None)).await?;
+            ("account.enable", serde_json::json!({}), None)
+        }
+        AdminChange::SetRole(role) => {
+            store.update_account(id, AccountChange::Role(role)).await?;
+            ("account.role", serde_json::json!({ "role": role.as_str() }), None)
+        }
+        AdminChange::ResetPassword { phc } => {
+            let change = AccountChange::Password {
+                phc,
+                must_change: true,
+            };
+            store.update_account(id, change).await?;
+            (
+                "account.reset-password",
+                serde_json::json!({}),
+                Some("password reset"),
+            )
+        }
+        AdminChange::ResetMfa => {
+            store.update_account(id, AccountChange::TotpSecret(None)).await?;
+            store.set_recovery_codes(id, &[]).await?;
+            ("mfa.reset", serde_json::json!({}), Some("second factor reset"))
+        }
+    };
+    if let Some(reason) = ends_sessions {
+        store.end_sessions_of(id, now, reason).await?;
+    }
+    audit(store, actor, action, &hex::encode(id), detail).await
+}
