@@ -27,13 +27,15 @@ CREATE TABLE checkpoints (
     note TEXT    NOT NULL
 );
 
+-- The audit trail. Each event is also a leaf of the log (kind 0x02, committing to the
+-- event's SHA-256), written in the same transaction; its id is that leaf's index.
 CREATE TABLE audit_events (
-    id      INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
-    at      INTEGER NOT NULL,
-    actor   TEXT    NOT NULL,
-    action  TEXT    NOT NULL,
-    subject TEXT    NOT NULL,
-    detail  TEXT    NOT NULL
+    leaf_index INTEGER NOT NULL PRIMARY KEY,
+    at         INTEGER NOT NULL,
+    actor      TEXT   NOT NULL,
+    action     TEXT   NOT NULL,
+    subject    TEXT   NOT NULL,
+    detail     TEXT   NOT NULL
 );
 
 -- Leaves are consecutive from 0: a second sequencer, or one working from stale state,

@@ -12,8 +12,11 @@ use vellum_tlog::note::{NoteSigner, NoteVerifier};
 use vellum_tlog::tree::{ProofPlan, ProveError};
 
 use crate::error::{AppendError, StoreError};
-use crate::ports::{BlobStore, LogStore, Sequencing as _, StoredRecord};
-use crate::sequencer::{MAX_BATCH, Request, Sequencer, Submission, checked_frontier};
+use crate::ports::{AuditEvent, AuditStore, BlobStore, LogStore, Sequencing as _, StoredRecord};
+use crate::sequencer::{AuditRequest, Job, MAX_BATCH, Request, Sequencer, Submission, checked_frontier};
+
+/// The longest field of an audit event, in bytes.
+pub const MAX_AUDIT_FIELD: usize = 64 * 1024;
 
 /// The archive over a metadata store `L` and a blob store `B`.
 #[derive(Debug)]
@@ -22,7 +25,7 @@ pub struct Archive<L, B> {
     blobs: Arc<B>,
     log_key: NoteVerifier,
     /// `None` once closed.
-    queue: std::sync::Mutex<Option<mpsc::Sender<Request>>>,
+    queue: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
     sequencer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -58,17 +61,33 @@ impl<L: LogStore, B: BlobStore> Archive<L, B> {
     /// [`AppendError::Conflict`].
     pub async fn append(&self, submission: Submission) -> Result<Receipt, AppendError> {
         let (reply, answer) = oneshot::channel();
+        self.enqueue(Job::Capture(Request { submission, reply })).await?;
+        answer.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// Adds an event to the audit trail as a leaf of the log. Resolves, to its leaf
+    /// index, only when the event and its leaf are durable. Fields longer than
+    /// [`MAX_AUDIT_FIELD`] bytes are refused (events are built from bounded inputs).
+    pub async fn audit(&self, event: AuditEvent) -> Result<u64, AppendError> {
+        let fields = [&event.actor, &event.action, &event.subject, &event.detail];
+        if fields.iter().any(|f| f.len() > MAX_AUDIT_FIELD) {
+            return Err(AppendError::Store(std::sync::Arc::new(StoreError::Config(
+                format!("an audit event field is longer than {MAX_AUDIT_FIELD} bytes"),
+            ))));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(Job::Audit(AuditRequest { event, reply })).await?;
+        answer.await.map_err(|_| AppendError::Closed)?
+    }
+
+    async fn enqueue(&self, job: Job) -> Result<(), AppendError> {
         let queue = self
             .queue
             .lock()
             .ok()
             .and_then(|q| q.clone())
             .ok_or(AppendError::Closed)?;
-        queue
-            .send(Request { submission, reply })
-            .await
-            .map_err(|_| AppendError::Closed)?;
-        answer.await.map_err(|_| AppendError::Closed)?
+        queue.send(job).await.map_err(|_| AppendError::Closed)
     }
 
     /// The log's verifier key (what clients pin).
@@ -145,5 +164,21 @@ fn bad_request(e: ProveError<StoreError>) -> StoreError {
     match e {
         ProveError::Read(e) => e,
         other => StoreError::Config(other.to_string()),
+    }
+}
+
+impl<L: LogStore + AuditStore, B: BlobStore> Archive<L, B> {
+    /// Up to `limit` audit events from leaf `from` on, in log order, each checked
+    /// against the log leaf that commits to it.
+    pub async fn audit_trail(&self, from: u64, limit: u32) -> Result<Vec<(u64, AuditEvent)>, StoreError> {
+        let events = self.log.audit_from(from, limit).await?;
+        for (index, event) in &events {
+            if self.log.entry(*index).await?.as_deref() != Some(event.log_entry().to_bytes().as_slice()) {
+                return Err(StoreError::Integrity(format!(
+                    "audit event {index} does not match its log leaf"
+                )));
+            }
+        }
+        Ok(events)
     }
 }

@@ -110,3 +110,9 @@ pub enum EnrollError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+impl From<StoreError> for AppendError {
+    fn from(e: StoreError) -> Self {
+        AppendError::Store(Arc::new(e))
+    }
+}

@@ -22,6 +22,6 @@ pub mod sequencer;
 mod sql;
 pub mod sqlite;
 
-pub use archive::Archive;
+pub use archive::{Archive, MAX_AUDIT_FIELD};
 pub use error::{AppendError, StoreError};
 pub use sequencer::Submission;

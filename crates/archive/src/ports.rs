@@ -6,6 +6,7 @@ use std::future::Future;
 
 use vellum_protocol::ids::{Custodian, DeviceId, RecordId, RetentionClass, UnixMillis};
 use vellum_protocol::keys::DevicePublicKey;
+use vellum_protocol::receipt::LogEntry;
 use vellum_protocol::seal::BodyDigest;
 use vellum_tlog::Hash;
 use vellum_tlog::tree::{NodeId, frontier_ids};
@@ -62,11 +63,22 @@ pub struct LeafRow {
     pub hashes: Vec<u8>,
 }
 
+/// An audit event as the sequencer writes it, beside the leaf that commits to it.
+#[derive(Clone, Debug)]
+pub struct NewAudit {
+    /// Its leaf in the log (also its id in the audit trail).
+    pub leaf_index: u64,
+    /// The event.
+    pub event: AuditEvent,
+}
+
 /// Everything one sequencer batch writes, in one transaction.
 #[derive(Clone, Debug)]
 pub struct CommitBatch {
     /// New records.
     pub records: Vec<NewRecord>,
+    /// New audit events.
+    pub audits: Vec<NewAudit>,
     /// New leaves, consecutive from the current log size.
     pub leaves: Vec<LeafRow>,
     /// The tree size after this batch.
@@ -169,6 +181,10 @@ pub trait Sequencing: Send {
 }
 
 /// One audit-trail event: who did what to which subject.
+///
+/// Each event is a leaf of the transparency log (a `LogEntry::AuditRecorded` carrying
+/// [`AuditEvent::digest`]), written in the same transaction as the event, so the trail
+/// can be checked against signed checkpoints like the records are.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEvent {
     /// When.
@@ -183,19 +199,46 @@ pub struct AuditEvent {
     pub detail: String,
 }
 
-/// The audit trail: append-only, read in order.
-///
-/// **Durability.** An event is on stable storage when [`AuditStore::append_audit`]
-/// resolves. **Order.** Ids increase in commit order: an event with a larger id never
-/// becomes visible before one with a smaller id, so readers can page by id.
-pub trait AuditStore: Send + Sync + 'static {
-    /// Appends an event; returns its id.
-    fn append_audit(&self, event: &AuditEvent) -> impl Future<Output = Result<u64, StoreError>> + Send;
+impl AuditEvent {
+    /// The canonical bytes: `at` as a big-endian `u64`, then `actor`, `action`,
+    /// `subject` and `detail`, each as a big-endian `u32` byte length and its UTF-8.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let fields = [&self.actor, &self.action, &self.subject, &self.detail];
+        let mut out = Vec::with_capacity(8 + fields.iter().map(|f| 4 + f.len()).sum::<usize>());
+        out.extend_from_slice(&self.at.0.to_be_bytes());
+        for field in fields {
+            // Events are built by the gateway from bounded inputs; a field of 4 GiB
+            // cannot arise, and saturating keeps the encoding total.
+            let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(field.as_bytes());
+        }
+        out
+    }
 
-    /// Up to `limit` events with ids greater than `after`, oldest first.
-    fn audit_after(
+    /// SHA-256 of [`AuditEvent::to_bytes`]: what its log leaf commits to.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(self.to_bytes()).into()
+    }
+
+    /// Its log entry.
+    pub fn log_entry(&self) -> LogEntry {
+        LogEntry::AuditRecorded {
+            event_sha256: self.digest(),
+            at: self.at,
+        }
+    }
+}
+
+/// The audit trail, read in log order. Events are written only with their log leaves,
+/// by the sequencer ([`crate::Archive::audit`]); the trail is append-only.
+pub trait AuditStore: Send + Sync + 'static {
+    /// Up to `limit` events whose leaf index is at least `from`, in log order, each with
+    /// its leaf index.
+    fn audit_from(
         &self,
-        after: u64,
+        from: u64,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<(u64, AuditEvent)>, StoreError>> + Send;
 }
@@ -327,3 +370,36 @@ pub trait DeviceStore: Send + Sync + 'static {
 pub use crate::accounts::{
     Account, AccountChange, AccountStore, NewAccount, Refreshed, Role, SessionPrincipal, SessionStore,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example in docs/formats.md.
+    #[test]
+    fn audit_events_have_one_canonical_encoding() {
+        let event = AuditEvent {
+            at: UnixMillis(1),
+            actor: "a".into(),
+            action: "login".into(),
+            subject: "s".into(),
+            detail: "{}".into(),
+        };
+        let hex: String = event.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "00000000000000010000000161000000056c6f67696e0000000173000000027b7d"
+        );
+        // Moving a byte between fields changes the encoding.
+        let shifted = AuditEvent {
+            actor: "al".into(),
+            action: "ogin".into(),
+            ..event.clone()
+        };
+        assert_ne!(shifted.digest(), event.digest());
+        let LogEntry::AuditRecorded { event_sha256, at } = event.log_entry() else {
+            panic!("an audit event's entry is an audit entry");
+        };
+        assert_eq!((event_sha256, at), (event.digest(), UnixMillis(1)));
+    }
+}

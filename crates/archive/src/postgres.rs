@@ -46,7 +46,6 @@ sql_store! {
     db: sqlx::Postgres,
     conn: sqlx::PgConnection,
     sequencing: PgSequencing,
-    audit_lock: Some("LOCK TABLE audit_events IN EXCLUSIVE MODE"),
 }
 
 /// Takes the sequencing lock for the rest of the transaction (the key is "vellum" in
@@ -140,6 +139,20 @@ impl Sequencing for PgSequencing {
                 b.push_bind(*index)
                     .push_bind(l.entry.as_slice())
                     .push_bind(l.hashes.as_slice());
+            });
+            q.build().execute(&mut *self.tx).await.map_err(err)?;
+        }
+        for chunk in rows.audits.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::new(
+                "INSERT INTO audit_events (leaf_index, at, actor, action, subject, detail) ",
+            );
+            q.push_values(chunk, |mut b, (event, leaf, at)| {
+                b.push_bind(*leaf)
+                    .push_bind(*at)
+                    .push_bind(event.actor.as_str())
+                    .push_bind(event.action.as_str())
+                    .push_bind(event.subject.as_str())
+                    .push_bind(event.detail.as_str());
             });
             q.build().execute(&mut *self.tx).await.map_err(err)?;
         }

@@ -53,8 +53,8 @@ use vellum_tlog::tree::{Frontier, HashReader, NodeId, ProofPlan, ProveError, pro
 
 use crate::error::{AppendError, StoreError};
 use crate::ports::{
-    BlobLocator, BlobPut, BlobStore, CommitBatch, LeafRow, LogState, LogStore, NewRecord, Sequencing,
-    StoredRecord,
+    AuditEvent, BlobLocator, BlobPut, BlobStore, CommitBatch, LeafRow, LogState, LogStore, NewAudit,
+    NewRecord, Sequencing, StoredRecord,
 };
 
 /// The most appends one batch takes.
@@ -69,9 +69,21 @@ pub struct Submission {
     pub body: SealedBody,
 }
 
+/// Work for the sequencer: a capture, or an audit event to log.
+pub(crate) enum Job {
+    Capture(Request),
+    Audit(AuditRequest),
+}
+
 pub(crate) struct Request {
     pub(crate) submission: Submission,
     pub(crate) reply: oneshot::Sender<Result<Receipt, AppendError>>,
+}
+
+/// An audit event waiting for its leaf; answered with the leaf index once durable.
+pub(crate) struct AuditRequest {
+    pub(crate) event: AuditEvent,
+    pub(crate) reply: oneshot::Sender<Result<u64, AppendError>>,
 }
 
 impl Request {
@@ -171,12 +183,27 @@ struct Prepared {
     /// Retries of records committed earlier or in flight: answered from storage once
     /// everything before them is done.
     replays: Vec<Request>,
+    /// Audit events, logged after the batch's records.
+    audits: Vec<AuditRequest>,
 }
 
 fn fail_all(requests: impl IntoIterator<Item = Request>, error: &Arc<StoreError>) {
     for request in requests {
         let _ = request.reply.send(Err(AppendError::Store(error.clone())));
     }
+}
+
+fn fail_audits(audits: Vec<AuditRequest>, error: &Arc<StoreError>) {
+    for audit in audits {
+        let _ = audit.reply.send(Err(AppendError::Store(error.clone())));
+    }
+}
+
+/// Fails everything a batch carried.
+fn fail_batch(pending: Vec<Pending>, audits: Vec<AuditRequest>, late: Vec<Request>, error: StoreError) {
+    let error = Arc::new(error);
+    fail_all(requests_of(pending).chain(late), &error);
+    fail_audits(audits, &error);
 }
 
 fn requests_of(pending: Vec<Pending>) -> impl Iterator<Item = Request> {
@@ -188,7 +215,7 @@ fn requests_of(pending: Vec<Pending>) -> impl Iterator<Item = Request> {
 impl<L: LogStore, B: BlobStore> Sequencer<L, B> {
     /// The preparer: runs until every sender of `rx` is gone, then waits for the
     /// committer to finish.
-    pub(crate) async fn run(self, mut rx: mpsc::Receiver<Request>) {
+    pub(crate) async fn run(self, mut rx: mpsc::Receiver<Job>) {
         let Self {
             log,
             blobs,
@@ -221,11 +248,15 @@ impl<L: LogStore, B: BlobStore> Sequencer<L, B> {
             let Some(first) = rx.recv().await else {
                 break;
             };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(request) => batch.push(request),
-                    Err(_) => break,
+            let (mut batch, mut audits) = (Vec::new(), Vec::new());
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Capture(request) => batch.push(request),
+                    Job::Audit(audit) => audits.push(audit),
+                }
+                if batch.len() + audits.len() < MAX_BATCH {
+                    next = rx.try_recv().ok();
                 }
             }
             let finished = done.load(Ordering::SeqCst);
@@ -233,14 +264,20 @@ impl<L: LogStore, B: BlobStore> Sequencer<L, B> {
             seq += 1;
             // Published before storage is read, for the committer (see `recheck_through`).
             classifying.store(seq, Ordering::SeqCst);
-            let Some((fresh, replays)) = preparer.classify(batch, &in_flight).await else {
-                continue;
+            let (fresh, replays) = if batch.is_empty() {
+                (Vec::new(), Vec::new())
+            } else {
+                preparer.classify(batch, &in_flight).await.unwrap_or_default()
             };
-            let pending = match preparer.prepare(fresh).await {
-                Ok(pending) => pending,
-                Err((e, requests)) => {
-                    fail_all(requests, &Arc::new(e));
-                    Vec::new()
+            let pending = if fresh.is_empty() {
+                Vec::new()
+            } else {
+                match preparer.prepare(fresh).await {
+                    Ok(pending) => pending,
+                    Err((e, requests)) => {
+                        fail_all(requests, &Arc::new(e));
+                        Vec::new()
+                    }
                 }
             };
             for p in &pending {
@@ -250,6 +287,7 @@ impl<L: LogStore, B: BlobStore> Sequencer<L, B> {
                 seq,
                 pending,
                 replays,
+                audits,
             });
         }
         drop(jobs);
@@ -398,6 +436,7 @@ enum Answer {
         placed: Placed,
         first_index: u64,
         pending: Vec<Pending>,
+        audits: Vec<AuditRequest>,
     },
     /// Retries, answered from storage.
     Replays(Vec<Request>),
@@ -412,12 +451,17 @@ async fn answer<L: LogStore>(log: Arc<L>, mut answers: mpsc::Receiver<Answer>) {
                 placed,
                 first_index,
                 pending,
+                audits,
             } => {
+                let audits_from = first_index + pending.len() as u64;
                 for (i, p) in pending.into_iter().enumerate() {
                     let receipt = receipt(&placed, first_index + i as u64, &p.entry);
                     for request in std::iter::once(p.request).chain(p.repeats) {
                         let _ = request.reply.send(receipt.clone());
                     }
+                }
+                for (i, audit) in audits.into_iter().enumerate() {
+                    let _ = audit.reply.send(Ok(audits_from + i as u64));
                 }
             }
         }
@@ -435,8 +479,8 @@ struct Placed {
 impl<L: LogStore> Committer<L> {
     async fn run(mut self, mut jobs: mpsc::Receiver<Prepared>) {
         while let Some(prepared) = jobs.recv().await {
-            if !prepared.pending.is_empty() {
-                self.commit(prepared.seq, prepared.pending).await;
+            if !prepared.pending.is_empty() || !prepared.audits.is_empty() {
+                self.commit(prepared.seq, prepared.pending, prepared.audits).await;
             }
             self.done.store(prepared.seq, Ordering::SeqCst);
             self.answer(Answer::Replays(prepared.replays)).await;
@@ -456,7 +500,7 @@ impl<L: LogStore> Committer<L> {
         }
     }
 
-    async fn commit(&mut self, seq: u64, pending: Vec<Pending>) {
+    async fn commit(&mut self, seq: u64, pending: Vec<Pending>, audits: Vec<AuditRequest>) {
         let frontier = self.frontier.take();
         // 2. The sequencing lock, and the size under it. While the lock is being
         // taken, step 3 is done on the tree as this committer left it, which is where
@@ -464,11 +508,11 @@ impl<L: LogStore> Committer<L> {
         let (tx, speculative) = tokio::join!(self.log.sequence(), async {
             frontier
                 .as_ref()
-                .map(|frontier| (frontier.size(), self.place(frontier, &pending)))
+                .map(|frontier| (frontier.size(), self.place(frontier, &pending, &audits)))
         });
         let mut tx = match tx {
             Ok(tx) => tx,
-            Err(e) => return fail_all(requests_of(pending), &Arc::new(e)),
+            Err(e) => return fail_batch(pending, audits, Vec::new(), e),
         };
         let (first_index, placed, pending, late) = match speculative {
             Some((at, placed)) if at == tx.size() && seq > self.recheck_through => {
@@ -484,28 +528,25 @@ impl<L: LogStore> Committer<L> {
                 self.recheck_through = self.classifying.load(Ordering::SeqCst);
                 match reloaded {
                     Ok((frontier, pending, late)) => {
-                        let placed = self.place(&frontier, &pending);
+                        let placed = self.place(&frontier, &pending, &audits);
                         (frontier.size(), placed, pending, late)
                     }
-                    Err((e, requests)) => return fail_all(requests, &Arc::new(e)),
+                    Err((e, requests)) => return fail_batch(Vec::new(), audits, requests, e),
                 }
             }
         };
-        if pending.is_empty() {
+        if pending.is_empty() && audits.is_empty() {
             drop(tx);
             self.frontier = placed.ok().map(|(_, placed)| placed.next);
             return self.answer(Answer::Replays(late)).await;
         }
         let (batch, placed) = match placed {
             Ok(placed) => placed,
-            Err(e) => {
-                fail_all(requests_of(pending).chain(late), &Arc::new(e));
-                return;
-            }
+            Err(e) => return fail_batch(pending, audits, late, e),
         };
         // 4. One durable transaction.
         if let Err(e) = tx.commit(batch).await {
-            return fail_all(requests_of(pending).chain(late), &Arc::new(e));
+            return fail_batch(pending, audits, late, e);
         }
         self.frontier = Some(placed.next.clone());
         // 5. Receipts, from memory, and the records stored meanwhile, from storage.
@@ -513,6 +554,7 @@ impl<L: LogStore> Committer<L> {
             placed,
             first_index,
             pending,
+            audits,
         })
         .await;
         self.answer(Answer::Replays(late)).await;
@@ -543,26 +585,33 @@ impl<L: LogStore> Committer<L> {
         Ok((frontier, pending, requests_of(late).collect()))
     }
 
-    /// Step 3: the batch's leaves on top of `frontier`, the nodes they complete, and
-    /// the signed checkpoint: what to write, and what the receipts need.
-    fn place(&self, frontier: &Frontier, pending: &[Pending]) -> Result<(CommitBatch, Placed), StoreError> {
+    /// Step 3: the batch's leaves on top of `frontier` (its records, then its audit
+    /// events), the nodes they complete, and the signed checkpoint: what to write, and
+    /// what the receipts need.
+    fn place(
+        &self,
+        frontier: &Frontier,
+        pending: &[Pending],
+        audit_requests: &[AuditRequest],
+    ) -> Result<(CommitBatch, Placed), StoreError> {
         let mut known = KnownNodes(frontier.nodes().collect());
-        let mut leaves = Vec::with_capacity(pending.len());
+        let mut leaves = Vec::with_capacity(pending.len() + audit_requests.len());
         let mut records = Vec::with_capacity(pending.len());
+        let mut audits = Vec::with_capacity(audit_requests.len());
         let mut next = frontier.clone();
-        for p in pending {
+        let mut push = |entry: Vec<u8>, leaf: Hash| {
             let index = next.size();
-            let completed = next.push(p.leaf);
+            let completed = next.push(leaf);
             let mut hashes = Vec::with_capacity(32 * completed.len());
             for (id, hash) in completed {
                 hashes.extend_from_slice(hash.as_bytes());
                 known.0.insert(id, hash);
             }
-            leaves.push(LeafRow {
-                index,
-                entry: p.entry.to_bytes(),
-                hashes,
-            });
+            leaves.push(LeafRow { index, entry, hashes });
+            index
+        };
+        for p in pending {
+            let index = push(p.entry.to_bytes(), p.leaf);
             let header = &p.request.submission.header;
             records.push(NewRecord {
                 record_id: header.fields().record_id,
@@ -570,6 +619,15 @@ impl<L: LogStore> Committer<L> {
                 header: header.as_bytes().to_vec(),
                 received_at: p.received_at,
                 blob: p.blob.clone(),
+            });
+        }
+        for audit in audit_requests {
+            let entry = audit.event.log_entry().to_bytes();
+            let leaf = leaf_hash(&entry);
+            let leaf_index = push(entry, leaf);
+            audits.push(NewAudit {
+                leaf_index,
+                event: audit.event.clone(),
             });
         }
         let size = next.size();
@@ -584,6 +642,7 @@ impl<L: LogStore> Committer<L> {
         };
         let batch = CommitBatch {
             records,
+            audits,
             leaves,
             size,
             checkpoint,

@@ -78,6 +78,8 @@ fn bad_id(e: IdError) -> StoreError {
 pub(crate) struct BatchRows<'a> {
     pub(crate) records: Vec<(&'a NewRecord, i64, i64)>,
     pub(crate) leaves: Vec<(&'a LeafRow, i64)>,
+    /// Each audit event with its leaf index and time.
+    pub(crate) audits: Vec<(&'a AuditEvent, i64, i64)>,
     pub(crate) size: i64,
 }
 
@@ -96,9 +98,18 @@ impl<'a> BatchRows<'a> {
             .iter()
             .map(|l| Ok((l, to_i64(l.index, "leaf index")?)))
             .collect::<Result<_, StoreError>>()?;
+        let audits = batch
+            .audits
+            .iter()
+            .map(|a| {
+                let leaf = to_i64(a.leaf_index, "leaf index")?;
+                Ok((&a.event, leaf, to_i64(a.event.at.0, "audit time")?))
+            })
+            .collect::<Result<_, StoreError>>()?;
         Ok(Self {
             records,
             leaves,
+            audits,
             size: to_i64(batch.size, "log size")?,
         })
     }
@@ -191,8 +202,7 @@ macro_rules! sql_store {
         store: $store:ty,
         db: $db:ty,
         conn: $conn:ty,
-        sequencing: $seq:ty,
-        audit_lock: $audit_lock:expr $(,)?
+        sequencing: $seq:ty $(,)?
     ) => {
         async fn read_size(conn: &mut $conn) -> Result<u64, $crate::error::StoreError> {
             let err = |e| $crate::error::StoreError::backend("read log size", e);
@@ -467,50 +477,25 @@ macro_rules! sql_store {
         }
 
         impl $crate::ports::AuditStore for $store {
-            async fn append_audit(&self, event: &$crate::ports::AuditEvent) -> Result<u64, $crate::error::StoreError> {
-                use sqlx::Row as _;
-                let err = |e| $crate::error::StoreError::backend("append audit event", e);
-                let mut tx = self.pool.begin().await.map_err(err)?;
-                // Ids must become visible in id order, so readers can page by id.
-                let lock: Option<&str> = $audit_lock;
-                if let Some(lock) = lock {
-                    sqlx::query(lock).execute(&mut *tx).await.map_err(err)?;
-                }
-                let id: i64 = sqlx::query(
-                    "INSERT INTO audit_events (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                )
-                .bind($crate::sql::to_i64(event.at.0, "audit time")?)
-                .bind(event.actor.as_str())
-                .bind(event.action.as_str())
-                .bind(event.subject.as_str())
-                .bind(event.detail.as_str())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(err)?
-                .try_get(0)
-                .map_err(err)?;
-                tx.commit().await.map_err(err)?;
-                $crate::sql::to_u64(id, "audit id")
-            }
-
-            async fn audit_after(
+            async fn audit_from(
                 &self,
-                after: u64,
+                from: u64,
                 limit: u32,
             ) -> Result<Vec<(u64, $crate::ports::AuditEvent)>, $crate::error::StoreError> {
                 use sqlx::Row as _;
                 let err = |e| $crate::error::StoreError::backend("read audit events", e);
                 let rows = sqlx::query(
-                    "SELECT id, at, actor, action, subject, detail FROM audit_events WHERE id > $1 ORDER BY id LIMIT $2",
+                    "SELECT leaf_index, at, actor, action, subject, detail FROM audit_events \
+                     WHERE leaf_index >= $1 ORDER BY leaf_index LIMIT $2",
                 )
-                .bind($crate::sql::to_i64(after, "audit id")?)
+                .bind($crate::sql::to_i64(from, "leaf index")?)
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await
                 .map_err(err)?;
                 rows.into_iter()
                     .map(|r| {
-                        let id = $crate::sql::to_u64(r.try_get(0).map_err(err)?, "audit id")?;
+                        let id = $crate::sql::to_u64(r.try_get(0).map_err(err)?, "leaf index")?;
                         let event = $crate::sql::audit_event(
                             r.try_get(1).map_err(err)?,
                             r.try_get(2).map_err(err)?,

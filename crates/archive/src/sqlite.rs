@@ -46,7 +46,6 @@ sql_store! {
     db: sqlx::Sqlite,
     conn: sqlx::SqliteConnection,
     sequencing: SqliteSequencing,
-    audit_lock: None,
 }
 
 impl SqliteStore {
@@ -318,6 +317,20 @@ impl Sequencing for SqliteSequencing {
                     conn.prepare_cached("INSERT INTO log_leaves (idx, entry, hashes) VALUES (?1, ?2, ?3)")?;
                 for (l, index) in &rows.leaves {
                     insert.execute(rusqlite::params![index, l.entry, l.hashes])?;
+                }
+                let mut insert = conn.prepare_cached(
+                    "INSERT INTO audit_events (leaf_index, at, actor, action, subject, detail) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for (event, leaf, at) in &rows.audits {
+                    insert.execute(rusqlite::params![
+                        leaf,
+                        at,
+                        event.actor,
+                        event.action,
+                        event.subject,
+                        event.detail,
+                    ])?;
                 }
                 conn.prepare_cached("INSERT INTO checkpoints (size, note) VALUES (?1, ?2)")?
                     .execute(rusqlite::params![rows.size, batch.checkpoint])?;

@@ -22,7 +22,7 @@ use vellum_archive::{AppendError, StoreError};
 use vellum_protocol::ids::RecordId;
 use vellum_protocol::receipt::{Receipt, VerifiedReceipt};
 use vellum_tlog::checkpoint;
-use vellum_tlog::proof::ConsistencyProof;
+use vellum_tlog::proof::{ConsistencyProof, TlogProof};
 
 fn check_receipt(receipt: &Receipt, submission: &vellum_archive::Submission) -> u64 {
     verify_receipt(receipt, submission).index
@@ -275,9 +275,9 @@ async fn the_log_and_audit_trail_are_append_only(backend: impl Backend) {
     let archive = open_archive(log.clone(), blobs).await;
     archive.append(Capturer::default().submission(10)).await.unwrap();
     for n in 1..=3 {
-        assert_eq!(log.append_audit(&audit_event(n)).await.unwrap(), n);
+        assert_eq!(archive.audit(audit_event(n)).await.unwrap(), n);
     }
-    let events = log.audit_after(1, 10).await.unwrap();
+    let events = log.audit_from(2, 10).await.unwrap();
     assert_eq!(events, vec![(2, audit_event(2)), (3, audit_event(3))]);
 
     // Every table now has rows, so row-level protections have something to refuse.
@@ -288,9 +288,71 @@ async fn the_log_and_audit_trail_are_append_only(backend: impl Backend) {
             "{statement}: {refusal}"
         );
     }
-    assert_eq!(log.audit_after(0, 10).await.unwrap().len(), 3);
-    assert_eq!(log.log_size().await.unwrap(), 1);
+    assert_eq!(archive.audit_trail(0, 10).await.unwrap().len(), 3);
+    assert_eq!(log.log_size().await.unwrap(), 4);
     archive.close().await;
+}
+
+/// Audit events and captures share the log: each event is a leaf committing to its
+/// bytes, proved against the same signed checkpoints, from either of two gateways.
+async fn audit_events_are_leaves_of_the_log(backend: impl Backend) {
+    let (log, blobs) = backend.open().await;
+    let first = Arc::new(open_archive(log.clone(), blobs).await);
+    let second = Arc::new(open_archive(backend.open_log().await.unwrap(), backend.open_second_blobs()).await);
+    let capturer = Arc::new(Capturer::default());
+    let mut tasks = tokio::task::JoinSet::new();
+    for writer in 0..8u64 {
+        let gateway = if writer % 2 == 0 { &first } else { &second }.clone();
+        let capturer = capturer.clone();
+        tasks.spawn(async move {
+            let mut audits = Vec::new();
+            for n in 0..6 {
+                if n % 2 == 0 {
+                    let event = audit_event(writer * 100 + n);
+                    audits.push((gateway.audit(event.clone()).await.unwrap(), event));
+                } else {
+                    gateway.append(capturer.submission(10)).await.unwrap();
+                }
+            }
+            audits
+        });
+    }
+    let mut expected = Vec::new();
+    while let Some(audits) = tasks.join_next().await {
+        expected.extend(audits.unwrap());
+    }
+    expected.sort_by_key(|(index, _)| *index);
+    assert_eq!(log.log_size().await.unwrap(), 8 * 6);
+    let trail = first.audit_trail(0, 1000).await.unwrap();
+    assert_eq!(
+        trail, expected,
+        "the trail is every event, at the leaf it was given"
+    );
+
+    let (size, note) = first.latest_checkpoint().await.unwrap().unwrap();
+    for (index, event) in &trail {
+        let proof = TlogProof {
+            extra: None,
+            index: *index,
+            hashes: first.inclusion_proof(size, *index).await.unwrap(),
+            checkpoint: note.clone(),
+        };
+        proof
+            .verify(&log_signer().verifier(), &event.log_entry().leaf_hash())
+            .unwrap();
+    }
+    // An event whose fields were changed no longer matches its leaf.
+    let mut forged = trail[0].1.clone();
+    forged.detail = "{\"forged\":true}".into();
+    assert_ne!(forged.log_entry(), trail[0].1.log_entry());
+
+    // An oversized event is refused and the log does not move.
+    let mut huge = audit_event(1);
+    huge.detail = "x".repeat(vellum_archive::MAX_AUDIT_FIELD + 1);
+    assert!(first.audit(huge).await.is_err());
+    assert_eq!(log.log_size().await.unwrap(), 8 * 6);
+    first.close().await;
+    second.close().await;
 }
 
 /// Two gateways on one deployment append concurrently: each batch is sequenced by one
@@ -778,6 +840,7 @@ macro_rules! conformance {
                 a_newer_schema_is_refused,
                 the_log_and_audit_trail_are_append_only,
                 two_gateways_share_one_log,
+                audit_events_are_leaves_of_the_log,
                 devices_enroll_once_and_revocation_is_final,
                 accounts_have_unique_names_and_are_never_deleted,
                 sessions_rotate_once_and_a_replay_ends_them,

@@ -6,11 +6,14 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+use vellum_archive::Archive;
+use vellum_archive::blob::none::NoBlobs;
 use vellum_archive::error::AccountError;
-use vellum_archive::ports::{AccountStore, AuditStore, NewAccount, Role, SessionStore};
+use vellum_archive::ports::{AccountStore, LogStore, NewAccount, Role, SessionStore};
 use vellum_gateway::auth::admin::{self, AdminChange};
 use vellum_gateway::auth::password;
 use vellum_protocol::ids::{RecordId, UnixMillis};
+use vellum_tlog::note::NoteSigner;
 
 use crate::error::{CliError, Kind};
 use crate::keys::now_ms;
@@ -111,10 +114,11 @@ pub(crate) fn run(command: &AdminCommand) -> Result<(), CliError> {
         .enable_all()
         .build()
         .map_err(fail)?;
+    let log_key = config.log_signer()?;
     runtime.block_on(async {
         match open_store(&config.database).await? {
-            OpenedStore::Sqlite(store) => user_command(&store, user).await,
-            OpenedStore::Postgres(store) => user_command(&store, user).await,
+            OpenedStore::Sqlite(store) => local(store, log_key, user).await,
+            OpenedStore::Postgres(store) => local(store, log_key, user).await,
         }
     })
 }
@@ -122,13 +126,27 @@ pub(crate) fn run(command: &AdminCommand) -> Result<(), CliError> {
 /// Who local changes are audited as.
 const ACTOR: &str = "local-admin";
 
-async fn apply<S: AccountStore + SessionStore + AuditStore>(
-    store: &S,
+/// The archive that audit events go through: the deployment's log, and no blobs.
+type Local<L> = Archive<L, NoBlobs>;
+
+async fn local<L: LogStore + AccountStore + SessionStore>(
+    store: L,
+    log_key: NoteSigner,
+    user: &UserCommand,
+) -> Result<(), CliError> {
+    let archive = Archive::open(store, NoBlobs, log_key).await.map_err(fail)?;
+    let done = user_command(&archive, user).await;
+    archive.close().await;
+    done
+}
+
+async fn apply<L: LogStore + AccountStore + SessionStore>(
+    archive: &Local<L>,
     username: &str,
     change: AdminChange,
 ) -> Result<(), CliError> {
-    let id = account_id(store, username).await?;
-    admin::apply(store, ACTOR, &id, change).await.map_err(fail)
+    let id = account_id(archive.log_store(), username).await?;
+    admin::apply(archive, ACTOR, &id, change).await.map_err(fail)
 }
 
 async fn account_id<S: AccountStore>(store: &S, username: &str) -> Result<[u8; 16], CliError> {
@@ -140,10 +158,11 @@ async fn account_id<S: AccountStore>(store: &S, username: &str) -> Result<[u8; 1
         .ok_or_else(|| CliError::new(Kind::NotFound, format!("admin: no account {username:?}")))
 }
 
-async fn user_command<S: AccountStore + SessionStore + AuditStore>(
-    store: &S,
+async fn user_command<L: LogStore + AccountStore + SessionStore>(
+    archive: &Local<L>,
     command: &UserCommand,
 ) -> Result<(), CliError> {
+    let store = archive.log_store();
     let now = UnixMillis(now_ms());
     match command {
         UserCommand::Add { username, role, .. } => {
@@ -172,7 +191,7 @@ async fn user_command<S: AccountStore + SessionStore + AuditStore>(
             })?;
             let detail = serde_json::json!({ "role": role.as_str() });
             admin::audit(
-                store,
+                archive,
                 ACTOR,
                 "account.create",
                 &account
@@ -206,27 +225,27 @@ async fn user_command<S: AccountStore + SessionStore + AuditStore>(
             }
         }
         UserCommand::Disable { username, .. } => {
-            apply(store, username, AdminChange::Disable).await?;
+            apply(archive, username, AdminChange::Disable).await?;
             println!("disabled {username}; its sessions ended");
         }
         UserCommand::Enable { username, .. } => {
-            apply(store, username, AdminChange::Enable).await?;
+            apply(archive, username, AdminChange::Enable).await?;
             println!("enabled {username}");
         }
         UserCommand::ResetPassword { username, .. } => {
             let one_time = password::one_time_password().map_err(fail)?;
             let phc = password::hash(&one_time).map_err(fail)?;
-            apply(store, username, AdminChange::ResetPassword { phc }).await?;
+            apply(archive, username, AdminChange::ResetPassword { phc }).await?;
             println!("reset {username}; one-time password, shown only now:");
             println!("  {}", one_time.as_str());
         }
         UserCommand::ResetMfa { username, .. } => {
-            apply(store, username, AdminChange::ResetMfa).await?;
+            apply(archive, username, AdminChange::ResetMfa).await?;
             println!("removed the second factor of {username}; its sessions ended");
         }
         UserCommand::SetRole { username, role, .. } => {
             let role = role_of(role)?;
-            apply(store, username, AdminChange::SetRole(role)).await?;
+            apply(archive, username, AdminChange::SetRole(role)).await?;
             println!("{username} is now {}", role.as_str());
         }
     }

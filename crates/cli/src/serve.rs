@@ -237,6 +237,12 @@ fn fail(e: impl std::fmt::Display) -> CliError {
 }
 
 impl Config {
+    /// The log's signing key, from its mode-0600 file.
+    pub(crate) fn log_signer(&self) -> Result<NoteSigner, CliError> {
+        NoteSigner::from_skey(&secret_file(&self.log_key_file)?)
+            .map_err(|e| config_error(&self.log_key_file, e))
+    }
+
     /// Reads `path`; relative paths inside become relative to its folder.
     pub(crate) fn load(path: &Path) -> Result<Self, CliError> {
         let text = std::fs::read_to_string(path).map_err(|e| CliError::io(path, "read", &e))?;
@@ -352,8 +358,7 @@ pub(crate) fn run(config: Config) -> Result<(), CliError> {
 }
 
 async fn open_and_serve(config: Config) -> Result<(), CliError> {
-    let log_key = NoteSigner::from_skey(&secret_file(&config.log_key_file)?)
-        .map_err(|e| config_error(&config.log_key_file, e))?;
+    let log_key = config.log_signer()?;
     let org_key = NoteVerifier::from_vkey(&config.org_key).map_err(|e| fail(format!("org_key: {e}")))?;
     let note =
         std::fs::read(&config.keyring_file).map_err(|e| CliError::io(&config.keyring_file, "read", &e))?;

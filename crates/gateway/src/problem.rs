@@ -7,7 +7,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use vellum_archive::StoreError;
+use vellum_archive::{AppendError, StoreError};
 
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -110,6 +110,22 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         ApiError::from(&e)
+    }
+}
+
+impl From<AppendError> for ApiError {
+    fn from(e: AppendError) -> Self {
+        match e {
+            AppendError::Conflict(id) => {
+                ApiError::Conflict(format!("record {id} is archived already with other bytes"))
+            }
+            AppendError::UnsupportedRetention(class) => ApiError::Unprocessable(format!(
+                "retention class {} is not configured on this archive",
+                class.as_str()
+            )),
+            AppendError::Store(e) => ApiError::from(e.as_ref()),
+            _ => ApiError::Unavailable,
+        }
     }
 }
 

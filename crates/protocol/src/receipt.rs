@@ -9,6 +9,11 @@
 //! record id 16  the header's record id
 //! header   32   SHA-256 of the header bytes exactly as signed
 //! received  8   u64, the gateway's receipt time in Unix milliseconds
+//!
+//! version   1   0x01
+//! kind      1   0x02 = audit event recorded
+//! event    32   SHA-256 of the event's canonical bytes (see the archive's `AuditEvent`)
+//! at        8   u64, when it happened, Unix milliseconds
 //! ```
 //!
 //! The receipt a capture client gets is a C2SP `tlog-proof@v1` whose `extra` line
@@ -26,7 +31,9 @@ use crate::ids::{IdError, RecordId, UnixMillis};
 
 const ENTRY_VERSION: u8 = 1;
 const KIND_RECORD_APPENDED: u8 = 1;
+const KIND_AUDIT_RECORDED: u8 = 2;
 const RECORD_APPENDED_LEN: usize = 2 + 16 + 32 + 8;
+const AUDIT_RECORDED_LEN: usize = 2 + 32 + 8;
 
 /// Why log-entry bytes were refused.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -59,6 +66,13 @@ pub enum LogEntry {
         /// When the gateway received it; retention counts from here.
         received_at: UnixMillis,
     },
+    /// An event was added to the audit trail (a sign-in, a role change, a grant…).
+    AuditRecorded {
+        /// SHA-256 of the event's canonical bytes.
+        event_sha256: [u8; 32],
+        /// When it happened.
+        at: UnixMillis,
+    },
 }
 
 impl LogEntry {
@@ -77,6 +91,13 @@ impl LogEntry {
                 out.extend_from_slice(&received_at.0.to_be_bytes());
                 out
             }
+            LogEntry::AuditRecorded { event_sha256, at } => {
+                let mut out = Vec::with_capacity(AUDIT_RECORDED_LEN);
+                out.extend_from_slice(&[ENTRY_VERSION, KIND_AUDIT_RECORDED]);
+                out.extend_from_slice(event_sha256);
+                out.extend_from_slice(&at.0.to_be_bytes());
+                out
+            }
         }
     }
 
@@ -91,6 +112,14 @@ impl LogEntry {
                     record_id: RecordId::from_bytes(*id)?,
                     header_sha256: *header,
                     received_at: UnixMillis(u64::from_be_bytes(*received)),
+                })
+            }
+            [ENTRY_VERSION, KIND_AUDIT_RECORDED, rest @ ..] => {
+                let (event, rest) = rest.split_first_chunk::<32>().ok_or(EntryError::BadLength)?;
+                let at: &[u8; 8] = rest.try_into().map_err(|_| EntryError::BadLength)?;
+                Ok(LogEntry::AuditRecorded {
+                    event_sha256: *event,
+                    at: UnixMillis(u64::from_be_bytes(*at)),
                 })
             }
             [ENTRY_VERSION] | [] => Err(EntryError::BadLength),
@@ -158,14 +187,14 @@ impl Receipt {
     ) -> Result<VerifiedReceipt, ReceiptError> {
         let bytes = self.0.extra.as_deref().ok_or(ReceiptError::MissingEntry)?;
         let entry = LogEntry::from_bytes(bytes)?;
-        let LogEntry::RecordAppended {
-            record_id: entry_id,
-            header_sha256: entry_header,
-            received_at,
-        } = &entry;
-        if entry_id != record_id || entry_header != header_sha256 {
-            return Err(ReceiptError::WrongRecord);
-        }
+        let received_at = match &entry {
+            LogEntry::RecordAppended {
+                record_id: entry_id,
+                header_sha256: entry_header,
+                received_at,
+            } if entry_id == record_id && entry_header == header_sha256 => received_at,
+            _ => return Err(ReceiptError::WrongRecord),
+        };
         let checkpoint = self.0.verify(log_key, &entry.leaf_hash())?;
         Ok(VerifiedReceipt {
             index: self.0.index,

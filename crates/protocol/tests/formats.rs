@@ -309,6 +309,32 @@ fn receipts_prove_the_record_to_a_pinned_log() {
     ));
 }
 
+#[test]
+fn audit_leaves_round_trip_and_never_pass_as_a_record_receipt() {
+    let entry = LogEntry::AuditRecorded {
+        event_sha256: [7; 32],
+        at: UnixMillis(NOW),
+    };
+    let bytes = entry.to_bytes();
+    assert_eq!(bytes.len(), 42);
+    assert_eq!(&bytes[..2], &[1, 2]);
+    assert_eq!(&bytes[34..], &NOW.to_be_bytes());
+    assert_eq!(LogEntry::from_bytes(&bytes), Ok(entry.clone()));
+    assert!(LogEntry::from_bytes(&bytes[..41]).is_err());
+    assert!(LogEntry::from_bytes(&[bytes.as_slice(), &[0]].concat()).is_err());
+
+    // A proof of an audit leaf is a valid inclusion proof, but not a capture receipt.
+    let log = generate_note_signer("log.agency.example").unwrap();
+    let mut tree = MemoryTree::new();
+    tree.push(entry.leaf_hash());
+    let checkpoint = Checkpoint::new(log.name(), 1, tree.root()).sign(&log).unwrap();
+    let receipt = Receipt::new(&entry, 0, tree.prove_inclusion(1, 0).unwrap(), checkpoint);
+    assert_eq!(
+        receipt.verify(&log.verifier(), &record_id(0), &[7; 32]),
+        Err(ReceiptError::WrongRecord)
+    );
+}
+
 fn document() -> MessageDocument {
     MessageDocument {
         version: 1,

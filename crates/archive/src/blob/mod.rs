@@ -1,6 +1,7 @@
 //! Blob store backends.
 
 pub mod local;
+pub mod none;
 pub mod s3;
 
 use sha2::{Digest, Sha256};

@@ -2,8 +2,10 @@
 //! them (the admin routes and `vellum admin user` on the database): each change, the
 //! sessions it ends, and its audit entry.
 
-use vellum_archive::StoreError;
-use vellum_archive::ports::{AccountChange, AccountStore, AuditEvent, AuditStore, Role, SessionStore};
+use vellum_archive::ports::{
+    AccountChange, AccountStore, AuditEvent, BlobStore, LogStore, Role, SessionStore,
+};
+use vellum_archive::{AppendError, Archive};
 use vellum_protocol::ids::UnixMillis;
 
 /// A change to someone's account.
@@ -25,14 +27,14 @@ pub enum AdminChange {
     ResetMfa,
 }
 
-/// Records an audit event.
-pub async fn audit<S: AuditStore>(
-    store: &S,
+/// Records an audit event: durable, and a leaf of the log, when this resolves.
+pub async fn audit<L: LogStore, B: BlobStore>(
+    archive: &Archive<L, B>,
     actor: &str,
     action: &str,
     subject: &str,
     detail: serde_json::Value,
-) -> Result<(), StoreError> {
+) -> Result<(), AppendError> {
     let event = AuditEvent {
         at: UnixMillis(crate::now_ms()),
         actor: actor.to_owned(),
@@ -40,17 +42,18 @@ pub async fn audit<S: AuditStore>(
         subject: subject.to_owned(),
         detail: detail.to_string(),
     };
-    store.append_audit(&event).await.map(drop)
+    archive.audit(event).await.map(drop)
 }
 
 /// Applies `change` to account `id` on behalf of `actor`, ends the sessions it ends,
 /// and audits it.
-pub async fn apply<S: AccountStore + SessionStore + AuditStore>(
-    store: &S,
+pub async fn apply<L: LogStore + AccountStore + SessionStore, B: BlobStore>(
+    archive: &Archive<L, B>,
     actor: &str,
     id: &[u8; 16],
     change: AdminChange,
-) -> Result<(), StoreError> {
+) -> Result<(), AppendError> {
+    let store = archive.log_store();
     let now = UnixMillis(crate::now_ms());
     let (action, detail, ends_sessions) = match change {
         AdminChange::Disable => {
@@ -88,5 +91,5 @@ pub async fn apply<S: AccountStore + SessionStore + AuditStore>(
     if let Some(reason) = ends_sessions {
         store.end_sessions_of(id, now, reason).await?;
     }
-    audit(store, actor, action, &hex::encode(id), detail).await
+    audit(archive, actor, action, &hex::encode(id), detail).await
 }

@@ -126,7 +126,7 @@ pub(super) async fn create<L: PeopleStore + DeviceStore, B: BlobStore>(
         })?;
     let subject = hex::encode(account.account_id);
     audit(
-        store,
+        state.archive(),
         &admin.id_text(),
         "account.create",
         &subject,
@@ -188,8 +188,7 @@ pub(super) async fn set_role<L: PeopleStore + DeviceStore, B: BlobStore>(
 ) -> Result<StatusCode, ApiError> {
     let role = role_of(&json(body)?.role)?;
     let id = other_account(&state, &admin, &username).await?;
-    let store = state.archive().log_store();
-    admin::apply(store, &admin.id_text(), &id, AdminChange::SetRole(role)).await?;
+    admin::apply(state.archive(), &admin.id_text(), &id, AdminChange::SetRole(role)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -208,8 +207,7 @@ pub(super) async fn disable<L: PeopleStore + DeviceStore, B: BlobStore>(
     Path(username): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = other_account(&state, &admin, &username).await?;
-    let store = state.archive().log_store();
-    admin::apply(store, &admin.id_text(), &id, AdminChange::Disable).await?;
+    admin::apply(state.archive(), &admin.id_text(), &id, AdminChange::Disable).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -227,8 +225,7 @@ pub(super) async fn enable<L: PeopleStore + DeviceStore, B: BlobStore>(
     Path(username): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = other_account(&state, &admin, &username).await?;
-    let store = state.archive().log_store();
-    admin::apply(store, &admin.id_text(), &id, AdminChange::Enable).await?;
+    admin::apply(state.archive(), &admin.id_text(), &id, AdminChange::Enable).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -249,8 +246,13 @@ pub(super) async fn reset_password<L: PeopleStore + DeviceStore, B: BlobStore>(
     let id = other_account(&state, &admin, &username).await?;
     let one_time = password::one_time_password().map_err(|_| ApiError::Internal)?;
     let phc = state.auth().hash_password(&one_time).await?;
-    let store = state.archive().log_store();
-    admin::apply(store, &admin.id_text(), &id, AdminChange::ResetPassword { phc }).await?;
+    admin::apply(
+        state.archive(),
+        &admin.id_text(),
+        &id,
+        AdminChange::ResetPassword { phc },
+    )
+    .await?;
     Ok(Json(OneTimePassword {
         username,
         one_time_password: one_time.to_string(),
@@ -279,7 +281,7 @@ pub(super) async fn revoke_device<L: PeopleStore + DeviceStore, B: BlobStore>(
         )));
     }
     audit(
-        store,
+        state.archive(),
         &admin.id_text(),
         "device.revoke",
         &device.to_string(),

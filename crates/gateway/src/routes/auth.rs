@@ -20,6 +20,7 @@ use crate::auth::jwt::Scope;
 use crate::auth::{Person, lock_duration, password, totp};
 use crate::device::{hash_secret, new_secret};
 use crate::problem::{ApiError, Problem};
+use vellum_archive::Archive;
 
 /// The stores people's routes need.
 pub(crate) trait PeopleStore: LogStore + AccountStore + SessionStore + AuditStore {}
@@ -36,14 +37,14 @@ fn invalid_login() -> ApiError {
 
 /// Records an audit event; a failure to record fails the request (an action that
 /// cannot be audited does not happen silently).
-pub(crate) async fn audit<L: AuditStore>(
-    store: &L,
+pub(crate) async fn audit<L: PeopleStore, B: BlobStore>(
+    archive: &Archive<L, B>,
     actor: &str,
     action: &str,
     subject: &str,
     detail: serde_json::Value,
 ) -> Result<(), ApiError> {
-    Ok(crate::auth::admin::audit(store, actor, action, subject, detail).await?)
+    Ok(crate::auth::admin::audit(archive, actor, action, subject, detail).await?)
 }
 
 #[derive(Deserialize, ToSchema, zeroize::Zeroize)]
@@ -133,7 +134,7 @@ pub(super) async fn login<L: PeopleStore, B: BlobStore>(
     }
     let tokens = start_session(&state, &account, scope).await?;
     audit(
-        store,
+        state.archive(),
         &subject,
         "login",
         &subject,
@@ -213,17 +214,21 @@ async fn checked_password_inner<L: PeopleStore, B: BlobStore>(
         return Err(invalid_login());
     }
     if !ok {
-        count_failure(store, &account).await?;
+        count_failure(state, &account).await?;
     }
     let reason = if ok { "account disabled" } else { "wrong password" };
     let detail = serde_json::json!({ "reason": reason });
-    audit(store, "-", "login.failed", &subject, detail).await?;
+    audit(state.archive(), "-", "login.failed", &subject, detail).await?;
     Err(invalid_login())
 }
 
 /// Counts a failed password or second factor, locking the account for a while once
 /// there were too many in a row.
-async fn count_failure<L: PeopleStore>(store: &L, account: &Account) -> Result<(), ApiError> {
+async fn count_failure<L: PeopleStore, B: BlobStore>(
+    state: &State<L, B>,
+    account: &Account,
+) -> Result<(), ApiError> {
+    let store = state.archive().log_store();
     let failures = store.login_failed(&account.account_id).await?;
     if let Some(lock) = lock_duration(failures) {
         let until = UnixMillis(crate::now_ms() + lock.as_millis() as u64);
@@ -232,7 +237,7 @@ async fn count_failure<L: PeopleStore>(store: &L, account: &Account) -> Result<(
             .await?;
         let detail = serde_json::json!({ "failures": failures, "until": until.0 });
         audit(
-            store,
+            state.archive(),
             "-",
             "account.locked",
             &hex::encode(account.account_id),
@@ -270,9 +275,9 @@ async fn second_factor<L: PeopleStore, B: BlobStore>(
     if accepted {
         return Ok(());
     }
-    count_failure(store, account).await?;
+    count_failure(state, account).await?;
     audit(
-        store,
+        state.archive(),
         "-",
         "login.failed",
         &subject,
@@ -395,7 +400,14 @@ pub(super) async fn refresh<L: PeopleStore, B: BlobStore>(
         }
         Refreshed::Reused { family_id } => {
             let session = hex::encode(family_id);
-            audit(store, "-", "session.reuse", &session, serde_json::json!({})).await?;
+            audit(
+                state.archive(),
+                "-",
+                "session.reuse",
+                &session,
+                serde_json::json!({}),
+            )
+            .await?;
             Err(refused())
         }
         _ => Err(refused()),
@@ -416,7 +428,7 @@ pub(super) async fn logout<L: PeopleStore, B: BlobStore>(
         .await?;
     let actor = person.id_text();
     audit(
-        store,
+        state.archive(),
         &actor,
         "logout",
         &hex::encode(person.session),
@@ -486,7 +498,7 @@ pub(super) async fn change_password<L: PeopleStore, B: BlobStore>(
         .await?;
     let subject = hex::encode(account.account_id);
     audit(
-        store,
+        state.archive(),
         &subject,
         "password.change",
         &subject,
@@ -599,7 +611,7 @@ pub(super) async fn totp_confirm<L: PeopleStore, B: BlobStore>(
         .await?;
     let subject = person.id_text();
     audit(
-        store,
+        state.archive(),
         &subject,
         "mfa.enable",
         &subject,

@@ -7,9 +7,9 @@
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
+use vellum_archive::Submission;
 use vellum_archive::ports::Device;
 use vellum_archive::ports::{BlobStore, DeviceStore, LogStore};
-use vellum_archive::{AppendError, Submission};
 use vellum_protocol::header::{MAX_HEADER_LEN, UnverifiedHeader};
 use vellum_protocol::ids::Epoch;
 use vellum_protocol::seal::SealedBody;
@@ -76,17 +76,7 @@ pub(super) async fn capture<L: LogStore + DeviceStore, B: BlobStore>(
         return Err(ApiError::Forbidden("this device was revoked".into()));
     }
     let record_id = submission.header.fields().record_id;
-    let receipt = state.archive().append(submission).await.map_err(|e| match e {
-        AppendError::Conflict(id) => {
-            ApiError::Conflict(format!("record {id} is archived already with other bytes"))
-        }
-        AppendError::UnsupportedRetention(class) => ApiError::Unprocessable(format!(
-            "retention class {} is not configured on this archive",
-            class.as_str()
-        )),
-        AppendError::Store(e) => ApiError::from(e.as_ref()),
-        _ => ApiError::Unavailable,
-    })?;
+    let receipt = state.archive().append(submission).await?;
     tracing::info!(
         record = %record_id,
         device = %device.device_id,
