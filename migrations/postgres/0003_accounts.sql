@@ -34,6 +34,8 @@ CREATE TABLE session_families (
     family_id  BYTEA  NOT NULL PRIMARY KEY,
     account_id BYTEA  NOT NULL REFERENCES accounts (account_id),
     created_at BIGINT NOT NULL,
+    -- The session's absolute end: no refresh token outlives it, however active.
+    ends_at    BIGINT  NOT NULL,
     ended_at   BIGINT,
     end_reason TEXT
 );

@@ -28,6 +28,8 @@ CREATE TABLE session_families (
     family_id  BLOB    NOT NULL PRIMARY KEY,
     account_id BLOB    NOT NULL REFERENCES accounts (account_id),
     created_at INTEGER NOT NULL,
+    -- The session's absolute end: no refresh token outlives it, however active.
+    ends_at    INTEGER NOT NULL,
     ended_at   INTEGER,
     end_reason TEXT
 ) WITHOUT ROWID;

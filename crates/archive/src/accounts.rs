@@ -45,6 +45,15 @@ impl Role {
     }
 }
 
+/// Whether `name` is a valid username: 1 to 64 characters of `a-z`, `0-9`, `.`, `_`,
+/// `@` and `-` (so an e-mail address in lower case is one).
+pub fn valid_username(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._@-".contains(&b))
+}
+
 /// An account to create.
 #[derive(Clone)]
 pub struct NewAccount {
@@ -244,7 +253,9 @@ pub struct SessionPrincipal {
 
 /// Login sessions: families of refresh tokens, each token good once.
 pub trait SessionStore: Send + Sync + 'static {
-    /// Starts session `family_id` for an account with its first refresh token.
+    /// Starts session `family_id` for an account with its first refresh token, which
+    /// expires at `expires_at`; the session itself ends at `ends_at` at the latest
+    /// (no refresh token outlives it, and none rotates after it).
     fn start_session(
         &self,
         family_id: &[u8; 16],
@@ -252,6 +263,7 @@ pub trait SessionStore: Send + Sync + 'static {
         refresh: &SecretHash,
         now: UnixMillis,
         expires_at: UnixMillis,
+        ends_at: UnixMillis,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Spends `presented` and stores `next` in its place, in one transaction; a token
@@ -535,16 +547,20 @@ macro_rules! sql_accounts {
                 refresh: &$crate::ports::SecretHash,
                 now: vellum_protocol::ids::UnixMillis,
                 expires_at: vellum_protocol::ids::UnixMillis,
+                ends_at: vellum_protocol::ids::UnixMillis,
             ) -> Result<(), $crate::error::StoreError> {
                 let err = |e| $crate::error::StoreError::backend("start session", e);
                 let now = $crate::sql::to_i64(now.0, "time")?;
+                let expires_at = vellum_protocol::ids::UnixMillis(expires_at.0.min(ends_at.0));
                 let mut tx = self.pool.begin().await.map_err(err)?;
                 sqlx::query(
-                    "INSERT INTO session_families (family_id, account_id, created_at) VALUES ($1, $2, $3)",
+                    "INSERT INTO session_families (family_id, account_id, created_at, ends_at) \
+                     VALUES ($1, $2, $3, $4)",
                 )
                 .bind(family_id.as_slice())
                 .bind(account_id.as_slice())
                 .bind(now)
+                .bind($crate::sql::to_i64(ends_at.0, "time")?)
                 .execute(&mut *tx)
                 .await
                 .map_err(err)?;
@@ -632,11 +648,13 @@ macro_rules! sql_accounts {
                     }
                 };
                 let session = sqlx::query(
-                    "SELECT f.account_id FROM session_families f JOIN accounts a \
+                    "SELECT f.account_id, f.ends_at FROM session_families f JOIN accounts a \
                      ON a.account_id = f.account_id \
-                     WHERE f.family_id = $1 AND f.ended_at IS NULL AND a.disabled_at IS NULL",
+                     WHERE f.family_id = $1 AND f.ended_at IS NULL AND a.disabled_at IS NULL \
+                     AND f.ends_at > $2",
                 )
                 .bind(family.as_slice())
+                .bind(now_i)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(err)?;
@@ -645,6 +663,8 @@ macro_rules! sql_accounts {
                     return Ok(Refreshed::Ended);
                 };
                 let account: Vec<u8> = session.try_get(0).map_err(err)?;
+                let ends_at: i64 = session.try_get(1).map_err(err)?;
+                let expires_at = $crate::sql::to_i64(expires_at.0, "time")?.min(ends_at);
                 sqlx::query(
                     "INSERT INTO refresh_tokens (token_hash, family_id, issued_at, expires_at) \
                      VALUES ($1, $2, $3, $4)",
@@ -652,7 +672,7 @@ macro_rules! sql_accounts {
                 .bind(next.0.as_slice())
                 .bind(family.as_slice())
                 .bind(now_i)
-                .bind($crate::sql::to_i64(expires_at.0, "time")?)
+                .bind(expires_at)
                 .execute(&mut *tx)
                 .await
                 .map_err(err)?;

@@ -369,6 +369,7 @@ pub trait DeviceStore: Send + Sync + 'static {
 
 pub use crate::accounts::{
     Account, AccountChange, AccountStore, NewAccount, Refreshed, Role, SessionPrincipal, SessionStore,
+    valid_username,
 };
 
 #[cfg(test)]

@@ -631,6 +631,7 @@ async fn sessions_rotate_once_and_a_replay_ends_them(backend: impl Backend) {
     let store = backend.open_log().await.unwrap();
     let now = UnixMillis(1_764_150_000_000);
     let later = UnixMillis(now.0 + 3_600_000);
+    let far = UnixMillis(now.0 + 86_400_000);
     let account = NewAccount {
         account_id: [7; 16],
         username: "auditor".into(),
@@ -646,7 +647,7 @@ async fn sessions_rotate_once_and_a_replay_ends_them(backend: impl Backend) {
         SecretHash([3; 32]),
     );
     store
-        .start_session(&family, &[7; 16], &t1, now, later)
+        .start_session(&family, &[7; 16], &t1, now, later, far)
         .await
         .unwrap();
     let live = store.session_principal(&[7; 16], &family).await.unwrap().unwrap();
@@ -695,7 +696,7 @@ async fn sessions_rotate_once_and_a_replay_ends_them(backend: impl Backend) {
     // Expiry, and a disabled account's sessions.
     let (other, t4) = ([2; 16], SecretHash([4; 32]));
     store
-        .start_session(&other, &[7; 16], &t4, now, UnixMillis(now.0 + 10))
+        .start_session(&other, &[7; 16], &t4, now, UnixMillis(now.0 + 10), far)
         .await
         .unwrap();
     assert_eq!(
@@ -707,7 +708,7 @@ async fn sessions_rotate_once_and_a_replay_ends_them(backend: impl Backend) {
     );
     let (third, t5) = ([3; 16], SecretHash([5; 32]));
     store
-        .start_session(&third, &[7; 16], &t5, now, later)
+        .start_session(&third, &[7; 16], &t5, now, later, far)
         .await
         .unwrap();
     store
@@ -735,7 +736,7 @@ async fn sessions_rotate_once_and_a_replay_ends_them(backend: impl Backend) {
         .unwrap();
     let (raced, t6) = ([4; 16], SecretHash([6; 32]));
     store
-        .start_session(&raced, &[7; 16], &t6, now, later)
+        .start_session(&raced, &[7; 16], &t6, now, later, far)
         .await
         .unwrap();
     let racers: Vec<_> = (0..8u8)
@@ -768,6 +769,28 @@ async fn sessions_rotate_once_and_a_replay_ends_them(backend: impl Backend) {
             .live,
         "the replays did not end the session"
     );
+
+    // A session's absolute end: it rotates before it, and no token outlives it.
+    let (bounded, t7, t8) = ([5; 16], SecretHash([0x70; 32]), SecretHash([0x71; 32]));
+    let end = UnixMillis(now.0 + 100);
+    store
+        .start_session(&bounded, &[7; 16], &t7, now, later, end)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .rotate_refresh(&t7, &t8, UnixMillis(now.0 + 50), later)
+            .await
+            .unwrap(),
+        Refreshed::Rotated { .. }
+    ));
+    assert!(matches!(
+        store
+            .rotate_refresh(&t8, &SecretHash([0x72; 32]), end, later)
+            .await
+            .unwrap(),
+        Refreshed::Expired | Refreshed::Ended
+    ));
 
     // TOTP steps are used once, in increasing order; recovery codes once.
     assert!(store.use_totp_step(&[7; 16], 100).await.unwrap());

@@ -11,7 +11,7 @@ use vellum_archive::blob::none::NoBlobs;
 use vellum_archive::error::AccountError;
 use vellum_archive::ports::{AccountStore, LogStore, NewAccount, Role, SessionStore};
 use vellum_gateway::auth::admin::{self, AdminChange};
-use vellum_gateway::auth::password;
+use vellum_gateway::auth::password::{self, Cost};
 use vellum_protocol::ids::{RecordId, UnixMillis};
 use vellum_tlog::note::NoteSigner;
 
@@ -115,10 +115,11 @@ pub(crate) fn run(command: &AdminCommand) -> Result<(), CliError> {
         .build()
         .map_err(fail)?;
     let log_key = config.log_signer()?;
+    let cost = config.password_cost()?;
     runtime.block_on(async {
         match open_store(&config.database).await? {
-            OpenedStore::Sqlite(store) => local(store, log_key, user).await,
-            OpenedStore::Postgres(store) => local(store, log_key, user).await,
+            OpenedStore::Sqlite(store) => local(store, log_key, cost, user).await,
+            OpenedStore::Postgres(store) => local(store, log_key, cost, user).await,
         }
     })
 }
@@ -132,10 +133,11 @@ type Local<L> = Archive<L, NoBlobs>;
 async fn local<L: LogStore + AccountStore + SessionStore>(
     store: L,
     log_key: NoteSigner,
+    cost: Cost,
     user: &UserCommand,
 ) -> Result<(), CliError> {
     let archive = Archive::open(store, NoBlobs, log_key).await.map_err(fail)?;
-    let done = user_command(&archive, user).await;
+    let done = user_command(&archive, cost, user).await;
     archive.close().await;
     done
 }
@@ -160,17 +162,14 @@ async fn account_id<S: AccountStore>(store: &S, username: &str) -> Result<[u8; 1
 
 async fn user_command<L: LogStore + AccountStore + SessionStore>(
     archive: &Local<L>,
+    cost: Cost,
     command: &UserCommand,
 ) -> Result<(), CliError> {
     let store = archive.log_store();
     let now = UnixMillis(now_ms());
     match command {
         UserCommand::Add { username, role, .. } => {
-            let valid = (1..=64).contains(&username.len())
-                && username
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._@-".contains(&b));
-            if !valid {
+            if !vellum_archive::ports::valid_username(username) {
                 return Err(CliError::new(
                     Kind::Other,
                     "admin: username is 1-64 characters of [a-z0-9._@-]",
@@ -182,7 +181,7 @@ async fn user_command<L: LogStore + AccountStore + SessionStore>(
                 account_id: *RecordId::new_v7(now.0).as_bytes(),
                 username: username.clone(),
                 role,
-                password_phc: password::hash(&one_time).map_err(fail)?,
+                password_phc: password::hash_with(cost, &one_time).map_err(fail)?,
                 must_change_password: true,
             };
             store.create_account(&account, now).await.map_err(|e| match e {
@@ -234,7 +233,7 @@ async fn user_command<L: LogStore + AccountStore + SessionStore>(
         }
         UserCommand::ResetPassword { username, .. } => {
             let one_time = password::one_time_password().map_err(fail)?;
-            let phc = password::hash(&one_time).map_err(fail)?;
+            let phc = password::hash_with(cost, &one_time).map_err(fail)?;
             apply(archive, username, AdminChange::ResetPassword { phc }).await?;
             println!("reset {username}; one-time password, shown only now:");
             println!("  {}", one_time.as_str());

@@ -19,6 +19,8 @@ use vellum_archive::postgres::PgStore;
 use vellum_archive::sqlite::SqliteStore;
 use vellum_gateway::auth::Auth;
 use vellum_gateway::auth::jwt::JwtKeys;
+use vellum_gateway::auth::oidc::{Oidc, OidcSettings};
+use vellum_gateway::auth::password::Cost;
 use vellum_gateway::{Gateway, Limits};
 use vellum_protocol::ids::{RetentionClass, UnixMillis};
 use vellum_tlog::note::{NoteSigner, NoteVerifier};
@@ -45,6 +47,7 @@ pub(crate) struct Config {
     pub(crate) limits: LimitsConfig,
     pub(crate) tls: Option<Tls>,
     pub(crate) auth: Option<AuthConfig>,
+    pub(crate) oidc: Option<OidcConfig>,
     #[serde(default)]
     pub(crate) telemetry: crate::telemetry::TelemetryConfig,
 }
@@ -143,6 +146,111 @@ pub(crate) struct AuthConfig {
     logins_per_minute_per_address: u32,
     #[serde(default = "default_per_account")]
     logins_per_minute_per_account: u32,
+    /// The longest a session lasts, however active.
+    #[serde(default = "default_session_secs")]
+    session_secs: u64,
+    /// Argon2id memory in KiB for new password hashes (at least 19456).
+    #[serde(default = "default_memory_kib")]
+    password_memory_kib: u32,
+    /// Argon2id passes (at least 2).
+    #[serde(default = "default_iterations")]
+    password_iterations: u32,
+    /// Argon2id lanes (at least 1).
+    #[serde(default = "default_parallelism")]
+    password_parallelism: u32,
+}
+
+/// `[oidc]`: single sign-on through an OpenID Connect provider.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OidcConfig {
+    /// The provider's issuer identifier (its discovery document is under it).
+    issuer: String,
+    client_id: String,
+    /// File holding the client secret (a confidential client); none for a public one.
+    client_secret_file: Option<PathBuf>,
+    /// This gateway's `/v1/auth/oidc/callback` URL, as registered at the provider.
+    redirect_uri: String,
+    #[serde(default = "default_scopes")]
+    scopes: Vec<String>,
+    #[serde(default = "default_username_claim")]
+    username_claim: String,
+    #[serde(default = "default_roles_claim")]
+    roles_claim: String,
+    /// Group name → `admin`, `auditor` or `approver`.
+    roles: std::collections::BTreeMap<String, String>,
+    /// `amr` values that count as a second factor.
+    #[serde(default = "default_mfa_amr")]
+    mfa_amr: Vec<String>,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["openid".into(), "email".into(), "profile".into()]
+}
+fn default_username_claim() -> String {
+    "email".into()
+}
+fn default_roles_claim() -> String {
+    "groups".into()
+}
+fn default_mfa_amr() -> Vec<String> {
+    ["mfa", "otp", "hwk", "swk", "fpt", "face"]
+        .map(str::to_owned)
+        .to_vec()
+}
+fn default_session_secs() -> u64 {
+    vellum_gateway::auth::DEFAULT_SESSION_SECS
+}
+fn default_memory_kib() -> u32 {
+    vellum_gateway::auth::password::MEMORY_KIB
+}
+fn default_iterations() -> u32 {
+    vellum_gateway::auth::password::ITERATIONS
+}
+fn default_parallelism() -> u32 {
+    vellum_gateway::auth::password::PARALLELISM
+}
+
+impl AuthConfig {
+    fn password_cost(&self) -> Result<Cost, CliError> {
+        Cost::new(
+            self.password_memory_kib,
+            self.password_iterations,
+            self.password_parallelism,
+        )
+        .map_err(|e| fail(format!("[auth] {e}")))
+    }
+}
+
+/// The single sign-on provider of `[oidc]`; its sign-in cookies are signed with a key
+/// derived from the access-token key, so every gateway of a deployment shares it.
+fn oidc_settings(config: &OidcConfig, jwt_seed: &[u8; 32]) -> Result<Oidc, CliError> {
+    use hmac::Mac as _;
+    let mut roles = Vec::new();
+    for (group, role) in &config.roles {
+        let role = vellum_archive::ports::Role::parse(role)
+            .ok_or_else(|| fail(format!("[oidc.roles] {group:?}: admin, auditor or approver")))?;
+        roles.push((group.clone(), role));
+    }
+    let client_secret = match &config.client_secret_file {
+        Some(file) => Some(secret_file(file)?),
+        None => None,
+    };
+    let settings = OidcSettings {
+        issuer: config.issuer.clone(),
+        client_id: config.client_id.clone(),
+        client_secret,
+        redirect_uri: config.redirect_uri.clone(),
+        scopes: config.scopes.clone(),
+        username_claim: config.username_claim.clone(),
+        roles_claim: config.roles_claim.clone(),
+        roles,
+        mfa_amr: config.mfa_amr.clone(),
+    };
+    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(jwt_seed).map_err(fail)?;
+    mac.update(b"vellum oidc state key v1");
+    let key: [u8; 32] = mac.finalize().into_bytes().into();
+    Oidc::new(settings, key).map_err(|e| fail(format!("[oidc] {e}")))
 }
 
 fn default_issuer() -> String {
@@ -182,43 +290,73 @@ fn decode_32(text: &str, what: &str) -> Result<Zeroizing<[u8; 32]>, CliError> {
 }
 
 /// Sign-in settings from `[auth]`, or a random token key when it is absent.
-fn auth_settings(config: Option<&AuthConfig>, queue_timeout: Duration) -> Result<(Auth, u32, u32), CliError> {
-    let Some(config) = config else {
+/// What `[auth]` and `[oidc]` configure.
+struct People {
+    auth: Auth,
+    per_address: u32,
+    per_account: u32,
+    oidc: Option<Oidc>,
+}
+
+fn people_settings(config: &Config, queue_timeout: Duration) -> Result<People, CliError> {
+    let Some(auth_config) = config.auth.as_ref() else {
+        if config.oidc.is_some() {
+            return Err(fail(
+                "[oidc] needs an [auth] section: its jwt_key_file also signs the sign-in cookies",
+            ));
+        }
         tracing::warn!(
             "no [auth] section: access tokens are signed with a random key and do not survive a restart"
         );
-        let auth = Auth::ephemeral("vellum").map_err(fail)?;
-        return Ok((auth, default_per_address(), default_per_account()));
+        return Ok(People {
+            auth: Auth::ephemeral("vellum").map_err(fail)?,
+            per_address: default_per_address(),
+            per_account: default_per_account(),
+            oidc: None,
+        });
     };
-    let seed = decode_32(&secret_file(&config.jwt_key_file)?, "jwt_key_file")?;
+    let seed = decode_32(&secret_file(&auth_config.jwt_key_file)?, "jwt_key_file")?;
     let mut previous = Vec::new();
-    for key in &config.jwt_previous_public_keys {
+    for key in &auth_config.jwt_previous_public_keys {
         previous.push(*decode_32(key, "jwt_previous_public_keys")?);
     }
     let jwt = JwtKeys::new(
-        &config.issuer,
-        &config.issuer,
-        config.access_token_secs,
+        &auth_config.issuer,
+        &auth_config.issuer,
+        auth_config.access_token_secs,
         &seed,
         &previous,
     )
     .map_err(|e| fail(format!("[auth] {e}")))?;
-    if !(60..=30 * 86_400).contains(&config.refresh_token_secs) {
+    if !(60..=30 * 86_400).contains(&auth_config.refresh_token_secs) {
         return Err(fail("[auth] refresh_token_secs is 60 to 2592000 (30 days)"));
+    }
+    if !(auth_config.refresh_token_secs..=30 * 86_400).contains(&auth_config.session_secs) {
+        return Err(fail(
+            "[auth] session_secs is at least refresh_token_secs and at most 2592000 (30 days)",
+        ));
     }
     let auth = Auth::new(
         jwt,
-        config.refresh_token_secs,
-        config.parallel_password_hashes,
+        auth_config.refresh_token_secs,
+        auth_config.parallel_password_hashes,
         queue_timeout,
     )
     .map_err(fail)?
-    .with_hashes_per_second(config.password_hashes_per_second);
-    Ok((
+    .with_hashes_per_second(auth_config.password_hashes_per_second)
+    .with_session_secs(auth_config.session_secs)
+    .with_password_cost(auth_config.password_cost()?)
+    .map_err(fail)?;
+    let oidc = match &config.oidc {
+        Some(oidc) => Some(oidc_settings(oidc, &seed)?),
+        None => None,
+    };
+    Ok(People {
         auth,
-        config.logins_per_minute_per_address,
-        config.logins_per_minute_per_account,
-    ))
+        per_address: auth_config.logins_per_minute_per_address,
+        per_account: auth_config.logins_per_minute_per_account,
+        oidc,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -237,6 +375,13 @@ fn fail(e: impl std::fmt::Display) -> CliError {
 }
 
 impl Config {
+    /// The Argon2id parameters new password hashes get (`[auth]`, or the minimum).
+    pub(crate) fn password_cost(&self) -> Result<Cost, CliError> {
+        self.auth
+            .as_ref()
+            .map_or(Ok(Cost::MINIMUM), AuthConfig::password_cost)
+    }
+
     /// The log's signing key, from its mode-0600 file.
     pub(crate) fn log_signer(&self) -> Result<NoteSigner, CliError> {
         NoteSigner::from_skey(&secret_file(&self.log_key_file)?)
@@ -272,6 +417,9 @@ impl Config {
         }
         if let Some(auth) = &mut config.auth {
             rebase(&mut auth.jwt_key_file);
+        }
+        if let Some(p) = config.oidc.as_mut().and_then(|o| o.client_secret_file.as_mut()) {
+            rebase(p);
         }
         if let Some(tls) = &mut config.tls {
             rebase(&mut tls.cert_file);
@@ -470,12 +618,14 @@ where
     };
     let epoch = keyring.statement().epoch;
     let archive = Archive::open(log, blobs, log_key).await.map_err(fail)?;
-    let (auth, per_address, per_account) = auth_settings(config.auth.as_ref(), limits.queue_timeout)?;
-    let gateway = Arc::new(
-        Gateway::new(archive, keyring, auth)
-            .with_limits(limits)
-            .with_login_limits(per_address, per_account),
-    );
+    let people = people_settings(config, limits.queue_timeout)?;
+    let mut gateway = Gateway::new(archive, keyring, people.auth)
+        .with_limits(limits)
+        .with_login_limits(people.per_address, people.per_account);
+    if let Some(oidc) = people.oidc {
+        gateway = gateway.with_oidc(oidc);
+    }
+    let gateway = Arc::new(gateway);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| fail(format!("cannot listen on {}: {e}", config.listen)))?;

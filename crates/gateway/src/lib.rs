@@ -91,6 +91,7 @@ pub struct Gateway<L, B> {
     body_budget: Semaphore,
     auth: Auth,
     login_limits: LoginLimits,
+    oidc: Option<crate::auth::oidc::Oidc>,
 }
 
 impl<L: LogStore, B: BlobStore> Gateway<L, B> {
@@ -105,7 +106,20 @@ impl<L: LogStore, B: BlobStore> Gateway<L, B> {
             limits: Limits::default(),
             auth,
             login_limits: LoginLimits::new(DEFAULT_LOGINS_PER_ADDRESS, DEFAULT_LOGINS_PER_ACCOUNT),
+            oidc: None,
         }
+    }
+
+    /// Offers single sign-on through this OpenID Connect provider.
+    #[must_use]
+    pub fn with_oidc(mut self, oidc: crate::auth::oidc::Oidc) -> Self {
+        self.oidc = Some(oidc);
+        self
+    }
+
+    /// The single sign-on provider, when one is configured.
+    pub fn oidc(&self) -> Option<&crate::auth::oidc::Oidc> {
+        self.oidc.as_ref()
     }
 
     /// Sets the login rate limits: attempts a minute per address and per account.

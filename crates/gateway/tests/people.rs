@@ -420,6 +420,33 @@ async fn auditors_enroll_totp_at_first_login_and_codes_work_once() {
         login(&f, "auditor", PASSWORD, json!({ "totp": good })).await.0,
         StatusCode::UNAUTHORIZED
     );
+
+    // A lost phone: an administrator resets the second factor over the API, and the
+    // auditor enrolls again at the next sign-in (once the lock has passed).
+    add_account(&f, "helpdesk", Role::Admin, false).await;
+    let (_, admin) = login(&f, "helpdesk", PASSWORD, json!({})).await;
+    let admin = field(&admin, "access_token");
+    let reset = post(
+        &f,
+        "/v1/admin/accounts/auditor/reset-mfa",
+        Some(&admin),
+        json!({}),
+    )
+    .await;
+    assert_eq!(reset.0, StatusCode::NO_CONTENT, "{}", reset.2);
+    let account = store.account_by_username("auditor").await.unwrap().unwrap();
+    assert!(!account.totp_enabled && account.totp_secret.is_none());
+    store
+        .update_account(&account.account_id, AccountChange::LockedUntil(UnixMillis(0)))
+        .await
+        .unwrap();
+    let (status, tokens) = login(&f, "auditor", PASSWORD, json!({})).await;
+    assert_eq!(
+        (status, tokens["scope"].as_str()),
+        (StatusCode::OK, Some("mfa-setup"))
+    );
+    let trail = f.gateway.archive().audit_trail(0, 1000).await.unwrap();
+    assert!(trail.iter().any(|(_, e)| e.action == "mfa.reset"), "{trail:?}");
 }
 
 #[tokio::test]
@@ -574,6 +601,7 @@ fn allowed(method: &Method, path: &str, caller: Caller) -> bool {
         ("POST", "/v1/records" | "/v1/devices/credential") => caller == Caller::Device,
         ("POST", "/v1/auth/logout" | "/v1/auth/totp" | "/v1/auth/totp/confirm") => person,
         (_, p) if p.starts_with("/v1/admin/") => caller == Caller::Person(Role::Admin),
+        ("GET", "/v1/auth/oidc/start" | "/v1/auth/oidc/callback") => true,
         ("GET", "/healthz" | "/readyz" | "/v1/keyring" | "/v1/log/checkpoint")
         | ("GET", "/v1/log/proof/inclusion" | "/v1/log/proof/consistency")
         | ("POST", "/v1/devices" | "/v1/auth/login" | "/v1/auth/refresh" | "/v1/auth/password") => true,
@@ -630,6 +658,7 @@ async fn every_operation_admits_exactly_the_callers_its_policy_names() {
                                 &refresh,
                                 UnixMillis(now_ms()),
                                 UnixMillis(now_ms() + 60_000),
+                                UnixMillis(now_ms() + 60_000),
                             )
                             .await
                             .unwrap();
@@ -680,4 +709,39 @@ async fn every_operation_admits_exactly_the_callers_its_policy_names() {
             "{method} {template} is in the policy table but not documented"
         );
     }
+}
+
+/// Raising the configured Argon2id cost takes effect at each account's next sign-in:
+/// the stored hash is redone with the new parameters, and the password still works.
+#[tokio::test]
+async fn hashes_are_redone_at_sign_in_when_the_configured_cost_rises() {
+    let cost = password::Cost::new(24_576, 3, 1).unwrap();
+    let auth = vellum_gateway::auth::Auth::ephemeral("test")
+        .unwrap()
+        .with_hashes_per_second(100_000)
+        .with_password_cost(cost)
+        .unwrap();
+    let f = fixture_built(Default::default(), move |g| g.with_auth(auth)).await;
+    add_account(&f, "steady", Role::Admin, false).await;
+    let store = f.gateway.archive().log_store();
+    let before = store.account_by_username("steady").await.unwrap().unwrap();
+    assert!(before.password_phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+
+    assert_eq!(login(&f, "steady", PASSWORD, json!({})).await.0, StatusCode::OK);
+    let after = store.account_by_username("steady").await.unwrap().unwrap();
+    assert!(
+        after.password_phc.starts_with("$argon2id$v=19$m=24576,t=3,p=1$"),
+        "{}",
+        after.password_phc
+    );
+    assert_eq!(login(&f, "steady", PASSWORD, json!({})).await.0, StatusCode::OK);
+    let again = store.account_by_username("steady").await.unwrap().unwrap();
+    assert_eq!(again.password_phc, after.password_phc, "rehashed without need");
+    // A wrong password changes nothing.
+    assert_eq!(
+        login(&f, "steady", "not the password at all", json!({})).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let refused = store.account_by_username("steady").await.unwrap().unwrap();
+    assert_eq!(refused.password_phc, after.password_phc);
 }

@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod jwt;
+pub mod oidc;
 pub mod password;
 pub mod totp;
 
@@ -26,8 +27,15 @@ use jwt::{JwtKeys, Scope};
 /// take from captures to a fraction of one core.
 pub const DEFAULT_HASHES_PER_SECOND: u32 = 5;
 
-/// How long a refresh token lives by default: 12 hours.
+/// How long a refresh token lives by default: 12 hours (a session unused this long
+/// ends).
 pub const DEFAULT_REFRESH_SECS: u64 = 12 * 3600;
+
+/// How long a session lasts at most by default, however active: 24 hours.
+pub const DEFAULT_SESSION_SECS: u64 = 24 * 3600;
+
+/// What the dummy hash (for unknown usernames) is of.
+const DUMMY_PASSWORD: &str = "an unknown account has no password";
 
 /// Failed logins before the account is locked for a while.
 pub const LOCK_AFTER: u32 = 5;
@@ -103,11 +111,14 @@ impl PasswordWorkers {
 pub struct Auth {
     jwt: JwtKeys,
     refresh_secs: u64,
+    session_secs: u64,
     password_work: Semaphore,
     workers: PasswordWorkers,
     /// Password computations a second, for the whole gateway.
     hash_rate: governor::DefaultDirectRateLimiter,
     queue_timeout: Duration,
+    /// The Argon2id parameters new hashes get; older, weaker ones are redone at sign-in.
+    cost: password::Cost,
     /// Verified against when the username is unknown, so that takes as long.
     dummy_phc: String,
 }
@@ -126,14 +137,29 @@ impl Auth {
         Ok(Self {
             jwt,
             refresh_secs,
+            session_secs: DEFAULT_SESSION_SECS.max(refresh_secs),
             password_work: Semaphore::new(parallel_hashes.max(1)),
             workers: PasswordWorkers::start(parallel_hashes.max(1))?,
             hash_rate: governor::RateLimiter::direct(governor::Quota::per_second(
                 std::num::NonZeroU32::new(DEFAULT_HASHES_PER_SECOND).unwrap_or(std::num::NonZeroU32::MIN),
             )),
             queue_timeout,
-            dummy_phc: password::hash("an unknown account has no password")?,
+            cost: password::Cost::MINIMUM,
+            dummy_phc: password::hash(DUMMY_PASSWORD)?,
         })
+    }
+
+    /// Sets the Argon2id parameters of new password hashes (at least the minimum);
+    /// hashes made with weaker ones are redone at each account's next sign-in.
+    pub fn with_password_cost(mut self, cost: password::Cost) -> Result<Self, String> {
+        self.dummy_phc = password::hash_with(cost, DUMMY_PASSWORD)?;
+        self.cost = cost;
+        Ok(self)
+    }
+
+    /// The Argon2id parameters of new password hashes.
+    pub fn password_cost(&self) -> password::Cost {
+        self.cost
     }
 
     /// Settings with a random token key, for one process on its own (tokens do not
@@ -164,6 +190,18 @@ impl Auth {
         self.refresh_secs
     }
 
+    /// Sets the longest a session lasts, however active (at least a minute).
+    #[must_use]
+    pub fn with_session_secs(mut self, secs: u64) -> Self {
+        self.session_secs = secs.max(60);
+        self
+    }
+
+    /// The longest a session lasts, in seconds.
+    pub fn session_secs(&self) -> u64 {
+        self.session_secs
+    }
+
     /// Whether `password` matches `phc` (or, with `None`, takes as long as if it
     /// were checked, and is false). Runs on the password workers, bounded.
     pub async fn check_password(&self, phc: Option<&str>, password: &str) -> Result<bool, ApiError> {
@@ -177,7 +215,8 @@ impl Auth {
     /// The PHC string of `password`, computed on the password workers, bounded.
     pub async fn hash_password(&self, password: &str) -> Result<String, ApiError> {
         let password = zeroize::Zeroizing::new(password.to_owned());
-        self.bounded(move || password::hash(&password))
+        let cost = self.cost;
+        self.bounded(move || password::hash_with(cost, &password))
             .await?
             .map_err(|_| ApiError::Internal)
     }

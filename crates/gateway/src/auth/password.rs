@@ -8,28 +8,92 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use zeroize::Zeroizing;
 
-/// Memory cost in KiB.
+/// Memory cost in KiB: the least accepted.
 pub const MEMORY_KIB: u32 = 19_456;
-/// Passes.
+/// Passes: the least accepted.
 pub const ITERATIONS: u32 = 2;
 /// Lanes.
 pub const PARALLELISM: u32 = 1;
 
-fn hasher() -> Result<Argon2<'static>, argon2::Error> {
-    let params = Params::new(MEMORY_KIB, ITERATIONS, PARALLELISM, None)?;
-    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+/// Argon2id parameters: at least OWASP's minimum, configurable upward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cost {
+    memory_kib: u32,
+    iterations: u32,
+    parallelism: u32,
 }
 
-/// The PHC string of `password` under a fresh random salt.
+impl Cost {
+    /// OWASP's minimum for Argon2id: m = 19456 KiB, t = 2, p = 1.
+    pub const MINIMUM: Cost = Cost {
+        memory_kib: MEMORY_KIB,
+        iterations: ITERATIONS,
+        parallelism: PARALLELISM,
+    };
+
+    /// These parameters, refused when any is below [`Cost::MINIMUM`] (or absurd:
+    /// more than 4 GiB, 64 passes or 16 lanes).
+    pub fn new(memory_kib: u32, iterations: u32, parallelism: u32) -> Result<Self, String> {
+        if memory_kib < MEMORY_KIB || iterations < ITERATIONS || parallelism < PARALLELISM {
+            return Err(format!(
+                "Argon2id parameters below the minimum (m={MEMORY_KIB} KiB, t={ITERATIONS}, p={PARALLELISM}) are refused"
+            ));
+        }
+        if memory_kib > 4 << 20 || iterations > 64 || parallelism > 16 {
+            return Err("Argon2id parameters: at most m=4194304 KiB, t=64, p=16".into());
+        }
+        Ok(Self {
+            memory_kib,
+            iterations,
+            parallelism,
+        })
+    }
+
+    /// Memory in KiB.
+    pub fn memory_kib(&self) -> u32 {
+        self.memory_kib
+    }
+
+    fn hasher(&self) -> Result<Argon2<'static>, argon2::Error> {
+        let params = Params::new(self.memory_kib, self.iterations, self.parallelism, None)?;
+        Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+    }
+}
+
+impl Default for Cost {
+    fn default() -> Self {
+        Cost::MINIMUM
+    }
+}
+
+/// The PHC string of `password` under a fresh random salt, at the minimum cost.
 pub fn hash(password: &str) -> Result<String, String> {
+    hash_with(Cost::MINIMUM, password)
+}
+
+/// The PHC string of `password` under a fresh random salt, at `cost`.
+pub fn hash_with(cost: Cost, password: &str) -> Result<String, String> {
     let mut salt = [0u8; 16];
     getrandom::getrandom(&mut salt).map_err(|e| e.to_string())?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
-    let hasher = hasher().map_err(|e| e.to_string())?;
+    let hasher = cost.hasher().map_err(|e| e.to_string())?;
     hasher
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| e.to_string())
+}
+
+/// A PHC string that no password matches (random salt and random output), for an
+/// account that signs in only through single sign-on. Costs nothing to make.
+pub fn unusable() -> Result<String, String> {
+    let mut bytes = [0u8; 48];
+    getrandom::getrandom(&mut bytes).map_err(|e| e.to_string())?;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD_NO_PAD.encode(b);
+    Ok(format!(
+        "$argon2id$v=19$m={MEMORY_KIB},t={ITERATIONS},p={PARALLELISM}${}${}",
+        b64(&bytes[..16]),
+        b64(&bytes[16..])
+    ))
 }
 
 /// Whether `password` matches the PHC string `phc` (only Argon2id is accepted).
@@ -45,9 +109,9 @@ pub fn verify(phc: &str, password: &str) -> bool {
         .is_ok()
 }
 
-/// Whether `phc` was computed with weaker parameters than these, so it should be
+/// Whether `phc` was computed with weaker parameters than `cost`, so it should be
 /// computed again (the next time the password is known, at a successful login).
-pub fn needs_rehash(phc: &str) -> bool {
+pub fn needs_rehash(phc: &str, cost: Cost) -> bool {
     let Ok(parsed) = PasswordHash::new(phc) else {
         return true;
     };
@@ -55,9 +119,9 @@ pub fn needs_rehash(phc: &str) -> bool {
         return true;
     };
     parsed.algorithm != Algorithm::Argon2id.ident()
-        || params.m_cost() < MEMORY_KIB
-        || params.t_cost() < ITERATIONS
-        || params.p_cost() < PARALLELISM
+        || params.m_cost() < cost.memory_kib
+        || params.t_cost() < cost.iterations
+        || params.p_cost() < cost.parallelism
 }
 
 /// The shortest password accepted.
@@ -213,7 +277,7 @@ mod tests {
     #[test]
     fn weaker_hashes_are_flagged_for_rehashing() {
         let strong = hash("correct horse battery staple").unwrap();
-        assert!(!needs_rehash(&strong));
+        assert!(!needs_rehash(&strong, Cost::MINIMUM));
         let weak = Argon2::new(
             Algorithm::Argon2id,
             Version::V0x13,
@@ -222,8 +286,35 @@ mod tests {
         .hash_password(b"pw", &SaltString::encode_b64(&[7; 16]).unwrap())
         .unwrap()
         .to_string();
-        assert!(needs_rehash(&weak));
-        assert!(needs_rehash("garbage"));
+        assert!(needs_rehash(&weak, Cost::MINIMUM));
+        assert!(needs_rehash("garbage", Cost::MINIMUM));
+        // Raising the configured cost flags what the old cost made.
+        let raised = Cost::new(32_768, 3, 1).unwrap();
+        assert!(needs_rehash(&strong, raised));
+        let rehashed = hash_with(raised, "correct horse battery staple").unwrap();
+        assert!(
+            rehashed.starts_with("$argon2id$v=19$m=32768,t=3,p=1$"),
+            "{rehashed}"
+        );
+        assert!(!needs_rehash(&rehashed, raised));
+        assert!(verify(&rehashed, "correct horse battery staple"));
+    }
+
+    #[test]
+    fn costs_below_the_minimum_are_refused() {
+        assert!(Cost::new(19_455, 2, 1).is_err());
+        assert!(Cost::new(19_456, 1, 1).is_err());
+        assert!(Cost::new(19_456, 2, 0).is_err());
+        assert_eq!(Cost::new(19_456, 2, 1), Ok(Cost::MINIMUM));
+    }
+
+    #[test]
+    fn an_unusable_hash_is_well_formed_and_matches_nothing() {
+        let phc = unusable().unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(PasswordHash::new(&phc).is_ok());
+        assert!(!verify(&phc, ""));
+        assert_ne!(phc, unusable().unwrap());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use vellum_archive::error::AccountError;
-use vellum_archive::ports::{BlobStore, DeviceStore, NewAccount, Role};
+use vellum_archive::ports::{BlobStore, DeviceStore, NewAccount, Role, valid_username};
 use vellum_protocol::ids::{DeviceId, RecordId, UnixMillis};
 
 use super::auth::{PeopleStore, audit};
@@ -77,13 +77,6 @@ pub(super) struct OneTimePassword {
     username: String,
     /// To be changed at first sign-in (POST /v1/auth/password).
     one_time_password: String,
-}
-
-fn valid_username(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._@-".contains(&b))
 }
 
 /// `POST /v1/admin/accounts`: creates an account with a one-time password.
@@ -226,6 +219,26 @@ pub(super) async fn enable<L: PeopleStore + DeviceStore, B: BlobStore>(
 ) -> Result<StatusCode, ApiError> {
     let id = other_account(&state, &admin, &username).await?;
     admin::apply(state.archive(), &admin.id_text(), &id, AdminChange::Enable).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/admin/accounts/{username}/reset-mfa`: removes the account's second
+/// factor and recovery codes (a lost phone) and ends its sessions; an auditor or
+/// approver enrolls a new one at their next sign-in.
+#[utoipa::path(post, path = "/v1/admin/accounts/{username}/reset-mfa", tag = "admin",
+    params(("username" = String, Path, description = "The account.")),
+    security(("access_token" = [])), responses(
+    (status = 204, description = "Second factor removed; its sessions ended."),
+    (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Not an administrator, or the caller's own account.", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No such account.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn reset_mfa<L: PeopleStore + DeviceStore, B: BlobStore>(
+    state: State<L, B>,
+    Extension(admin): Extension<Person>,
+    Path(username): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = other_account(&state, &admin, &username).await?;
+    admin::apply(state.archive(), &admin.id_text(), &id, AdminChange::ResetMfa).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

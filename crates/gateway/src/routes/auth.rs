@@ -120,7 +120,7 @@ pub(super) async fn login<L: PeopleStore, B: BlobStore>(
     store
         .update_account(&account.account_id, AccountChange::LoginSucceeded)
         .await?;
-    if password::needs_rehash(&account.password_phc) {
+    if password::needs_rehash(&account.password_phc, state.auth().password_cost()) {
         let phc = state.auth().hash_password(&request.password).await?;
         store
             .update_account(
@@ -311,7 +311,7 @@ fn new_recovery_code() -> Result<Zeroizing<String>, ApiError> {
     Ok(Zeroizing::new(groups.join("-")))
 }
 
-async fn start_session<L: PeopleStore, B: BlobStore>(
+pub(super) async fn start_session<L: PeopleStore, B: BlobStore>(
     state: &State<L, B>,
     account: &Account,
     scope: Scope,
@@ -323,6 +323,7 @@ async fn start_session<L: PeopleStore, B: BlobStore>(
     let now = crate::now_ms();
     let (refresh, refresh_hash) = new_secret()?;
     let expires = UnixMillis(now + auth.refresh_secs() * 1000);
+    let ends = UnixMillis(now + auth.session_secs() * 1000);
     store
         .start_session(
             &session,
@@ -330,6 +331,7 @@ async fn start_session<L: PeopleStore, B: BlobStore>(
             &refresh_hash,
             UnixMillis(now),
             expires,
+            ends,
         )
         .await?;
     let access = auth

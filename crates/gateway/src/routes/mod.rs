@@ -12,6 +12,7 @@ mod devices;
 mod health;
 mod keyring;
 mod log;
+mod oidc;
 mod records;
 
 use std::sync::Arc;
@@ -56,6 +57,9 @@ pub use records::RECORD_MEDIA_TYPE;
         admin::disable,
         admin::enable,
         admin::reset_password,
+        admin::reset_mfa,
+        oidc::start,
+        oidc::callback,
         admin::revoke_device,
         records::capture,
         keyring::current,
@@ -132,6 +136,12 @@ where
             "/v1/admin/accounts/{username}/reset-password",
             post(admin::reset_password::<L, B>),
         )
+        .route(
+            "/v1/admin/accounts/{username}/reset-mfa",
+            post(admin::reset_mfa::<L, B>),
+        )
+        .route("/v1/auth/oidc/start", get(oidc::start::<L, B>))
+        .route("/v1/auth/oidc/callback", get(oidc::callback::<L, B>))
         .route(
             "/v1/admin/devices/{device_id}/revoke",
             post(admin::revoke_device::<L, B>),
@@ -211,6 +221,9 @@ pub const POLICIES: &[(&str, &str, Access)] = &[
     ("POST", "/v1/admin/accounts/{username}/disable", ADMIN),
     ("POST", "/v1/admin/accounts/{username}/enable", ADMIN),
     ("POST", "/v1/admin/accounts/{username}/reset-password", ADMIN),
+    ("POST", "/v1/admin/accounts/{username}/reset-mfa", ADMIN),
+    ("GET", "/v1/auth/oidc/start", Access::Public),
+    ("GET", "/v1/auth/oidc/callback", Access::Public),
     ("POST", "/v1/admin/devices/{device_id}/revoke", ADMIN),
 ];
 

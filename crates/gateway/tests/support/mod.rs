@@ -75,6 +75,14 @@ pub async fn fixture_limited(limit: usize) -> Fixture {
 
 /// A fixture whose gateway holds requests to `limits`.
 pub async fn fixture_with(limits: vellum_gateway::Limits) -> Fixture {
+    fixture_built(limits, |g| g).await
+}
+
+/// A fixture whose gateway `customize` finishes.
+pub async fn fixture_built(
+    limits: vellum_gateway::Limits,
+    customize: impl FnOnce(Gateway<SqliteStore, LocalBlobStore>) -> Gateway<SqliteStore, LocalBlobStore>,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("meta.db").display());
     let log = SqliteStore::open(&url).await.unwrap();
@@ -82,7 +90,7 @@ pub async fn fixture_with(limits: vellum_gateway::Limits) -> Fixture {
     let signer = generate_note_signer("test.vellum.invalid").unwrap();
     let log_key = signer.verifier();
     let (org, keyring) = keyring();
-    let gateway = Arc::new(
+    let gateway = Arc::new(customize(
         Gateway::new(
             Archive::open(log, blobs, signer).await.unwrap(),
             keyring,
@@ -94,7 +102,7 @@ pub async fn fixture_with(limits: vellum_gateway::Limits) -> Fixture {
         .with_limits(limits)
         // …and more often than the per-address and per-account limits allow.
         .with_login_limits(1000, 1000),
-    );
+    ));
     Fixture {
         _dir: dir,
         app: router(gateway.clone()),

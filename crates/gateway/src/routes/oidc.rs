@@ -1,0 +1,173 @@
+//! Single sign-on: the two steps of the OpenID Connect authorization code flow with
+//! PKCE (the protocol is in `auth::oidc`). The callback maps the provider's claims to
+//! a local account, creating it at first sign-in, and starts a session as a password
+//! sign-in would.
+
+use axum::Json;
+use axum::extract::Query;
+use axum::extract::rejection::QueryRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use vellum_archive::ports::{AccountChange, BlobStore, NewAccount};
+use vellum_protocol::ids::{RecordId, UnixMillis};
+
+use super::auth::{PeopleStore, Tokens, audit, needs_mfa, start_session};
+use crate::State;
+use crate::auth::jwt::Scope;
+use crate::auth::oidc::{COOKIE, Callback, FLOW_SECS, Oidc, OidcError};
+use crate::auth::password;
+use crate::problem::{ApiError, Problem};
+
+/// Who creates accounts and changes roles on a provider's word, in the audit trail.
+const ACTOR: &str = "oidc";
+
+fn provider<L: PeopleStore, B: BlobStore>(state: &State<L, B>) -> Result<&Oidc, ApiError> {
+    state
+        .oidc()
+        .ok_or_else(|| ApiError::NotFound("single sign-on is not configured".into()))
+}
+
+impl From<OidcError> for ApiError {
+    fn from(e: OidcError) -> Self {
+        match e {
+            OidcError::State => ApiError::BadRequest(e.to_string()),
+            OidcError::Provider(_) => {
+                tracing::warn!(error = %e, "single sign-on");
+                ApiError::Unavailable
+            }
+            OidcError::Refused(_) => ApiError::Unauthorized(e.to_string()),
+            OidcError::NoRole(_) => ApiError::Forbidden(e.to_string()),
+        }
+    }
+}
+
+fn cookie(oidc: &Oidc, value: &str, max_age: u64) -> Result<HeaderValue, ApiError> {
+    let secure = if oidc.secure_cookie() { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={value}; Path=/v1/auth/oidc; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
+    ))
+    .map_err(|_| ApiError::Internal)
+}
+
+fn flow_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+}
+
+/// `GET /v1/auth/oidc/start`: sends the browser to the identity provider.
+#[utoipa::path(get, path = "/v1/auth/oidc/start", tag = "people", responses(
+    (status = 303, description = "To the identity provider (Location); sets a short-lived, signed sign-in cookie."),
+    (status = 404, description = "Single sign-on is not configured.", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "The identity provider cannot be reached.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn start<L: PeopleStore, B: BlobStore>(state: State<L, B>) -> Result<Response, ApiError> {
+    let oidc = provider(&state)?;
+    let (location, value) = oidc.start(crate::now_ms() / 1000).await?;
+    let mut answer = StatusCode::SEE_OTHER.into_response();
+    let headers = answer.headers_mut();
+    headers.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).map_err(|_| ApiError::Internal)?,
+    );
+    headers.insert(header::SET_COOKIE, cookie(oidc, &value, FLOW_SECS)?);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(answer)
+}
+
+/// `GET /v1/auth/oidc/callback`: where the identity provider sends the browser back;
+/// answers with tokens as a password sign-in does.
+#[utoipa::path(get, path = "/v1/auth/oidc/callback", tag = "people", params(Callback), responses(
+    (status = 200, description = "Signed in.", body = Tokens),
+    (status = 400, description = "The sign-in state is missing, expired or does not match.", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = "The provider refused, its ID token did not verify, or the account is disabled.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "The claims give no role here (or several), or the role needs a second factor the provider did not report.", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "Single sign-on is not configured.", body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "Too many attempts from this address or for this account.", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "The identity provider cannot be reached.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn callback<L: PeopleStore, B: BlobStore>(
+    state: State<L, B>,
+    peer: crate::server::Peer,
+    headers: HeaderMap,
+    query: Result<Query<Callback>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let oidc = provider(&state)?;
+    let Query(callback) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let identity = oidc
+        .finish(flow_cookie(&headers), &callback, crate::now_ms() / 1000)
+        .await?;
+    state.login_limits().check(peer.ip(), &identity.username)?;
+    let store = state.archive().log_store();
+    let now = UnixMillis(crate::now_ms());
+    let account = match store.account_by_username(&identity.username).await? {
+        Some(account) => account,
+        None => {
+            let new = NewAccount {
+                account_id: *RecordId::new_v7(now.0).as_bytes(),
+                username: identity.username.clone(),
+                role: identity.role,
+                password_phc: password::unusable().map_err(|_| ApiError::Internal)?,
+                must_change_password: false,
+            };
+            // A racing first sign-in of the same person created it: use that one.
+            if let Err(e) = store.create_account(&new, now).await {
+                tracing::info!(error = %e, "single sign-on account created meanwhile");
+            } else {
+                let detail = serde_json::json!({ "role": identity.role.as_str(), "via": "oidc" });
+                audit(
+                    state.archive(),
+                    ACTOR,
+                    "account.create",
+                    &hex::encode(new.account_id),
+                    detail,
+                )
+                .await?;
+            }
+            store
+                .account_by_username(&identity.username)
+                .await?
+                .ok_or(ApiError::Internal)?
+        }
+    };
+    let subject = hex::encode(account.account_id);
+    let refuse = async |reason: &str| -> Result<(), ApiError> {
+        let detail = serde_json::json!({ "reason": reason, "via": "oidc" });
+        audit(state.archive(), "-", "login.failed", &subject, detail).await
+    };
+    if account.disabled_at.is_some() {
+        refuse("account disabled").await?;
+        return Err(ApiError::Unauthorized("this account is disabled".into()));
+    }
+    if needs_mfa(identity.role) && !identity.second_factor {
+        refuse("no second factor at the identity provider").await?;
+        return Err(ApiError::Forbidden(format!(
+            "the {} role needs a second factor, and the identity provider did not report one (amr)",
+            identity.role.as_str()
+        )));
+    }
+    if account.role != identity.role {
+        // The provider's groups are the source of truth for people who sign in here.
+        store
+            .update_account(&account.account_id, AccountChange::Role(identity.role))
+            .await?;
+        let detail = serde_json::json!({ "role": identity.role.as_str(), "via": "oidc" });
+        audit(state.archive(), ACTOR, "account.role", &subject, detail).await?;
+    }
+    store
+        .update_account(&account.account_id, AccountChange::LoginSucceeded)
+        .await?;
+    let account = vellum_archive::ports::Account {
+        role: identity.role,
+        ..account
+    };
+    let tokens = start_session(&state, &account, Scope::Full).await?;
+    let detail = serde_json::json!({ "scope": Scope::Full, "via": "oidc" });
+    audit(state.archive(), &subject, "login", &subject, detail).await?;
+    let mut answer = Json(tokens).into_response();
+    let headers = answer.headers_mut();
+    headers.insert(header::SET_COOKIE, cookie(oidc, "", 0)?);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(answer)
+}
