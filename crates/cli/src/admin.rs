@@ -1,7 +1,8 @@
 //! `vellum admin user …`: account administration directly on a deployment's
-//! database, for the first administrator, a lost last administrator, or scripts run
-//! while the gateway is stopped. Each change is audited as done by `local-admin`.
-//! (The same operations exist over the API for a signed-in administrator.)
+//! database (`--config`), for the first administrator, a lost last administrator, or
+//! scripts run while the gateway is stopped; each change is audited as done by
+//! `local-admin`. With `--gateway URL`, the same commands go through a running
+//! gateway's API instead (`admin_api`).
 
 use std::path::PathBuf;
 
@@ -26,11 +27,34 @@ pub(crate) enum AdminCommand {
     User(UserCommand),
 }
 
+/// Where the accounts are: a deployment's database, or a running gateway's API.
 #[derive(Debug, Args)]
+#[group(skip)]
 pub(crate) struct Deployment {
-    /// The gateway's configuration file (its database is used directly).
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
+    /// The gateway's configuration file: work on its database directly (also while
+    /// the gateway is stopped); changes are audited as `local-admin`.
+    #[arg(long, value_name = "FILE", conflicts_with = "gateway")]
+    config: Option<PathBuf>,
+    /// A running gateway's URL: work through its API, signed in as an administrator
+    /// (changes are audited as that administrator).
+    #[arg(long, value_name = "URL", requires = "as_user")]
+    gateway: Option<String>,
+    /// The administrator to sign in as, with --gateway.
+    #[arg(
+        long = "as",
+        id = "as_user",
+        value_name = "NAME",
+        requires = "gateway",
+        env = "VELLUM_ADMIN_USER"
+    )]
+    as_user: Option<String>,
+    /// A file (mode 0600) holding that administrator's password; without it, the
+    /// password is read from standard input (a pipe, never a terminal).
+    #[arg(long, value_name = "FILE", requires = "gateway")]
+    password_file: Option<PathBuf>,
+    /// A current TOTP code, when that administrator has a second factor.
+    #[arg(long, value_name = "CODE", requires = "gateway")]
+    totp: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,11 +133,25 @@ pub(crate) fn run(command: &AdminCommand) -> Result<(), CliError> {
         | UserCommand::ResetMfa { deployment, .. }
         | UserCommand::SetRole { deployment, .. } => deployment,
     };
-    let config = Config::load(&deployment.config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(fail)?;
+    let Some(config) = &deployment.config else {
+        if deployment.gateway.is_none() {
+            return Err(fail(
+                "say where the accounts are: --config FILE (the database) or --gateway URL --as NAME (the API)",
+            ));
+        }
+        let remote = crate::admin_api::Remote {
+            url: deployment.gateway.as_deref().unwrap_or_default(),
+            username: deployment.as_user.as_deref().unwrap_or_default(),
+            password_file: deployment.password_file.as_deref(),
+            totp: deployment.totp.as_deref(),
+        };
+        return runtime.block_on(crate::admin_api::run(&remote, user));
+    };
+    let config = Config::load(config)?;
     let log_key = config.log_signer()?;
     let cost = config.password_cost()?;
     runtime.block_on(async {

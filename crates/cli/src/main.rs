@@ -6,6 +6,7 @@
 //! end-to-end `demo`.
 
 mod admin;
+mod admin_api;
 mod bench;
 mod bench_flood;
 mod capture;
@@ -62,7 +63,7 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
     },
-    /// Administration directly on a deployment's database.
+    /// Account administration, on a deployment's database or through a running gateway.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
     /// Capture client: enroll a device, send messages, show the spool.

@@ -452,7 +452,7 @@ fn refuse_shared(path: &Path) -> Result<(), CliError> {
 }
 
 /// A secret read from a file: trimmed, and the file must not be readable by others.
-fn secret_file(path: &Path) -> Result<Zeroizing<String>, CliError> {
+pub(crate) fn secret_file(path: &Path) -> Result<Zeroizing<String>, CliError> {
     refuse_shared(path)?;
     let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| CliError::io(path, "read", &e))?);
     Ok(Zeroizing::new(text.trim().to_owned()))

@@ -631,5 +631,59 @@ fn the_first_administrator_signs_in_over_http_and_accounts_are_managed_on_the_da
     assert_eq!(login_over_http(port, "alice", &alice_password).0, 401);
     assert_eq!(admin(&["enable", "alice"]).code, 0);
     assert_eq!(login_over_http(port, "alice", &alice_password).0, 403);
+
+    // The same commands through the running gateway's API, signed in as the admin
+    // (each one signs in: ten a minute per account is the default limit).
+    let secret = dir.join("admin-password");
+    std::fs::write(&secret, "a passphrase for the first operator\n").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let remote = |args: &[&str], stdin: &[u8]| {
+        let mut all = vec!["admin", "user"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--gateway", &url, "--as", "admin"]);
+        vellum(dir, &all, stdin)
+    };
+    let with_file = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--password-file", secret.to_str().unwrap()]);
+        remote(&all, b"")
+    };
+    let added = with_file(&["add", "carol", "--role", "approver"]);
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    let carol_password = one_time_password_in(&added.stdout_text());
+    assert_eq!(
+        login_over_http(port, "carol", &carol_password).0,
+        403,
+        "must change it first"
+    );
+    let taken = with_file(&["add", "carol", "--role", "approver"]);
+    assert_eq!(taken.code, 7, "a taken name: {}", taken.stderr);
+    // The password may come on standard input instead of a file.
+    let listed = remote(&["list"], b"a passphrase for the first operator\n");
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert!(
+        listed
+            .stdout_text()
+            .lines()
+            .any(|l| l.starts_with("carol") && l.contains("approver")),
+        "{}",
+        listed.stdout_text()
+    );
+    assert_eq!(with_file(&["set-role", "carol", "auditor"]).code, 0);
+    assert_eq!(with_file(&["disable", "carol"]).code, 0);
+    assert_eq!(login_over_http(port, "carol", &carol_password).0, 401);
+    assert_eq!(with_file(&["enable", "carol"]).code, 0);
+    let reset = with_file(&["reset-password", "carol"]);
+    assert_eq!(reset.code, 0, "{}", reset.stderr);
+    assert_ne!(one_time_password_in(&reset.stdout_text()), carol_password);
+    // The gateway's rules hold: no administrator changes their own account this way,
+    // and a wrong password gets nowhere.
+    let own = with_file(&["disable", "admin"]);
+    assert_ne!(own.code, 0);
+    assert!(own.stderr.contains("403"), "{}", own.stderr);
+    let wrong = remote(&["list"], b"not the password\n");
+    assert_ne!(wrong.code, 0);
+    assert!(wrong.stderr.contains("401"), "{}", wrong.stderr);
     gateway.stop();
 }

@@ -1,0 +1,231 @@
+//! `vellum admin user … --gateway URL`: the same account administration through a
+//! running gateway's API, signed in as an administrator. Every change is then audited
+//! as that administrator's, and the gateway's rules apply (nobody changes their own
+//! account this way).
+
+use std::io::{BufRead as _, IsTerminal as _};
+use std::path::Path;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use crate::admin::UserCommand;
+use crate::error::{CliError, Kind};
+
+fn fail(e: impl std::fmt::Display) -> CliError {
+    CliError::new(Kind::Other, format!("admin: {e}"))
+}
+
+/// How often a call answered 503 is tried again.
+const RETRIES: u32 = 5;
+
+/// Where to sign in, and as whom.
+pub(crate) struct Remote<'a> {
+    pub(crate) url: &'a str,
+    pub(crate) username: &'a str,
+    pub(crate) password_file: Option<&'a Path>,
+    pub(crate) totp: Option<&'a str>,
+}
+
+/// A signed-in administrator's session with a gateway.
+struct Session {
+    http: reqwest::Client,
+    base: String,
+    access: Zeroizing<String>,
+}
+
+/// The administrator's password: from the file, or one line of standard input (never
+/// typed at a terminal, where it would be echoed).
+fn password(file: Option<&Path>) -> Result<Zeroizing<String>, CliError> {
+    if let Some(file) = file {
+        return crate::serve::secret_file(file);
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return Err(fail(
+            "give the administrator's password with --password-file FILE, or on standard input from a pipe",
+        ));
+    }
+    let mut line = Zeroizing::new(String::new());
+    stdin.lock().read_line(&mut line).map_err(fail)?;
+    Ok(Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned()))
+}
+
+/// The problem's detail, or the status, as an error of the right kind.
+fn refused(status: StatusCode, body: &str) -> CliError {
+    let detail = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|p| {
+            p.get("detail")
+                .or_else(|| p.get("title"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| status.to_string());
+    let kind = match status {
+        StatusCode::NOT_FOUND => Kind::NotFound,
+        StatusCode::CONFLICT => Kind::Exists,
+        _ => Kind::Other,
+    };
+    CliError::new(
+        kind,
+        format!("admin: the gateway refused ({}): {detail}", status.as_u16()),
+    )
+}
+
+impl Session {
+    async fn open(remote: &Remote<'_>) -> Result<Self, CliError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(fail)?;
+        let base = remote.url.trim_end_matches('/').to_owned();
+        if !base.starts_with("https://") && !base.starts_with("http://") {
+            return Err(fail("--gateway is an http:// or https:// URL"));
+        }
+        let password = password(remote.password_file)?;
+        let mut login = json!({ "username": remote.username, "password": password.as_str() });
+        if let Some(code) = remote.totp {
+            login["totp"] = json!(code);
+        }
+        let body = Zeroizing::new(login.to_string());
+        let mut session = Session {
+            http,
+            base,
+            access: Zeroizing::new(String::new()),
+        };
+        let tokens = session
+            .call(Method::POST, "/v1/auth/login", Some(body.as_str()))
+            .await?;
+        if tokens["scope"] != "full" {
+            return Err(fail(
+                "this account must set up a second factor first (sign in to the portal)",
+            ));
+        }
+        session.access = Zeroizing::new(
+            tokens["access_token"]
+                .as_str()
+                .ok_or_else(|| fail("the gateway sent no access token"))?
+                .to_owned(),
+        );
+        Ok(session)
+    }
+
+    /// One API call. A 503 (the gateway's password work is rationed, so sign-ins and
+    /// new passwords may have to wait their turn) is retried after its Retry-After.
+    async fn call(&self, method: Method, path: &str, body: Option<&str>) -> Result<Value, CliError> {
+        let mut attempts = 0;
+        loop {
+            let mut request = self.http.request(method.clone(), format!("{}{path}", self.base));
+            if !self.access.is_empty() {
+                request = request.bearer_auth(self.access.as_str());
+            }
+            if let Some(body) = body {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.to_owned());
+            }
+            let answer = request
+                .send()
+                .await
+                .map_err(|e| fail(format!("cannot reach the gateway: {}", e.without_url())))?;
+            let status = answer.status();
+            let wait = answer
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .unwrap_or(1)
+                .clamp(1, 5);
+            let text = answer.text().await.map_err(fail)?;
+            if status == StatusCode::SERVICE_UNAVAILABLE && attempts < RETRIES {
+                attempts += 1;
+                tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+                continue;
+            }
+            if !status.is_success() {
+                return Err(refused(status, &text));
+            }
+            return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
+        }
+    }
+
+    /// Ends the session (its refresh token, if any, dies with it).
+    async fn close(self) {
+        let _ = self.call(Method::POST, "/v1/auth/logout", Some("{}")).await;
+    }
+}
+
+fn account_path(username: &str, action: &str) -> String {
+    let name: String = form_urlencoded::byte_serialize(username.as_bytes()).collect();
+    format!("/v1/admin/accounts/{name}/{action}")
+}
+
+/// Runs `command` through the gateway at `remote`.
+pub(crate) async fn run(remote: &Remote<'_>, command: &UserCommand) -> Result<(), CliError> {
+    let session = Session::open(remote).await?;
+    let done = user_command(&session, command).await;
+    session.close().await;
+    done
+}
+
+async fn user_command(session: &Session, command: &UserCommand) -> Result<(), CliError> {
+    let post = |path: String| async move { session.call(Method::POST, &path, Some("{}")).await };
+    match command {
+        UserCommand::Add { username, role, .. } => {
+            let body = json!({ "username": username, "role": role }).to_string();
+            let created = session
+                .call(Method::POST, "/v1/admin/accounts", Some(&body))
+                .await?;
+            println!("created {username} ({role}); one-time password, shown only now:");
+            println!("  {}", created["one_time_password"].as_str().unwrap_or_default());
+        }
+        UserCommand::List { .. } => {
+            let listing = session.call(Method::GET, "/v1/admin/accounts", None).await?;
+            for a in listing.as_array().into_iter().flatten() {
+                let mut flags = Vec::new();
+                for (field, flag) in [
+                    ("disabled", "disabled"),
+                    ("must_change_password", "must-change-password"),
+                    ("totp_enabled", "totp"),
+                ] {
+                    if a[field].as_bool() == Some(true) {
+                        flags.push(flag);
+                    }
+                }
+                println!(
+                    "{:<24} {:<9} {}",
+                    a["username"].as_str().unwrap_or_default(),
+                    a["role"].as_str().unwrap_or_default(),
+                    flags.join(",")
+                );
+            }
+        }
+        UserCommand::Disable { username, .. } => {
+            post(account_path(username, "disable")).await?;
+            println!("disabled {username}; its sessions ended");
+        }
+        UserCommand::Enable { username, .. } => {
+            post(account_path(username, "enable")).await?;
+            println!("enabled {username}");
+        }
+        UserCommand::ResetPassword { username, .. } => {
+            let reset = post(account_path(username, "reset-password")).await?;
+            println!("reset {username}; one-time password, shown only now:");
+            println!("  {}", reset["one_time_password"].as_str().unwrap_or_default());
+        }
+        UserCommand::ResetMfa { username, .. } => {
+            post(account_path(username, "reset-mfa")).await?;
+            println!("removed the second factor of {username}; its sessions ended");
+        }
+        UserCommand::SetRole { username, role, .. } => {
+            let body = json!({ "role": role }).to_string();
+            session
+                .call(Method::POST, &account_path(username, "role"), Some(&body))
+                .await?;
+            println!("{username} is now {role}");
+        }
+    }
+    Ok(())
+}
