@@ -35,6 +35,10 @@ pub(crate) struct Config {
     /// Address to listen on.
     #[serde(default = "default_listen")]
     pub(crate) listen: SocketAddr,
+    /// Proxies (addresses or networks) in front of the gateway whose
+    /// `X-Forwarded-For` names the client; empty: the header is ignored.
+    #[serde(default)]
+    pub(crate) trusted_proxies: Vec<String>,
     /// File holding the log signing key (a note signer key, mode 0600).
     pub(crate) log_key_file: PathBuf,
     /// The organisation's public (verifier) key: the keyring must be signed by it.
@@ -619,6 +623,8 @@ where
     let epoch = keyring.statement().epoch;
     let archive = Archive::open(log, blobs, log_key).await.map_err(fail)?;
     let people = people_settings(config, limits.queue_timeout)?;
+    let proxies = vellum_gateway::server::TrustedProxies::parse(&config.trusted_proxies)
+        .map_err(|e| fail(format!("trusted_proxies: {e}")))?;
     let mut gateway = Gateway::new(archive, keyring, people.auth)
         .with_limits(limits)
         .with_login_limits(people.per_address, people.per_account);
@@ -633,13 +639,11 @@ where
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%address, scheme, epoch = epoch.0, "serving");
     eprintln!("vellum: serving on {scheme}://{address} (keyring epoch {epoch}); Ctrl-C stops");
-    vellum_gateway::server::serve(
-        listener,
-        vellum_gateway::router(gateway.clone()),
-        tls,
-        shutdown_signal(),
-    )
-    .await;
+    let mut app = vellum_gateway::router(gateway.clone());
+    if !proxies.is_empty() {
+        app = vellum_gateway::server::behind_proxies(app, proxies);
+    }
+    vellum_gateway::server::serve(listener, app, tls, shutdown_signal()).await;
     gateway.archive().close().await;
     tracing::info!("stopped");
     Ok(())
@@ -657,5 +661,76 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use super::*;
+
+    /// A configuration in a fresh folder with a token key; `extra` is appended.
+    fn config(extra: &str) -> (tempfile::TempDir, Result<Config, CliError>) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("jwt.key");
+        std::fs::write(&key, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = format!(
+            "log_key_file = \"log.skey\"\norg_key = \"x\"\nkeyring_file = \"keyring.note\"\n\
+             trusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\"]\n\
+             [database]\nurl = \"sqlite://meta.db\"\n[blobs]\nfolder = \"blobs\"\n{extra}"
+        );
+        let path = dir.path().join("vellum.toml");
+        std::fs::write(&path, text).unwrap();
+        let loaded = Config::load(&path);
+        (dir, loaded)
+    }
+
+    const AUTH: &str = "[auth]\njwt_key_file = \"jwt.key\"\n";
+    const OIDC: &str = "[oidc]\nissuer = \"https://idp.agency.example\"\nclient_id = \"vellum\"\n\
+        redirect_uri = \"https://vellum.agency.example/v1/auth/oidc/callback\"\n\
+        [oidc.roles]\n\"records-officers\" = \"approver\"\nauditors = \"auditor\"\n";
+
+    fn people(extra: &str) -> Result<People, CliError> {
+        let (_dir, loaded) = config(extra);
+        people_settings(&loaded?, Duration::from_secs(1))
+    }
+
+    #[test]
+    fn sign_in_settings_are_checked_when_the_gateway_starts() {
+        let ok = people(&format!("{AUTH}{OIDC}")).unwrap();
+        let oidc = ok.oidc.unwrap();
+        assert_eq!(oidc.settings().roles.len(), 2);
+        assert_eq!(oidc.settings().username_claim, "email");
+        assert_eq!(ok.auth.password_cost(), Cost::MINIMUM);
+
+        let raised = people(&format!(
+            "{AUTH}password_memory_kib = 65536\npassword_iterations = 3\n"
+        ))
+        .unwrap();
+        assert_eq!(raised.auth.password_cost(), Cost::new(65_536, 3, 1).unwrap());
+
+        for (bad, says) in [
+            (OIDC.to_owned(), "needs an [auth]"),
+            (format!("{AUTH}password_memory_kib = 4096\n"), "below the minimum"),
+            (format!("{AUTH}session_secs = 60\n"), "session_secs"),
+            (
+                format!("{AUTH}{OIDC}admins = \"root\"\n"),
+                "admin, auditor or approver",
+            ),
+            (
+                format!("{AUTH}{}", OIDC.replace("https://idp", "http://idp")),
+                "https",
+            ),
+        ] {
+            let refused = people(&bad).err().unwrap_or_else(|| panic!("accepted: {bad}"));
+            assert!(refused.to_string().contains(says), "{bad}: {refused}");
+        }
+        let (_dir, unknown) = config("[oidc]\nissuer = \"https://idp\"\nsecret = \"inline\"\n");
+        assert!(
+            unknown.is_err(),
+            "an unknown [oidc] key (an inline secret) was accepted"
+        );
     }
 }

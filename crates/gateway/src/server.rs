@@ -162,6 +162,142 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
     }
 }
 
+/// Proxies whose `X-Forwarded-For` is believed (a TLS terminator or load balancer in
+/// front of the gateway). Behind one, every request's TCP peer is the proxy, so rate
+/// limits per address would put every client in one bucket; with the proxy trusted,
+/// the client is the address it reports. Nobody else's header is believed: a client
+/// cannot choose its own address.
+#[derive(Clone, Debug, Default)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// Trusts these networks (a single address is a network of one).
+    pub fn new(networks: Vec<ipnet::IpNet>) -> Self {
+        Self(networks)
+    }
+
+    /// Parses `203.0.113.7` or `10.0.0.0/8` style entries.
+    pub fn parse(entries: &[String]) -> Result<Self, String> {
+        entries
+            .iter()
+            .map(|e| {
+                e.parse::<ipnet::IpNet>()
+                    .or_else(|_| e.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("{e:?} is not an address or network"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
+    }
+
+    /// Whether no proxy is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client behind `peer`, given the request's `X-Forwarded-For` values: from
+    /// the right, each address a trusted proxy added is believed until one that is
+    /// not a trusted proxy (the client); `peer` itself when it is not trusted. A
+    /// malformed entry ends the walk at the last address believed.
+    pub fn client(&self, peer: std::net::IpAddr, forwarded: &[&str]) -> std::net::IpAddr {
+        let mut client = peer;
+        if !self.trusts(peer) {
+            return peer;
+        }
+        let entries = forwarded.iter().flat_map(|v| v.split(',')).map(str::trim);
+        for entry in entries.collect::<Vec<_>>().into_iter().rev() {
+            let parsed = entry
+                .parse::<std::net::IpAddr>()
+                .or_else(|_| entry.parse::<SocketAddr>().map(|a| a.ip()));
+            let Ok(ip) = parsed else { break };
+            client = ip;
+            if !self.trusts(ip) {
+                break;
+            }
+        }
+        client
+    }
+}
+
+/// `app` with each request's [`Peer`] taken from `X-Forwarded-For` when the request
+/// came through one of `proxies`.
+pub fn behind_proxies(app: Router, proxies: TrustedProxies) -> Router {
+    let proxies = std::sync::Arc::new(proxies);
+    app.layer(axum::middleware::from_fn(
+        move |mut request: axum::extract::Request, next: axum::middleware::Next| {
+            let proxies = proxies.clone();
+            async move {
+                if let Some(peer) = request.extensions().get::<Peer>().copied() {
+                    let forwarded: Vec<&str> = request
+                        .headers()
+                        .get_all("x-forwarded-for")
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                        .collect();
+                    let client = proxies.client(peer.ip(), &forwarded);
+                    request
+                        .extensions_mut()
+                        .insert(Peer(SocketAddr::new(client, peer.0.port())));
+                }
+                next.run(request).await
+            }
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_trusted_proxies_say_who_the_client_is() {
+        let proxies = TrustedProxies::parse(&["10.0.0.0/8".into(), "127.0.0.1".into()]).unwrap();
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        // An untrusted peer's header is ignored.
+        assert_eq!(
+            proxies.client(ip("198.51.100.9"), &["203.0.113.5"]),
+            ip("198.51.100.9")
+        );
+        // Through one trusted proxy.
+        assert_eq!(
+            proxies.client(ip("127.0.0.1"), &["203.0.113.5"]),
+            ip("203.0.113.5")
+        );
+        // A client that sends its own header cannot pick its address: the proxy appends.
+        assert_eq!(
+            proxies.client(ip("127.0.0.1"), &["192.0.2.1, 203.0.113.5"]),
+            ip("203.0.113.5")
+        );
+        // Through a chain of trusted proxies, across header lines.
+        assert_eq!(
+            proxies.client(ip("127.0.0.1"), &["203.0.113.5, 10.1.2.3", "10.9.9.9"]),
+            ip("203.0.113.5")
+        );
+        // No header, or garbage: the proxy itself (or the last address believed).
+        assert_eq!(proxies.client(ip("127.0.0.1"), &[]), ip("127.0.0.1"));
+        assert_eq!(proxies.client(ip("127.0.0.1"), &["nonsense"]), ip("127.0.0.1"));
+        assert_eq!(
+            proxies.client(ip("127.0.0.1"), &["nonsense, 10.0.0.7"]),
+            ip("10.0.0.7")
+        );
+        // Ports and IPv6.
+        assert_eq!(
+            proxies.client(ip("127.0.0.1"), &["[2001:db8::1]:4711"]),
+            ip("2001:db8::1")
+        );
+        assert_eq!(
+            proxies.client(ip("::ffff:127.0.0.1"), &["203.0.113.5"]),
+            ip("203.0.113.5")
+        );
+        assert!(TrustedProxies::parse(&["10.0.0.0/33".into()]).is_err());
+        assert!(TrustedProxies::parse(&["proxy.example".into()]).is_err());
+    }
+}
+
 fn connection<I>(
     io: I,
     app: Router,

@@ -118,3 +118,70 @@ async fn a_capture_without_content_length_is_refused() {
     assert_problem(&send(&f.app, request).await, StatusCode::LENGTH_REQUIRED);
     assert_eq!(f.gateway.archive().log_store().log_size().await.unwrap(), 0);
 }
+
+/// Serves `app` on a loopback port; returns its URL.
+async fn serve_on_loopback(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(vellum_gateway::server::serve(
+        listener,
+        app,
+        None,
+        std::future::pending(),
+    ));
+    url
+}
+
+/// Wrong sign-ins from `forwarded_for` over real HTTP; the statuses.
+async fn sign_ins(url: &str, forwarded_for: &str, count: usize) -> Vec<u16> {
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..count {
+        let answer = client
+            .post(format!("{url}/v1/auth/login"))
+            .header("content-type", "application/json")
+            .header("x-forwarded-for", forwarded_for)
+            .body(r#"{"username":"nobody","password":"wrong wrong wrong"}"#)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(answer.status().as_u16());
+    }
+    statuses
+}
+
+/// Behind a trusted proxy, each client has its own per-address budget; without the
+/// proxy trusted, the header is ignored and everyone shares the proxy's.
+#[tokio::test]
+async fn per_address_limits_follow_a_trusted_proxy_and_ignore_everyone_else() {
+    let limited = |f: Fixture| {
+        drop(f.app);
+        let gateway = std::sync::Arc::try_unwrap(f.gateway)
+            .ok()
+            .unwrap()
+            .with_login_limits(2, 1000);
+        vellum_gateway::router(std::sync::Arc::new(gateway))
+    };
+    let proxies = vellum_gateway::server::TrustedProxies::parse(&["127.0.0.1".into()]).unwrap();
+    let trusted = serve_on_loopback(vellum_gateway::server::behind_proxies(
+        limited(fixture().await),
+        proxies,
+    ))
+    .await;
+    assert_eq!(sign_ins(&trusted, "203.0.113.5", 3).await, [401, 401, 429]);
+    assert_eq!(
+        sign_ins(&trusted, "203.0.113.6", 1).await,
+        [401],
+        "another client has its own budget"
+    );
+    // A client's own header is not believed: the proxy's entry (rightmost) counts.
+    assert_eq!(sign_ins(&trusted, "203.0.113.6, 203.0.113.5", 1).await, [429]);
+
+    let untrusted = serve_on_loopback(limited(fixture().await)).await;
+    assert_eq!(sign_ins(&untrusted, "203.0.113.5", 2).await, [401, 401]);
+    assert_eq!(
+        sign_ins(&untrusted, "203.0.113.6", 1).await,
+        [429],
+        "the header was believed"
+    );
+}
