@@ -249,6 +249,24 @@ pub fn behind_proxies(app: Router, proxies: TrustedProxies) -> Router {
     ))
 }
 
+fn connection<I>(
+    io: I,
+    app: Router,
+    peer: SocketAddr,
+) -> hyper::server::conn::http1::Connection<
+    TokioIo<I>,
+    TowerToHyperService<axum::middleware::AddExtension<Router, Peer>>,
+>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = tower::Layer::layer(&axum::Extension(Peer(peer)), app);
+    hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,22 +314,4 @@ mod tests {
         assert!(TrustedProxies::parse(&["10.0.0.0/33".into()]).is_err());
         assert!(TrustedProxies::parse(&["proxy.example".into()]).is_err());
     }
-}
-
-fn connection<I>(
-    io: I,
-    app: Router,
-    peer: SocketAddr,
-) -> hyper::server::conn::http1::Connection<
-    TokioIo<I>,
-    TowerToHyperService<axum::middleware::AddExtension<Router, Peer>>,
->
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service = tower::Layer::layer(&axum::Extension(Peer(peer)), app);
-    hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
 }
