@@ -228,8 +228,7 @@ impl AuthConfig {
 
 /// The single sign-on provider of `[oidc]`; its sign-in cookies are signed with a key
 /// derived from the access-token key, so every gateway of a deployment shares it.
-fn oidc_settings(config: &OidcConfig, jwt_seed: &[u8; 32]) -> Result<Oidc, CliError> {
-    use hmac::Mac as _;
+fn oidc_settings(config: &OidcConfig, state_key: &[u8; 32]) -> Result<Oidc, CliError> {
     let mut roles = Vec::new();
     for (group, role) in &config.roles {
         let role = vellum_archive::ports::Role::parse(role)
@@ -251,10 +250,7 @@ fn oidc_settings(config: &OidcConfig, jwt_seed: &[u8; 32]) -> Result<Oidc, CliEr
         roles,
         mfa_amr: config.mfa_amr.clone(),
     };
-    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(jwt_seed).map_err(fail)?;
-    mac.update(b"vellum oidc state key v1");
-    let key: [u8; 32] = mac.finalize().into_bytes().into();
-    Oidc::new(settings, key).map_err(|e| fail(format!("[oidc] {e}")))
+    Oidc::new(settings, *state_key).map_err(|e| fail(format!("[oidc] {e}")))
 }
 
 fn default_issuer() -> String {
@@ -352,7 +348,7 @@ fn people_settings(config: &Config, queue_timeout: Duration) -> Result<People, C
     .with_password_cost(auth_config.password_cost()?)
     .map_err(fail)?;
     let oidc = match &config.oidc {
-        Some(oidc) => Some(oidc_settings(oidc, &seed)?),
+        Some(oidc) => Some(oidc_settings(oidc, &auth.jwt().derive_key("oidc-flow"))?),
         None => None,
     };
     Ok(People {

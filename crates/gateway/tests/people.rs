@@ -745,3 +745,54 @@ async fn hashes_are_redone_at_sign_in_when_the_configured_cost_rises() {
     let refused = store.account_by_username("steady").await.unwrap().unwrap();
     assert_eq!(refused.password_phc, after.password_phc);
 }
+
+/// Whoever floods an account with wrong passwords locks it and exhausts its
+/// per-account limit, but its owner, on a device that signed in before, still gets in.
+#[tokio::test]
+async fn a_flood_locks_an_account_but_not_its_owner_on_a_known_device() {
+    let f = fixture_built(Default::default(), |g| g.with_login_limits(1000, 6)).await;
+    add_account(&f, "owner", Role::Admin, false).await;
+    add_account(&f, "other", Role::Admin, false).await;
+    let (status, tokens) = login(&f, "owner", PASSWORD, json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let device = field(&tokens, "known_device");
+    let (_, other) = login(&f, "other", PASSWORD, json!({})).await;
+    let others_device = field(&other, "known_device");
+
+    for _ in 0..5 {
+        let wrong = login(&f, "owner", "a guess that is wrong", json!({})).await;
+        assert_eq!(wrong.0, StatusCode::UNAUTHORIZED);
+    }
+    let store = f.gateway.archive().log_store();
+    let locked = store.account_by_username("owner").await.unwrap().unwrap();
+    assert!(locked.locked_until.is_some_and(|t| t.0 > now_ms()), "not locked");
+    // The per-account budget (6 a minute) is spent: without the device, 429.
+    assert_eq!(
+        login(&f, "owner", PASSWORD, json!({})).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    for refused in [
+        json!({ "known_device": others_device }),
+        json!({ "known_device": format!("{device}A") }),
+        json!({ "known_device": "kd1.AAAA.AAAA" }),
+    ] {
+        assert_eq!(
+            login(&f, "owner", PASSWORD, refused.clone()).await.0,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{refused}"
+        );
+    }
+    // With it: a wrong password is refused but not counted; the right one gets in.
+    let known = json!({ "known_device": device });
+    assert_eq!(
+        login(&f, "owner", "a guess that is wrong", known.clone()).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let after = store.account_by_username("owner").await.unwrap().unwrap();
+    assert_eq!(
+        after.failed_logins, locked.failed_logins,
+        "a known device's failure counted"
+    );
+    let (status, tokens) = login(&f, "owner", PASSWORD, known).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+}

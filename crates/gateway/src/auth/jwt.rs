@@ -77,6 +77,8 @@ pub struct JwtKeys {
     kid: String,
     signing: EncodingKey,
     verifying: HashMap<String, DecodingKey>,
+    /// The root of keys derived from the signing seed (see [`JwtKeys::derive_key`]).
+    derived: Zeroizing<[u8; 32]>,
 }
 
 impl fmt::Debug for JwtKeys {
@@ -87,6 +89,14 @@ impl fmt::Debug for JwtKeys {
             .field("verifying", &self.verifying.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
+}
+
+fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    use hmac::Mac as _;
+    let mut mac = <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(data);
+    mac.finalize().into_bytes().into()
 }
 
 /// The key id of an Ed25519 public key: the first 8 bytes of its SHA-256, hex.
@@ -131,7 +141,14 @@ impl JwtKeys {
             kid,
             signing: EncodingKey::from_ed_der(&pkcs8(seed)),
             verifying,
+            derived: Zeroizing::new(hmac_sha256(seed, b"vellum: keys derived from the token key")),
         })
+    }
+
+    /// A 32-byte key for `purpose`, derived from the signing seed (HMAC-SHA256), so
+    /// every gateway sharing the token key shares it, and a new token key replaces it.
+    pub fn derive_key(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(hmac_sha256(&*self.derived, purpose.as_bytes()))
     }
 
     /// How long tokens live, in seconds.

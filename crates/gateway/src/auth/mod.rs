@@ -34,6 +34,13 @@ pub const DEFAULT_REFRESH_SECS: u64 = 12 * 3600;
 /// How long a session lasts at most by default, however active: 24 hours.
 pub const DEFAULT_SESSION_SECS: u64 = 24 * 3600;
 
+/// How long a known-device token is good: 90 days. A successful password sign-in
+/// gets one; presented at a later sign-in to the same account, it exempts that
+/// attempt from the account's lock and per-account rate limit (never from the
+/// per-address limit or the gateway-wide cap on password work), so whoever floods an
+/// account with wrong passwords cannot lock out its owner on a device they used before.
+pub const KNOWN_DEVICE_SECS: u64 = 90 * 86_400;
+
 /// What the dummy hash (for unknown usernames) is of.
 const DUMMY_PASSWORD: &str = "an unknown account has no password";
 
@@ -121,6 +128,8 @@ pub struct Auth {
     cost: password::Cost,
     /// Verified against when the username is unknown, so that takes as long.
     dummy_phc: String,
+    /// Signs known-device tokens.
+    device_key: zeroize::Zeroizing<[u8; 32]>,
 }
 
 impl Auth {
@@ -135,6 +144,7 @@ impl Auth {
         queue_timeout: Duration,
     ) -> Result<Self, String> {
         Ok(Self {
+            device_key: jwt.derive_key("known-device"),
             jwt,
             refresh_secs,
             session_secs: DEFAULT_SESSION_SECS.max(refresh_secs),
@@ -178,6 +188,48 @@ impl Auth {
         let rate = std::num::NonZeroU32::new(per_second).unwrap_or(std::num::NonZeroU32::MIN);
         self.hash_rate = governor::RateLimiter::direct(governor::Quota::per_second(rate));
         self
+    }
+
+    /// A known-device token for this account (see [`KNOWN_DEVICE_SECS`]), good from
+    /// `now` (Unix seconds): `kd1.` + base64url(account id ‖ expiry u64 BE) + `.` +
+    /// base64url(HMAC-SHA256).
+    pub fn known_device_token(&self, account_id: &[u8; 16], now: u64) -> String {
+        use base64::Engine as _;
+        let mut payload = account_id.to_vec();
+        payload.extend_from_slice(&(now + KNOWN_DEVICE_SECS).to_be_bytes());
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!(
+            "kd1.{}.{}",
+            b64.encode(&payload),
+            b64.encode(self.device_mac(&payload))
+        )
+    }
+
+    /// The account a known-device token vouches for at `now`, if it is genuine and
+    /// current.
+    pub fn known_device(&self, token: &str, now: u64) -> Option<[u8; 16]> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (payload, tag) = token.strip_prefix("kd1.")?.split_once('.')?;
+        let payload = b64.decode(payload).ok()?;
+        let tag = b64.decode(tag).ok()?;
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            &self.device_mac(&payload)[..],
+            &tag[..],
+        )) {
+            return None;
+        }
+        let (account, expiry) = payload.split_first_chunk::<16>()?;
+        let expiry = u64::from_be_bytes(expiry.try_into().ok()?);
+        (expiry > now).then_some(*account)
+    }
+
+    fn device_mac(&self, payload: &[u8]) -> [u8; 32] {
+        use hmac::Mac as _;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&*self.device_key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(payload);
+        mac.finalize().into_bytes().into()
     }
 
     /// The token keys.
@@ -328,14 +380,24 @@ impl LoginLimits {
 
     /// Counts an attempt; 429 with the wait when either limit is reached.
     pub fn check(&self, address: std::net::IpAddr, username: &str) -> Result<(), ApiError> {
-        use governor::clock::{Clock as _, DefaultClock};
+        self.check_address(address)?;
+        self.check_account(username)
+    }
+
+    /// Counts an attempt against the account name's limit alone.
+    pub fn check_account(&self, username: &str) -> Result<(), ApiError> {
+        let name: String = username.to_lowercase().chars().take(128).collect();
+        self.per_account.check_key(&name).map_err(too_many)
+    }
+
+    /// Counts an attempt against the address's limit alone.
+    pub fn check_address(&self, address: std::net::IpAddr) -> Result<(), ApiError> {
         let checks = self.checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if checks % 4096 == 4095 {
             // Forget keys that are back at full allowance, so random names cost no memory.
             self.per_address.retain_recent();
             self.per_account.retain_recent();
         }
-        let name: String = username.to_lowercase().chars().take(128).collect();
         // One IPv6 host usually holds a whole /64: count the prefix, not the address.
         let address = match address {
             std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
@@ -344,14 +406,16 @@ impl LoginLimits {
             }
             other => other,
         };
-        let refused = |not_until: governor::NotUntil<_>| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            ApiError::TooManyRequests(wait.as_secs().max(1))
-        };
-        self.per_address.check_key(&address).map_err(refused)?;
-        self.per_account.check_key(&name).map_err(refused)?;
-        Ok(())
+        self.per_address.check_key(&address).map_err(too_many)
     }
+}
+
+fn too_many(
+    not_until: governor::NotUntil<<governor::clock::DefaultClock as governor::clock::Clock>::Instant>,
+) -> ApiError {
+    use governor::clock::{Clock as _, DefaultClock};
+    let wait = not_until.wait_time_from(DefaultClock::default().now());
+    ApiError::TooManyRequests(wait.as_secs().max(1))
 }
 
 #[cfg(test)]

@@ -58,6 +58,10 @@ pub(super) struct LoginRequest {
     /// A recovery code, instead of a TOTP code.
     #[serde(default)]
     recovery_code: Option<String>,
+    /// The known-device token of an earlier sign-in on this device: this attempt is
+    /// then exempt from the account's lock and per-account rate limit.
+    #[serde(default)]
+    known_device: Option<String>,
 }
 
 /// Tokens for a session.
@@ -74,6 +78,10 @@ pub(super) struct Tokens {
     /// The refresh token (absent for an `mfa-setup` session): good once.
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_token: Option<String>,
+    /// A known-device token (after a password sign-in), good for 90 days: present it
+    /// at later sign-ins from this device (`known_device`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    known_device: Option<String>,
 }
 
 /// Whether a role must have a second factor.
@@ -104,6 +112,7 @@ pub(super) async fn login<L: PeopleStore, B: BlobStore>(
         password: &request.password,
         totp: request.totp.as_deref(),
         recovery_code: request.recovery_code.as_deref(),
+        known_device: request.known_device.as_deref(),
     };
     let account = identify(&state, peer, &factors).await?;
     if account.must_change_password {
@@ -132,7 +141,8 @@ pub(super) async fn login<L: PeopleStore, B: BlobStore>(
             )
             .await?;
     }
-    let tokens = start_session(&state, &account, scope).await?;
+    let mut tokens = start_session(&state, &account, scope).await?;
+    tokens.known_device = Some(state.auth().known_device_token(&account.account_id, now_secs()));
     audit(
         state.archive(),
         &subject,
@@ -150,6 +160,7 @@ struct Factors<'a> {
     password: &'a str,
     totp: Option<&'a str>,
     recovery_code: Option<&'a str>,
+    known_device: Option<&'a str>,
 }
 
 /// The account these factors prove, within the rate limits: the password, and the
@@ -159,10 +170,17 @@ async fn identify<L: PeopleStore, B: BlobStore>(
     peer: crate::server::Peer,
     factors: &Factors<'_>,
 ) -> Result<Account, ApiError> {
-    state.login_limits().check(peer.ip(), factors.username)?;
-    let account = checked_password(state, factors.username, factors.password).await?;
+    let device = factors
+        .known_device
+        .and_then(|token| state.auth().known_device(token, now_secs()));
+    state.login_limits().check_address(peer.ip())?;
+    if device.is_none() {
+        state.login_limits().check_account(factors.username)?;
+    }
+    let account = checked_password(state, factors.username, factors.password, device).await?;
+    let known = device == Some(account.account_id);
     if account.totp_enabled {
-        second_factor(state, &account, factors.totp, factors.recovery_code).await?;
+        second_factor(state, &account, factors.totp, factors.recovery_code, known).await?;
     }
     Ok(account)
 }
@@ -173,9 +191,10 @@ async fn checked_password<L: PeopleStore, B: BlobStore>(
     state: &State<L, B>,
     username: &str,
     password: &str,
+    device: Option<[u8; 16]>,
 ) -> Result<Account, ApiError> {
     let started = tokio::time::Instant::now();
-    let refused = checked_password_inner(state, username, password).await;
+    let refused = checked_password_inner(state, username, password, device).await;
     // (Busy answers come before any account-specific work and are not delayed.)
     if matches!(refused, Err(ApiError::Unauthorized(_))) {
         // Every refusal takes at least this long, whatever it did (an unknown name
@@ -192,9 +211,16 @@ async fn checked_password_inner<L: PeopleStore, B: BlobStore>(
     state: &State<L, B>,
     username: &str,
     password: &str,
+    device: Option<[u8; 16]>,
 ) -> Result<Account, ApiError> {
     let store = state.archive().log_store();
     let account = store.account_by_username(username).await?;
+    // A known device exempts only its own account from the lock and the per-account
+    // limit; another account's token counts as none.
+    let known = device.is_some() && device == account.as_ref().map(|a| a.account_id);
+    if device.is_some() && !known {
+        state.login_limits().check_account(username)?;
+    }
     let ok = state
         .auth()
         .check_password(account.as_ref().map(|a| a.password_phc.as_str()), password)
@@ -204,7 +230,7 @@ async fn checked_password_inner<L: PeopleStore, B: BlobStore>(
     };
     let subject = hex::encode(account.account_id);
     let now = UnixMillis(crate::now_ms());
-    let locked = account.locked_until.is_some_and(|until| until > now);
+    let locked = !known && account.locked_until.is_some_and(|until| until > now);
     if ok && !locked && account.disabled_at.is_none() {
         return Ok(account);
     }
@@ -213,7 +239,7 @@ async fn checked_password_inner<L: PeopleStore, B: BlobStore>(
         // flood aimed at one account costs the database nothing.
         return Err(invalid_login());
     }
-    if !ok {
+    if !ok && !known {
         count_failure(state, &account).await?;
     }
     let reason = if ok { "account disabled" } else { "wrong password" };
@@ -254,6 +280,7 @@ async fn second_factor<L: PeopleStore, B: BlobStore>(
     account: &Account,
     code: Option<&str>,
     recovery: Option<&str>,
+    known: bool,
 ) -> Result<(), ApiError> {
     let store = state.archive().log_store();
     let subject = hex::encode(account.account_id);
@@ -275,7 +302,9 @@ async fn second_factor<L: PeopleStore, B: BlobStore>(
     if accepted {
         return Ok(());
     }
-    count_failure(state, account).await?;
+    if !known {
+        count_failure(state, account).await?;
+    }
     audit(
         state.archive(),
         "-",
@@ -344,6 +373,7 @@ pub(super) async fn start_session<L: PeopleStore, B: BlobStore>(
         expires_in: auth.jwt().ttl_secs(),
         scope,
         refresh_token: (scope == Scope::Full).then_some(refresh),
+        known_device: None,
     })
 }
 
@@ -398,6 +428,7 @@ pub(super) async fn refresh<L: PeopleStore, B: BlobStore>(
                 expires_in: auth.jwt().ttl_secs(),
                 scope: Scope::Full,
                 refresh_token: Some(next),
+                known_device: None,
             }))
         }
         Refreshed::Reused { family_id } => {
@@ -452,6 +483,10 @@ pub(super) struct PasswordChange {
     /// A recovery code, instead of a TOTP code.
     #[serde(default)]
     recovery_code: Option<String>,
+    /// The known-device token of an earlier sign-in on this device: this attempt is
+    /// then exempt from the account's lock and per-account rate limit.
+    #[serde(default)]
+    known_device: Option<String>,
 }
 
 /// `POST /v1/auth/password`: changes a password, given the current one. Other sessions
@@ -472,6 +507,7 @@ pub(super) async fn change_password<L: PeopleStore, B: BlobStore>(
         password: &request.password,
         totp: request.totp.as_deref(),
         recovery_code: request.recovery_code.as_deref(),
+        known_device: None,
     };
     let account = identify(&state, peer, &factors).await?;
     password::check_new(&request.new_password, &request.username).map_err(ApiError::BadRequest)?;
