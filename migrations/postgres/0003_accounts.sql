@@ -17,7 +17,10 @@ CREATE TABLE accounts (
     -- time step accepted (a code is good once).
     totp_secret          BYTEA,
     totp_enabled         BOOLEAN NOT NULL DEFAULT FALSE,
-    totp_last_step       BIGINT
+    totp_last_step       BIGINT,
+    -- For an account made by single sign-on: the provider's issuer and subject
+    -- ("ISSUER SUB"), the only identity that may sign in to it that way.
+    external_id          TEXT UNIQUE
 );
 
 CREATE FUNCTION vellum_account_guard() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -36,6 +39,8 @@ CREATE TABLE session_families (
     created_at BIGINT NOT NULL,
     -- The session's absolute end: no refresh token outlives it, however active.
     ends_at    BIGINT  NOT NULL,
+    -- The identity provider vouched for a second factor at the sign-in (amr).
+    idp_second_factor BOOLEAN NOT NULL DEFAULT FALSE,
     ended_at   BIGINT,
     end_reason TEXT
 );

@@ -17,7 +17,10 @@ CREATE TABLE accounts (
     -- time step accepted (a code is good once).
     totp_secret          BLOB,
     totp_enabled         INTEGER NOT NULL DEFAULT 0,
-    totp_last_step       INTEGER
+    totp_last_step       INTEGER,
+    -- For an account made by single sign-on: the provider's issuer and subject
+    -- ("ISSUER SUB"), the only identity that may sign in to it that way.
+    external_id          TEXT UNIQUE
 ) WITHOUT ROWID;
 
 CREATE TRIGGER accounts_no_delete BEFORE DELETE ON accounts BEGIN SELECT RAISE(ABORT, 'accounts are never deleted'); END;
@@ -30,6 +33,8 @@ CREATE TABLE session_families (
     created_at INTEGER NOT NULL,
     -- The session's absolute end: no refresh token outlives it, however active.
     ends_at    INTEGER NOT NULL,
+    -- The identity provider vouched for a second factor at the sign-in (amr).
+    idp_second_factor INTEGER NOT NULL DEFAULT 0,
     ended_at   INTEGER,
     end_reason TEXT
 ) WITHOUT ROWID;

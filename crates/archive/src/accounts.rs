@@ -68,6 +68,9 @@ pub struct NewAccount {
     /// The password was issued by someone else (a one-time password) and must be
     /// changed at the first login.
     pub must_change_password: bool,
+    /// For an account made by single sign-on: `"ISSUER SUB"`, the only identity that
+    /// may sign in to it that way (unique).
+    pub external_id: Option<String>,
 }
 
 impl fmt::Debug for NewAccount {
@@ -104,6 +107,8 @@ pub struct Account {
     pub totp_secret: Option<Zeroizing<Vec<u8>>>,
     /// Whether a first code confirmed the secret (then every login needs a code).
     pub totp_enabled: bool,
+    /// The single sign-on identity bound to it (see [`NewAccount::external_id`]).
+    pub external_id: Option<String>,
 }
 
 impl fmt::Debug for Account {
@@ -171,6 +176,12 @@ pub trait AccountStore: Send + Sync + 'static {
     fn account_by_username(
         &self,
         username: &str,
+    ) -> impl Future<Output = Result<Option<Account>, StoreError>> + Send;
+
+    /// The account bound to this single sign-on identity, if any.
+    fn account_by_external_id(
+        &self,
+        external_id: &str,
     ) -> impl Future<Output = Result<Option<Account>, StoreError>> + Send;
 
     /// The account with this id, if any.
@@ -249,22 +260,36 @@ pub struct SessionPrincipal {
     pub live: bool,
     /// Whether the account has a confirmed second factor.
     pub totp_enabled: bool,
+    /// Whether the identity provider vouched for a second factor at this session's
+    /// sign-in.
+    pub idp_second_factor: bool,
+    /// The session's absolute end.
+    pub ends_at: UnixMillis,
+}
+
+/// A session to start: its first refresh token and its limits.
+#[derive(Clone, Copy, Debug)]
+pub struct NewSession<'a> {
+    /// The session (refresh-token family) id.
+    pub family_id: [u8; 16],
+    /// Whose.
+    pub account_id: [u8; 16],
+    /// The first refresh token's hash.
+    pub refresh: &'a SecretHash,
+    /// Now.
+    pub now: UnixMillis,
+    /// When the first refresh token expires.
+    pub expires_at: UnixMillis,
+    /// The session's absolute end: no refresh token outlives it, none rotates after it.
+    pub ends_at: UnixMillis,
+    /// The identity provider vouched for a second factor at this sign-in.
+    pub idp_second_factor: bool,
 }
 
 /// Login sessions: families of refresh tokens, each token good once.
 pub trait SessionStore: Send + Sync + 'static {
-    /// Starts session `family_id` for an account with its first refresh token, which
-    /// expires at `expires_at`; the session itself ends at `ends_at` at the latest
-    /// (no refresh token outlives it, and none rotates after it).
-    fn start_session(
-        &self,
-        family_id: &[u8; 16],
-        account_id: &[u8; 16],
-        refresh: &SecretHash,
-        now: UnixMillis,
-        expires_at: UnixMillis,
-        ends_at: UnixMillis,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Starts a session with its first refresh token.
+    fn start_session(&self, session: &NewSession<'_>) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Spends `presented` and stores `next` in its place, in one transaction; a token
     /// presented a second time ends its session instead.
@@ -302,7 +327,7 @@ pub trait SessionStore: Send + Sync + 'static {
 
 /// The account columns, in the order `account_from_row` reads them.
 pub(crate) const ACCOUNT_COLUMNS: &str = "account_id, username, role, password_phc, must_change_password, \
-     created_at, disabled_at, failed_logins, locked_until, totp_secret, totp_enabled";
+     created_at, disabled_at, failed_logins, locked_until, totp_secret, totp_enabled, external_id";
 
 macro_rules! sql_accounts {
     (store: $store:ty, row: $row:ty $(,)?) => {
@@ -332,6 +357,7 @@ macro_rules! sql_accounts {
                 locked_until: time(row.try_get(8).map_err(err)?)?,
                 totp_secret: secret.map(zeroize::Zeroizing::new),
                 totp_enabled: row.try_get(10).map_err(err)?,
+                external_id: row.try_get(11).map_err(err)?,
             })
         }
 
@@ -344,8 +370,8 @@ macro_rules! sql_accounts {
                 use $crate::error::{AccountError, StoreError};
                 let created = sqlx::query(
                     "INSERT INTO accounts (account_id, username, role, password_phc, \
-                     must_change_password, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
-                     ON CONFLICT (username) DO NOTHING",
+                     must_change_password, created_at, external_id) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT DO NOTHING",
                 )
                 .bind(account.account_id.as_slice())
                 .bind(&account.username)
@@ -353,11 +379,21 @@ macro_rules! sql_accounts {
                 .bind(&account.password_phc)
                 .bind(account.must_change_password)
                 .bind($crate::sql::to_i64(now.0, "time")?)
+                .bind(account.external_id.as_deref())
                 .execute(&self.pool)
                 .await
                 .map_err(|e| StoreError::backend("create account", e))?;
                 if created.rows_affected() == 0 {
-                    return Err(AccountError::UsernameTaken(account.username.clone()));
+                    let taken: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts WHERE username = $1")
+                        .bind(&account.username)
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(|e| StoreError::backend("create account", e))?;
+                    return Err(if taken > 0 {
+                        AccountError::UsernameTaken(account.username.clone())
+                    } else {
+                        AccountError::ExternalIdTaken
+                    });
                 }
                 Ok(())
             }
@@ -372,6 +408,23 @@ macro_rules! sql_accounts {
                 );
                 sqlx::query(&sql)
                     .bind(username)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| $crate::error::StoreError::backend("read account", e))?
+                    .map(|row| account_from_row(&row))
+                    .transpose()
+            }
+
+            async fn account_by_external_id(
+                &self,
+                external_id: &str,
+            ) -> Result<Option<$crate::ports::Account>, $crate::error::StoreError> {
+                let sql = format!(
+                    "SELECT {} FROM accounts WHERE external_id = $1",
+                    $crate::accounts::ACCOUNT_COLUMNS
+                );
+                sqlx::query(&sql)
+                    .bind(external_id)
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(|e| $crate::error::StoreError::backend("read account", e))?
@@ -542,25 +595,22 @@ macro_rules! sql_accounts {
         impl $crate::ports::SessionStore for $store {
             async fn start_session(
                 &self,
-                family_id: &[u8; 16],
-                account_id: &[u8; 16],
-                refresh: &$crate::ports::SecretHash,
-                now: vellum_protocol::ids::UnixMillis,
-                expires_at: vellum_protocol::ids::UnixMillis,
-                ends_at: vellum_protocol::ids::UnixMillis,
+                session: &$crate::ports::NewSession<'_>,
             ) -> Result<(), $crate::error::StoreError> {
                 let err = |e| $crate::error::StoreError::backend("start session", e);
-                let now = $crate::sql::to_i64(now.0, "time")?;
-                let expires_at = vellum_protocol::ids::UnixMillis(expires_at.0.min(ends_at.0));
+                let (family_id, refresh) = (&session.family_id, session.refresh);
+                let now = $crate::sql::to_i64(session.now.0, "time")?;
+                let expires_at = vellum_protocol::ids::UnixMillis(session.expires_at.0.min(session.ends_at.0));
                 let mut tx = self.pool.begin().await.map_err(err)?;
                 sqlx::query(
-                    "INSERT INTO session_families (family_id, account_id, created_at, ends_at) \
-                     VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO session_families (family_id, account_id, created_at, ends_at, idp_second_factor) \
+                     VALUES ($1, $2, $3, $4, $5)",
                 )
                 .bind(family_id.as_slice())
-                .bind(account_id.as_slice())
+                .bind(session.account_id.as_slice())
                 .bind(now)
-                .bind($crate::sql::to_i64(ends_at.0, "time")?)
+                .bind($crate::sql::to_i64(session.ends_at.0, "time")?)
+                .bind(session.idp_second_factor)
                 .execute(&mut *tx)
                 .await
                 .map_err(err)?;
@@ -729,7 +779,8 @@ macro_rules! sql_accounts {
                 use sqlx::Row as _;
                 let err = |e| $crate::error::StoreError::backend("read session", e);
                 let row = sqlx::query(
-                    "SELECT a.role, a.disabled_at, f.ended_at, a.totp_enabled FROM session_families f \
+                    "SELECT a.role, a.disabled_at, f.ended_at, a.totp_enabled, f.idp_second_factor, f.ends_at \
+                     FROM session_families f \
                      JOIN accounts a ON a.account_id = f.account_id \
                      WHERE f.family_id = $1 AND f.account_id = $2",
                 )
@@ -748,6 +799,11 @@ macro_rules! sql_accounts {
                     })?,
                     live: disabled.is_none() && ended.is_none(),
                     totp_enabled: row.try_get(3).map_err(err)?,
+                    idp_second_factor: row.try_get(4).map_err(err)?,
+                    ends_at: vellum_protocol::ids::UnixMillis($crate::sql::to_u64(
+                        row.try_get(5).map_err(err)?,
+                        "time",
+                    )?),
                 }))
             }
         }

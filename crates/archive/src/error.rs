@@ -85,6 +85,9 @@ pub enum AccountError {
     /// Another account has this username.
     #[error("the username {0:?} is taken")]
     UsernameTaken(String),
+    /// Another account is bound to this single sign-on identity.
+    #[error("another account is bound to this single sign-on identity")]
+    ExternalIdTaken,
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -368,8 +368,8 @@ pub trait DeviceStore: Send + Sync + 'static {
 }
 
 pub use crate::accounts::{
-    Account, AccountChange, AccountStore, NewAccount, Refreshed, Role, SessionPrincipal, SessionStore,
-    valid_username,
+    Account, AccountChange, AccountStore, NewAccount, NewSession, Refreshed, Role, SessionPrincipal,
+    SessionStore, valid_username,
 };
 
 #[cfg(test)]

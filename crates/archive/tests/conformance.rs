@@ -583,6 +583,7 @@ async fn accounts_have_unique_names_and_are_never_deleted(backend: impl Backend)
         role: Role::Admin,
         password_phc: phc.into(),
         must_change_password: true,
+        external_id: None,
     };
     assert!(store.account_by_username("admin").await.unwrap().is_none());
     store.create_account(&admin, now).await.unwrap();
@@ -608,6 +609,56 @@ async fn accounts_have_unique_names_and_are_never_deleted(backend: impl Backend)
         Role::Admin
     );
 
+    // A single sign-on identity is bound to one account.
+    let sso = NewAccount {
+        account_id: [3; 16],
+        username: "ann@agency.example".into(),
+        external_id: Some("https://idp.agency.example 248289761001".into()),
+        ..admin.clone()
+    };
+    store.create_account(&sso, now).await.unwrap();
+    let found = store
+        .account_by_external_id("https://idp.agency.example 248289761001")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (found.account_id, found.external_id),
+        ([3; 16], sso.external_id.clone())
+    );
+    assert!(
+        store
+            .account_by_external_id("https://idp.agency.example 1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let twin = NewAccount {
+        account_id: [4; 16],
+        username: "ann.renamed@agency.example".into(),
+        ..sso.clone()
+    };
+    assert!(matches!(
+        store.create_account(&twin, now).await,
+        Err(AccountError::ExternalIdTaken)
+    ));
+    assert!(
+        store
+            .account_by_username("ann.renamed@agency.example")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .account_by_username("admin")
+            .await
+            .unwrap()
+            .unwrap()
+            .external_id,
+        None
+    );
+
     // The database itself refuses what the store never does.
     let refused = [
         "DELETE FROM accounts".to_owned(),
@@ -624,9 +675,28 @@ async fn accounts_have_unique_names_and_are_never_deleted(backend: impl Backend)
 
 async fn sessions_rotate_once_and_a_replay_ends_them(backend: impl Backend) {
     use vellum_archive::ports::{
-        AccountChange, AccountStore, NewAccount, Refreshed, Role, SecretHash, SessionStore,
+        AccountChange, AccountStore, NewAccount, NewSession, Refreshed, Role, SecretHash, SessionStore,
     };
     use vellum_protocol::ids::UnixMillis;
+
+    // A session of account [7; 16].
+    fn session(
+        family_id: [u8; 16],
+        refresh: &SecretHash,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+        ends_at: UnixMillis,
+    ) -> NewSession<'_> {
+        NewSession {
+            family_id,
+            account_id: [7; 16],
+            refresh,
+            now,
+            expires_at,
+            ends_at,
+            idp_second_factor: false,
+        }
+    }
 
     let store = backend.open_log().await.unwrap();
     let now = UnixMillis(1_764_150_000_000);
@@ -638,6 +708,7 @@ async fn sessions_rotate_once_and_a_replay_ends_them(backend: impl Backend) {
         role: Role::Auditor,
         password_phc: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
         must_change_password: false,
+        external_id: None,
     };
     store.create_account(&account, now).await.unwrap();
     let (family, t1, t2, t3) = (
@@ -647,14 +718,37 @@ async fn sessions_rotate_once_and_a_replay_ends_them(backend: impl Backend) {
         SecretHash([3; 32]),
     );
     store
-        .start_session(&family, &[7; 16], &t1, now, later, far)
+        .start_session(&session(family, &t1, now, later, far))
         .await
         .unwrap();
     let live = store.session_principal(&[7; 16], &family).await.unwrap().unwrap();
     assert_eq!(
-        (live.role, live.live, live.totp_enabled),
-        (Role::Auditor, true, false)
+        (
+            live.role,
+            live.live,
+            live.totp_enabled,
+            live.idp_second_factor,
+            live.ends_at
+        ),
+        (Role::Auditor, true, false, false, far)
     );
+    let vouched = ([9; 16], SecretHash([0x90; 32]));
+    store
+        .start_session(&NewSession {
+            idp_second_factor: true,
+            ..session(vouched.0, &vouched.1, now, later, far)
+        })
+        .await
+        .unwrap();
+    assert!(
+        store
+            .session_principal(&[7; 16], &vouched.0)
+            .await
+            .unwrap()
+            .unwrap()
+            .idp_second_factor
+    );
+    assert!(store.end_session(&vouched.0, now, "test").await.unwrap());
     assert_eq!(
         store.session_principal(&[8; 16], &family).await.unwrap(),
         None,
@@ -696,7 +790,7 @@ async fn sessions_rotate_once_and_a_replay_ends_them(backend: impl Backend) {
     // Expiry, and a disabled account's sessions.
     let (other, t4) = ([2; 16], SecretHash([4; 32]));
     store
-        .start_session(&other, &[7; 16], &t4, now, UnixMillis(now.0 + 10), far)
+        .start_session(&session(other, &t4, now, UnixMillis(now.0 + 10), far))
         .await
         .unwrap();
     assert_eq!(
@@ -708,7 +802,7 @@ async fn sessions_rotate_once_and_a_replay_ends_them(backend: impl Backend) {
     );
     let (third, t5) = ([3; 16], SecretHash([5; 32]));
     store
-        .start_session(&third, &[7; 16], &t5, now, later, far)
+        .start_session(&session(third, &t5, now, later, far))
         .await
         .unwrap();
     store
@@ -736,7 +830,7 @@ async fn sessions_rotate_once_and_a_replay_ends_them(backend: impl Backend) {
         .unwrap();
     let (raced, t6) = ([4; 16], SecretHash([6; 32]));
     store
-        .start_session(&raced, &[7; 16], &t6, now, later, far)
+        .start_session(&session(raced, &t6, now, later, far))
         .await
         .unwrap();
     let racers: Vec<_> = (0..8u8)
@@ -774,7 +868,7 @@ async fn sessions_rotate_once_and_a_replay_ends_them(backend: impl Backend) {
     let (bounded, t7, t8) = ([5; 16], SecretHash([0x70; 32]), SecretHash([0x71; 32]));
     let end = UnixMillis(now.0 + 100);
     store
-        .start_session(&bounded, &[7; 16], &t7, now, later, end)
+        .start_session(&session(bounded, &t7, now, later, end))
         .await
         .unwrap();
     assert!(matches!(

@@ -221,6 +221,7 @@ async fn user_command<L: LogStore + AccountStore + SessionStore>(
                 role,
                 password_phc: password::hash_with(cost, &one_time).map_err(fail)?,
                 must_change_password: true,
+                external_id: None,
             };
             store.create_account(&account, now).await.map_err(|e| match e {
                 AccountError::UsernameTaken(_) => CliError::new(Kind::Exists, format!("admin: {e}")),

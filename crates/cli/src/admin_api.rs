@@ -82,8 +82,10 @@ impl Session {
             .build()
             .map_err(fail)?;
         let base = remote.url.trim_end_matches('/').to_owned();
-        if !base.starts_with("https://") && !base.starts_with("http://") {
-            return Err(fail("--gateway is an http:// or https:// URL"));
+        if !vellum_gateway::auth::oidc::https_or_loopback(&base) {
+            return Err(fail(
+                "--gateway must be an https:// URL (plain http:// only to this machine): the password crosses it",
+            ));
         }
         let password = password(remote.password_file)?;
         let mut login = json!({ "username": remote.username, "password": password.as_str() });

@@ -116,6 +116,7 @@ async fn run(args: &FloodArgs) -> Result<(), CliError> {
         role: Role::Admin,
         password_phc: password::hash("the real password of the target").map_err(fail)?,
         must_change_password: false,
+        external_id: None,
     };
     store
         .create_account(&account, UnixMillis(now))

@@ -151,6 +151,7 @@ fn initialise(data: &Path, listen: SocketAddr) -> Result<(), CliError> {
         role: Role::Admin,
         password_phc: password::hash(&admin_password).map_err(fail)?,
         must_change_password: true,
+        external_id: None,
     };
     runtime.block_on(async {
         let store = SqliteStore::open(&format!("sqlite://{}", db.display()))

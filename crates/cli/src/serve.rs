@@ -289,7 +289,6 @@ fn decode_32(text: &str, what: &str) -> Result<Zeroizing<[u8; 32]>, CliError> {
     Ok(Zeroizing::new(array))
 }
 
-/// Sign-in settings from `[auth]`, or a random token key when it is absent.
 /// What `[auth]` and `[oidc]` configure.
 struct People {
     auth: Auth,
@@ -718,6 +717,10 @@ mod tests {
             (
                 format!("{AUTH}{}", OIDC.replace("https://idp", "http://idp")),
                 "https",
+            ),
+            (
+                format!("{AUTH}{}", OIDC.replace("/v1/auth/oidc/callback", "/sso")),
+                "/v1/auth/oidc/callback",
             ),
         ] {
             let refused = people(&bad).err().unwrap_or_else(|| panic!("accepted: {bad}"));

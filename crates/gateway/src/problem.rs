@@ -7,6 +7,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use vellum_archive::error::AccountError;
 use vellum_archive::{AppendError, StoreError};
 
 /// The media type of every error body.
@@ -125,6 +126,18 @@ impl From<AppendError> for ApiError {
             )),
             AppendError::Store(e) => ApiError::from(e.as_ref()),
             _ => ApiError::Unavailable,
+        }
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::UsernameTaken(name) => {
+                ApiError::Conflict(format!("the username {name:?} is taken"))
+            }
+            AccountError::Store(e) => e.into(),
+            other => ApiError::Conflict(other.to_string()),
         }
     }
 }

@@ -53,6 +53,7 @@ enum Flaw {
 /// Who the provider says signs in next.
 #[derive(Clone)]
 struct Person {
+    sub: String,
     email: String,
     groups: Vec<String>,
     amr: Vec<String>,
@@ -161,7 +162,7 @@ async fn token(State(p): State<Arc<Provider>>, headers: HeaderMap, body: String)
     let person = p.person.lock().unwrap().clone();
     let t = now();
     let mut claims = json!({
-        "iss": p.url, "aud": CLIENT_ID, "sub": format!("subject-{}", person.email),
+        "iss": p.url, "aud": CLIENT_ID, "sub": person.sub,
         "iat": t, "exp": t + 300, "nonce": auth.nonce,
         "email": person.email, "groups": person.groups, "amr": person.amr,
     });
@@ -215,6 +216,7 @@ async fn provider() -> Arc<Provider> {
         key: SigningKey::from_bytes(&seed),
         codes: Mutex::new(HashMap::new()),
         person: Mutex::new(Person {
+            sub: "subject-ann".into(),
             email: "ann@agency.example".into(),
             groups: vec!["it-admins".into()],
             amr: vec!["pwd".into()],
@@ -303,6 +305,7 @@ async fn role_of(f: &Fixture, username: &str) -> Option<Role> {
 
 fn set_person(p: &Provider, email: &str, groups: &[&str], amr: &[&str]) {
     *p.person.lock().unwrap() = Person {
+        sub: format!("subject-{email}"),
         email: email.into(),
         groups: groups.iter().map(|g| (*g).to_owned()).collect(),
         amr: amr.iter().map(|a| (*a).to_owned()).collect(),
@@ -339,10 +342,38 @@ async fn a_person_signs_in_through_the_provider_with_pkce_and_gets_the_mapped_ro
     assert_problem(&send(&f.app, login).await, StatusCode::UNAUTHORIZED);
 
     // The provider moves her to the auditors, with a second factor: the role follows.
-    set_person(&p, "ann@agency.example", &["auditors"], &["pwd", "mfa"]);
+    // (Her subject stays the same: that, not the e-mail, is the binding.)
+    *p.person.lock().unwrap() = Person {
+        sub: "subject-ann".into(),
+        email: "ann@agency.example".into(),
+        groups: vec!["auditors".into()],
+        amr: vec!["pwd".into(), "mfa".into()],
+    };
     let (status, _, body) = sign_in(&f).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(role_of(&f, "ann@agency.example").await, Some(Role::Auditor));
+    // The provider vouched for her second factor: the session is a full one, and it
+    // refreshes (an auditor without a second factor could do neither).
+    let tokens: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(tokens["scope"], "full");
+    let refresh = Request::post("/v1/auth/refresh")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({ "refresh_token": tokens["refresh_token"] }).to_string(),
+        ))
+        .unwrap();
+    let (status, _, refreshed) = send(&f.app, refresh).await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+
+    // Her e-mail changes at the provider: the same account, under its first name.
+    *p.person.lock().unwrap() = Person {
+        sub: "subject-ann".into(),
+        email: "ann.married@agency.example".into(),
+        groups: vec!["auditors".into()],
+        amr: vec!["mfa".into()],
+    };
+    assert_eq!(sign_in(&f).await.0, StatusCode::OK);
+    assert_eq!(role_of(&f, "ann.married@agency.example").await, None);
 
     let trail = f.gateway.archive().audit_trail(0, 100).await.unwrap();
     let actions: Vec<(&str, &str)> = trail
@@ -354,7 +385,7 @@ async fn a_person_signs_in_through_the_provider_with_pkce_and_gets_the_mapped_ro
     }
     assert_eq!(
         trail.iter().filter(|(_, e)| e.action == "login").count(),
-        2,
+        3,
         "{actions:?}"
     );
 }
@@ -365,6 +396,11 @@ async fn roles_that_need_a_second_factor_and_unmapped_people_are_refused() {
     let f = fixture_for(&p).await;
     set_person(&p, "bo@agency.example", &["auditors"], &["pwd"]);
     assert_problem(&sign_in(&f).await, StatusCode::FORBIDDEN);
+    assert_eq!(
+        role_of(&f, "bo@agency.example").await,
+        None,
+        "a refused sign-in made an account"
+    );
     set_person(&p, "cy@agency.example", &["staff"], &["pwd", "mfa"]);
     assert_problem(&sign_in(&f).await, StatusCode::FORBIDDEN);
     assert_eq!(
@@ -476,5 +512,54 @@ async fn without_a_provider_the_routes_say_so() {
     assert_problem(
         &support::get(&f.app, "/v1/auth/oidc/callback?code=x&state=y").await,
         StatusCode::NOT_FOUND,
+    );
+}
+
+/// Single sign-on never takes over an account it did not make: a local account, or
+/// one bound to another subject, with the same username is refused.
+#[tokio::test]
+async fn a_provider_cannot_take_over_a_local_account() {
+    let p = provider().await;
+    let f = fixture_for(&p).await;
+    let store = f.gateway.archive().log_store();
+    let local = vellum_archive::ports::NewAccount {
+        account_id: [0x55; 16],
+        username: "root@agency.example".into(),
+        role: Role::Admin,
+        password_phc: vellum_gateway::auth::password::unusable().unwrap(),
+        must_change_password: false,
+        external_id: None,
+    };
+    store
+        .create_account(&local, vellum_protocol::ids::UnixMillis(1))
+        .await
+        .unwrap();
+    set_person(&p, "root@agency.example", &["it-admins"], &["mfa"]);
+    let refused = sign_in(&f).await;
+    assert_problem(&refused, StatusCode::FORBIDDEN);
+    assert!(
+        refused.2.contains("does not sign in through this provider"),
+        "{}",
+        refused.2
+    );
+
+    // Someone else at the provider takes a name an earlier person's account holds.
+    set_person(&p, "gus@agency.example", &["it-admins"], &[]);
+    assert_eq!(sign_in(&f).await.0, StatusCode::OK);
+    *p.person.lock().unwrap() = Person {
+        sub: "a-different-person".into(),
+        email: "gus@agency.example".into(),
+        groups: vec!["it-admins".into()],
+        amr: vec![],
+    };
+    assert_problem(&sign_in(&f).await, StatusCode::FORBIDDEN);
+    let gus = store
+        .account_by_username("gus@agency.example")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        gus.external_id.as_deref(),
+        Some(format!("{} subject-gus@agency.example", p.url).as_str())
     );
 }

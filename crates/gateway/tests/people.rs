@@ -17,7 +17,7 @@ use axum::http::{Method, Request, StatusCode, header};
 use serde_json::{Value, json};
 use support::*;
 use vellum_archive::ports::{
-    AccountChange, AccountStore as _, NewAccount, Role, SecretHash, SessionStore as _,
+    AccountChange, AccountStore as _, NewAccount, NewSession, Role, SecretHash, SessionStore as _,
 };
 use vellum_gateway::auth::jwt::Scope;
 use vellum_gateway::auth::{password, totp};
@@ -42,6 +42,7 @@ async fn add_account(f: &Fixture, username: &str, role: Role, must_change: bool)
         role,
         password_phc: password::hash(PASSWORD).unwrap(),
         must_change_password: must_change,
+        external_id: None,
     };
     f.gateway
         .archive()
@@ -652,14 +653,15 @@ async fn every_operation_admits_exactly_the_callers_its_policy_names() {
                         let mut refresh = refresh;
                         refresh.0[..16].copy_from_slice(&session);
                         store
-                            .start_session(
-                                &session,
-                                &account,
-                                &refresh,
-                                UnixMillis(now_ms()),
-                                UnixMillis(now_ms() + 60_000),
-                                UnixMillis(now_ms() + 60_000),
-                            )
+                            .start_session(&NewSession {
+                                family_id: session,
+                                account_id: account,
+                                refresh: &refresh,
+                                now: UnixMillis(now_ms()),
+                                expires_at: UnixMillis(now_ms() + 60_000),
+                                ends_at: UnixMillis(now_ms() + 60_000),
+                                idp_second_factor: false,
+                            })
                             .await
                             .unwrap();
                         let token = f

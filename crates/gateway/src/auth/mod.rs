@@ -52,9 +52,10 @@ pub const FIRST_LOCK_SECS: u64 = 30;
 pub const MAX_LOCK_SECS: u64 = 15 * 60;
 
 /// How long an account is locked after `failures` consecutive failed logins: nothing
-/// before [`LOCK_AFTER`], then 30 s doubling per failure up to 15 minutes. No single
-/// lock is permanent, but someone who knows a username can renew it with one wrong
-/// guess whenever it ends; the local `vellum admin user` commands are never locked.
+/// before [`LOCK_AFTER`], then 30 s doubling per failure up to 15 minutes. Someone who
+/// knows a username can renew a lock with one wrong guess whenever it ends, so the lock
+/// never holds off the owner on a device that signed in before (see
+/// [`KNOWN_DEVICE_SECS`]), and the local `vellum admin user` commands are never locked.
 pub fn lock_duration(failures: u32) -> Option<Duration> {
     let over = failures.checked_sub(LOCK_AFTER)?;
     let secs = FIRST_LOCK_SECS.saturating_mul(1u64 << over.min(20));
@@ -331,11 +332,14 @@ pub(crate) async fn authenticate<S: SessionStore>(
     let principal = store
         .session_principal(&account_id, &session)
         .await?
-        .filter(|p| p.live)
+        .filter(|p| p.live && p.ends_at.0 > crate::now_ms())
         .ok_or_else(unauthorized)?;
     // A role that needs a second factor, without one (promoted since the token was
-    // issued): only the second-factor setup until one exists.
-    let needs_setup = matches!(principal.role, Role::Auditor | Role::Approver) && !principal.totp_enabled;
+    // issued): only the second-factor setup until one exists. A second factor the
+    // identity provider vouched for at this session's sign-in counts.
+    let needs_setup = matches!(principal.role, Role::Auditor | Role::Approver)
+        && !principal.totp_enabled
+        && !principal.idp_second_factor;
     Ok(Person {
         account_id,
         session,

@@ -28,6 +28,9 @@ use zeroize::Zeroizing;
 /// The name of the cookie that carries a sign-in in progress.
 pub const COOKIE: &str = "vellum_oidc";
 
+/// Where the provider sends the browser back.
+pub const CALLBACK_PATH: &str = "/v1/auth/oidc/callback";
+
 /// How long a sign-in may take at the identity provider.
 pub const FLOW_SECS: u64 = 600;
 
@@ -150,8 +153,8 @@ pub struct Callback {
     pub error: Option<String>,
 }
 
-/// Whether the gateway may talk to this URL: HTTPS, or plain HTTP to this machine.
-fn allowed_url(url: &str) -> bool {
+/// Whether a secret may be sent to this URL: HTTPS, or plain HTTP to this machine.
+pub fn https_or_loopback(url: &str) -> bool {
     if url.starts_with("https://") {
         return true;
     }
@@ -188,11 +191,21 @@ impl Oidc {
             ("issuer", &settings.issuer),
             ("redirect_uri", &settings.redirect_uri),
         ] {
-            if !allowed_url(url) {
+            if !https_or_loopback(url) {
                 return Err(format!(
                     "oidc {name} must be an https:// URL (plain http only on loopback)"
                 ));
             }
+        }
+        if !settings
+            .redirect_uri
+            .split(['?', '#'])
+            .next()
+            .is_some_and(|u| u.ends_with(CALLBACK_PATH))
+        {
+            return Err(format!(
+                "oidc redirect_uri must be this gateway's {CALLBACK_PATH} (the sign-in cookie is sent only there)"
+            ));
         }
         if settings.client_id.is_empty() || settings.username_claim.is_empty() || settings.roles.is_empty() {
             return Err("oidc needs client_id, username_claim and at least one role mapping".into());
@@ -384,7 +397,7 @@ impl Oidc {
     }
 
     async fn get_json(&self, url: &str) -> Result<Value, OidcError> {
-        if !allowed_url(url) {
+        if !https_or_loopback(url) {
             return Err(OidcError::Provider(
                 "the provider published a URL that is neither https nor loopback".into(),
             ));
@@ -446,7 +459,7 @@ impl Oidc {
     /// Redeems the code (with the PKCE verifier) for an ID token.
     async fn redeem(&self, code: &str, verifier: &str) -> Result<String, OidcError> {
         let endpoint = self.with_provider(|p| p.token_endpoint.clone()).await?;
-        if !allowed_url(&endpoint) {
+        if !https_or_loopback(&endpoint) {
             return Err(OidcError::Provider(
                 "the provider's token endpoint is neither https nor loopback".into(),
             ));
@@ -583,20 +596,19 @@ impl Oidc {
             .map_err(|_| OidcError::Provider("a key in the provider's JWKS is unusable".into()))
     }
 
-    /// Fetches the provider's keys again (after a rotation), at most once a minute.
+    /// Fetches the provider's keys again (after a rotation), at most once a minute:
+    /// the write lock is held across the fetch, so racing callbacks fetch once.
     async fn refresh_jwks(&self) -> Result<(), OidcError> {
-        let uri = {
-            let guard = self.provider.read().await;
-            match guard.as_ref() {
-                Some(p) if p.jwks_at.elapsed() >= JWKS_REFRESH => p.jwks_uri.clone(),
-                _ => return Ok(()),
-            }
+        let mut guard = self.provider.write().await;
+        let Some(provider) = guard.as_mut() else {
+            return Ok(());
         };
-        let jwks = self.fetch_jwks(&uri).await?;
-        if let Some(p) = self.provider.write().await.as_mut() {
-            p.jwks = jwks;
-            p.jwks_at = Instant::now();
+        if provider.jwks_at.elapsed() < JWKS_REFRESH {
+            return Ok(());
         }
+        // Whatever the outcome, the next attempt waits its minute.
+        provider.jwks_at = Instant::now();
+        provider.jwks = self.fetch_jwks(&provider.jwks_uri).await?;
         Ok(())
     }
 }
@@ -681,12 +693,12 @@ mod tests {
 
     #[test]
     fn only_https_or_loopback_is_spoken_to() {
-        assert!(allowed_url("https://idp.example/x"));
-        assert!(allowed_url("http://127.0.0.1:8080/x"));
-        assert!(allowed_url("http://localhost/x"));
-        assert!(allowed_url("http://[::1]:9/x"));
-        assert!(!allowed_url("http://idp.example/x"));
-        assert!(!allowed_url("http://127.0.0.1.evil.example/x"));
-        assert!(!allowed_url("ftp://127.0.0.1/x"));
+        assert!(https_or_loopback("https://idp.example/x"));
+        assert!(https_or_loopback("http://127.0.0.1:8080/x"));
+        assert!(https_or_loopback("http://localhost/x"));
+        assert!(https_or_loopback("http://[::1]:9/x"));
+        assert!(!https_or_loopback("http://idp.example/x"));
+        assert!(!https_or_loopback("http://127.0.0.1.evil.example/x"));
+        assert!(!https_or_loopback("ftp://127.0.0.1/x"));
     }
 }

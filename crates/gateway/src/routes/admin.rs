@@ -8,7 +8,6 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use vellum_archive::error::AccountError;
 use vellum_archive::ports::{BlobStore, DeviceStore, NewAccount, Role, valid_username};
 use vellum_protocol::ids::{DeviceId, RecordId, UnixMillis};
 
@@ -105,18 +104,12 @@ pub(super) async fn create<L: PeopleStore + DeviceStore, B: BlobStore>(
         role,
         password_phc: state.auth().hash_password(&one_time).await?,
         must_change_password: true,
+        external_id: None,
     };
     let store = state.archive().log_store();
     store
         .create_account(&account, UnixMillis(crate::now_ms()))
-        .await
-        .map_err(|e| match e {
-            AccountError::UsernameTaken(name) => {
-                ApiError::Conflict(format!("the username {name:?} is taken"))
-            }
-            AccountError::Store(e) => e.into(),
-            _ => ApiError::Internal,
-        })?;
+        .await?;
     let subject = hex::encode(account.account_id);
     audit(
         state.archive(),

@@ -10,7 +10,8 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use vellum_archive::ports::{
-    Account, AccountChange, AccountStore, AuditStore, BlobStore, LogStore, Refreshed, Role, SessionStore,
+    Account, AccountChange, AccountStore, AuditStore, BlobStore, LogStore, NewSession, Refreshed, Role,
+    SessionStore,
 };
 use vellum_protocol::ids::UnixMillis;
 use zeroize::Zeroizing;
@@ -130,18 +131,20 @@ pub(super) async fn login<L: PeopleStore, B: BlobStore>(
         .update_account(&account.account_id, AccountChange::LoginSucceeded)
         .await?;
     if password::needs_rehash(&account.password_phc, state.auth().password_cost()) {
-        let phc = state.auth().hash_password(&request.password).await?;
-        store
-            .update_account(
-                &account.account_id,
-                AccountChange::Password {
+        // Best effort: when the gateway's password work is rationed away, the
+        // stronger hash waits for the next sign-in rather than failing this one.
+        match state.auth().hash_password(&request.password).await {
+            Ok(phc) => {
+                let change = AccountChange::Password {
                     phc,
                     must_change: false,
-                },
-            )
-            .await?;
+                };
+                store.update_account(&account.account_id, change).await?;
+            }
+            Err(e) => tracing::info!(error = %e, "password rehash postponed"),
+        }
     }
-    let mut tokens = start_session(&state, &account, scope).await?;
+    let mut tokens = start_session(&state, &account, scope, false).await?;
     tokens.known_device = Some(state.auth().known_device_token(&account.account_id, now_secs()));
     audit(
         state.archive(),
@@ -344,6 +347,7 @@ pub(super) async fn start_session<L: PeopleStore, B: BlobStore>(
     state: &State<L, B>,
     account: &Account,
     scope: Scope,
+    idp_second_factor: bool,
 ) -> Result<Tokens, ApiError> {
     let store = state.archive().log_store();
     let auth = state.auth();
@@ -352,16 +356,16 @@ pub(super) async fn start_session<L: PeopleStore, B: BlobStore>(
     let now = crate::now_ms();
     let (refresh, refresh_hash) = new_secret()?;
     let expires = UnixMillis(now + auth.refresh_secs() * 1000);
-    let ends = UnixMillis(now + auth.session_secs() * 1000);
     store
-        .start_session(
-            &session,
-            &account.account_id,
-            &refresh_hash,
-            UnixMillis(now),
-            expires,
-            ends,
-        )
+        .start_session(&NewSession {
+            family_id: session,
+            account_id: account.account_id,
+            refresh: &refresh_hash,
+            now: UnixMillis(now),
+            expires_at: expires,
+            ends_at: UnixMillis(now + auth.session_secs() * 1000),
+            idp_second_factor,
+        })
         .await?;
     let access = auth
         .jwt()
@@ -408,7 +412,11 @@ pub(super) async fn refresh<L: PeopleStore, B: BlobStore>(
             family_id,
         } => {
             let account = store.account_by_id(&account_id).await?.ok_or_else(refused)?;
-            if needs_mfa(account.role) && !account.totp_enabled {
+            let vouched = store
+                .session_principal(&account_id, &family_id)
+                .await?
+                .is_some_and(|p| p.idp_second_factor);
+            if needs_mfa(account.role) && !account.totp_enabled && !vouched {
                 // A role that needs a second factor, without one (a promotion since
                 // sign-in): no full session until one is set up.
                 store
@@ -507,7 +515,7 @@ pub(super) async fn change_password<L: PeopleStore, B: BlobStore>(
         password: &request.password,
         totp: request.totp.as_deref(),
         recovery_code: request.recovery_code.as_deref(),
-        known_device: None,
+        known_device: request.known_device.as_deref(),
     };
     let account = identify(&state, peer, &factors).await?;
     password::check_new(&request.new_password, &request.username).map_err(ApiError::BadRequest)?;

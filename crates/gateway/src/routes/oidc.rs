@@ -8,6 +8,7 @@ use axum::extract::Query;
 use axum::extract::rejection::QueryRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use vellum_archive::error::AccountError;
 use vellum_archive::ports::{AccountChange, BlobStore, NewAccount};
 use vellum_protocol::ids::{RecordId, UnixMillis};
 
@@ -39,6 +40,13 @@ impl From<OidcError> for ApiError {
             OidcError::NoRole(_) => ApiError::Forbidden(e.to_string()),
         }
     }
+}
+
+fn no_second_factor(role: vellum_archive::ports::Role) -> ApiError {
+    ApiError::Forbidden(format!(
+        "the {} role needs a second factor, and the identity provider did not report one (amr)",
+        role.as_str()
+    ))
 }
 
 fn cookie(oidc: &Oidc, value: &str, max_age: u64) -> Result<HeaderValue, ApiError> {
@@ -101,32 +109,42 @@ pub(super) async fn callback<L: PeopleStore, B: BlobStore>(
     state.login_limits().check(peer.ip(), &identity.username)?;
     let store = state.archive().log_store();
     let now = UnixMillis(crate::now_ms());
-    let account = match store.account_by_username(&identity.username).await? {
+    let external_id = format!("{} {}", oidc.settings().issuer, identity.subject);
+    let second_factor_missing = needs_mfa(identity.role) && !identity.second_factor;
+    let account = match store.account_by_external_id(&external_id).await? {
         Some(account) => account,
         None => {
+            if store.account_by_username(&identity.username).await?.is_some() {
+                // A local account, or one bound to another identity: single sign-on
+                // never takes over an account it did not make.
+                return Err(ApiError::Forbidden(format!(
+                    "the username {} belongs to an account that does not sign in through this provider",
+                    identity.username
+                )));
+            }
+            if second_factor_missing {
+                return Err(no_second_factor(identity.role));
+            }
             let new = NewAccount {
                 account_id: *RecordId::new_v7(now.0).as_bytes(),
                 username: identity.username.clone(),
                 role: identity.role,
                 password_phc: password::unusable().map_err(|_| ApiError::Internal)?,
                 must_change_password: false,
+                external_id: Some(external_id.clone()),
             };
-            // A racing first sign-in of the same person created it: use that one.
-            if let Err(e) = store.create_account(&new, now).await {
-                tracing::info!(error = %e, "single sign-on account created meanwhile");
-            } else {
-                let detail = serde_json::json!({ "role": identity.role.as_str(), "via": "oidc" });
-                audit(
-                    state.archive(),
-                    ACTOR,
-                    "account.create",
-                    &hex::encode(new.account_id),
-                    detail,
-                )
-                .await?;
+            match store.create_account(&new, now).await {
+                Ok(()) => {
+                    let detail = serde_json::json!({ "role": identity.role.as_str(), "via": "oidc" });
+                    let subject = hex::encode(new.account_id);
+                    audit(state.archive(), ACTOR, "account.create", &subject, detail).await?;
+                }
+                // A racing first sign-in of the same person made it: use that one.
+                Err(AccountError::ExternalIdTaken) => {}
+                Err(e) => return Err(ApiError::from(e)),
             }
             store
-                .account_by_username(&identity.username)
+                .account_by_external_id(&external_id)
                 .await?
                 .ok_or(ApiError::Internal)?
         }
@@ -140,12 +158,9 @@ pub(super) async fn callback<L: PeopleStore, B: BlobStore>(
         refuse("account disabled").await?;
         return Err(ApiError::Unauthorized("this account is disabled".into()));
     }
-    if needs_mfa(identity.role) && !identity.second_factor {
+    if second_factor_missing {
         refuse("no second factor at the identity provider").await?;
-        return Err(ApiError::Forbidden(format!(
-            "the {} role needs a second factor, and the identity provider did not report one (amr)",
-            identity.role.as_str()
-        )));
+        return Err(no_second_factor(identity.role));
     }
     if account.role != identity.role {
         // The provider's groups are the source of truth for people who sign in here.
@@ -162,7 +177,7 @@ pub(super) async fn callback<L: PeopleStore, B: BlobStore>(
         role: identity.role,
         ..account
     };
-    let tokens = start_session(&state, &account, Scope::Full).await?;
+    let tokens = start_session(&state, &account, Scope::Full, identity.second_factor).await?;
     let detail = serde_json::json!({ "scope": Scope::Full, "via": "oidc" });
     audit(state.archive(), &subject, "login", &subject, detail).await?;
     let mut answer = Json(tokens).into_response();
