@@ -361,6 +361,28 @@ macro_rules! sql_accounts {
             })
         }
 
+        /// The account whose unique `column` holds `value`.
+        async fn account_where<V>(
+            pool: &sqlx::Pool<<$row as sqlx::Row>::Database>,
+            column: &'static str,
+            value: V,
+        ) -> Result<Option<$crate::ports::Account>, $crate::error::StoreError>
+        where
+            V: Send + for<'q> sqlx::Encode<'q, <$row as sqlx::Row>::Database> + sqlx::Type<<$row as sqlx::Row>::Database>,
+        {
+            let sql = format!(
+                "SELECT {} FROM accounts WHERE {column} = $1",
+                $crate::accounts::ACCOUNT_COLUMNS
+            );
+            sqlx::query(&sql)
+                .bind(value)
+                .fetch_optional(pool)
+                .await
+                .map_err(|e| $crate::error::StoreError::backend("read account", e))?
+                .map(|row| account_from_row(&row))
+                .transpose()
+        }
+
         impl $crate::ports::AccountStore for $store {
             async fn create_account(
                 &self,
@@ -402,51 +424,21 @@ macro_rules! sql_accounts {
                 &self,
                 username: &str,
             ) -> Result<Option<$crate::ports::Account>, $crate::error::StoreError> {
-                let sql = format!(
-                    "SELECT {} FROM accounts WHERE username = $1",
-                    $crate::accounts::ACCOUNT_COLUMNS
-                );
-                sqlx::query(&sql)
-                    .bind(username)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(|e| $crate::error::StoreError::backend("read account", e))?
-                    .map(|row| account_from_row(&row))
-                    .transpose()
+                account_where(&self.pool, "username", username.to_owned()).await
             }
 
             async fn account_by_external_id(
                 &self,
                 external_id: &str,
             ) -> Result<Option<$crate::ports::Account>, $crate::error::StoreError> {
-                let sql = format!(
-                    "SELECT {} FROM accounts WHERE external_id = $1",
-                    $crate::accounts::ACCOUNT_COLUMNS
-                );
-                sqlx::query(&sql)
-                    .bind(external_id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(|e| $crate::error::StoreError::backend("read account", e))?
-                    .map(|row| account_from_row(&row))
-                    .transpose()
+                account_where(&self.pool, "external_id", external_id.to_owned()).await
             }
 
             async fn account_by_id(
                 &self,
                 id: &[u8; 16],
             ) -> Result<Option<$crate::ports::Account>, $crate::error::StoreError> {
-                let sql = format!(
-                    "SELECT {} FROM accounts WHERE account_id = $1",
-                    $crate::accounts::ACCOUNT_COLUMNS
-                );
-                sqlx::query(&sql)
-                    .bind(id.as_slice())
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(|e| $crate::error::StoreError::backend("read account", e))?
-                    .map(|row| account_from_row(&row))
-                    .transpose()
+                account_where(&self.pool, "account_id", id.to_vec()).await
             }
 
             async fn list_accounts(&self) -> Result<Vec<$crate::ports::Account>, $crate::error::StoreError> {
