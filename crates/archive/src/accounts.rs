@@ -165,7 +165,9 @@ impl fmt::Debug for AccountChange {
 /// People's accounts. **Never deleted**: an account is disabled instead, so the
 /// audit trail keeps naming who did what. Every change is durable when it resolves.
 pub trait AccountStore: Send + Sync + 'static {
-    /// Creates an account at `now`; refused if the username is taken.
+    /// Creates an account at `now`; refused if its single sign-on identity is bound to
+    /// another account ([`AccountError::ExternalIdTaken`], checked first) or its
+    /// username is taken.
     fn create_account(
         &self,
         account: &NewAccount,
@@ -406,15 +408,17 @@ macro_rules! sql_accounts {
                 .await
                 .map_err(|e| StoreError::backend("create account", e))?;
                 if created.rows_affected() == 0 {
-                    let taken: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts WHERE username = $1")
-                        .bind(&account.username)
+                    // The identity first: the same person racing themselves takes both
+                    // the name and the identity, and should find the account made.
+                    let bound: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts WHERE external_id = $1")
+                        .bind(account.external_id.as_deref())
                         .fetch_one(&self.pool)
                         .await
                         .map_err(|e| StoreError::backend("create account", e))?;
-                    return Err(if taken > 0 {
-                        AccountError::UsernameTaken(account.username.clone())
-                    } else {
+                    return Err(if bound > 0 {
                         AccountError::ExternalIdTaken
+                    } else {
+                        AccountError::UsernameTaken(account.username.clone())
                     });
                 }
                 Ok(())

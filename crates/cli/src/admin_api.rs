@@ -76,7 +76,9 @@ fn refused(status: StatusCode, body: &str) -> CliError {
 
 impl Session {
     async fn open(remote: &Remote<'_>) -> Result<Self, CliError> {
+        // Never follow a redirect: it would carry the password elsewhere, perhaps in clear.
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(std::time::Duration::from_secs(10))
             .timeout(std::time::Duration::from_secs(60))
             .build()

@@ -198,9 +198,9 @@ fn default_roles_claim() -> String {
     "groups".into()
 }
 fn default_mfa_amr() -> Vec<String> {
-    ["mfa", "otp", "hwk", "swk", "fpt", "face"]
-        .map(str::to_owned)
-        .to_vec()
+    // Only "mfa" says more than one factor was used: "otp", "swk" and the like name one
+    // method, which a passwordless sign-in may have used alone (RFC 8176).
+    vec!["mfa".into()]
 }
 fn default_session_secs() -> u64 {
     vellum_gateway::auth::DEFAULT_SESSION_SECS

@@ -130,6 +130,15 @@ impl From<AppendError> for ApiError {
     }
 }
 
+impl From<crate::auth::admin::AdminError> for ApiError {
+    fn from(e: crate::auth::admin::AdminError) -> Self {
+        match e {
+            crate::auth::admin::AdminError::Refused(why) => ApiError::Conflict(why.into()),
+            crate::auth::admin::AdminError::Failed(e) => e.into(),
+        }
+    }
+}
+
 impl From<AccountError> for ApiError {
     fn from(e: AccountError) -> Self {
         match e {

@@ -332,14 +332,28 @@ async fn a_person_signs_in_through_the_provider_with_pkce_and_gets_the_mapped_ro
         .unwrap();
     let (status, _, listing) = send(&f.app, request).await;
     assert_eq!(status, StatusCode::OK, "{listing}");
-    // Nobody knows the created account's password: signing in with one fails.
-    let login = Request::post("/v1/auth/login")
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(
-            json!({ "username": "ann@agency.example", "password": "" }).to_string(),
-        ))
+    // The account has no password: any password is refused, and not counted against it.
+    for password in ["", "correct horse battery staple"] {
+        let login = Request::post("/v1/auth/login")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                json!({ "username": "ann@agency.example", "password": password }).to_string(),
+            ))
+            .unwrap();
+        assert_problem(&send(&f.app, login).await, StatusCode::UNAUTHORIZED);
+    }
+    let ann = f
+        .gateway
+        .archive()
+        .log_store()
+        .account_by_username("ann@agency.example")
+        .await
+        .unwrap()
         .unwrap();
-    assert_problem(&send(&f.app, login).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        ann.failed_logins, 0,
+        "password attempts counted against a sign-on account"
+    );
 
     // The provider moves her to the auditors, with a second factor: the role follows.
     // (Her subject stays the same: that, not the e-mail, is the binding.)
@@ -562,4 +576,56 @@ async fn a_provider_cannot_take_over_a_local_account() {
         gus.external_id.as_deref(),
         Some(format!("{} subject-gus@agency.example", p.url).as_str())
     );
+}
+
+/// The same person's two first sign-ons at once make one account, and both get in.
+#[tokio::test]
+async fn racing_first_sign_ons_share_one_account() {
+    let p = provider().await;
+    let f = fixture_for(&p).await;
+    set_person(&p, "hal@agency.example", &["it-admins"], &[]);
+    let (one, two) = tokio::join!(sign_in(&f), sign_in(&f));
+    assert_eq!(
+        (one.0, two.0),
+        (StatusCode::OK, StatusCode::OK),
+        "{} / {}",
+        one.2,
+        two.2
+    );
+    let trail = f.gateway.archive().audit_trail(0, 100).await.unwrap();
+    assert_eq!(
+        trail.iter().filter(|(_, e)| e.action == "account.create").count(),
+        1
+    );
+}
+
+/// An administrator cannot give a sign-on account a password or a role of their own
+/// choosing: the provider decides both.
+#[tokio::test]
+async fn administrators_cannot_override_the_provider() {
+    let p = provider().await;
+    let f = fixture_for(&p).await;
+    let (status, _, body) = sign_in(&f).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    set_person(&p, "ivy@agency.example", &["it-admins"], &[]);
+    let (status, _, body) = sign_in(&f).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let tokens: Value = serde_json::from_str(&body).unwrap();
+    let access = tokens["access_token"].as_str().unwrap();
+    for action in ["reset-password", "role"] {
+        let request = Request::post(format!("/v1/admin/accounts/ann@agency.example/{action}"))
+            .header(header::AUTHORIZATION, format!("Bearer {access}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(json!({ "role": "auditor" }).to_string()))
+            .unwrap();
+        let refused = send(&f.app, request).await;
+        assert_problem(&refused, StatusCode::CONFLICT);
+    }
+    assert_eq!(role_of(&f, "ann@agency.example").await, Some(Role::Admin));
+    // Disabling still works: that is how an administrator stops one at once.
+    let request = Request::post("/v1/admin/accounts/ann@agency.example/disable")
+        .header(header::AUTHORIZATION, format!("Bearer {access}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&f.app, request).await.0, StatusCode::NO_CONTENT);
 }

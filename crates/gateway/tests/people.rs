@@ -784,17 +784,44 @@ async fn a_flood_locks_an_account_but_not_its_owner_on_a_known_device() {
             "{refused}"
         );
     }
-    // With it: a wrong password is refused but not counted; the right one gets in.
+    // With it: a wrong password is refused (and counted, as every failure is); the
+    // right one gets in, lock or no lock.
     let known = json!({ "known_device": device });
     assert_eq!(
         login(&f, "owner", "a guess that is wrong", known.clone()).await.0,
         StatusCode::UNAUTHORIZED
     );
     let after = store.account_by_username("owner").await.unwrap().unwrap();
-    assert_eq!(
-        after.failed_logins, locked.failed_logins,
-        "a known device's failure counted"
-    );
-    let (status, tokens) = login(&f, "owner", PASSWORD, known).await;
+    assert_eq!(after.failed_logins, locked.failed_logins + 1);
+    let (status, tokens) = login(&f, "owner", PASSWORD, known.clone()).await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
+
+    // The token has a budget of its own (6 a minute here): 2 used, 4 left.
+    for _ in 0..4 {
+        login(&f, "owner", "a guess that is wrong", known.clone()).await;
+    }
+    assert_eq!(
+        login(&f, "owner", PASSWORD, known).await.0,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a known-device token gave unlimited guesses"
+    );
+
+    // A new password voids the token issued under the old one.
+    let fresh = field(&tokens, "known_device");
+    store
+        .update_account(
+            &locked.account_id,
+            AccountChange::Password {
+                phc: password::hash("another long passphrase").unwrap(),
+                must_change: false,
+            },
+        )
+        .await
+        .unwrap();
+    let stale = json!({ "known_device": fresh });
+    assert_eq!(
+        login(&f, "owner", "another long passphrase", stale).await.0,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a token outlived the password it was issued under"
+    );
 }

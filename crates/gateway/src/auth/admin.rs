@@ -27,6 +27,24 @@ pub enum AdminChange {
     ResetMfa,
 }
 
+/// Why an administrator's change was not made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// The change does not apply to this account (nothing changed).
+    #[error("{0}")]
+    Refused(&'static str),
+    /// Storage or the log failed.
+    #[error(transparent)]
+    Failed(#[from] AppendError),
+}
+
+impl From<vellum_archive::StoreError> for AdminError {
+    fn from(e: vellum_archive::StoreError) -> Self {
+        AdminError::Failed(e.into())
+    }
+}
+
 /// Records an audit event: durable, and a leaf of the log, when this resolves.
 pub async fn audit<L: LogStore, B: BlobStore>(
     archive: &Archive<L, B>,
@@ -52,9 +70,28 @@ pub async fn apply<L: LogStore + AccountStore + SessionStore, B: BlobStore>(
     actor: &str,
     id: &[u8; 16],
     change: AdminChange,
-) -> Result<(), AppendError> {
+) -> Result<(), AdminError> {
     let store = archive.log_store();
     let now = UnixMillis(crate::now_ms());
+    let single_sign_on = store
+        .account_by_id(id)
+        .await?
+        .is_some_and(|a| a.external_id.is_some());
+    if single_sign_on {
+        match change {
+            AdminChange::ResetPassword { .. } => {
+                return Err(AdminError::Refused(
+                    "this account signs in through single sign-on and has no password here",
+                ));
+            }
+            AdminChange::SetRole(_) => {
+                return Err(AdminError::Refused(
+                    "this account's role comes from the identity provider's groups at each sign-in",
+                ));
+            }
+            _ => {}
+        }
+    }
     let (action, detail, ends_sessions) = match change {
         AdminChange::Disable => {
             store
@@ -91,5 +128,5 @@ pub async fn apply<L: LogStore + AccountStore + SessionStore, B: BlobStore>(
     if let Some(reason) = ends_sessions {
         store.end_sessions_of(id, now, reason).await?;
     }
-    audit(archive, actor, action, &hex::encode(id), detail).await
+    Ok(audit(archive, actor, action, &hex::encode(id), detail).await?)
 }

@@ -16,6 +16,7 @@ pub mod totp;
 
 use std::time::Duration;
 
+use sha2::Digest as _;
 use tokio::sync::Semaphore;
 use vellum_archive::ports::{Role, SessionStore};
 
@@ -33,6 +34,40 @@ pub const DEFAULT_REFRESH_SECS: u64 = 12 * 3600;
 
 /// How long a session lasts at most by default, however active: 24 hours.
 pub const DEFAULT_SESSION_SECS: u64 = 24 * 3600;
+
+/// A genuine, current known-device token, before the account is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KnownDevice {
+    account_id: [u8; 16],
+    binding: [u8; 8],
+    /// Keys this token's own rate limit.
+    budget: [u8; 16],
+}
+
+impl KnownDevice {
+    /// Whether the token still vouches for `account`: the same account, with the
+    /// password hash and second factor it was issued under.
+    pub fn holds_for(&self, account: &vellum_archive::ports::Account) -> bool {
+        self.account_id == account.account_id && self.binding == device_binding(account)
+    }
+}
+
+/// What ties a known-device token to an account's credentials: 8 bytes of SHA-256
+/// over the password hash and the TOTP secret (if any). A new password, a reset
+/// second factor or a rehash gives another binding, voiding earlier tokens.
+pub fn device_binding(account: &vellum_archive::ports::Account) -> [u8; 8] {
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"vellum known-device binding v1\0");
+    hash.update(account.password_phc.as_bytes());
+    hash.update([0]);
+    if let Some(secret) = &account.totp_secret {
+        hash.update(secret.as_slice());
+    }
+    let digest = hash.finalize();
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&digest[..8]);
+    out
+}
 
 /// How long a known-device token is good: 90 days. A successful password sign-in
 /// gets one; presented at a later sign-in to the same account, it exempts that
@@ -192,12 +227,14 @@ impl Auth {
     }
 
     /// A known-device token for this account (see [`KNOWN_DEVICE_SECS`]), good from
-    /// `now` (Unix seconds): `kd1.` + base64url(account id ‖ expiry u64 BE) + `.` +
-    /// base64url(HMAC-SHA256).
-    pub fn known_device_token(&self, account_id: &[u8; 16], now: u64) -> String {
+    /// `now` (Unix seconds): `kd1.`, base64url(account id ‖ expiry u64 BE ‖ binding),
+    /// `.`, base64url(HMAC-SHA256). The binding ([`device_binding`]) ties it to the
+    /// account's current password hash and second factor: changing either voids it.
+    pub fn known_device_token(&self, account: &vellum_archive::ports::Account, now: u64) -> String {
         use base64::Engine as _;
-        let mut payload = account_id.to_vec();
+        let mut payload = account.account_id.to_vec();
         payload.extend_from_slice(&(now + KNOWN_DEVICE_SECS).to_be_bytes());
+        payload.extend_from_slice(&device_binding(account));
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         format!(
             "kd1.{}.{}",
@@ -206,9 +243,9 @@ impl Auth {
         )
     }
 
-    /// The account a known-device token vouches for at `now`, if it is genuine and
-    /// current.
-    pub fn known_device(&self, token: &str, now: u64) -> Option<[u8; 16]> {
+    /// What a known-device token claims, if it is genuine and current at `now`. Whether
+    /// it still holds is [`KnownDevice::holds_for`], once the account is read.
+    pub fn known_device(&self, token: &str, now: u64) -> Option<KnownDevice> {
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let (payload, tag) = token.strip_prefix("kd1.")?.split_once('.')?;
@@ -220,9 +257,20 @@ impl Auth {
         )) {
             return None;
         }
-        let (account, expiry) = payload.split_first_chunk::<16>()?;
-        let expiry = u64::from_be_bytes(expiry.try_into().ok()?);
-        (expiry > now).then_some(*account)
+        let (account_id, rest) = payload.split_first_chunk::<16>()?;
+        let (expiry, rest) = rest.split_first_chunk::<8>()?;
+        let binding: [u8; 8] = rest.try_into().ok()?;
+        if u64::from_be_bytes(*expiry) <= now {
+            return None;
+        }
+        let key = sha2::Sha256::digest(token.as_bytes());
+        let mut budget = [0u8; 16];
+        budget.copy_from_slice(&key[..16]);
+        Some(KnownDevice {
+            account_id: *account_id,
+            binding,
+            budget,
+        })
     }
 
     fn device_mac(&self, payload: &[u8]) -> [u8; 32] {
@@ -358,6 +406,8 @@ pub(crate) async fn authenticate<S: SessionStore>(
 pub struct LoginLimits {
     per_address: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
     per_account: governor::DefaultKeyedRateLimiter<String>,
+    /// Each known-device token's own budget (the per-account one, by token).
+    per_device: governor::DefaultKeyedRateLimiter<[u8; 16]>,
     checks: std::sync::atomic::AtomicU64,
 }
 
@@ -378,6 +428,7 @@ impl LoginLimits {
         Self {
             per_address: RateLimiter::hashmap(quota(per_address)),
             per_account: RateLimiter::hashmap(quota(per_account)),
+            per_device: RateLimiter::hashmap(quota(per_account)),
             checks: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -394,6 +445,11 @@ impl LoginLimits {
         self.per_account.check_key(&name).map_err(too_many)
     }
 
+    /// Counts an attempt against a known-device token's own limit.
+    pub fn check_device(&self, device: &KnownDevice) -> Result<(), ApiError> {
+        self.per_device.check_key(&device.budget).map_err(too_many)
+    }
+
     /// Counts an attempt against the address's limit alone.
     pub fn check_address(&self, address: std::net::IpAddr) -> Result<(), ApiError> {
         let checks = self.checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -401,6 +457,7 @@ impl LoginLimits {
             // Forget keys that are back at full allowance, so random names cost no memory.
             self.per_address.retain_recent();
             self.per_account.retain_recent();
+            self.per_device.retain_recent();
         }
         // One IPv6 host usually holds a whole /64: count the prefix, not the address.
         let address = match address {

@@ -25,8 +25,15 @@ use tokio::sync::RwLock;
 use vellum_archive::ports::{Role, valid_username};
 use zeroize::Zeroizing;
 
-/// The name of the cookie that carries a sign-in in progress.
+/// The name of the cookie that carries a sign-in in progress (over plain HTTP on
+/// loopback; over HTTPS it is [`SECURE_COOKIE`]).
 pub const COOKIE: &str = "vellum_oidc";
+/// The cookie's name over HTTPS: the `__Host-` prefix makes browsers refuse it from
+/// any other host or path.
+pub const SECURE_COOKIE: &str = "__Host-vellum_oidc";
+
+/// How long discovery is not retried after it failed.
+const DISCOVERY_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Where the provider sends the browser back.
 pub const CALLBACK_PATH: &str = "/v1/auth/oidc/callback";
@@ -122,6 +129,8 @@ pub struct Oidc {
     state_key: Zeroizing<[u8; 32]>,
     http: reqwest::Client,
     provider: RwLock<Option<Provider>>,
+    /// When discovery last failed: it is not retried for [`DISCOVERY_BACKOFF`].
+    failed_at: std::sync::Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Oidc {
@@ -220,6 +229,7 @@ impl Oidc {
             state_key: Zeroizing::new(state_key),
             http,
             provider: RwLock::new(None),
+            failed_at: std::sync::Mutex::new(None),
         })
     }
 
@@ -231,6 +241,15 @@ impl Oidc {
     /// Whether the cookie must be `Secure` (the gateway is reached over HTTPS).
     pub fn secure_cookie(&self) -> bool {
         self.settings.redirect_uri.starts_with("https://")
+    }
+
+    /// The flow cookie's name.
+    pub fn cookie_name(&self) -> &'static str {
+        if self.secure_cookie() {
+            SECURE_COOKIE
+        } else {
+            COOKIE
+        }
     }
 
     /// Begins a sign-in at `now` (Unix seconds): the provider URL to send the browser
@@ -387,9 +406,23 @@ impl Oidc {
         if let Some(p) = self.provider.read().await.as_ref() {
             return Ok(f(p));
         }
+        let backing_off = |at: &Option<Instant>| at.is_some_and(|t| t.elapsed() < DISCOVERY_BACKOFF);
+        if self.failed_at.lock().is_ok_and(|at| backing_off(&at)) {
+            return Err(OidcError::Provider(
+                "the identity provider was unreachable moments ago; try again shortly".into(),
+            ));
+        }
         let mut slot = self.provider.write().await;
         if slot.is_none() {
-            *slot = Some(self.discover().await?);
+            match self.discover().await {
+                Ok(provider) => *slot = Some(provider),
+                Err(e) => {
+                    if let Ok(mut at) = self.failed_at.lock() {
+                        *at = Some(Instant::now());
+                    }
+                    return Err(e);
+                }
+            }
         }
         slot.as_ref()
             .map(f)
@@ -441,9 +474,15 @@ impl Oidc {
             ));
         }
         let jwks_uri = field("jwks_uri")?;
+        let authorization_endpoint = field("authorization_endpoint")?;
+        if !https_or_loopback(&authorization_endpoint) {
+            return Err(OidcError::Provider(
+                "the provider's authorization endpoint is neither https nor loopback".into(),
+            ));
+        }
         let jwks = self.fetch_jwks(&jwks_uri).await?;
         Ok(Provider {
-            authorization_endpoint: field("authorization_endpoint")?,
+            authorization_endpoint,
             token_endpoint: field("token_endpoint")?,
             jwks_uri,
             jwks,

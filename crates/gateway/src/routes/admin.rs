@@ -165,7 +165,8 @@ pub(super) struct RoleRequest {
     (status = 400, description = "Bad role.", body = Problem, content_type = "application/problem+json"),
     (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "Not an administrator, or the caller's own account.", body = Problem, content_type = "application/problem+json"),
-    (status = 404, description = "No such account.", body = Problem, content_type = "application/problem+json")))]
+    (status = 404, description = "No such account.", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "The account signs in through single sign-on: the provider sets its role and it has no password here.", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn set_role<L: PeopleStore + DeviceStore, B: BlobStore>(
     state: State<L, B>,
     Extension(admin): Extension<Person>,
@@ -243,7 +244,8 @@ pub(super) async fn reset_mfa<L: PeopleStore + DeviceStore, B: BlobStore>(
     (status = 200, description = "The one-time password, shown this once.", body = OneTimePassword),
     (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "Not an administrator, or the caller's own account.", body = Problem, content_type = "application/problem+json"),
-    (status = 404, description = "No such account.", body = Problem, content_type = "application/problem+json")))]
+    (status = 404, description = "No such account.", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "The account signs in through single sign-on: the provider sets its role and it has no password here.", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn reset_password<L: PeopleStore + DeviceStore, B: BlobStore>(
     state: State<L, B>,
     Extension(admin): Extension<Person>,

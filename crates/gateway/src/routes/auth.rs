@@ -1,8 +1,10 @@
 //! Sign-in for people: login, refresh, logout, password change, TOTP enrollment.
 //!
-//! Every failure a guesser could learn from reads the same ("invalid username or
-//! password"): unknown accounts, wrong passwords, disabled and locked accounts. Unknown
-//! usernames cost a full Argon2 verification too.
+//! Every password failure a guesser could learn from reads the same ("invalid username
+//! or password") and takes at least the same time: unknown accounts, wrong passwords,
+//! disabled, locked and single-sign-on accounts. Unknown usernames cost a full Argon2
+//! verification too. Only a right password earns the next question (the second
+//! factor), as with any two-step sign-in.
 
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
@@ -18,7 +20,7 @@ use zeroize::Zeroizing;
 
 use crate::State;
 use crate::auth::jwt::Scope;
-use crate::auth::{Person, lock_duration, password, totp};
+use crate::auth::{KnownDevice, Person, lock_duration, password, totp};
 use crate::device::{hash_secret, new_secret};
 use crate::problem::{ApiError, Problem};
 use vellum_archive::Archive;
@@ -145,7 +147,11 @@ pub(super) async fn login<L: PeopleStore, B: BlobStore>(
         }
     }
     let mut tokens = start_session(&state, &account, scope, false).await?;
-    tokens.known_device = Some(state.auth().known_device_token(&account.account_id, now_secs()));
+    let account = store
+        .account_by_id(&account.account_id)
+        .await?
+        .ok_or(ApiError::Internal)?;
+    tokens.known_device = Some(state.auth().known_device_token(&account, now_secs()));
     audit(
         state.archive(),
         &subject,
@@ -177,13 +183,13 @@ async fn identify<L: PeopleStore, B: BlobStore>(
         .known_device
         .and_then(|token| state.auth().known_device(token, now_secs()));
     state.login_limits().check_address(peer.ip())?;
-    if device.is_none() {
-        state.login_limits().check_account(factors.username)?;
+    match &device {
+        Some(device) => state.login_limits().check_device(device)?,
+        None => state.login_limits().check_account(factors.username)?,
     }
     let account = checked_password(state, factors.username, factors.password, device).await?;
-    let known = device == Some(account.account_id);
     if account.totp_enabled {
-        second_factor(state, &account, factors.totp, factors.recovery_code, known).await?;
+        second_factor(state, &account, factors.totp, factors.recovery_code).await?;
     }
     Ok(account)
 }
@@ -194,7 +200,7 @@ async fn checked_password<L: PeopleStore, B: BlobStore>(
     state: &State<L, B>,
     username: &str,
     password: &str,
-    device: Option<[u8; 16]>,
+    device: Option<KnownDevice>,
 ) -> Result<Account, ApiError> {
     let started = tokio::time::Instant::now();
     let refused = checked_password_inner(state, username, password, device).await;
@@ -214,15 +220,23 @@ async fn checked_password_inner<L: PeopleStore, B: BlobStore>(
     state: &State<L, B>,
     username: &str,
     password: &str,
-    device: Option<[u8; 16]>,
+    device: Option<KnownDevice>,
 ) -> Result<Account, ApiError> {
     let store = state.archive().log_store();
     let account = store.account_by_username(username).await?;
-    // A known device exempts only its own account from the lock and the per-account
-    // limit; another account's token counts as none.
-    let known = device.is_some() && device == account.as_ref().map(|a| a.account_id);
+    // A known device exempts only the account and credentials it was issued for from
+    // the lock and the per-account limit; any other token counts as none.
+    let known = match (&device, &account) {
+        (Some(device), Some(account)) => device.holds_for(account),
+        _ => false,
+    };
     if device.is_some() && !known {
         state.login_limits().check_account(username)?;
+    }
+    if account.as_ref().is_some_and(|a| a.external_id.is_some()) {
+        // An account made by single sign-on has no password: refused at once, and
+        // nothing counted (a password flood cannot lock its owner out of sign-on).
+        return Err(invalid_login());
     }
     let ok = state
         .auth()
@@ -242,7 +256,7 @@ async fn checked_password_inner<L: PeopleStore, B: BlobStore>(
         // flood aimed at one account costs the database nothing.
         return Err(invalid_login());
     }
-    if !ok && !known {
+    if !ok {
         count_failure(state, &account).await?;
     }
     let reason = if ok { "account disabled" } else { "wrong password" };
@@ -283,7 +297,6 @@ async fn second_factor<L: PeopleStore, B: BlobStore>(
     account: &Account,
     code: Option<&str>,
     recovery: Option<&str>,
-    known: bool,
 ) -> Result<(), ApiError> {
     let store = state.archive().log_store();
     let subject = hex::encode(account.account_id);
@@ -305,9 +318,7 @@ async fn second_factor<L: PeopleStore, B: BlobStore>(
     if accepted {
         return Ok(());
     }
-    if !known {
-        count_failure(state, account).await?;
-    }
+    count_failure(state, account).await?;
     audit(
         state.archive(),
         "-",
