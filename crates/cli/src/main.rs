@@ -12,6 +12,7 @@ mod bench_flood;
 mod capture;
 mod demo;
 mod error;
+mod escrow;
 mod files;
 mod keys;
 mod quickstart;
@@ -66,6 +67,9 @@ enum Command {
     /// Account administration, on a deployment's database or through a running gateway.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// Key escrow, offline: the key ceremony and M-of-N recovery.
+    #[command(subcommand)]
+    Escrow(escrow::EscrowCommand),
     /// Capture client: enroll a device, send messages, show the spool.
     #[command(subcommand)]
     Capture(capture::CaptureCommand),
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve::Config::load(&config).and_then(serve::run),
         Command::Quickstart { data, listen } => quickstart::run(&data, listen),
         Command::Capture(command) => capture::run(&command),
+        Command::Escrow(command) => escrow::run(&command),
         Command::Admin(command) => admin::run(&command),
     };
     match outcome {

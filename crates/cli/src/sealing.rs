@@ -39,10 +39,7 @@ pub(crate) struct OpenArgs {
 }
 
 pub(crate) fn seal(args: &SealArgs) -> Result<(), CliError> {
-    let mut recipients: Vec<Recipient> = Vec::new();
-    for (n, text) in args.recipients.iter().enumerate() {
-        recipients.push(text.parse().map_err(|_| bad_recipient(n, text))?);
-    }
+    let mut recipients = parse_recipients(&args.recipients)?;
     for path in &args.recipient_files {
         let bytes = read_small(path, KEY_FILE_LIMIT)?;
         let text = String::from_utf8_lossy(&bytes);
@@ -69,8 +66,18 @@ pub(crate) fn seal(args: &SealArgs) -> Result<(), CliError> {
 }
 
 pub(crate) fn open(args: &OpenArgs) -> Result<(), CliError> {
+    let identities = read_identities(&args.identities)?;
+    let input = open_input(args.input.as_deref())?;
+    let mut output = Output::create(args.output.as_deref())?;
+    // On failure the temporary output is dropped, which deletes it: no partial plaintext.
+    seal::open_stream(&identities, input, output.writer())?;
+    output.commit()
+}
+
+/// Reads identity files (`AGE-SECRET-KEY-1…` lines).
+pub(crate) fn read_identities(paths: &[PathBuf]) -> Result<Vec<seal::Identity>, CliError> {
     let mut identities = Vec::new();
-    for path in &args.identities {
+    for path in paths {
         let bytes = zeroize::Zeroizing::new(read_small(path, KEY_FILE_LIMIT)?);
         let text = std::str::from_utf8(&bytes).map_err(|_| {
             CliError::new(
@@ -82,11 +89,16 @@ pub(crate) fn open(args: &OpenArgs) -> Result<(), CliError> {
             .map_err(|e| CliError::new(Kind::Malformed, format!("{}: {e}", path.display())))?;
         identities.extend(parsed);
     }
-    let input = open_input(args.input.as_deref())?;
-    let mut output = Output::create(args.output.as_deref())?;
-    // On failure the temporary output is dropped, which deletes it: no partial plaintext.
-    seal::open_stream(&identities, input, output.writer())?;
-    output.commit()
+    Ok(identities)
+}
+
+/// Parses recipients given as `age1…` strings (by position in errors).
+pub(crate) fn parse_recipients(texts: &[String]) -> Result<Vec<Recipient>, CliError> {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(n, text)| text.parse().map_err(|_| bad_recipient(n, text)))
+        .collect()
 }
 
 /// Names the bad argument by position, never by value: a user who pasted a secret key
