@@ -11,6 +11,7 @@ mod bench;
 mod bench_flood;
 mod capture;
 mod demo;
+mod epoch;
 mod error;
 mod escrow;
 mod files;
@@ -67,6 +68,13 @@ enum Command {
     /// Account administration, on a deployment's database or through a running gateway.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// A new epoch identity, wrapped to the auditors and the escrow recipient, and its
+    /// keyring statement (run on an auditor's machine).
+    #[command(subcommand)]
+    Epoch(EpochCommand),
+    /// Sign keyring statements with the organisation key (whole or from shares).
+    #[command(subcommand)]
+    Keyring(KeyringCommand),
     /// Key escrow, offline: the key ceremony and M-of-N recovery.
     #[command(subcommand)]
     Escrow(escrow::EscrowCommand),
@@ -87,6 +95,18 @@ enum BenchCommand {
     Storage(bench::StorageArgs),
     /// Capture throughput over HTTP with and without a flood of logins.
     LoginFlood(bench_flood::FloodArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum EpochCommand {
+    /// Make the next epoch's identity, its wrapped copies and its keyring statement.
+    New(epoch::EpochArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyringCommand {
+    /// Sign a keyring statement with the organisation key.
+    Sign(epoch::SignArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,6 +133,8 @@ fn main() -> ExitCode {
         Command::Quickstart { data, listen } => quickstart::run(&data, listen),
         Command::Capture(command) => capture::run(&command),
         Command::Escrow(command) => escrow::run(&command),
+        Command::Epoch(EpochCommand::New(args)) => epoch::new_epoch(&args),
+        Command::Keyring(KeyringCommand::Sign(args)) => epoch::sign(&args),
         Command::Admin(command) => admin::run(&command),
     };
     match outcome {

@@ -276,3 +276,130 @@ fn bad_sets_of_shares_are_refused_with_their_own_error() {
     assert!(bad.stderr.contains("2 <= M <= N"), "{}", bad.stderr);
     assert!(!dir.join("three").exists(), "a refused ceremony wrote files");
 }
+
+/// The auditor-side rotation: a new epoch wrapped to each auditor and to escrow, its
+/// statement signed by an organisation key that exists only as custodians' shares.
+#[test]
+fn a_new_epoch_is_wrapped_to_each_auditor_and_signed_by_a_split_organisation_key() {
+    use vellum_protocol::keyring;
+    use vellum_protocol::seal::{Identity, parse_identity_file};
+    use vellum_tlog::note::NoteVerifier;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ok(&vellum(
+        dir,
+        &[
+            "escrow",
+            "init",
+            "--out",
+            "ceremony",
+            "--threshold",
+            "2",
+            "--custodian",
+            "a",
+            "--custodian",
+            "b",
+            "--custodian",
+            "c",
+            "--org-name",
+            "agency.example/org",
+            "--org-threshold",
+            "2",
+        ],
+        b"",
+    ));
+    let escrow = std::fs::read_to_string(dir.join("ceremony/escrow.recipient")).unwrap();
+    let ann = new_identity(dir, "ann.key");
+    let bo = new_identity(dir, "bo.key");
+    ok(&vellum(
+        dir,
+        &[
+            "epoch",
+            "new",
+            "--epoch",
+            "2",
+            "--auditor",
+            &format!("ann={ann}"),
+            "--auditor",
+            &format!("bo={bo}"),
+            "--escrow",
+            escrow.trim(),
+            "--out",
+            "epoch-2",
+        ],
+        b"",
+    ));
+    let sign = |shares: &[&str]| {
+        let mut args = vec![
+            "keyring",
+            "sign",
+            "--statement",
+            "epoch-2/statement.txt",
+            "-o",
+            "keyring-2.note",
+        ];
+        for share in shares {
+            args.extend_from_slice(&["--org-share", share]);
+        }
+        vellum(dir, &args, b"")
+    };
+    let one = sign(&["ceremony/shares/a.org-share.txt"]);
+    assert_ne!(one.code, 0);
+    assert!(one.stderr.contains("2 needed"), "{}", one.stderr);
+    let wrong = sign(&[
+        "ceremony/shares/a.escrow-share.txt",
+        "ceremony/shares/b.escrow-share.txt",
+    ]);
+    assert!(
+        wrong.stderr.contains("not of the organisation signing key"),
+        "{}",
+        wrong.stderr
+    );
+    assert!(
+        !dir.join("keyring-2.note").exists(),
+        "a refused signing wrote a note"
+    );
+    ok(&sign(&[
+        "ceremony/shares/a.org-share.txt",
+        "ceremony/shares/c.org-share.txt",
+    ]));
+
+    // The note verifies against the organisation's public key, and each auditor's
+    // wrapped copy holds the identity whose recipient the statement names.
+    let vkey = std::fs::read_to_string(dir.join("ceremony/org.vkey")).unwrap();
+    let org = NoteVerifier::from_vkey(vkey.trim()).unwrap();
+    let note = std::fs::read(dir.join("keyring-2.note")).unwrap();
+    let now = vellum_protocol::ids::UnixMillis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    );
+    let verified = keyring::verify(&note, &org, None, now).unwrap();
+    assert_eq!(verified.statement().epoch.0, 2);
+    assert_eq!(verified.statement().escrow.to_string(), escrow.trim());
+    for (who, key) in [("ann", "ann.key"), ("bo", "bo.key")] {
+        let opened = vellum(
+            dir,
+            &["open", "-i", key, &format!("epoch-2/wrapped/{who}.age")],
+            b"",
+        );
+        assert_eq!(opened.code, 0, "{}", opened.stderr);
+        let epoch = Identity::parse(&String::from_utf8(opened.stdout).unwrap()).unwrap();
+        assert_eq!(
+            epoch.to_public().to_string(),
+            verified.statement().archive.to_string()
+        );
+    }
+    // Ann's copy is hers alone.
+    let ann_identity = parse_identity_file(&std::fs::read_to_string(dir.join("ann.key")).unwrap()).unwrap();
+    assert_eq!(ann_identity.len(), 1);
+    assert_ne!(
+        vellum(dir, &["open", "-i", "ann.key", "epoch-2/wrapped/bo.age"], b"").code,
+        0
+    );
+    // Nothing in the epoch folder holds the identity unwrapped.
+    let written = String::from_utf8_lossy(&all_bytes(&dir.join("epoch-2"))).into_owned();
+    assert!(!written.contains("AGE-SECRET-KEY"));
+}
