@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 mod accounts;
+mod keys;
 mod archive;
 pub mod blob;
 pub mod error;

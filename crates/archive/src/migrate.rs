@@ -25,6 +25,11 @@ pub(crate) const SQLITE: Embedded = &[
         "accounts",
         include_str!("../../../migrations/sqlite/0003_accounts.sql"),
     ),
+    (
+        4,
+        "keys",
+        include_str!("../../../migrations/sqlite/0004_keys.sql"),
+    ),
 ];
 pub(crate) const POSTGRES: Embedded = &[
     (
@@ -41,6 +46,11 @@ pub(crate) const POSTGRES: Embedded = &[
         3,
         "accounts",
         include_str!("../../../migrations/postgres/0003_accounts.sql"),
+    ),
+    (
+        4,
+        "keys",
+        include_str!("../../../migrations/postgres/0004_keys.sql"),
     ),
 ];
 

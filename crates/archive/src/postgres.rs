@@ -36,6 +36,10 @@ pub struct PgStore {
 
 // PostgreSQL hands out identity values at insert, not at commit: serialise audit
 // appends so that a reader paging by id never skips one that commits late.
+crate::keys::sql_keys! {
+    store: PgStore,
+}
+
 crate::accounts::sql_accounts! {
     store: PgStore,
     row: sqlx::postgres::PgRow,

@@ -36,6 +36,10 @@ pub struct SqliteStore {
 }
 
 // SQLite runs one writer at a time, so audit ids commit in order without a lock.
+crate::keys::sql_keys! {
+    store: SqliteStore,
+}
+
 crate::accounts::sql_accounts! {
     store: SqliteStore,
     row: sqlx::sqlite::SqliteRow,

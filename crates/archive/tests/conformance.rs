@@ -569,6 +569,90 @@ async fn devices_enroll_once_and_revocation_is_final(backend: impl Backend) {
     assert_eq!(won, 1);
 }
 
+async fn keyrings_are_consecutive_and_wrapped_keys_are_kept(backend: impl Backend) {
+    use vellum_archive::ports::{Holder, KeyError, KeyStore, PublishedKeyring, Wrap};
+    use vellum_protocol::ids::UnixMillis;
+
+    let store = backend.open_log().await.unwrap();
+    let keyring = |epoch: u64| PublishedKeyring {
+        epoch,
+        note: format!("vellum/keyring/v1\nepoch {epoch}\n"),
+        published_at: UnixMillis(1_764_150_000_000 + epoch),
+        published_by: "0123456789abcdef0123456789abcdef".into(),
+    };
+    let wrap = |epoch: u64, holder: Holder| Wrap {
+        epoch,
+        wrapped: format!("age file of epoch {epoch} for {}", holder.as_text()).into_bytes(),
+        holder,
+    };
+    let (ann, bo, cy) = (Holder::Account([1; 16]), Holder::Account([2; 16]), Holder::Account([3; 16]));
+    assert_eq!(store.latest_keyring().await.unwrap(), None);
+    // The first keyring may be any epoch (a deployment starts where its file says).
+    store
+        .publish_keyring(&keyring(4), &[wrap(4, ann.clone()), wrap(4, Holder::Escrow)])
+        .await
+        .unwrap();
+    for offered in [4, 3, 6] {
+        assert!(matches!(
+            store.publish_keyring(&keyring(offered), &[]).await,
+            Err(KeyError::NotNext { offered: o, newest: 4 }) if o == offered
+        ));
+    }
+    store
+        .publish_keyring(&keyring(5), &[wrap(5, ann.clone()), wrap(5, bo.clone()), wrap(5, Holder::Escrow)])
+        .await
+        .unwrap();
+    assert_eq!(store.latest_keyring().await.unwrap(), Some(keyring(5)));
+
+    // A newcomer gets copies of both epochs; all or none, each once.
+    let at = UnixMillis(1_764_150_001_000);
+    assert!(matches!(
+        store.add_wraps(&[wrap(4, cy.clone()), wrap(9, cy.clone())], "x", at).await,
+        Err(KeyError::UnknownEpoch(9))
+    ));
+    assert_eq!(store.wraps_of(&cy).await.unwrap(), vec![]);
+    store
+        .add_wraps(&[wrap(4, cy.clone()), wrap(5, cy.clone())], "x", at)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.add_wraps(&[wrap(5, cy.clone())], "x", at).await,
+        Err(KeyError::WrapExists { epoch: 5, .. })
+    ));
+    assert_eq!(store.wraps_of(&cy).await.unwrap(), vec![wrap(4, cy.clone()), wrap(5, cy.clone())]);
+    assert_eq!(store.wraps_of(&bo).await.unwrap(), vec![wrap(5, bo.clone())]);
+    let mut holders = store.holders_of(5).await.unwrap();
+    holders.sort_by_key(Holder::as_text);
+    assert_eq!(holders, vec![ann.clone(), bo, cy, Holder::Escrow]);
+
+    // An auditor's public recipient and optional sealed identity, replaced whole.
+    let auditor = vellum_archive::ports::NewAccount {
+        account_id: [1; 16],
+        username: "ann".into(),
+        role: vellum_archive::ports::Role::Auditor,
+        password_phc: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g".into(),
+        must_change_password: false,
+        external_id: None,
+    };
+    vellum_archive::ports::AccountStore::create_account(&store, &auditor, at).await.unwrap();
+    assert_eq!(store.auditor_key(&[1; 16]).await.unwrap(), None);
+    store.set_auditor_key(&[1; 16], "age1first", Some(b"scrypt-sealed"), at).await.unwrap();
+    store.set_auditor_key(&[1; 16], "age1second", None, at).await.unwrap();
+    assert_eq!(store.auditor_key(&[1; 16]).await.unwrap(), Some(("age1second".into(), None)));
+
+    // The database itself keeps keyrings consecutive and both tables append-only.
+    for statement in [
+        "UPDATE keyrings SET note = 'forged'",
+        "DELETE FROM keyrings",
+        "UPDATE epoch_wraps SET wrapped = wrapped",
+        "DELETE FROM epoch_wraps",
+        "INSERT INTO keyrings (epoch, note, published_at, published_by) VALUES (9, 'x', 0, 'x')",
+    ] {
+        assert!(backend.sql(statement).await.is_err(), "the database allowed: {statement}");
+    }
+    assert_eq!(store.latest_keyring().await.unwrap(), Some(keyring(5)));
+}
+
 async fn accounts_have_unique_names_and_are_never_deleted(backend: impl Backend) {
     use vellum_archive::error::AccountError;
     use vellum_archive::ports::{AccountStore, NewAccount, Role};
@@ -960,6 +1044,7 @@ macro_rules! conformance {
                 audit_events_are_leaves_of_the_log,
                 devices_enroll_once_and_revocation_is_final,
                 accounts_have_unique_names_and_are_never_deleted,
+                keyrings_are_consecutive_and_wrapped_keys_are_kept,
                 sessions_rotate_once_and_a_replay_ends_them,
             );
         }

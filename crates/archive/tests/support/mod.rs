@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use vellum_archive::StoreError;
 use vellum_archive::blob::local::LocalBlobStore;
 use vellum_archive::blob::s3::{RetentionPeriod, S3BlobStore, S3Config};
-use vellum_archive::ports::{
+use vellum_archive::ports::{KeyStore, 
     AccountStore, AuditEvent, AuditStore, BlobLocator, BlobPut, BlobStore, CommitBatch, DeviceStore,
     LogStore, Sequencing, SessionStore, StoredRecord,
 };
@@ -87,7 +87,7 @@ pub fn log_signer() -> NoteSigner {
 
 /// Stores that tests can open again on the same data (a restart).
 pub trait Backend: Send + Sync {
-    type Log: LogStore + AuditStore + DeviceStore + AccountStore + SessionStore + Clone;
+    type Log: LogStore + AuditStore + DeviceStore + AccountStore + SessionStore + KeyStore + Clone;
     type Blobs: BlobStore;
 
     fn open_log(&self) -> impl std::future::Future<Output = Result<Self::Log, StoreError>> + Send;
@@ -137,7 +137,7 @@ pub const TAMPERING: [&str; 6] = [
 
 /// A fresh metadata database.
 pub trait MetaFixture: Send + Sync {
-    type Log: LogStore + AuditStore + DeviceStore + AccountStore + SessionStore + Clone;
+    type Log: LogStore + AuditStore + DeviceStore + AccountStore + SessionStore + KeyStore + Clone;
     fn open_log(&self) -> impl std::future::Future<Output = Result<Self::Log, StoreError>> + Send;
     fn sql(&self, statement: &str) -> impl std::future::Future<Output = Result<(), String>> + Send;
     const FUTURE_MIGRATION: &'static str;
