@@ -59,6 +59,16 @@ pub struct Wrap {
     pub wrapped: Vec<u8>,
 }
 
+/// An auditor's keys as stored: their public recipient, and optionally their
+/// identity sealed under their own passphrase (never opened here).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditorKey {
+    /// The `age1…` recipient.
+    pub recipient: String,
+    /// The passphrase-sealed identity, if the auditor stored one.
+    pub identity: Option<Vec<u8>>,
+}
+
 /// A published keyring statement.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PublishedKeyring {
@@ -145,7 +155,7 @@ pub trait KeyStore: Send + Sync + 'static {
     fn auditor_key(
         &self,
         account_id: &[u8; 16],
-    ) -> impl Future<Output = Result<Option<(String, Option<Vec<u8>>)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<AuditorKey>, StoreError>> + Send;
 }
 
 macro_rules! sql_keys {
@@ -337,12 +347,14 @@ macro_rules! sql_keys {
             async fn auditor_key(
                 &self,
                 account_id: &[u8; 16],
-            ) -> Result<Option<(String, Option<Vec<u8>>)>, $crate::error::StoreError> {
-                sqlx::query_as("SELECT recipient, identity FROM auditor_keys WHERE account_id = $1")
-                    .bind(account_id.as_slice())
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(|e| $crate::error::StoreError::backend("read auditor key", e))
+            ) -> Result<Option<$crate::keys::AuditorKey>, $crate::error::StoreError> {
+                let row: Option<(String, Option<Vec<u8>>)> =
+                    sqlx::query_as("SELECT recipient, identity FROM auditor_keys WHERE account_id = $1")
+                        .bind(account_id.as_slice())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(|e| $crate::error::StoreError::backend("read auditor key", e))?;
+                Ok(row.map(|(recipient, identity)| $crate::keys::AuditorKey { recipient, identity }))
             }
         }
     };

@@ -12,10 +12,10 @@
 #![deny(missing_docs)]
 
 mod accounts;
-mod keys;
 mod archive;
 pub mod blob;
 pub mod error;
+mod keys;
 mod migrate;
 pub mod ports;
 pub mod postgres;

@@ -367,11 +367,11 @@ pub trait DeviceStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
-pub use crate::keys::{Holder, KeyError, KeyStore, PublishedKeyring, Wrap};
 pub use crate::accounts::{
     Account, AccountChange, AccountStore, NewAccount, NewSession, Refreshed, Role, SessionPrincipal,
     SessionStore, valid_username,
 };
+pub use crate::keys::{AuditorKey, Holder, KeyError, KeyStore, PublishedKeyring, Wrap};
 
 #[cfg(test)]
 mod tests {

@@ -585,7 +585,11 @@ async fn keyrings_are_consecutive_and_wrapped_keys_are_kept(backend: impl Backen
         wrapped: format!("age file of epoch {epoch} for {}", holder.as_text()).into_bytes(),
         holder,
     };
-    let (ann, bo, cy) = (Holder::Account([1; 16]), Holder::Account([2; 16]), Holder::Account([3; 16]));
+    let (ann, bo, cy) = (
+        Holder::Account([1; 16]),
+        Holder::Account([2; 16]),
+        Holder::Account([3; 16]),
+    );
     assert_eq!(store.latest_keyring().await.unwrap(), None);
     // The first keyring may be any epoch (a deployment starts where its file says).
     store
@@ -599,7 +603,10 @@ async fn keyrings_are_consecutive_and_wrapped_keys_are_kept(backend: impl Backen
         ));
     }
     store
-        .publish_keyring(&keyring(5), &[wrap(5, ann.clone()), wrap(5, bo.clone()), wrap(5, Holder::Escrow)])
+        .publish_keyring(
+            &keyring(5),
+            &[wrap(5, ann.clone()), wrap(5, bo.clone()), wrap(5, Holder::Escrow)],
+        )
         .await
         .unwrap();
     assert_eq!(store.latest_keyring().await.unwrap(), Some(keyring(5)));
@@ -607,7 +614,9 @@ async fn keyrings_are_consecutive_and_wrapped_keys_are_kept(backend: impl Backen
     // A newcomer gets copies of both epochs; all or none, each once.
     let at = UnixMillis(1_764_150_001_000);
     assert!(matches!(
-        store.add_wraps(&[wrap(4, cy.clone()), wrap(9, cy.clone())], "x", at).await,
+        store
+            .add_wraps(&[wrap(4, cy.clone()), wrap(9, cy.clone())], "x", at)
+            .await,
         Err(KeyError::UnknownEpoch(9))
     ));
     assert_eq!(store.wraps_of(&cy).await.unwrap(), vec![]);
@@ -619,7 +628,10 @@ async fn keyrings_are_consecutive_and_wrapped_keys_are_kept(backend: impl Backen
         store.add_wraps(&[wrap(5, cy.clone())], "x", at).await,
         Err(KeyError::WrapExists { epoch: 5, .. })
     ));
-    assert_eq!(store.wraps_of(&cy).await.unwrap(), vec![wrap(4, cy.clone()), wrap(5, cy.clone())]);
+    assert_eq!(
+        store.wraps_of(&cy).await.unwrap(),
+        vec![wrap(4, cy.clone()), wrap(5, cy.clone())]
+    );
     assert_eq!(store.wraps_of(&bo).await.unwrap(), vec![wrap(5, bo.clone())]);
     let mut holders = store.holders_of(5).await.unwrap();
     holders.sort_by_key(Holder::as_text);
@@ -630,15 +642,31 @@ async fn keyrings_are_consecutive_and_wrapped_keys_are_kept(backend: impl Backen
         account_id: [1; 16],
         username: "ann".into(),
         role: vellum_archive::ports::Role::Auditor,
-        password_phc: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g".into(),
+        password_phc:
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
+                .into(),
         must_change_password: false,
         external_id: None,
     };
-    vellum_archive::ports::AccountStore::create_account(&store, &auditor, at).await.unwrap();
+    vellum_archive::ports::AccountStore::create_account(&store, &auditor, at)
+        .await
+        .unwrap();
     assert_eq!(store.auditor_key(&[1; 16]).await.unwrap(), None);
-    store.set_auditor_key(&[1; 16], "age1first", Some(b"scrypt-sealed"), at).await.unwrap();
-    store.set_auditor_key(&[1; 16], "age1second", None, at).await.unwrap();
-    assert_eq!(store.auditor_key(&[1; 16]).await.unwrap(), Some(("age1second".into(), None)));
+    store
+        .set_auditor_key(&[1; 16], "age1first", Some(b"scrypt-sealed"), at)
+        .await
+        .unwrap();
+    store
+        .set_auditor_key(&[1; 16], "age1second", None, at)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.auditor_key(&[1; 16]).await.unwrap(),
+        Some(vellum_archive::ports::AuditorKey {
+            recipient: "age1second".into(),
+            identity: None
+        })
+    );
 
     // The database itself keeps keyrings consecutive and both tables append-only.
     for statement in [
@@ -648,7 +676,10 @@ async fn keyrings_are_consecutive_and_wrapped_keys_are_kept(backend: impl Backen
         "DELETE FROM epoch_wraps",
         "INSERT INTO keyrings (epoch, note, published_at, published_by) VALUES (9, 'x', 0, 'x')",
     ] {
-        assert!(backend.sql(statement).await.is_err(), "the database allowed: {statement}");
+        assert!(
+            backend.sql(statement).await.is_err(),
+            "the database allowed: {statement}"
+        );
     }
     assert_eq!(store.latest_keyring().await.unwrap(), Some(keyring(5)));
 }

@@ -14,7 +14,9 @@ use serde::Deserialize;
 use vellum_archive::Archive;
 use vellum_archive::blob::local::LocalBlobStore;
 use vellum_archive::blob::s3::{RetentionPeriod, S3BlobStore, S3Config};
-use vellum_archive::ports::{AccountStore, AuditStore, BlobStore, DeviceStore, LogStore, SessionStore};
+use vellum_archive::ports::{
+    AccountStore, AuditStore, BlobStore, DeviceStore, KeyStore, LogStore, SessionStore,
+};
 use vellum_archive::postgres::PgStore;
 use vellum_archive::sqlite::SqliteStore;
 use vellum_gateway::auth::Auth;
@@ -515,10 +517,18 @@ async fn open_and_serve(config: Config) -> Result<(), CliError> {
     let store = open_store(&config.database).await?;
     let blobs = open_blobs(&config.blobs)?;
     match (store, blobs) {
-        (OpenedStore::Sqlite(l), OpenedBlobs::Folder(b)) => serve(&config, l, b, log_key, keyring).await,
-        (OpenedStore::Sqlite(l), OpenedBlobs::S3(b)) => serve(&config, l, b, log_key, keyring).await,
-        (OpenedStore::Postgres(l), OpenedBlobs::Folder(b)) => serve(&config, l, b, log_key, keyring).await,
-        (OpenedStore::Postgres(l), OpenedBlobs::S3(b)) => serve(&config, l, b, log_key, keyring).await,
+        (OpenedStore::Sqlite(l), OpenedBlobs::Folder(b)) => {
+            serve(&config, l, b, log_key, (org_key, keyring)).await
+        }
+        (OpenedStore::Sqlite(l), OpenedBlobs::S3(b)) => {
+            serve(&config, l, b, log_key, (org_key, keyring)).await
+        }
+        (OpenedStore::Postgres(l), OpenedBlobs::Folder(b)) => {
+            serve(&config, l, b, log_key, (org_key, keyring)).await
+        }
+        (OpenedStore::Postgres(l), OpenedBlobs::S3(b)) => {
+            serve(&config, l, b, log_key, (org_key, keyring)).await
+        }
     }
 }
 
@@ -584,10 +594,10 @@ async fn serve<L, B>(
     log: L,
     blobs: B,
     log_key: NoteSigner,
-    keyring: vellum_protocol::keyring::VerifiedKeyring,
+    (org_key, keyring): (NoteVerifier, vellum_protocol::keyring::VerifiedKeyring),
 ) -> Result<(), CliError>
 where
-    L: LogStore + DeviceStore + AccountStore + SessionStore + AuditStore,
+    L: LogStore + DeviceStore + AccountStore + SessionStore + AuditStore + KeyStore,
     B: BlobStore,
 {
     let tls = match &config.tls {
@@ -617,10 +627,14 @@ where
     };
     let epoch = keyring.statement().epoch;
     let archive = Archive::open(log, blobs, log_key).await.map_err(fail)?;
+    let keyring = vellum_gateway::starting_keyring(archive.log_store(), &org_key, keyring)
+        .await
+        .map_err(|e| fail(format!("keyring: {e}")))?;
     let people = people_settings(config, limits.queue_timeout)?;
     let proxies = vellum_gateway::server::TrustedProxies::parse(&config.trusted_proxies)
         .map_err(|e| fail(format!("trusted_proxies: {e}")))?;
     let mut gateway = Gateway::new(archive, keyring, people.auth)
+        .with_org_key(org_key)
         .with_limits(limits)
         .with_login_limits(people.per_address, people.per_account);
     if let Some(oidc) = people.oidc {

@@ -43,7 +43,9 @@ use vellum_protocol::keyring::VerifiedKeyring;
 use crate::auth::{Auth, LoginLimits};
 use crate::problem::ApiError;
 
-pub use routes::{Access, POLICIES, RECORD_MEDIA_TYPE, documented_only, openapi, policy, router};
+pub use routes::{
+    Access, POLICIES, RECORD_MEDIA_TYPE, documented_only, openapi, policy, router, starting_keyring,
+};
 
 /// Login attempts a minute from one address, by default.
 pub const DEFAULT_LOGINS_PER_ADDRESS: u32 = 30;
@@ -85,7 +87,9 @@ impl Default for Limits {
 #[derive(Debug)]
 pub struct Gateway<L, B> {
     archive: Archive<L, B>,
-    keyring: VerifiedKeyring,
+    keyring: std::sync::RwLock<Arc<VerifiedKeyring>>,
+    /// Verifies keyring statements published at runtime (none: publishing is off).
+    org_key: Option<vellum_tlog::note::NoteVerifier>,
     limits: Limits,
     /// The buffered-bytes budget, in KiB permits.
     body_budget: Semaphore,
@@ -101,7 +105,8 @@ impl<L: LogStore, B: BlobStore> Gateway<L, B> {
     pub fn new(archive: Archive<L, B>, keyring: VerifiedKeyring, auth: Auth) -> Self {
         Self {
             archive,
-            keyring,
+            keyring: std::sync::RwLock::new(Arc::new(keyring)),
+            org_key: None,
             body_budget: budget(&Limits::default()),
             limits: Limits::default(),
             auth,
@@ -146,9 +151,31 @@ impl<L: LogStore, B: BlobStore> Gateway<L, B> {
         &self.login_limits
     }
 
+    /// Accepts keyring statements for later epochs signed by this organisation key
+    /// (`POST /v1/keys/keyring`); without it, the keyring changes only at a restart.
+    #[must_use]
+    pub fn with_org_key(mut self, org_key: vellum_tlog::note::NoteVerifier) -> Self {
+        self.org_key = Some(org_key);
+        self
+    }
+
+    /// The organisation key keyrings are checked against, when publishing is on.
+    pub fn org_key(&self) -> Option<&vellum_tlog::note::NoteVerifier> {
+        self.org_key.as_ref()
+    }
+
+    /// Makes `keyring` the one capture clients seal to from now on.
+    pub(crate) fn set_keyring(&self, keyring: VerifiedKeyring) {
+        if let Ok(mut current) = self.keyring.write() {
+            *current = Arc::new(keyring);
+        }
+    }
+
     /// The keyring statement capture clients seal to now.
-    pub fn keyring(&self) -> &VerifiedKeyring {
-        &self.keyring
+    pub fn keyring(&self) -> Arc<VerifiedKeyring> {
+        self.keyring
+            .read()
+            .map_or_else(|poisoned| poisoned.into_inner().clone(), |k| k.clone())
     }
 
     /// Sets the limits.

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use vellum_archive::StoreError;
 use vellum_archive::blob::local::LocalBlobStore;
 use vellum_archive::blob::s3::{RetentionPeriod, S3BlobStore, S3Config};
-use vellum_archive::ports::{KeyStore, 
+use vellum_archive::ports::{
     AccountStore, AuditEvent, AuditStore, BlobLocator, BlobPut, BlobStore, CommitBatch, DeviceStore,
-    LogStore, Sequencing, SessionStore, StoredRecord,
+    KeyStore, LogStore, Sequencing, SessionStore, StoredRecord,
 };
 use vellum_archive::postgres::PgStore;
 use vellum_archive::sqlite::SqliteStore;

@@ -53,14 +53,16 @@ impl KnownDevice {
 }
 
 /// What ties a known-device token to an account's credentials: 8 bytes of SHA-256
-/// over the password hash and the TOTP secret (if any). A new password, a reset
+/// over the password hash and the confirmed TOTP secret (if any). A new password, a reset
 /// second factor or a rehash gives another binding, voiding earlier tokens.
 pub fn device_binding(account: &vellum_archive::ports::Account) -> [u8; 8] {
     let mut hash = sha2::Sha256::new();
     hash.update(b"vellum known-device binding v1\0");
     hash.update(account.password_phc.as_bytes());
     hash.update([0]);
-    if let Some(secret) = &account.totp_secret {
+    // Only a confirmed second factor: issuing a secret that is never confirmed
+    // changes nothing.
+    if let Some(secret) = account.totp_secret.as_ref().filter(|_| account.totp_enabled) {
         hash.update(secret.as_slice());
     }
     let digest = hash.finalize();

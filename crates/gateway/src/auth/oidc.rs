@@ -413,6 +413,12 @@ impl Oidc {
             ));
         }
         let mut slot = self.provider.write().await;
+        // Requests that queued for the lock while discovery failed do not retry it.
+        if slot.is_none() && self.failed_at.lock().is_ok_and(|at| backing_off(&at)) {
+            return Err(OidcError::Provider(
+                "the identity provider was unreachable moments ago; try again shortly".into(),
+            ));
+        }
         if slot.is_none() {
             match self.discover().await {
                 Ok(provider) => *slot = Some(provider),

@@ -233,11 +233,6 @@ async fn checked_password_inner<L: PeopleStore, B: BlobStore>(
     if device.is_some() && !known {
         state.login_limits().check_account(username)?;
     }
-    if account.as_ref().is_some_and(|a| a.external_id.is_some()) {
-        // An account made by single sign-on has no password: refused at once, and
-        // nothing counted (a password flood cannot lock its owner out of sign-on).
-        return Err(invalid_login());
-    }
     let ok = state
         .auth()
         .check_password(account.as_ref().map(|a| a.password_phc.as_str()), password)
@@ -245,6 +240,12 @@ async fn checked_password_inner<L: PeopleStore, B: BlobStore>(
     let Some(account) = account else {
         return Err(invalid_login());
     };
+    if account.external_id.is_some() {
+        // An account made by single sign-on has no password (its hash matches none):
+        // refused like any other, after the same work, and nothing counted, so a
+        // password flood cannot lock its owner out of single sign-on.
+        return Err(invalid_login());
+    }
     let subject = hex::encode(account.account_id);
     let now = UnixMillis(crate::now_ms());
     let locked = !known && account.locked_until.is_some_and(|until| until > now);

@@ -11,6 +11,7 @@ mod credential;
 mod devices;
 mod health;
 mod keyring;
+mod keys;
 mod log;
 mod oidc;
 mod records;
@@ -28,11 +29,14 @@ use tokio::sync::Semaphore;
 use utoipa::OpenApi as _;
 use utoipa::openapi::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use vellum_archive::ports::{AccountStore, AuditStore, BlobStore, DeviceStore, LogStore, Role, SessionStore};
+use vellum_archive::ports::{
+    AccountStore, AuditStore, BlobStore, DeviceStore, KeyStore, LogStore, Role, SessionStore,
+};
 
 use crate::Gateway;
 use crate::problem::ApiError;
 
+pub use keys::starting_keyring;
 pub use records::RECORD_MEDIA_TYPE;
 
 #[derive(utoipa::OpenApi)]
@@ -60,6 +64,13 @@ pub use records::RECORD_MEDIA_TYPE;
         admin::reset_mfa,
         oidc::start,
         oidc::callback,
+        keys::publish,
+        keys::own_wraps,
+        keys::add_wraps,
+        keys::set_recipient,
+        keys::recipients,
+        keys::identity,
+        keys::status,
         admin::revoke_device,
         records::capture,
         keyring::current,
@@ -97,7 +108,7 @@ pub fn openapi() -> OpenApi {
 /// concurrency limit and the request deadline.
 pub fn router<L, B>(gateway: Arc<Gateway<L, B>>) -> Router
 where
-    L: LogStore + DeviceStore + AccountStore + SessionStore + AuditStore,
+    L: LogStore + DeviceStore + AccountStore + SessionStore + AuditStore + KeyStore,
     B: BlobStore,
 {
     let limits = Arc::new(Limiter {
@@ -140,6 +151,15 @@ where
             "/v1/admin/accounts/{username}/reset-mfa",
             post(admin::reset_mfa::<L, B>),
         )
+        .route("/v1/keys/keyring", post(keys::publish::<L, B>))
+        .route(
+            "/v1/keys/wraps",
+            get(keys::own_wraps::<L, B>).post(keys::add_wraps::<L, B>),
+        )
+        .route("/v1/keys/recipient", post(keys::set_recipient::<L, B>))
+        .route("/v1/keys/recipients", get(keys::recipients::<L, B>))
+        .route("/v1/keys/identity", get(keys::identity::<L, B>))
+        .route("/v1/keys/status", get(keys::status::<L, B>))
         .route("/v1/auth/oidc/start", get(oidc::start::<L, B>))
         .route("/v1/auth/oidc/callback", get(oidc::callback::<L, B>))
         .route(
@@ -191,6 +211,14 @@ const ADMIN: Access = Access::People {
     roles: &[Role::Admin],
     mfa_setup: false,
 };
+const AUDITOR: Access = Access::People {
+    roles: &[Role::Auditor],
+    mfa_setup: false,
+};
+const KEY_STATUS: Access = Access::People {
+    roles: &[Role::Admin, Role::Auditor],
+    mfa_setup: false,
+};
 const SIGNED_IN: Access = Access::People {
     roles: &Role::ALL,
     mfa_setup: true,
@@ -222,6 +250,13 @@ pub const POLICIES: &[(&str, &str, Access)] = &[
     ("POST", "/v1/admin/accounts/{username}/enable", ADMIN),
     ("POST", "/v1/admin/accounts/{username}/reset-password", ADMIN),
     ("POST", "/v1/admin/accounts/{username}/reset-mfa", ADMIN),
+    ("POST", "/v1/keys/keyring", AUDITOR),
+    ("GET", "/v1/keys/wraps", AUDITOR),
+    ("POST", "/v1/keys/wraps", AUDITOR),
+    ("POST", "/v1/keys/recipient", AUDITOR),
+    ("GET", "/v1/keys/recipients", AUDITOR),
+    ("GET", "/v1/keys/identity", AUDITOR),
+    ("GET", "/v1/keys/status", KEY_STATUS),
     ("GET", "/v1/auth/oidc/start", Access::Public),
     ("GET", "/v1/auth/oidc/callback", Access::Public),
     ("POST", "/v1/admin/devices/{device_id}/revoke", ADMIN),

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use vellum_archive::Submission;
 use vellum_archive::ports::Device;
-use vellum_archive::ports::{BlobStore, DeviceStore, LogStore};
+use vellum_archive::ports::{BlobStore, DeviceStore};
 use vellum_protocol::header::{MAX_HEADER_LEN, UnverifiedHeader};
 use vellum_protocol::ids::Epoch;
 use vellum_protocol::seal::SealedBody;
@@ -37,7 +37,7 @@ pub const RECORD_MEDIA_TYPE: &str = "application/vnd.vellum.record";
     (status = 413, description = "Over the size limit.", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "Retention class not configured.", body = Problem, content_type = "application/problem+json"),
     (status = 503, description = "Busy (the buffered-bytes budget or the concurrency limit), or storage unavailable; retry.", body = Problem, content_type = "application/problem+json")))]
-pub(super) async fn capture<L: LogStore + DeviceStore, B: BlobStore>(
+pub(super) async fn capture<L: super::keys::KeysStore + DeviceStore, B: BlobStore>(
     state: State<L, B>,
     EnrolledDevice { device, credential }: EnrolledDevice,
     headers: HeaderMap,
@@ -57,14 +57,17 @@ pub(super) async fn capture<L: LogStore + DeviceStore, B: BlobStore>(
     let bytes = read_limited(body, declared).await?;
     let frame_bytes = bytes.len();
     let epoch = state.keyring().statement().epoch;
-    // Hashing and verifying a large body would stall the runtime's worker: off it.
-    let submission = if frame_bytes <= INLINE_CHECK_BYTES {
-        check(&bytes, &device, epoch)?
-    } else {
-        let device = device.clone();
-        tokio::task::spawn_blocking(move || check(&bytes, &device, epoch))
-            .await
-            .map_err(|_| ApiError::Internal)??
+    let submission = match checked(&bytes, &device, epoch).await {
+        // Sealed under another epoch: perhaps another gateway published a newer
+        // keyring; take it up, and check once more.
+        Err(ApiError::Conflict(why)) => {
+            let current = super::keys::refresh_keyring(&state).await?.statement().epoch;
+            if current == epoch {
+                return Err(ApiError::Conflict(why));
+            }
+            checked(&bytes, &device, current).await?
+        }
+        other => other?,
     };
     // The body may have taken a while to arrive: a device revoked meanwhile is refused.
     let current = state
@@ -92,6 +95,18 @@ const INLINE_CHECK_BYTES: usize = 256 * 1024;
 /// Everything the gateway can check of a capture without storage: the frame, the
 /// header and its signature by `device`, the epoch and custodian, the body's shape
 /// and digest.
+/// [`check`], off the runtime's worker when the body is large (hashing and verifying
+/// it would stall the worker).
+async fn checked(bytes: &Bytes, device: &Device, epoch: Epoch) -> Result<Submission, ApiError> {
+    if bytes.len() <= INLINE_CHECK_BYTES {
+        return check(bytes, device, epoch);
+    }
+    let (bytes, device) = (bytes.clone(), device.clone());
+    tokio::task::spawn_blocking(move || check(&bytes, &device, epoch))
+        .await
+        .map_err(|_| ApiError::Internal)?
+}
+
 fn check(bytes: &Bytes, device: &Device, epoch: Epoch) -> Result<Submission, ApiError> {
     let (header, body) = split_frame(bytes)?;
     let unverified =

@@ -36,6 +36,8 @@ pub struct Fixture {
     pub gateway: Arc<Gateway<SqliteStore, LocalBlobStore>>,
     pub log_key: NoteVerifier,
     pub org_key: NoteVerifier,
+    /// The organisation key that signed the fixture's keyring.
+    pub org: NoteSigner,
 }
 
 /// An organisation key and the epoch-1 keyring statement it signed, valid for a day
@@ -101,7 +103,8 @@ pub async fn fixture_built(
         )
         .with_limits(limits)
         // …and more often than the per-address and per-account limits allow.
-        .with_login_limits(1000, 1000),
+        .with_login_limits(1000, 1000)
+        .with_org_key(org.verifier()),
     ));
     Fixture {
         _dir: dir,
@@ -109,6 +112,7 @@ pub async fn fixture_built(
         gateway,
         log_key,
         org_key: org.verifier(),
+        org,
     }
 }
 
