@@ -12,15 +12,11 @@ use vellum_archive::ports::{BlobStore, DeviceStore, NewAccount, Role, valid_user
 use vellum_protocol::ids::{DeviceId, RecordId, UnixMillis};
 
 use super::auth::{PeopleStore, audit};
+use super::json;
 use crate::State;
 use crate::auth::admin::{self, AdminChange};
 use crate::auth::{Person, password};
 use crate::problem::{ApiError, Problem};
-
-fn json<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|Json(b)| b)
-        .map_err(|e| ApiError::BadRequest(e.body_text()))
-}
 
 fn role_of(text: &str) -> Result<Role, ApiError> {
     Role::parse(text).ok_or_else(|| ApiError::BadRequest("role: admin, auditor or approver".into()))

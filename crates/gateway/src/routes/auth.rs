@@ -18,6 +18,7 @@ use vellum_archive::ports::{
 use vellum_protocol::ids::UnixMillis;
 use zeroize::Zeroizing;
 
+use super::json;
 use crate::State;
 use crate::auth::jwt::Scope;
 use crate::auth::{KnownDevice, Person, lock_duration, password, totp};
@@ -28,11 +29,6 @@ use vellum_archive::Archive;
 /// The stores people's routes need.
 pub(crate) trait PeopleStore: LogStore + AccountStore + SessionStore + AuditStore {}
 impl<T: LogStore + AccountStore + SessionStore + AuditStore> PeopleStore for T {}
-
-fn json<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|Json(b)| b)
-        .map_err(|e| ApiError::BadRequest(e.body_text()))
-}
 
 fn invalid_login() -> ApiError {
     ApiError::Unauthorized("invalid username or password".into())

@@ -21,6 +21,7 @@ use vellum_protocol::ids::UnixMillis;
 use vellum_protocol::keyring::{self, VerifiedKeyring};
 
 use super::auth::{PeopleStore, audit};
+use super::json;
 use crate::State;
 use crate::auth::Person;
 use crate::problem::{ApiError, Problem};
@@ -31,11 +32,6 @@ impl<T: PeopleStore + KeyStore> KeysStore for T {}
 
 /// The most wrapped copies one request may carry.
 const MAX_WRAPS: usize = 1024;
-
-fn json<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|Json(b)| b)
-        .map_err(|e| ApiError::BadRequest(e.body_text()))
-}
 
 impl From<KeyError> for ApiError {
     fn from(e: KeyError) -> Self {

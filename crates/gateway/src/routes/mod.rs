@@ -97,6 +97,12 @@ impl utoipa::Modify for DeviceCredential {
     }
 }
 
+/// A JSON request body, or 400 with what is wrong with it.
+fn json<T>(body: Result<axum::Json<T>, axum::extract::rejection::JsonRejection>) -> Result<T, ApiError> {
+    body.map(|axum::Json(b)| b)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
 /// The OpenAPI 3.1 document of every public route.
 pub fn openapi() -> OpenApi {
     let mut doc = ApiDoc::openapi();
