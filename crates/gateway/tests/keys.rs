@@ -12,110 +12,14 @@
 
 mod support;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 use support::*;
-use vellum_archive::ports::{
-    AccountChange, AccountStore as _, NewAccount, NewSession, Role, SecretHash, SessionStore as _,
-};
-use vellum_gateway::auth::jwt::Scope;
-use vellum_gateway::auth::password;
+use vellum_archive::ports::{AccountChange, AccountStore as _, Role};
 use vellum_protocol::ids::{DeviceId, Epoch, RecordId, UnixMillis};
-use vellum_protocol::keyring::KeyringStatement;
-use vellum_protocol::seal::{self, Identity, Recipient};
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-/// An account of `role` and a full access token for it.
-async fn person(f: &Fixture, username: &str, role: Role, n: u8) -> ([u8; 16], String) {
-    let id = [n; 16];
-    let account = NewAccount {
-        account_id: id,
-        username: username.into(),
-        role,
-        password_phc: password::unusable().unwrap(),
-        must_change_password: false,
-        external_id: None,
-    };
-    let store = f.gateway.archive().log_store();
-    store
-        .create_account(&account, UnixMillis(now_ms()))
-        .await
-        .unwrap();
-    let session = [n ^ 0xff; 16];
-    store
-        .start_session(&NewSession {
-            family_id: session,
-            account_id: id,
-            refresh: &SecretHash([n; 32]),
-            now: UnixMillis(now_ms()),
-            expires_at: UnixMillis(now_ms() + 600_000),
-            ends_at: UnixMillis(now_ms() + 600_000),
-            // Stands for a second factor, which auditors need.
-            idp_second_factor: true,
-        })
-        .await
-        .unwrap();
-    let token = f
-        .gateway
-        .auth()
-        .jwt()
-        .issue(&id, &session, role, Scope::Full, now_ms() / 1000)
-        .unwrap();
-    (id, token)
-}
-
-async fn call(
-    f: &Fixture,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (StatusCode, String, String) {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::AUTHORIZATION, format!("Bearer {token}"));
-    let body = match body {
-        Some(b) => {
-            request = request.header(header::CONTENT_TYPE, "application/json");
-            Body::from(b.to_string())
-        }
-        None => Body::empty(),
-    };
-    send(&f.app, request.body(body).unwrap()).await
-}
-
-fn wrap_to(identity: &Identity, to: &Recipient) -> String {
-    let sealed = seal::seal(std::slice::from_ref(to), identity.to_secret_string().as_bytes()).unwrap();
-    STANDARD.encode(sealed.as_bytes())
-}
-
-/// A keyring statement for `epoch`, signed by `org`.
-fn statement(
-    org: &vellum_tlog::note::NoteSigner,
-    epoch: u64,
-    archive: &Identity,
-    escrow: &Identity,
-) -> String {
-    KeyringStatement {
-        epoch: Epoch(epoch),
-        archive: archive.to_public(),
-        escrow: escrow.to_public(),
-        valid_from: UnixMillis(now_ms() - 60_000),
-        valid_until: UnixMillis(now_ms() + 86_400_000),
-    }
-    .sign(org)
-    .unwrap()
-}
+use vellum_protocol::seal::{self, Identity};
 
 async fn current_epoch(f: &Fixture) -> String {
     let (_, _, note) = get(&f.app, "/v1/keyring").await;

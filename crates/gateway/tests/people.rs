@@ -16,21 +16,11 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use serde_json::{Value, json};
 use support::*;
-use vellum_archive::ports::{
-    AccountChange, AccountStore as _, NewAccount, NewSession, Role, SecretHash, SessionStore as _,
-};
-use vellum_gateway::auth::jwt::Scope;
+use vellum_archive::ports::{AccountChange, AccountStore as _, NewAccount, Role, SecretHash};
 use vellum_gateway::auth::{password, totp};
 use vellum_protocol::ids::UnixMillis;
 
 const PASSWORD: &str = "correct horse battery staple";
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
 
 async fn add_account(f: &Fixture, username: &str, role: Role, must_change: bool) -> [u8; 16] {
     let mut id = [0u8; 16];
@@ -616,7 +606,6 @@ fn allowed(method: &Method, path: &str, caller: Caller) -> bool {
 async fn every_operation_admits_exactly_the_callers_its_policy_names() {
     let f = fixture().await;
     let (_, device_credential) = enrolled_device(&f).await;
-    let store = f.gateway.archive().log_store();
     let mut people = Vec::new();
     for role in Role::ALL {
         people.push((
@@ -651,29 +640,9 @@ async fn every_operation_admits_exactly_the_callers_its_policy_names() {
                         session[..8].copy_from_slice(&now_ms().to_be_bytes());
                         session[8] = checked as u8;
                         session[9] = role as u8;
-                        let refresh = SecretHash([checked as u8 ^ role as u8; 32]);
-                        let mut refresh = refresh;
+                        let mut refresh = SecretHash([checked as u8 ^ role as u8; 32]);
                         refresh.0[..16].copy_from_slice(&session);
-                        store
-                            .start_session(&NewSession {
-                                family_id: session,
-                                account_id: account,
-                                refresh: &refresh,
-                                now: UnixMillis(now_ms()),
-                                expires_at: UnixMillis(now_ms() + 60_000),
-                                ends_at: UnixMillis(now_ms() + 60_000),
-                                // As a person who has a second factor (the limited
-                                // setup session has its own test).
-                                idp_second_factor: true,
-                            })
-                            .await
-                            .unwrap();
-                        let token = f
-                            .gateway
-                            .auth()
-                            .jwt()
-                            .issue(&account, &session, role, Scope::Full, now_ms() / 1000)
-                            .unwrap();
+                        let token = full_session(&f, account, role, session, refresh).await;
                         Some(token)
                     }
                 };

@@ -13,21 +13,25 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use http_body_util::BodyExt as _;
 use sha2::{Digest as _, Sha256};
 use tower::ServiceExt as _;
 use vellum_archive::blob::local::LocalBlobStore;
-use vellum_archive::ports::{DeviceStore as _, SecretHash};
+use vellum_archive::ports::{
+    AccountStore as _, DeviceStore as _, NewAccount, NewSession, Role, SecretHash, SessionStore as _,
+};
 use vellum_archive::sqlite::SqliteStore;
 use vellum_archive::{Archive, Submission};
 use vellum_gateway::RECORD_MEDIA_TYPE;
+use vellum_gateway::auth::jwt::Scope;
+use vellum_gateway::auth::password;
 use vellum_gateway::{Gateway, router};
 use vellum_protocol::header::{HeaderFields, UnverifiedHeader};
 use vellum_protocol::ids::{Channel, Custodian, DeviceId, Epoch, RecordId, RetentionClass, UnixMillis};
 use vellum_protocol::keyring::{KeyringStatement, VerifiedKeyring};
 use vellum_protocol::keys::{DeviceKey, generate_note_signer};
-use vellum_protocol::seal::{self, BodyDigest, Identity};
+use vellum_protocol::seal::{self, BodyDigest, Identity, Recipient};
 use vellum_tlog::note::{NoteSigner, NoteVerifier};
 
 pub struct Fixture {
@@ -275,4 +279,109 @@ pub async fn enrolled_device(f: &Fixture) -> (DeviceKey, String) {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
     (key, answer["credential"].as_str().unwrap().to_owned())
+}
+
+// People and keys.
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A full session (as a person with a second factor) for the account `id` of `role`,
+/// and its access token.
+pub async fn full_session(
+    f: &Fixture,
+    id: [u8; 16],
+    role: Role,
+    session: [u8; 16],
+    refresh: SecretHash,
+) -> String {
+    f.gateway
+        .archive()
+        .log_store()
+        .start_session(&NewSession {
+            family_id: session,
+            account_id: id,
+            refresh: &refresh,
+            now: UnixMillis(now_ms()),
+            expires_at: UnixMillis(now_ms() + 600_000),
+            ends_at: UnixMillis(now_ms() + 600_000),
+            // Stands for a second factor, which auditors and approvers need (the
+            // limited setup session has tests of its own).
+            idp_second_factor: true,
+        })
+        .await
+        .unwrap();
+    f.gateway
+        .auth()
+        .jwt()
+        .issue(&id, &session, role, Scope::Full, now_ms() / 1000)
+        .unwrap()
+}
+
+/// An account of `role` and a full access token for it.
+pub async fn person(f: &Fixture, username: &str, role: Role, n: u8) -> ([u8; 16], String) {
+    let id = [n; 16];
+    let account = NewAccount {
+        account_id: id,
+        username: username.into(),
+        role,
+        password_phc: password::unusable().unwrap(),
+        must_change_password: false,
+        external_id: None,
+    };
+    let store = f.gateway.archive().log_store();
+    store
+        .create_account(&account, UnixMillis(now_ms()))
+        .await
+        .unwrap();
+    let token = full_session(f, id, role, [n ^ 0xff; 16], SecretHash([n; 32])).await;
+    (id, token)
+}
+
+pub async fn call(
+    f: &Fixture,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> (StatusCode, String, String) {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"));
+    let body = match body {
+        Some(b) => {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+            Body::from(b.to_string())
+        }
+        None => Body::empty(),
+    };
+    send(&f.app, request.body(body).unwrap()).await
+}
+
+pub fn wrap_to(identity: &Identity, to: &Recipient) -> String {
+    let sealed = seal::seal(std::slice::from_ref(to), identity.to_secret_string().as_bytes()).unwrap();
+    STANDARD.encode(sealed.as_bytes())
+}
+
+/// A keyring statement for `epoch`, signed by `org`.
+pub fn statement(
+    org: &vellum_tlog::note::NoteSigner,
+    epoch: u64,
+    archive: &Identity,
+    escrow: &Identity,
+) -> String {
+    KeyringStatement {
+        epoch: Epoch(epoch),
+        archive: archive.to_public(),
+        escrow: escrow.to_public(),
+        valid_from: UnixMillis(now_ms() - 60_000),
+        valid_until: UnixMillis(now_ms() + 86_400_000),
+    }
+    .sign(org)
+    .unwrap()
 }
