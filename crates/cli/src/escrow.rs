@@ -54,6 +54,10 @@ pub(crate) struct InitArgs {
     /// it is written whole, to be kept offline).
     #[arg(long, value_name = "K", requires = "org_name")]
     org_threshold: Option<u8>,
+    /// Split this existing escrow identity (such as a quickstart's
+    /// offline/escrow.key) instead of making a new one; its recipient stays the same.
+    #[arg(long, value_name = "FILE")]
+    from_identity: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -158,7 +162,20 @@ pub(crate) fn run(command: &EscrowCommand) -> Result<(), CliError> {
 fn init(args: &InitArgs) -> Result<(), CliError> {
     let custodians = custodians(&args.custodians)?;
     let total = u8::try_from(custodians.len()).map_err(|_| fail(Kind::Other, "at most 255 custodians"))?;
-    let escrow = Escrow::generate(args.threshold, total).map_err(|e| fail(Kind::Other, e))?;
+    let escrow = match &args.from_identity {
+        Some(path) => {
+            let identities = read_identities(std::slice::from_ref(path))?;
+            let [identity] = identities.as_slice() else {
+                return Err(fail(
+                    Kind::Malformed,
+                    format!("{} must hold exactly one identity", path.display()),
+                ));
+            };
+            Escrow::split(identity, args.threshold, total)
+        }
+        None => Escrow::generate(args.threshold, total),
+    }
+    .map_err(|e| fail(Kind::Other, e))?;
     let org = match &args.org_name {
         Some(name) => Some(generate_note_signer(name).map_err(|e| fail(Kind::Other, e))?),
         None => None,
@@ -212,6 +229,12 @@ fn init(args: &InitArgs) -> Result<(), CliError> {
         "Hand each custodian their file in {}; keep no other copy.",
         shares_dir.display()
     );
+    if let Some(path) = &args.from_identity {
+        println!(
+            "Now destroy {}: the escrow identity must not exist whole anywhere.",
+            path.display()
+        );
+    }
     Ok(())
 }
 

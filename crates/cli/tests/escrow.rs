@@ -403,3 +403,62 @@ fn a_new_epoch_is_wrapped_to_each_auditor_and_signed_by_a_split_organisation_key
     let written = String::from_utf8_lossy(&all_bytes(&dir.join("epoch-2"))).into_owned();
     assert!(!written.contains("AGE-SECRET-KEY"));
 }
+
+/// A deployment that began with a whole escrow identity (as a quickstart writes one)
+/// splits it; the recipient stays, so epochs already wrapped to it stay recoverable.
+#[test]
+fn an_existing_escrow_identity_is_split_and_still_opens_its_epochs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let escrow = new_identity(dir, "escrow.key");
+    let epoch = new_identity(dir, "epoch-1.key");
+    ok(&vellum(
+        dir,
+        &["seal", "-r", &escrow, "-o", "epoch-1.age", "epoch-1.key"],
+        b"",
+    ));
+    let said = ok(&vellum(
+        dir,
+        &[
+            "escrow",
+            "init",
+            "--out",
+            "ceremony",
+            "--threshold",
+            "2",
+            "--custodian",
+            "a",
+            "--custodian",
+            "b",
+            "--from-identity",
+            "escrow.key",
+        ],
+        b"",
+    ));
+    assert!(said.contains(&escrow) && said.contains("destroy"), "{said}");
+    std::fs::remove_file(dir.join("escrow.key")).unwrap();
+    let newcomer = new_identity(dir, "newcomer.key");
+    ok(&vellum(
+        dir,
+        &[
+            "escrow",
+            "recover",
+            "--share",
+            "ceremony/shares/a.escrow-share.txt",
+            "--share",
+            "ceremony/shares/b.escrow-share.txt",
+            "--rewrap",
+            "epoch-1.age",
+            "--to",
+            &newcomer,
+            "--out",
+            "rewrapped",
+        ],
+        b"",
+    ));
+    let opened = vellum(dir, &["open", "-i", "newcomer.key", "rewrapped/epoch-1.age"], b"");
+    assert_eq!(opened.code, 0, "{}", opened.stderr);
+    let text = String::from_utf8(opened.stdout).unwrap();
+    let identity = vellum_protocol::seal::parse_identity_file(&text).unwrap();
+    assert_eq!(identity[0].to_public().to_string(), epoch);
+}

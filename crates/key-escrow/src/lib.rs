@@ -71,7 +71,13 @@ impl Escrow {
     /// Generates an escrow identity and splits it into `total` shares, `threshold` of
     /// which rebuild it.
     pub fn generate(threshold: u8, total: u8) -> Result<Self, EscrowError> {
-        let identity = Identity::generate();
+        Self::split(&Identity::generate(), threshold, total)
+    }
+
+    /// Splits an existing escrow identity (one a quickstart wrote whole, say) into
+    /// `total` shares, `threshold` of which rebuild it. Its recipient stays the same,
+    /// so every epoch already wrapped to it stays recoverable.
+    pub fn split(identity: &Identity, threshold: u8, total: u8) -> Result<Self, EscrowError> {
         let secret = identity.to_secret_string();
         let shares = shares::split(SecretKind::EscrowIdentity, secret.as_bytes(), threshold, total)?;
         Ok(Self {
