@@ -171,22 +171,15 @@ macro_rules! sql_keys {
                 let err = |e| KeyError::Store(StoreError::backend("publish keyring", e));
                 let to_i64 = $crate::sql::to_i64;
                 let mut tx = self.pool.begin().await.map_err(err)?;
-                let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(epoch) FROM keyrings")
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(err)?;
-                let newest = newest.map(|n| $crate::sql::to_u64(n, "epoch")).transpose()?;
-                if newest.is_some_and(|n| keyring.epoch != n + 1) {
-                    return Err(KeyError::NotNext {
-                        offered: keyring.epoch,
-                        newest: newest.unwrap_or_default(),
-                    });
-                }
+                // The write comes first (it takes SQLite's write lock at once, and makes
+                // racing publishers queue on PostgreSQL), conditional on being the next.
+                let epoch = to_i64(keyring.epoch, "epoch")?;
                 let inserted = sqlx::query(
-                    "INSERT INTO keyrings (epoch, note, published_at, published_by) VALUES ($1, $2, $3, $4) \
+                    "INSERT INTO keyrings (epoch, note, published_at, published_by) \
+                     SELECT $1, $2, $3, $4 WHERE COALESCE((SELECT MAX(epoch) FROM keyrings) + 1, $1) = $1 \
                      ON CONFLICT (epoch) DO NOTHING",
                 )
-                .bind(to_i64(keyring.epoch, "epoch")?)
+                .bind(epoch)
                 .bind(keyring.note.as_str())
                 .bind(to_i64(keyring.published_at.0, "time")?)
                 .bind(keyring.published_by.as_str())
@@ -194,10 +187,14 @@ macro_rules! sql_keys {
                 .await
                 .map_err(err)?;
                 if inserted.rows_affected() != 1 {
-                    // Another publisher took this epoch since the read above.
+                    let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(epoch) FROM keyrings")
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(err)?;
+                    tx.rollback().await.map_err(err)?;
                     return Err(KeyError::NotNext {
                         offered: keyring.epoch,
-                        newest: keyring.epoch,
+                        newest: newest.map(|n| $crate::sql::to_u64(n, "epoch")).transpose()?.unwrap_or_default(),
                     });
                 }
                 for wrap in wraps {
@@ -252,17 +249,11 @@ macro_rules! sql_keys {
                 let mut tx = self.pool.begin().await.map_err(err)?;
                 for wrap in wraps {
                     let epoch = to_i64(wrap.epoch, "epoch")?;
-                    let published: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM keyrings WHERE epoch = $1")
-                        .bind(epoch)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(err)?;
-                    if published == 0 {
-                        return Err(KeyError::UnknownEpoch(wrap.epoch));
-                    }
                     let holder = wrap.holder.as_text();
+                    // Writes first (see publish_keyring); why nothing was written is read after.
                     let added = sqlx::query(
-                        "INSERT INTO epoch_wraps (epoch, holder, wrapped, added_at, added_by) VALUES ($1, $2, $3, $4, $5) \
+                        "INSERT INTO epoch_wraps (epoch, holder, wrapped, added_at, added_by) \
+                         SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM keyrings WHERE epoch = $1) \
                          ON CONFLICT (epoch, holder) DO NOTHING",
                     )
                     .bind(epoch)
@@ -274,9 +265,19 @@ macro_rules! sql_keys {
                     .await
                     .map_err(err)?;
                     if added.rows_affected() != 1 {
-                        return Err(KeyError::WrapExists {
-                            epoch: wrap.epoch,
-                            holder,
+                        let published: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM keyrings WHERE epoch = $1")
+                            .bind(epoch)
+                            .fetch_one(&mut *tx)
+                            .await
+                            .map_err(err)?;
+                        tx.rollback().await.map_err(err)?;
+                        return Err(if published == 0 {
+                            KeyError::UnknownEpoch(wrap.epoch)
+                        } else {
+                            KeyError::WrapExists {
+                                epoch: wrap.epoch,
+                                holder,
+                            }
                         });
                     }
                 }

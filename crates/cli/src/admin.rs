@@ -148,6 +148,7 @@ pub(crate) fn run(command: &AdminCommand) -> Result<(), CliError> {
             username: deployment.as_user.as_deref().unwrap_or_default(),
             password_file: deployment.password_file.as_deref(),
             totp: deployment.totp.as_deref(),
+            recovery_code: None,
         };
         return runtime.block_on(crate::admin_api::run(&remote, user));
     };

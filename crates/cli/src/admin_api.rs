@@ -26,10 +26,12 @@ pub(crate) struct Remote<'a> {
     pub(crate) username: &'a str,
     pub(crate) password_file: Option<&'a Path>,
     pub(crate) totp: Option<&'a str>,
+    /// A recovery code, instead of a TOTP code.
+    pub(crate) recovery_code: Option<&'a str>,
 }
 
 /// A signed-in administrator's session with a gateway.
-struct Session {
+pub(crate) struct Session {
     http: reqwest::Client,
     base: String,
     access: Zeroizing<String>,
@@ -75,7 +77,7 @@ fn refused(status: StatusCode, body: &str) -> CliError {
 }
 
 impl Session {
-    async fn open(remote: &Remote<'_>) -> Result<Self, CliError> {
+    pub(crate) async fn open(remote: &Remote<'_>) -> Result<Self, CliError> {
         // Never follow a redirect: it would carry the password elsewhere, perhaps in clear.
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -93,6 +95,9 @@ impl Session {
         let mut login = json!({ "username": remote.username, "password": password.as_str() });
         if let Some(code) = remote.totp {
             login["totp"] = json!(code);
+        }
+        if let Some(code) = remote.recovery_code {
+            login["recovery_code"] = json!(code);
         }
         let body = Zeroizing::new(login.to_string());
         let mut session = Session {
@@ -119,7 +124,12 @@ impl Session {
 
     /// One API call. A 503 (the gateway's password work is rationed, so sign-ins and
     /// new passwords may have to wait their turn) is retried after its Retry-After.
-    async fn call(&self, method: Method, path: &str, body: Option<&str>) -> Result<Value, CliError> {
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<Value, CliError> {
         let mut attempts = 0;
         loop {
             let mut request = self.http.request(method.clone(), format!("{}{path}", self.base));
@@ -156,7 +166,7 @@ impl Session {
     }
 
     /// Ends the session (its refresh token, if any, dies with it).
-    async fn close(self) {
+    pub(crate) async fn close(self) {
         let _ = self.call(Method::POST, "/v1/auth/logout", Some("{}")).await;
     }
 }

@@ -16,6 +16,7 @@ mod error;
 mod escrow;
 mod files;
 mod keys;
+mod keys_api;
 mod quickstart;
 mod sealing;
 mod serve;
@@ -37,7 +38,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Manage age identities.
+    /// Age identities, and an auditor's keys at a gateway (register, fetch, share).
     #[command(subcommand)]
     Keys(KeysCommand),
     /// Seal a file to age recipients (like `age -e`).
@@ -72,7 +73,8 @@ enum Command {
     /// keyring statement (run on an auditor's machine).
     #[command(subcommand)]
     Epoch(EpochCommand),
-    /// Sign keyring statements with the organisation key (whole or from shares).
+    /// Sign keyring statements with the organisation key (whole or from shares), and
+    /// publish them to a gateway.
     #[command(subcommand)]
     Keyring(KeyringCommand),
     /// Key escrow, offline: the key ceremony and M-of-N recovery.
@@ -107,6 +109,8 @@ enum EpochCommand {
 enum KeyringCommand {
     /// Sign a keyring statement with the organisation key.
     Sign(epoch::SignArgs),
+    /// Publish a signed keyring and its wrapped copies to a running gateway.
+    Publish(keys_api::PublishArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,6 +121,8 @@ enum KeysCommand {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Api(keys_api::KeysApiCommand),
 }
 
 fn main() -> ExitCode {
@@ -135,6 +141,8 @@ fn main() -> ExitCode {
         Command::Escrow(command) => escrow::run(&command),
         Command::Epoch(EpochCommand::New(args)) => epoch::new_epoch(&args),
         Command::Keyring(KeyringCommand::Sign(args)) => epoch::sign(&args),
+        Command::Keyring(KeyringCommand::Publish(args)) => keys_api::publish(&args),
+        Command::Keys(KeysCommand::Api(command)) => keys_api::run(&command),
         Command::Admin(command) => admin::run(&command),
     };
     match outcome {

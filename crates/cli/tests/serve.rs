@@ -687,3 +687,246 @@ fn the_first_administrator_signs_in_over_http_and_accounts_are_managed_on_the_da
     assert!(wrong.stderr.contains("401"), "{}", wrong.stderr);
     gateway.stop();
 }
+
+/// RFC 4648 base32 (no padding), as TOTP secrets are shown.
+fn base32_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut bits, mut value, mut out) = (0u32, 0u64, Vec::new());
+    for c in text.bytes().filter(|c| *c != b'=') {
+        let v = ALPHABET.iter().position(|a| *a == c).unwrap() as u64;
+        value = (value << 5) | v;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((value >> bits) as u8);
+        }
+    }
+    out
+}
+
+/// An auditor made with `vellum admin user add`, with a password of their own and a
+/// second factor; returns their recovery codes.
+fn enrolled_auditor(dir: &Path, config: &Path, port: u16, name: &str, password: &str) -> Vec<String> {
+    let added = vellum(
+        dir,
+        &[
+            "admin",
+            "user",
+            "add",
+            name,
+            "--role",
+            "auditor",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    let one_time = one_time_password_in(&added.stdout_text());
+    let change = serde_json::json!({ "username": name, "password": one_time, "new_password": password });
+    let json = "Content-Type: application/json\r\n";
+    // Password work is rationed (5 a second): a 503 is tried again, as clients do.
+    let retried = |call: &dyn Fn() -> (u16, String)| {
+        for _ in 0..20 {
+            let answer = call();
+            if answer.0 != 503 {
+                return answer;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        panic!("the gateway stayed busy");
+    };
+    let changed = retried(&|| request(port, "POST", "/v1/auth/password", json, &change.to_string()).unwrap());
+    assert_eq!(changed.0, 204, "{}", changed.1);
+    let (status, tokens) = retried(&|| {
+        let (status, tokens) = login_over_http(port, name, password);
+        (status, tokens.to_string())
+    });
+    let tokens: serde_json::Value = serde_json::from_str(&tokens).unwrap();
+    assert_eq!((status, tokens["scope"].as_str()), (200, Some("mfa-setup")));
+    let bearer = format!(
+        "{json}Authorization: Bearer {}\r\n",
+        tokens["access_token"].as_str().unwrap()
+    );
+    let (_, setup) = request(port, "POST", "/v1/auth/totp", &bearer, "{}").unwrap();
+    let setup: serde_json::Value = serde_json::from_str(&setup).unwrap();
+    let secret = base32_decode(setup["secret"].as_str().unwrap());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let code = vellum_gateway::auth::totp::code_at(&secret, now);
+    let confirm = serde_json::json!({ "code": code }).to_string();
+    let (status, codes) = request(port, "POST", "/v1/auth/totp/confirm", &bearer, &confirm).unwrap();
+    assert_eq!(status, 200, "{codes}");
+    let codes: serde_json::Value = serde_json::from_str(&codes).unwrap();
+    codes["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The public key written in an identity file's comment.
+fn public_of(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .unwrap()
+        .to_owned()
+}
+
+/// A key rotation through the binary, as auditors run it: register recipients, make
+/// epoch 2 on an auditor's machine, sign it with the organisation key, publish it, wrap
+/// it for a colleague, who fetches and opens it; the capture client seals to it.
+#[test]
+fn auditors_rotate_the_keyring_and_share_epochs_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("vellum-data");
+    let port = free_port();
+    let gateway = Running::start(quickstart(&data, port), port, dir, "keys");
+    let config = data.join("vellum.toml");
+    let ann_codes = enrolled_auditor(
+        dir,
+        &config,
+        port,
+        "ann",
+        "a long passphrase for the first auditor",
+    );
+    let bo_codes = enrolled_auditor(
+        dir,
+        &config,
+        port,
+        "bo",
+        "a long passphrase for the second auditor",
+    );
+    for (name, password) in [
+        ("ann", "a long passphrase for the first auditor"),
+        ("bo", "a long passphrase for the second auditor"),
+    ] {
+        let file = dir.join(format!("{name}.pw"));
+        std::fs::write(&file, password).unwrap();
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        assert_eq!(
+            vellum(dir, &["keys", "new", "-o", &format!("{name}.key")], b"").code,
+            0
+        );
+    }
+    let url = format!("http://127.0.0.1:{port}");
+    let as_auditor = |name: &str, code: &str, args: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        for extra in [
+            "--gateway",
+            &url,
+            "--as",
+            name,
+            "--password-file",
+            &format!("{name}.pw"),
+            "--recovery-code",
+            code,
+        ] {
+            all.push(extra.to_owned());
+        }
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let run = vellum(dir, &all, b"");
+        assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+        run.stdout_text()
+    };
+    as_auditor("ann", &ann_codes[0], &["keys", "register", "-i", "ann.key"]);
+    as_auditor("bo", &bo_codes[0], &["keys", "register", "-i", "bo.key"]);
+
+    // Epoch 2, made on Ann's machine, signed with the organisation key, published.
+    let escrow = public_of(&data.join("offline/escrow.key"));
+    let ann = public_of(&dir.join("ann.key"));
+    let made = vellum(
+        dir,
+        &[
+            "epoch",
+            "new",
+            "--epoch",
+            "2",
+            "--auditor",
+            &format!("ann={ann}"),
+            "--escrow",
+            &escrow,
+            "--out",
+            "epoch-2",
+        ],
+        b"",
+    );
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    let signed = vellum(
+        dir,
+        &[
+            "keyring",
+            "sign",
+            "--statement",
+            "epoch-2/statement.txt",
+            "--org-key",
+            data.join("offline/org.skey").to_str().unwrap(),
+            "-o",
+            "keyring-2.note",
+        ],
+        b"",
+    );
+    assert_eq!(signed.code, 0, "{}", signed.stderr);
+    as_auditor(
+        "ann",
+        &ann_codes[1],
+        &[
+            "keyring",
+            "publish",
+            "--note",
+            "keyring-2.note",
+            "--wraps",
+            "epoch-2/wrapped",
+        ],
+    );
+    let (_, keyring) = http(port, "GET", "/v1/keyring").unwrap();
+    assert!(keyring.contains("\nepoch 2\n"), "{keyring}");
+
+    // Ann wraps epoch 2 for Bo, who fetches and opens it.
+    let shared = as_auditor(
+        "ann",
+        &ann_codes[2],
+        &["keys", "share", "-i", "ann.key", "--to", "bo"],
+    );
+    assert!(shared.contains("1 epoch(s) for bo"), "{shared}");
+    as_auditor(
+        "bo",
+        &bo_codes[1],
+        &["keys", "fetch", "-i", "bo.key", "--out", "bo-epochs"],
+    );
+    let archive_line = keyring.lines().find_map(|l| l.strip_prefix("archive ")).unwrap();
+    assert_eq!(public_of(&dir.join("bo-epochs/epoch-2.key")), archive_line);
+
+    // The capture client takes up epoch 2 and the gateway accepts what it seals.
+    let enroll = vellum(
+        dir,
+        &[
+            "capture",
+            "enroll",
+            bundle(&data).to_str().unwrap(),
+            "--dir",
+            "device",
+        ],
+        b"",
+    );
+    assert_eq!(enroll.code, 0, "{}", enroll.stderr);
+    let send = vellum(
+        dir,
+        &["capture", "send", message().to_str().unwrap(), "--dir", "device"],
+        b"",
+    );
+    assert_eq!(send.code, 0, "{}", send.stderr);
+    let status = vellum(dir, &["capture", "status", "--dir", "device"], b"");
+    assert!(
+        status.stdout_text().contains("epoch 2") || status.stdout_text().contains("epoch: 2"),
+        "{}",
+        status.stdout_text()
+    );
+    gateway.stop();
+}

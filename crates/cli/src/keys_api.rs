@@ -1,0 +1,257 @@
+//! The auditor's key commands against a running gateway, signed in as the auditor:
+//! register one's recipient, fetch and open one's wrapped epoch identities, wrap them
+//! for a newcomer, and publish a signed keyring with its wrapped copies. Identities
+//! are opened on this machine only; the gateway sees public keys and age files.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{Value, json};
+use vellum_protocol::seal::{self, Identity, Recipient, SealedBody, format_identity_file};
+
+use crate::admin_api::{Remote, Session};
+use crate::error::{CliError, Kind};
+use crate::files::{read_small, write_output};
+use crate::sealing::read_identities;
+
+/// How to sign in to the gateway, as an auditor.
+#[derive(Debug, Args)]
+pub(crate) struct Login {
+    /// The gateway's URL (https://, or http:// to this machine).
+    #[arg(long, value_name = "URL")]
+    gateway: String,
+    /// The auditor to sign in as.
+    #[arg(long = "as", value_name = "NAME", env = "VELLUM_AUDITOR")]
+    as_user: String,
+    /// A file (mode 0600) holding the password; without it, one line of standard input.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// A current TOTP code (auditors have a second factor).
+    #[arg(long, value_name = "CODE", conflicts_with = "recovery_code")]
+    totp: Option<String>,
+    /// One of your recovery codes, instead of a TOTP code (each works once).
+    #[arg(long, value_name = "CODE")]
+    recovery_code: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysApiCommand {
+    /// Register your personal recipient (the public half of --identity) with the gateway.
+    Register {
+        /// Your identity file.
+        #[arg(short = 'i', long = "identity", value_name = "FILE")]
+        identity: PathBuf,
+        #[command(flatten)]
+        login: Login,
+    },
+    /// Fetch your wrapped epoch identities and open them into --out (one identity file
+    /// per epoch, mode 0600).
+    Fetch {
+        /// Your identity file.
+        #[arg(short = 'i', long = "identity", value_name = "FILE")]
+        identity: PathBuf,
+        /// The folder to write epoch-N.key files into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        login: Login,
+    },
+    /// Wrap every epoch you hold to another auditor's registered recipient.
+    Share {
+        /// Your identity file.
+        #[arg(short = 'i', long = "identity", value_name = "FILE")]
+        identity: PathBuf,
+        /// The auditor who receives them.
+        #[arg(long, value_name = "USERNAME")]
+        to: String,
+        #[command(flatten)]
+        login: Login,
+    },
+}
+
+/// `vellum keyring publish` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct PublishArgs {
+    /// The signed keyring note (`vellum keyring sign`).
+    #[arg(long, value_name = "FILE")]
+    note: PathBuf,
+    /// The wrapped copies (`vellum epoch new`'s wrapped/ folder): USERNAME.age per
+    /// auditor, escrow.age for escrow.
+    #[arg(long, value_name = "DIR")]
+    wraps: PathBuf,
+    #[command(flatten)]
+    login: Login,
+}
+
+fn fail(kind: Kind, e: impl std::fmt::Display) -> CliError {
+    CliError::new(kind, format!("keys: {e}"))
+}
+
+async fn session(login: &Login) -> Result<Session, CliError> {
+    Session::open(&Remote {
+        url: &login.gateway,
+        username: &login.as_user,
+        password_file: login.password_file.as_deref(),
+        totp: login.totp.as_deref(),
+        recovery_code: login.recovery_code.as_deref(),
+    })
+    .await
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(Kind::Other, e))
+}
+
+fn one_identity(path: &Path) -> Result<Identity, CliError> {
+    let mut identities = read_identities(&[path.to_path_buf()])?;
+    if identities.len() != 1 {
+        return Err(fail(
+            Kind::Malformed,
+            format!("{} must hold exactly one identity", path.display()),
+        ));
+    }
+    Ok(identities.remove(0))
+}
+
+/// Your wrapped copies, opened: (epoch, epoch identity).
+async fn my_epochs(session: &Session, me: &Identity) -> Result<Vec<(u64, Identity)>, CliError> {
+    let wraps = session.call(Method::GET, "/v1/keys/wraps", None).await?;
+    let mut out = Vec::new();
+    for wrap in wraps.as_array().into_iter().flatten() {
+        let epoch = wrap["epoch"]
+            .as_u64()
+            .ok_or_else(|| fail(Kind::Malformed, "a wrap without an epoch"))?;
+        let bytes = STANDARD
+            .decode(wrap["wrapped"].as_str().unwrap_or_default())
+            .map_err(|_| fail(Kind::Malformed, "a wrap that is not base64"))?;
+        let sealed = SealedBody::from_bytes(bytes).map_err(|e| fail(Kind::Malformed, e))?;
+        let opened = sealed
+            .open(std::slice::from_ref(me))
+            .map_err(|e| fail(Kind::WrongKey, format!("epoch {epoch}: {e}")))?;
+        let text = std::str::from_utf8(&opened).map_err(|_| fail(Kind::Malformed, "not an identity"))?;
+        let identity = seal::parse_identity_file(text)
+            .ok()
+            .and_then(|mut ids| (ids.len() == 1).then(|| ids.remove(0)))
+            .ok_or_else(|| fail(Kind::Malformed, format!("epoch {epoch}: not one identity")))?;
+        out.push((epoch, identity));
+    }
+    Ok(out)
+}
+
+fn wrap_to(identity: &Identity, to: &Recipient) -> Result<String, CliError> {
+    let sealed = seal::seal(std::slice::from_ref(to), identity.to_secret_string().as_bytes())
+        .map_err(|e| fail(Kind::Other, e))?;
+    Ok(STANDARD.encode(sealed.as_bytes()))
+}
+
+pub(crate) fn run(command: &KeysApiCommand) -> Result<(), CliError> {
+    runtime()?.block_on(async {
+        let login = match command {
+            KeysApiCommand::Register { login, .. }
+            | KeysApiCommand::Fetch { login, .. }
+            | KeysApiCommand::Share { login, .. } => login,
+        };
+        let session = session(login).await?;
+        let done = keys_command(&session, command).await;
+        session.close().await;
+        done
+    })
+}
+
+async fn keys_command(session: &Session, command: &KeysApiCommand) -> Result<(), CliError> {
+    match command {
+        KeysApiCommand::Register { identity, .. } => {
+            let me = one_identity(identity)?.to_public().to_string();
+            let body = json!({ "recipient": me }).to_string();
+            session
+                .call(Method::POST, "/v1/keys/recipient", Some(&body))
+                .await?;
+            println!("registered {me}");
+        }
+        KeysApiCommand::Fetch { identity, out, .. } => {
+            let me = one_identity(identity)?;
+            if !out.is_dir() {
+                crate::files::create_new_dir(out)?;
+            }
+            for (epoch, identity) in my_epochs(session, &me).await? {
+                let path = out.join(format!("epoch-{epoch}.key"));
+                write_output(
+                    Some(&path),
+                    format_identity_file(&identity, crate::keys::now_ms()).as_bytes(),
+                )?;
+                println!("epoch {epoch}: {}", path.display());
+            }
+        }
+        KeysApiCommand::Share { identity, to, .. } => {
+            let me = one_identity(identity)?;
+            let listed = session.call(Method::GET, "/v1/keys/recipients", None).await?;
+            let recipient: Recipient = listed
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|a| a["username"] == to.as_str())
+                .and_then(|a| a["recipient"].as_str())
+                .ok_or_else(|| {
+                    fail(
+                        Kind::NotFound,
+                        format!("{to} is not an active auditor with a registered recipient"),
+                    )
+                })?
+                .parse()
+                .map_err(|_| fail(Kind::Malformed, "the gateway listed a bad recipient"))?;
+            let wraps = my_epochs(session, &me)
+                .await?
+                .iter()
+                .map(|(epoch, identity)| {
+                    Ok(json!({ "epoch": epoch, "wrapped": wrap_to(identity, &recipient)? }))
+                })
+                .collect::<Result<Vec<Value>, CliError>>()?;
+            let count = wraps.len();
+            let body = json!({ "holder": to, "wraps": wraps }).to_string();
+            session.call(Method::POST, "/v1/keys/wraps", Some(&body)).await?;
+            println!("wrapped {count} epoch(s) for {to}");
+        }
+    }
+    Ok(())
+}
+
+/// `vellum keyring publish`.
+pub(crate) fn publish(args: &PublishArgs) -> Result<(), CliError> {
+    let note = String::from_utf8(read_small(&args.note, 64 * 1024)?)
+        .map_err(|_| fail(Kind::Malformed, "the note is not text"))?;
+    let mut wraps = Vec::new();
+    let entries = std::fs::read_dir(&args.wraps).map_err(|e| CliError::io(&args.wraps, "read", &e))?;
+    for entry in entries {
+        let path = entry.map_err(|e| CliError::io(&args.wraps, "read", &e))?.path();
+        let (Some(holder), Some("age")) = (
+            path.file_stem().and_then(|s| s.to_str()),
+            path.extension().and_then(|e| e.to_str()),
+        ) else {
+            continue;
+        };
+        let bytes = read_small(&path, 64 * 1024)?;
+        wraps.push(json!({ "holder": holder, "wrapped": STANDARD.encode(bytes) }));
+    }
+    if wraps.is_empty() {
+        return Err(fail(
+            Kind::NotFound,
+            format!("no NAME.age files in {}", args.wraps.display()),
+        ));
+    }
+    let count = wraps.len();
+    let body = json!({ "note": note, "wraps": wraps }).to_string();
+    runtime()?.block_on(async {
+        let session = session(&args.login).await?;
+        let done = session.call(Method::POST, "/v1/keys/keyring", Some(&body)).await;
+        session.close().await;
+        done
+    })?;
+    println!("published the keyring with {count} wrapped copies");
+    Ok(())
+}
