@@ -46,9 +46,11 @@ impl Role {
 }
 
 /// Whether `name` is a valid username: 1 to 64 characters of `a-z`, `0-9`, `.`, `_`,
-/// `@` and `-` (so an e-mail address in lower case is one).
+/// `@` and `-` (so an e-mail address in lower case is one), and not `escrow` (the name
+/// the key routes give the escrow recipient).
 pub fn valid_username(name: &str) -> bool {
-    (1..=64).contains(&name.len())
+    name != "escrow"
+        && (1..=64).contains(&name.len())
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._@-".contains(&b))

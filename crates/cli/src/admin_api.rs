@@ -46,7 +46,7 @@ fn password(file: Option<&Path>) -> Result<Zeroizing<String>, CliError> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         return Err(fail(
-            "give the administrator's password with --password-file FILE, or on standard input from a pipe",
+            "give the account's password with --password-file FILE, or on standard input from a pipe",
         ));
     }
     let mut line = Zeroizing::new(String::new());

@@ -71,19 +71,18 @@ pub(crate) fn new_epoch(args: &EpochArgs) -> Result<(), CliError> {
     if args.epoch == 0 {
         return Err(fail(Kind::Other, "epochs count from 1"));
     }
+    if args.valid_days == 0 {
+        return Err(fail(Kind::Other, "--valid-days is at least 1"));
+    }
     let mut auditors: Vec<(String, Recipient)> = Vec::new();
     for spec in &args.auditors {
         let (name, recipient) = spec
             .split_once('=')
             .ok_or_else(|| fail(Kind::Other, format!("--auditor {spec:?}: NAME=age1…")))?;
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
-        {
+        if !vellum_archive::ports::valid_username(name) {
             return Err(fail(
                 Kind::Other,
-                format!("auditor name {name:?}: a-z 0-9 . _ @ -"),
+                format!("auditor {name:?}: their username (a-z 0-9 . _ @ -)"),
             ));
         }
         if auditors.iter().any(|(n, _)| n == name) || name == "escrow" {
@@ -106,7 +105,7 @@ pub(crate) fn new_epoch(args: &EpochArgs) -> Result<(), CliError> {
         archive: identity.to_public(),
         escrow: escrow.clone(),
         valid_from: UnixMillis(now),
-        valid_until: UnixMillis(now + args.valid_days.max(1) * 86_400_000),
+        valid_until: UnixMillis(now + args.valid_days * 86_400_000),
     };
     create_new_dir(&args.out)?;
     let wrapped = args.out.join("wrapped");

@@ -625,11 +625,11 @@ where
         request_timeout: Duration::from_secs(config.limits.request_timeout_secs.max(1)),
         max_buffered_bytes: config.limits.max_buffered_bytes,
     };
-    let epoch = keyring.statement().epoch;
     let archive = Archive::open(log, blobs, log_key).await.map_err(fail)?;
     let keyring = vellum_gateway::starting_keyring(archive.log_store(), &org_key, keyring)
         .await
         .map_err(|e| fail(format!("keyring: {e}")))?;
+    let epoch = keyring.statement().epoch;
     let people = people_settings(config, limits.queue_timeout)?;
     let proxies = vellum_gateway::server::TrustedProxies::parse(&config.trusted_proxies)
         .map_err(|e| fail(format!("trusted_proxies: {e}")))?;

@@ -164,9 +164,12 @@ impl<L: LogStore, B: BlobStore> Gateway<L, B> {
         self.org_key.as_ref()
     }
 
-    /// Makes `keyring` the one capture clients seal to from now on.
+    /// Makes `keyring` the one capture clients seal to from now on, if it is newer
+    /// than the one in force (a refresh racing a publication never goes back).
     pub(crate) fn set_keyring(&self, keyring: VerifiedKeyring) {
-        if let Ok(mut current) = self.keyring.write() {
+        if let Ok(mut current) = self.keyring.write()
+            && keyring.statement().epoch > current.statement().epoch
+        {
             *current = Arc::new(keyring);
         }
     }

@@ -302,6 +302,10 @@ async fn a_gateway_starts_with_the_newest_keyring_and_refuses_contradictions() {
         .unwrap();
     let started = starting_keyring(store, &f.org_key, two).await.unwrap();
     assert_eq!(started.statement().epoch, Epoch(3));
+    // A running gateway serves the newest published one, as it reads it per request.
+    assert_eq!(current_epoch(&f).await, "epoch 3");
+    // The escrow recipient's name is no one's username.
+    assert!(!vellum_archive::ports::valid_username("escrow"));
     // A gap is refused.
     let five = verified(&statement(&f.org, 5, &Identity::generate(), &escrow));
     assert!(

@@ -1,7 +1,7 @@
 //! The keyring statement capture clients seal to, as the organisation signed it.
 
 use axum::response::Response;
-use vellum_archive::ports::{BlobStore, LogStore};
+use vellum_archive::ports::BlobStore;
 
 use super::text;
 use crate::State;
@@ -11,6 +11,10 @@ use crate::State;
 /// forge one.
 #[utoipa::path(get, path = "/v1/keyring", tag = "capture", responses(
     (status = 200, description = "The current keyring statement, a signed note (docs/formats.md).", body = String, content_type = "text/plain")))]
-pub(super) async fn current<L: LogStore, B: BlobStore>(state: State<L, B>) -> Response {
-    text(state.keyring().note().to_owned())
+pub(super) async fn current<L: super::keys::KeysStore, B: BlobStore>(
+    state: State<L, B>,
+) -> Result<Response, crate::problem::ApiError> {
+    // Another gateway of the deployment may have published a newer one.
+    let keyring = super::keys::refresh_keyring(&state).await?;
+    Ok(text(keyring.note().to_owned()))
 }
