@@ -218,15 +218,33 @@ async fn records_of_every_epoch_stay_readable_through_auditor_changes_and_escrow
     );
     let recovered = recover_escrow(&shares).unwrap();
     let officer = Identity::generate();
-    let store = f.gateway.archive().log_store();
-    let escrow_copies =
-        vellum_archive::ports::KeyStore::wraps_of(store, &vellum_archive::ports::Holder::Escrow)
-            .await
-            .unwrap();
-    assert_eq!(escrow_copies.iter().map(|w| w.epoch).collect::<Vec<_>>(), [2, 3]);
+    // The records officer fetches the escrow copies (audited); auditors may not.
+    let (_, records_officer) = person(&f, "ro", Role::Approver, 5).await;
+    assert_problem(
+        &call(&f, "GET", "/v1/keys/escrow", &bo, None).await,
+        StatusCode::FORBIDDEN,
+    );
+    let (status, _, copies) = call(&f, "GET", "/v1/keys/escrow", &records_officer, None).await;
+    assert_eq!(status, StatusCode::OK, "{copies}");
+    let copies: Value = serde_json::from_str(&copies).unwrap();
+    let escrow_copies: Vec<(u64, Vec<u8>)> = copies
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["epoch"].as_u64().unwrap(),
+                STANDARD.decode(c["wrapped"].as_str().unwrap()).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        escrow_copies.iter().map(|(epoch, _)| *epoch).collect::<Vec<_>>(),
+        [2, 3]
+    );
     let mut by_epoch = Vec::new();
-    for copy in &escrow_copies {
-        let for_officer = rewrap(&copy.wrapped, &recovered, &[officer.to_public()], "escrow copy").unwrap();
+    for (_, wrapped) in &escrow_copies {
+        let for_officer = rewrap(wrapped, &recovered, &[officer.to_public()], "escrow copy").unwrap();
         let opened = for_officer.open(std::slice::from_ref(&officer)).unwrap();
         by_epoch.push(Identity::parse(std::str::from_utf8(&opened).unwrap()).unwrap());
     }
@@ -247,6 +265,7 @@ async fn records_of_every_epoch_stay_readable_through_auditor_changes_and_escrow
         .count();
     assert_eq!(publications, 2);
     assert!(trail.iter().any(|(_, e)| e.action == "keys.wrap"));
+    assert!(trail.iter().any(|(_, e)| e.action == "keys.escrow.fetch"));
     for (index, event) in &trail {
         let entry = f.gateway.archive().log_store();
         let leaf = vellum_archive::ports::LogStore::entry(entry, *index)

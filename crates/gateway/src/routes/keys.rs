@@ -236,6 +236,40 @@ pub(super) async fn own_wraps<L: KeysStore, B: BlobStore>(
     ))
 }
 
+/// `GET /v1/keys/escrow`: the escrow copies of every published epoch, for the records
+/// officer who runs a recovery with the custodians (the regulator path). Useless without
+/// a quorum of custodians' shares; every fetch is audited, so the log shows when the
+/// path was started and by whom.
+#[utoipa::path(get, path = "/v1/keys/escrow", tag = "keys", security(("access_token" = [])), responses(
+    (status = 200, description = "The escrow copies, oldest epoch first.", body = Vec<EpochWrap>),
+    (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Not an approver (records officer).", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn escrow_copies<L: KeysStore, B: BlobStore>(
+    state: State<L, B>,
+    Extension(person): Extension<Person>,
+) -> Result<Json<Vec<EpochWrap>>, ApiError> {
+    let wraps = state.archive().log_store().wraps_of(&Holder::Escrow).await?;
+    let epochs: Vec<u64> = wraps.iter().map(|w| w.epoch).collect();
+    let detail = serde_json::json!({ "epochs": epochs });
+    audit(
+        state.archive(),
+        &person.id_text(),
+        "keys.escrow.fetch",
+        "escrow",
+        detail,
+    )
+    .await?;
+    Ok(Json(
+        wraps
+            .into_iter()
+            .map(|w| EpochWrap {
+                epoch: w.epoch,
+                wrapped: STANDARD.encode(w.wrapped),
+            })
+            .collect(),
+    ))
+}
+
 /// Wrapped copies for another auditor.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

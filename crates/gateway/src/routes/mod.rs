@@ -71,6 +71,7 @@ pub use records::RECORD_MEDIA_TYPE;
         keys::recipients,
         keys::identity,
         keys::status,
+        keys::escrow_copies,
         admin::revoke_device,
         records::capture,
         keyring::current,
@@ -166,6 +167,7 @@ where
         .route("/v1/keys/recipients", get(keys::recipients::<L, B>))
         .route("/v1/keys/identity", get(keys::identity::<L, B>))
         .route("/v1/keys/status", get(keys::status::<L, B>))
+        .route("/v1/keys/escrow", get(keys::escrow_copies::<L, B>))
         .route("/v1/auth/oidc/start", get(oidc::start::<L, B>))
         .route("/v1/auth/oidc/callback", get(oidc::callback::<L, B>))
         .route(
@@ -221,6 +223,10 @@ const AUDITOR: Access = Access::People {
     roles: &[Role::Auditor],
     mfa_setup: false,
 };
+const RECORDS_OFFICER: Access = Access::People {
+    roles: &[Role::Approver],
+    mfa_setup: false,
+};
 const KEY_STATUS: Access = Access::People {
     roles: &[Role::Admin, Role::Auditor],
     mfa_setup: false,
@@ -263,6 +269,7 @@ pub const POLICIES: &[(&str, &str, Access)] = &[
     ("GET", "/v1/keys/recipients", AUDITOR),
     ("GET", "/v1/keys/identity", AUDITOR),
     ("GET", "/v1/keys/status", KEY_STATUS),
+    ("GET", "/v1/keys/escrow", RECORDS_OFFICER),
     ("GET", "/v1/auth/oidc/start", Access::Public),
     ("GET", "/v1/auth/oidc/callback", Access::Public),
     ("POST", "/v1/admin/devices/{device_id}/revoke", ADMIN),
