@@ -924,7 +924,7 @@ fn auditors_rotate_the_keyring_and_share_epochs_through_the_cli() {
     assert_eq!(send.code, 0, "{}", send.stderr);
     let status = vellum(dir, &["capture", "status", "--dir", "device"], b"");
     assert!(
-        status.stdout_text().contains("epoch 2") || status.stdout_text().contains("epoch: 2"),
+        status.stdout_text().contains("epoch 2"),
         "{}",
         status.stdout_text()
     );

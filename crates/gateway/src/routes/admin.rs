@@ -18,6 +18,18 @@ use crate::auth::admin::{self, AdminChange};
 use crate::auth::{Person, password};
 use crate::problem::{ApiError, Problem};
 
+/// Applies an administrator's `change` to another account: 204, or why not.
+async fn change<L: PeopleStore + DeviceStore, B: BlobStore>(
+    state: &State<L, B>,
+    admin: &Person,
+    username: &str,
+    change: AdminChange,
+) -> Result<StatusCode, ApiError> {
+    let id = other_account(state, admin, username).await?;
+    admin::apply(state.archive(), &admin.id_text(), &id, change).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 fn role_of(text: &str) -> Result<Role, ApiError> {
     Role::parse(text).ok_or_else(|| ApiError::BadRequest("role: admin, auditor or approver".into()))
 }
@@ -170,9 +182,7 @@ pub(super) async fn set_role<L: PeopleStore + DeviceStore, B: BlobStore>(
     body: Result<Json<RoleRequest>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     let role = role_of(&json(body)?.role)?;
-    let id = other_account(&state, &admin, &username).await?;
-    admin::apply(state.archive(), &admin.id_text(), &id, AdminChange::SetRole(role)).await?;
-    Ok(StatusCode::NO_CONTENT)
+    change(&state, &admin, &username, AdminChange::SetRole(role)).await
 }
 
 /// `POST /v1/admin/accounts/{username}/disable`: disables an account and ends its
@@ -189,9 +199,7 @@ pub(super) async fn disable<L: PeopleStore + DeviceStore, B: BlobStore>(
     Extension(admin): Extension<Person>,
     Path(username): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let id = other_account(&state, &admin, &username).await?;
-    admin::apply(state.archive(), &admin.id_text(), &id, AdminChange::Disable).await?;
-    Ok(StatusCode::NO_CONTENT)
+    change(&state, &admin, &username, AdminChange::Disable).await
 }
 
 /// `POST /v1/admin/accounts/{username}/enable`: enables a disabled account.
@@ -207,9 +215,7 @@ pub(super) async fn enable<L: PeopleStore + DeviceStore, B: BlobStore>(
     Extension(admin): Extension<Person>,
     Path(username): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let id = other_account(&state, &admin, &username).await?;
-    admin::apply(state.archive(), &admin.id_text(), &id, AdminChange::Enable).await?;
-    Ok(StatusCode::NO_CONTENT)
+    change(&state, &admin, &username, AdminChange::Enable).await
 }
 
 /// `POST /v1/admin/accounts/{username}/reset-mfa`: removes the account's second
@@ -227,9 +233,7 @@ pub(super) async fn reset_mfa<L: PeopleStore + DeviceStore, B: BlobStore>(
     Extension(admin): Extension<Person>,
     Path(username): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let id = other_account(&state, &admin, &username).await?;
-    admin::apply(state.archive(), &admin.id_text(), &id, AdminChange::ResetMfa).await?;
-    Ok(StatusCode::NO_CONTENT)
+    change(&state, &admin, &username, AdminChange::ResetMfa).await
 }
 
 /// `POST /v1/admin/accounts/{username}/reset-password`: a new one-time password; the

@@ -211,6 +211,15 @@ pub(super) struct EpochWrap {
     wrapped: String,
 }
 
+impl From<Wrap> for EpochWrap {
+    fn from(w: Wrap) -> Self {
+        EpochWrap {
+            epoch: w.epoch,
+            wrapped: STANDARD.encode(w.wrapped),
+        }
+    }
+}
+
 /// `GET /v1/keys/wraps`: the caller's own wrapped copies, oldest epoch first.
 #[utoipa::path(get, path = "/v1/keys/wraps", tag = "keys", security(("access_token" = [])), responses(
     (status = 200, description = "The caller's wrapped copies.", body = Vec<EpochWrap>),
@@ -225,15 +234,7 @@ pub(super) async fn own_wraps<L: KeysStore, B: BlobStore>(
         .log_store()
         .wraps_of(&Holder::Account(person.account_id))
         .await?;
-    Ok(Json(
-        wraps
-            .into_iter()
-            .map(|w| EpochWrap {
-                epoch: w.epoch,
-                wrapped: STANDARD.encode(w.wrapped),
-            })
-            .collect(),
-    ))
+    Ok(Json(wraps.into_iter().map(EpochWrap::from).collect()))
 }
 
 /// `GET /v1/keys/escrow`: the escrow copies of every published epoch, for the records
@@ -259,15 +260,7 @@ pub(super) async fn escrow_copies<L: KeysStore, B: BlobStore>(
         detail,
     )
     .await?;
-    Ok(Json(
-        wraps
-            .into_iter()
-            .map(|w| EpochWrap {
-                epoch: w.epoch,
-                wrapped: STANDARD.encode(w.wrapped),
-            })
-            .collect(),
-    ))
+    Ok(Json(wraps.into_iter().map(EpochWrap::from).collect()))
 }
 
 /// Wrapped copies for another auditor.
