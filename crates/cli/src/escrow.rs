@@ -269,8 +269,10 @@ fn recover(args: &RecoverArgs) -> Result<(), CliError> {
     if !out.is_dir() {
         create_new_dir(out)?;
     }
+    let mut copies = Vec::with_capacity(args.rewrap.len());
     for path in &args.rewrap {
         let wrapped = read_small(path, 64 * 1024)?;
+        copies.push(hex::encode(Sha256::digest(&wrapped)));
         let name = path
             .file_name()
             .ok_or_else(|| fail(Kind::Other, format!("{} names no file", path.display())))?;
@@ -279,5 +281,25 @@ fn recover(args: &RecoverArgs) -> Result<(), CliError> {
         write_output(Some(&out.join(name)), rewrapped.as_bytes())?;
         println!("re-wrapped {} to {}", path.display(), out.join(name).display());
     }
+    let mut used: Vec<u8> = shares.iter().map(Share::index).collect();
+    used.sort_unstable();
+    let minute = serde_json::json!({
+        "escrow_recipient": escrow.to_public().to_string(),
+        "split_id": shares[0].split_id(),
+        "shares": used,
+        "copies": copies,
+        "to": to.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    });
+    let path = out.join(MINUTE);
+    write_output(Some(&path), format!("{minute:#}\n").as_bytes())?;
+    println!(
+        "minute of this recovery (no secret in it): {}; record it at the gateway with \
+         `vellum keys record-recovery`",
+        path.display()
+    );
     Ok(())
 }
+
+/// The file `recover` writes beside the re-wrapped copies: what was recovered, for
+/// the log.
+const MINUTE: &str = "recovery-minute.json";

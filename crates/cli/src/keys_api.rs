@@ -17,19 +17,19 @@ use crate::error::{CliError, Kind};
 use crate::files::{read_small, write_output};
 use crate::sealing::read_identities;
 
-/// How to sign in to the gateway, as an auditor.
+/// How to sign in to the gateway, as an auditor (or a records officer).
 #[derive(Debug, Args)]
 pub(crate) struct Login {
     /// The gateway's URL (https://, or http:// to this machine).
     #[arg(long, value_name = "URL")]
     gateway: String,
-    /// The auditor to sign in as.
+    /// The username to sign in as.
     #[arg(long = "as", value_name = "NAME", env = "VELLUM_AUDITOR")]
     as_user: String,
     /// A file (mode 0600) holding the password; without it, one line of standard input.
     #[arg(long, value_name = "FILE")]
     password_file: Option<PathBuf>,
-    /// A current TOTP code (auditors have a second factor).
+    /// A current TOTP code (auditors and officers have a second factor).
     #[arg(long, value_name = "CODE", conflicts_with = "recovery_code")]
     totp: Option<String>,
     /// One of your recovery codes, instead of a TOTP code (each works once).
@@ -67,6 +67,27 @@ pub(crate) enum KeysApiCommand {
         /// The auditor who receives them.
         #[arg(long, value_name = "USERNAME")]
         to: String,
+        #[command(flatten)]
+        login: Login,
+    },
+    /// Fetch the escrow copies of every epoch into --out (epoch-N.age), as the records
+    /// officer who starts a recovery with the custodians. Audited.
+    EscrowCopies {
+        /// The folder to write epoch-N.age files into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        login: Login,
+    },
+    /// Record at the gateway a recovery the custodians ran offline: the minute `vellum
+    /// escrow recover` wrote, and why. It becomes an audit entry and a leaf of the log.
+    RecordRecovery {
+        /// The minute (recovery-minute.json).
+        #[arg(long, value_name = "FILE")]
+        minute: PathBuf,
+        /// Why: the regulator's request, the case, the order.
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
         #[command(flatten)]
         login: Login,
     },
@@ -155,7 +176,9 @@ pub(crate) fn run(command: &KeysApiCommand) -> Result<(), CliError> {
         let login = match command {
             KeysApiCommand::Register { login, .. }
             | KeysApiCommand::Fetch { login, .. }
-            | KeysApiCommand::Share { login, .. } => login,
+            | KeysApiCommand::Share { login, .. }
+            | KeysApiCommand::EscrowCopies { login, .. }
+            | KeysApiCommand::RecordRecovery { login, .. } => login,
         };
         let session = session(login).await?;
         let done = keys_command(&session, command).await;
@@ -216,6 +239,46 @@ async fn keys_command(session: &Session, command: &KeysApiCommand) -> Result<(),
             let body = json!({ "holder": to, "wraps": wraps }).to_string();
             session.call(Method::POST, "/v1/keys/wraps", Some(&body)).await?;
             println!("wrapped {count} epoch(s) for {to}");
+        }
+        KeysApiCommand::EscrowCopies { out, .. } => {
+            if !out.is_dir() {
+                crate::files::create_new_dir(out)?;
+            }
+            let copies = session.call(Method::GET, "/v1/keys/escrow", None).await?;
+            for copy in copies.as_array().into_iter().flatten() {
+                let (Some(epoch), Some(Ok(bytes))) = (
+                    copy["epoch"].as_u64(),
+                    copy["wrapped"].as_str().map(|w| STANDARD.decode(w)),
+                ) else {
+                    return Err(fail(
+                        Kind::Malformed,
+                        "the gateway served a malformed escrow copy",
+                    ));
+                };
+                let path = out.join(format!("epoch-{epoch}.age"));
+                write_output(Some(&path), &bytes)?;
+                println!("epoch {epoch}: {}", path.display());
+            }
+        }
+        KeysApiCommand::RecordRecovery { minute, reason, .. } => {
+            let text = read_small(minute, 64 * 1024)?;
+            let mut body: Value = serde_json::from_slice(&text)
+                .map_err(|e| fail(Kind::Malformed, format!("{}: {e}", minute.display())))?;
+            let Some(fields) = body.as_object_mut() else {
+                return Err(fail(
+                    Kind::Malformed,
+                    format!("{}: not a recovery minute", minute.display()),
+                ));
+            };
+            fields.insert("reason".into(), Value::from(reason.as_str()));
+            let recorded = session
+                .call(
+                    Method::POST,
+                    "/v1/keys/escrow/recoveries",
+                    Some(&body.to_string()),
+                )
+                .await?;
+            println!("recorded the recovery of epoch(s) {}", recorded["epochs"]);
         }
     }
     Ok(())

@@ -706,7 +706,9 @@ fn base32_decode(text: &str) -> Vec<u8> {
 
 /// An auditor made with `vellum admin user add`, with a password of their own and a
 /// second factor; returns their recovery codes.
-fn enrolled_auditor(dir: &Path, config: &Path, port: u16, name: &str, password: &str) -> Vec<String> {
+/// Adds `name` with `role` (one with a second factor), sets their password and TOTP;
+/// returns their recovery codes.
+fn enrolled(dir: &Path, config: &Path, port: u16, (name, role): (&str, &str), password: &str) -> Vec<String> {
     let added = vellum(
         dir,
         &[
@@ -715,7 +717,7 @@ fn enrolled_auditor(dir: &Path, config: &Path, port: u16, name: &str, password: 
             "add",
             name,
             "--role",
-            "auditor",
+            role,
             "--config",
             config.to_str().unwrap(),
         ],
@@ -789,23 +791,31 @@ fn auditors_rotate_the_keyring_and_share_epochs_through_the_cli() {
     let port = free_port();
     let gateway = Running::start(quickstart(&data, port), port, dir, "keys");
     let config = data.join("vellum.toml");
-    let ann_codes = enrolled_auditor(
+    let ann_codes = enrolled(
         dir,
         &config,
         port,
-        "ann",
+        ("ann", "auditor"),
         "a long passphrase for the first auditor",
     );
-    let bo_codes = enrolled_auditor(
+    let bo_codes = enrolled(
         dir,
         &config,
         port,
-        "bo",
+        ("bo", "auditor"),
         "a long passphrase for the second auditor",
+    );
+    let ro_codes = enrolled(
+        dir,
+        &config,
+        port,
+        ("ro", "approver"),
+        "a long passphrase for the records officer",
     );
     for (name, password) in [
         ("ann", "a long passphrase for the first auditor"),
         ("bo", "a long passphrase for the second auditor"),
+        ("ro", "a long passphrase for the records officer"),
     ] {
         let file = dir.join(format!("{name}.pw"));
         std::fs::write(&file, password).unwrap();
@@ -928,5 +938,89 @@ fn auditors_rotate_the_keyring_and_share_epochs_through_the_cli() {
         "{}",
         status.stdout_text()
     );
+
+    // The regulator path: the quickstart's escrow identity split 2 of 3; the records
+    // officer fetches the escrow copies, two custodians rebuild the escrow identity
+    // and re-wrap epoch 2 to the officer, who records the recovery at the gateway.
+    let split = vellum(
+        dir,
+        &[
+            "escrow",
+            "init",
+            "--from-identity",
+            data.join("offline/escrow.key").to_str().unwrap(),
+            "--threshold",
+            "2",
+            "--custodian",
+            "a",
+            "--custodian",
+            "b",
+            "--custodian",
+            "c",
+            "--out",
+            "ceremony",
+        ],
+        b"",
+    );
+    assert_eq!(split.code, 0, "{}", split.stderr);
+    as_auditor(
+        "ro",
+        &ro_codes[0],
+        &["keys", "escrow-copies", "--out", "escrow-copies"],
+    );
+    let recovered = vellum(
+        dir,
+        &[
+            "escrow",
+            "recover",
+            "--share",
+            "ceremony/shares/a.escrow-share.txt",
+            "--share",
+            "ceremony/shares/c.escrow-share.txt",
+            "--rewrap",
+            "escrow-copies/epoch-2.age",
+            "--to",
+            &public_of(&dir.join("ro.key")),
+            "--out",
+            "produced",
+        ],
+        b"",
+    );
+    assert_eq!(recovered.code, 0, "{}", recovered.stderr);
+    let opened = vellum(
+        dir,
+        &[
+            "open",
+            "-i",
+            "ro.key",
+            "produced/epoch-2.age",
+            "-o",
+            "epoch-2.key",
+        ],
+        b"",
+    );
+    assert_eq!(opened.code, 0, "{}", opened.stderr);
+    let secret_line = |path: &str| {
+        std::fs::read_to_string(dir.join(path))
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(secret_line("epoch-2.key"), secret_line("bo-epochs/epoch-2.key"));
+    let recorded = as_auditor(
+        "ro",
+        &ro_codes[1],
+        &[
+            "keys",
+            "record-recovery",
+            "--minute",
+            "produced/recovery-minute.json",
+            "--reason",
+            "FOIA request 2026-0042",
+        ],
+    );
+    assert!(recorded.contains("epoch(s) [2]"), "{recorded}");
     gateway.stop();
 }

@@ -2,7 +2,8 @@
 //! one epoch; add a second auditor, who reads that epoch's records; remove the first
 //! auditor and rotate; capture under the next epoch; lose every auditor identity;
 //! rebuild the escrow identity from M of N custodians' shares and read the records of
-//! both epochs. No step gives the gateway anything it could open.
+//! both epochs; the records officer records the recovery, which the log then holds.
+//! No step gives the gateway anything it could open.
 
 #![allow(
     clippy::unwrap_used,
@@ -17,6 +18,7 @@ use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
 use support::*;
 use vellum_archive::ports::{AccountChange, AccountStore as _, Role};
 use vellum_key_escrow::{Escrow, read_share, recover_escrow, rewrap, seal_share};
@@ -257,6 +259,68 @@ async fn records_of_every_epoch_stay_readable_through_auditor_changes_and_escrow
         "minutes of the second meeting"
     );
 
+    // The officer records the recovery, with why; the gateway names the epochs from
+    // the digests of the copies it served. A minute it cannot match is refused.
+    let digests: Vec<String> = escrow_copies
+        .iter()
+        .map(|(_, wrapped)| hex::encode(Sha256::digest(wrapped)))
+        .collect();
+    let minute = |recipient: String, copies: &[String], reason: &str| {
+        json!({
+            "escrow_recipient": recipient,
+            "split_id": shares[0].split_id(),
+            "shares": [shares[0].index(), shares[1].index()],
+            "copies": copies,
+            "to": [officer.to_public().to_string()],
+            "reason": reason,
+        })
+    };
+    let escrow_recipient = recovered.to_public().to_string();
+    let exam = "SEC examination 2026-17, request 4";
+    let refusals = [
+        (
+            minute(Identity::generate().to_public().to_string(), &digests, exam),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            minute(escrow_recipient.clone(), &[hex::encode([7; 32])], exam),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            minute(escrow_recipient.clone(), &digests, " "),
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (body, status) in refusals {
+        let answer = call(
+            &f,
+            "POST",
+            "/v1/keys/escrow/recoveries",
+            &records_officer,
+            Some(body),
+        )
+        .await;
+        assert_problem(&answer, status);
+    }
+    let good = minute(escrow_recipient, &digests, exam);
+    assert_problem(
+        &call(&f, "POST", "/v1/keys/escrow/recoveries", &bo, Some(good.clone())).await,
+        StatusCode::FORBIDDEN,
+    );
+    let (status, _, recorded) = call(
+        &f,
+        "POST",
+        "/v1/keys/escrow/recoveries",
+        &records_officer,
+        Some(good),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{recorded}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&recorded).unwrap()["epochs"],
+        json!([2, 3])
+    );
+
     // Every step is in the audit trail, and so in the log.
     let trail = f.gateway.archive().audit_trail(0, 1000).await.unwrap();
     let publications = trail
@@ -266,6 +330,14 @@ async fn records_of_every_epoch_stay_readable_through_auditor_changes_and_escrow
     assert_eq!(publications, 2);
     assert!(trail.iter().any(|(_, e)| e.action == "keys.wrap"));
     assert!(trail.iter().any(|(_, e)| e.action == "keys.escrow.fetch"));
+    let recoveries: Vec<_> = trail
+        .iter()
+        .filter(|(_, e)| e.action == "keys.escrow.recover")
+        .collect();
+    assert_eq!(recoveries.len(), 1, "only the good minute is recorded");
+    let detail: Value = serde_json::from_str(&recoveries[0].1.detail).unwrap();
+    assert_eq!(detail["epochs"], json!([2, 3]));
+    assert_eq!(detail["reason"], exam);
     for (index, event) in &trail {
         let entry = f.gateway.archive().log_store();
         let leaf = vellum_archive::ports::LogStore::entry(entry, *index)

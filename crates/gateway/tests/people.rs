@@ -594,7 +594,9 @@ fn allowed(method: &Method, path: &str, caller: Caller) -> bool {
         (_, p) if p.starts_with("/v1/admin/") => caller == Caller::Person(Role::Admin),
         ("GET", "/v1/auth/oidc/start" | "/v1/auth/oidc/callback") => true,
         ("GET", "/v1/keys/status") => matches!(caller, Caller::Person(Role::Admin | Role::Auditor)),
-        ("GET", "/v1/keys/escrow") => caller == Caller::Person(Role::Approver),
+        ("GET", "/v1/keys/escrow") | ("POST", "/v1/keys/escrow/recoveries") => {
+            caller == Caller::Person(Role::Approver)
+        }
         (_, p) if p.starts_with("/v1/keys/") => caller == Caller::Person(Role::Auditor),
         ("GET", "/healthz" | "/readyz" | "/v1/keyring" | "/v1/log/checkpoint")
         | ("GET", "/v1/log/proof/inclusion" | "/v1/log/proof/consistency")

@@ -14,6 +14,7 @@ use axum::{Extension, Json};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 use utoipa::ToSchema;
 use vellum_archive::ports::{Account, BlobStore, Holder, KeyError, KeyStore, PublishedKeyring, Role, Wrap};
 use vellum_protocol::age_header;
@@ -261,6 +262,132 @@ pub(super) async fn escrow_copies<L: KeysStore, B: BlobStore>(
     )
     .await?;
     Ok(Json(wraps.into_iter().map(EpochWrap::from).collect()))
+}
+
+/// The minute of a recovery the custodians ran offline (`vellum escrow recover` writes
+/// it): which split and shares rebuilt the escrow identity, which escrow copies were
+/// re-wrapped and to whom. No secret is in it.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RecoveryMinute {
+    /// The escrow recipient rebuilt (`age1…`): this deployment's.
+    escrow_recipient: String,
+    /// The split the shares came from (as printed on each share).
+    split_id: String,
+    /// The indexes of the shares used.
+    shares: Vec<u8>,
+    /// SHA-256 (hex) of each escrow copy re-wrapped, as `GET /v1/keys/escrow` served it.
+    copies: Vec<String>,
+    /// Who the epoch identities were re-wrapped to (`age1…`).
+    to: Vec<String>,
+    /// Why: the regulator's request, the case, the order.
+    reason: String,
+}
+
+/// The recovery as recorded.
+#[derive(Serialize, ToSchema)]
+pub(super) struct RecordedRecovery {
+    /// The epochs whose identities were recovered.
+    epochs: Vec<u64>,
+}
+
+/// The most characters of a recovery's reason.
+const MAX_REASON: usize = 2000;
+
+/// `POST /v1/keys/escrow/recoveries`: the records officer records a recovery the
+/// custodians ran offline, so the log holds it with who recorded it and why. The
+/// gateway checks what it can: the escrow recipient is this deployment's, and each
+/// digest is one of the escrow copies it serves, which names the epochs recovered.
+#[utoipa::path(post, path = "/v1/keys/escrow/recoveries", tag = "keys", request_body = RecoveryMinute,
+    security(("access_token" = [])), responses(
+    (status = 201, description = "Recorded: an audit entry and a leaf of the log.", body = RecordedRecovery),
+    (status = 400, description = "Malformed minute.", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Not an approver (records officer).", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "Another escrow recipient, or a digest of no escrow copy of this deployment.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn record_recovery<L: KeysStore, B: BlobStore>(
+    state: State<L, B>,
+    Extension(person): Extension<Person>,
+    body: Result<Json<RecoveryMinute>, JsonRejection>,
+) -> Result<(StatusCode, Json<RecordedRecovery>), ApiError> {
+    let minute = json(body)?;
+    let reason = minute.reason.trim();
+    if reason.is_empty() || reason.chars().count() > MAX_REASON {
+        return Err(ApiError::BadRequest(format!(
+            "a reason of 1 to {MAX_REASON} characters is required"
+        )));
+    }
+    let mut shares = minute.shares.clone();
+    shares.sort_unstable();
+    shares.dedup();
+    if shares.is_empty() || shares.len() != minute.shares.len() || shares.contains(&0) {
+        return Err(ApiError::BadRequest(
+            "shares: distinct share indexes, 1 to 255".into(),
+        ));
+    }
+    let split_ok = !minute.split_id.is_empty()
+        && minute.split_id.len() <= 64
+        && minute.split_id.bytes().all(|b| b.is_ascii_hexdigit());
+    if !split_ok {
+        return Err(ApiError::BadRequest(
+            "split_id: the split's id in hex, as printed on its shares".into(),
+        ));
+    }
+    if minute.copies.is_empty()
+        || minute.copies.len() > MAX_WRAPS
+        || minute.to.is_empty()
+        || minute.to.len() > 16
+    {
+        return Err(ApiError::BadRequest(format!(
+            "1 to {MAX_WRAPS} copies and 1 to 16 recipients"
+        )));
+    }
+    let to = minute
+        .to
+        .iter()
+        .map(|r| {
+            r.parse::<vellum_protocol::seal::Recipient>()
+                .map(|r| r.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| ApiError::BadRequest("to: age1… recipients".into()))?;
+    let escrow = refresh_keyring(&state).await?.statement().escrow.to_string();
+    if minute.escrow_recipient != escrow {
+        return Err(ApiError::Unprocessable(
+            "escrow_recipient is not this deployment's escrow recipient".into(),
+        ));
+    }
+    let served = state.archive().log_store().wraps_of(&Holder::Escrow).await?;
+    let mut epochs = Vec::with_capacity(minute.copies.len());
+    for digest in &minute.copies {
+        let epoch = served
+            .iter()
+            .find(|w| hex::encode(Sha256::digest(&w.wrapped)) == digest.to_ascii_lowercase())
+            .map(|w| w.epoch)
+            .ok_or_else(|| {
+                ApiError::Unprocessable(format!("{digest} is the digest of no escrow copy served here"))
+            })?;
+        epochs.push(epoch);
+    }
+    epochs.sort_unstable();
+    epochs.dedup();
+    let detail = serde_json::json!({
+        "escrow_recipient": escrow,
+        "split_id": minute.split_id,
+        "shares": shares,
+        "epochs": epochs,
+        "to": to,
+        "reason": reason,
+    });
+    audit(
+        state.archive(),
+        &person.id_text(),
+        "keys.escrow.recover",
+        "escrow",
+        detail,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(RecordedRecovery { epochs })))
 }
 
 /// Wrapped copies for another auditor.

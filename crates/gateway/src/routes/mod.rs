@@ -72,6 +72,7 @@ pub use records::RECORD_MEDIA_TYPE;
         keys::identity,
         keys::status,
         keys::escrow_copies,
+        keys::record_recovery,
         admin::revoke_device,
         records::capture,
         keyring::current,
@@ -168,6 +169,7 @@ where
         .route("/v1/keys/identity", get(keys::identity::<L, B>))
         .route("/v1/keys/status", get(keys::status::<L, B>))
         .route("/v1/keys/escrow", get(keys::escrow_copies::<L, B>))
+        .route("/v1/keys/escrow/recoveries", post(keys::record_recovery::<L, B>))
         .route("/v1/auth/oidc/start", get(oidc::start::<L, B>))
         .route("/v1/auth/oidc/callback", get(oidc::callback::<L, B>))
         .route(
@@ -270,6 +272,7 @@ pub const POLICIES: &[(&str, &str, Access)] = &[
     ("GET", "/v1/keys/identity", AUDITOR),
     ("GET", "/v1/keys/status", KEY_STATUS),
     ("GET", "/v1/keys/escrow", RECORDS_OFFICER),
+    ("POST", "/v1/keys/escrow/recoveries", RECORDS_OFFICER),
     ("GET", "/v1/auth/oidc/start", Access::Public),
     ("GET", "/v1/auth/oidc/callback", Access::Public),
     ("POST", "/v1/admin/devices/{device_id}/revoke", ADMIN),
