@@ -8,6 +8,7 @@
 mod admin;
 mod admin_api;
 mod bench;
+mod bench_capture;
 mod bench_flood;
 mod capture;
 mod demo;
@@ -97,6 +98,9 @@ enum BenchCommand {
     Storage(bench::StorageArgs),
     /// Capture throughput over HTTP with and without a flood of logins.
     LoginFlood(bench_flood::FloodArgs),
+    /// Verified capture receipts per second over HTTP against a gateway process, beside
+    /// a naive baseline and the CPU floor.
+    Capture(bench_capture::CaptureArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,6 +138,7 @@ fn main() -> ExitCode {
         Command::Verify(command) => verify::run(&command),
         Command::Bench(BenchCommand::Storage(args)) => bench::storage(&args),
         Command::Bench(BenchCommand::LoginFlood(args)) => bench_flood::login_flood(&args),
+        Command::Bench(BenchCommand::Capture(args)) => bench_capture::capture(&args),
         Command::Demo { dir } => demo::run(&dir),
         Command::Serve { config } => serve::Config::load(&config).and_then(serve::run),
         Command::Quickstart { data, listen } => quickstart::run(&data, listen),

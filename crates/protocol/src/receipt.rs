@@ -185,22 +185,58 @@ impl Receipt {
         record_id: &RecordId,
         header_sha256: &[u8; 32],
     ) -> Result<VerifiedReceipt, ReceiptError> {
+        let (entry, received_at) = self.entry_for(record_id, header_sha256)?;
+        let checkpoint = self.0.verify(log_key, &entry.leaf_hash())?;
+        Ok(VerifiedReceipt {
+            index: self.0.index,
+            received_at,
+            checkpoint,
+        })
+    }
+
+    /// The checkpoint note the receipt's proof is against, verbatim.
+    pub fn checkpoint_note(&self) -> &str {
+        &self.0.checkpoint
+    }
+
+    /// As [`Receipt::verify`], against `checkpoint`, which verified before under the
+    /// pinned log key and must be exactly the receipt's: the receipts of one batch
+    /// share a checkpoint, so a client that keeps it checks its signature once.
+    pub fn verify_in(
+        &self,
+        checkpoint: &VerifiedCheckpoint,
+        record_id: &RecordId,
+        header_sha256: &[u8; 32],
+    ) -> Result<VerifiedReceipt, ReceiptError> {
+        let (entry, received_at) = self.entry_for(record_id, header_sha256)?;
+        self.0.verify_in(checkpoint, &entry.leaf_hash())?;
+        Ok(VerifiedReceipt {
+            index: self.0.index,
+            received_at,
+            checkpoint: checkpoint.clone(),
+        })
+    }
+
+    /// The carried entry, if it is for record `record_id` with header `header_sha256`,
+    /// and its receipt time.
+    fn entry_for(
+        &self,
+        record_id: &RecordId,
+        header_sha256: &[u8; 32],
+    ) -> Result<(LogEntry, UnixMillis), ReceiptError> {
         let bytes = self.0.extra.as_deref().ok_or(ReceiptError::MissingEntry)?;
         let entry = LogEntry::from_bytes(bytes)?;
-        let received_at = match &entry {
+        match &entry {
             LogEntry::RecordAppended {
                 record_id: entry_id,
                 header_sha256: entry_header,
                 received_at,
-            } if entry_id == record_id && entry_header == header_sha256 => received_at,
-            _ => return Err(ReceiptError::WrongRecord),
-        };
-        let checkpoint = self.0.verify(log_key, &entry.leaf_hash())?;
-        Ok(VerifiedReceipt {
-            index: self.0.index,
-            received_at: *received_at,
-            checkpoint,
-        })
+            } if entry_id == record_id && entry_header == header_sha256 => {
+                let at = *received_at;
+                Ok((entry, at))
+            }
+            _ => Err(ReceiptError::WrongRecord),
+        }
     }
 }
 

@@ -302,10 +302,43 @@ fn receipts_prove_the_record_to_a_pinned_log() {
         parsed.verify(&other_log.verifier(), &record_id(6), &header.digest()),
         Err(ReceiptError::Proof(ProofError::Checkpoint(_)))
     ));
-    let wrong_index = Receipt::new(entry, 5, tree.prove_inclusion(9, 6).unwrap(), checkpoint);
+    let wrong_index = Receipt::new(entry, 5, tree.prove_inclusion(9, 6).unwrap(), checkpoint.clone());
     assert!(matches!(
         wrong_index.verify(&log.verifier(), &record_id(6), &header.digest()),
         Err(ReceiptError::Proof(ProofError::Verify(_)))
+    ));
+
+    // Against a checkpoint verified before: the same answer without its signature
+    // checked again; the same refusals; another checkpoint is refused.
+    assert_eq!(parsed.checkpoint_note(), checkpoint);
+    let known = &verified.checkpoint;
+    assert_eq!(
+        parsed.verify_in(known, &record_id(6), &header.digest()),
+        Ok(verified.clone())
+    );
+    let (header3, entry3) = &entries[3];
+    let sibling = Receipt::new(entry3, 3, tree.prove_inclusion(9, 3).unwrap(), checkpoint.clone());
+    assert_eq!(
+        sibling
+            .verify_in(known, &record_id(3), &header3.digest())
+            .map(|v| v.index),
+        Ok(3)
+    );
+    assert_eq!(
+        parsed.verify_in(known, &record_id(5), &header.digest()),
+        Err(ReceiptError::WrongRecord)
+    );
+    assert!(matches!(
+        wrong_index.verify_in(known, &record_id(6), &header.digest()),
+        Err(ReceiptError::Proof(ProofError::Verify(_)))
+    ));
+    let older = Checkpoint::new(log.name(), 7, tree.root_at(7).unwrap())
+        .sign(&log)
+        .unwrap();
+    let against_older = Receipt::new(entry, 6, tree.prove_inclusion(7, 6).unwrap(), older);
+    assert!(matches!(
+        against_older.verify_in(known, &record_id(6), &header.digest()),
+        Err(ReceiptError::Proof(ProofError::Malformed(_)))
     ));
 }
 

@@ -121,6 +121,18 @@ impl TlogProof {
     /// `leaf` sits at [`TlogProof::index`] in it.
     pub fn verify(&self, log_key: &NoteVerifier, leaf: &Hash) -> Result<VerifiedCheckpoint, ProofError> {
         let checkpoint = checkpoint::open(self.checkpoint.as_bytes(), log_key)?;
+        self.verify_in(&checkpoint, leaf)?;
+        Ok(checkpoint)
+    }
+
+    /// Verifies that the leaf with hash `leaf` sits at [`TlogProof::index`] in
+    /// `checkpoint`, one that already verified against the pinned log key: the proof
+    /// must carry exactly that checkpoint's note. Proofs of one batch share a
+    /// checkpoint, so its signature need be checked once, not once per proof.
+    pub fn verify_in(&self, checkpoint: &VerifiedCheckpoint, leaf: &Hash) -> Result<(), ProofError> {
+        if checkpoint.note() != self.checkpoint {
+            return Err(ProofError::Malformed("the proof carries another checkpoint"));
+        }
         verify::inclusion(
             self.index,
             checkpoint.size(),
@@ -128,7 +140,7 @@ impl TlogProof {
             &self.hashes,
             checkpoint.root(),
         )?;
-        Ok(checkpoint)
+        Ok(())
     }
 }
 

@@ -1,0 +1,1007 @@
+//! `vellum bench capture`: durable, verified capture receipts per second over loopback
+//! HTTP, with a naive baseline and the CPU floor measured in the same run.
+//!
+//! What runs, all on this machine:
+//!
+//! 1. **The CPU floor**: the gateway's unavoidable work per message on one thread
+//!    (header parse and signature check, the body's age header and SHA-256, the
+//!    header's SHA-256, the log entry's leaf hash and the tree append). The floor is
+//!    the machine's cores divided by that time.
+//! 2. **The gateway**: `vellum serve` started as a child process of this binary on a
+//!    fresh deployment in a temporary folder (SQLite and a blob folder, or a scratch
+//!    PostgreSQL database and a blob folder), with one enrolled device. Its CPU time
+//!    and peak resident memory are read from `/proc`.
+//! 3. **The load**: `--concurrency` clients, each on its own keep-alive connection,
+//!    posting captures sealed and signed before the clock starts. A receipt counts
+//!    once it verifies: its checkpoint's signature (once per checkpoint, which a batch
+//!    of receipts shares) and its inclusion proof (every time). A saturating phase
+//!    (each client sends its next capture when the last is answered) gives the
+//!    throughput; a paced phase (captures scheduled at `--paced-fraction` of that
+//!    rate, latency counted from each one's scheduled time, so a stalled server is not
+//!    hidden by clients that wait) gives the latency under that load.
+//! 4. **The baseline**: a deliberately naive server in this process, bench code only,
+//!    storing each request whole as one SQLite row (WAL, `synchronous=FULL`, one
+//!    commit per request): no check, no log, no receipt. The same load drives it.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use sha2::{Digest as _, Sha256};
+use vellum_archive::ports::{DeviceStore, NewDevice, SecretHash};
+use vellum_archive::postgres::{self, PgStore};
+use vellum_archive::sqlite::SqliteStore;
+use vellum_gateway::RECORD_MEDIA_TYPE;
+use vellum_protocol::header::{HeaderFields, UnverifiedHeader};
+use vellum_protocol::ids::{Channel, Custodian, DeviceId, Epoch, RecordId, RetentionClass, UnixMillis};
+use vellum_protocol::keyring::KeyringStatement;
+use vellum_protocol::keys::{DeviceKey, generate_note_signer};
+use vellum_protocol::receipt::{LogEntry, Receipt};
+use vellum_protocol::seal::{self, Identity, SealedBody};
+use vellum_tlog::checkpoint::VerifiedCheckpoint;
+use vellum_tlog::note::NoteVerifier;
+use vellum_tlog::tree::Frontier;
+
+use crate::bench::Backend;
+use crate::error::{CliError, Kind};
+use crate::files::write_output;
+
+#[derive(Debug, Args)]
+pub(crate) struct CaptureArgs {
+    /// Metadata backend of the gateway the benchmark starts.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    backend: Backend,
+    /// Concurrent clients, each with one keep-alive connection.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// Seconds of each timed phase.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Plaintext bytes of each message (sealed, a capture frame is about 300 bytes more).
+    #[arg(long, default_value_t = 1024)]
+    body_size: usize,
+    /// The paced phase's rate, as a fraction of the saturating phase's throughput
+    /// (0 skips the paced phase).
+    #[arg(long, default_value_t = 0.8)]
+    paced_fraction: f64,
+    /// Captures signed in advance per second of the saturating phase: the most it can
+    /// show. Signing them takes time before the clock starts.
+    #[arg(long, default_value_t = 60_000)]
+    max_rate: u32,
+    /// Skip the baseline server.
+    #[arg(long)]
+    no_baseline: bool,
+    /// PostgreSQL server to create the scratch database on (`--backend postgres`).
+    #[arg(
+        long,
+        env = "VELLUM_BENCH_POSTGRES",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    postgres_url: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn fail(e: impl std::fmt::Display) -> CliError {
+    CliError::new(Kind::Other, format!("bench: {e}"))
+}
+
+pub(crate) fn capture(args: &CaptureArgs) -> Result<(), CliError> {
+    if args.concurrency == 0 || args.seconds == 0 || args.max_rate == 0 {
+        return Err(fail("--concurrency, --seconds and --max-rate must be at least 1"));
+    }
+    if !(0.0..=1.0).contains(&args.paced_fraction) {
+        return Err(fail("--paced-fraction is between 0 and 1"));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(fail)?;
+    runtime.block_on(run(args))
+}
+
+/// What the device signs with: who it is and what its captures say.
+struct Signer {
+    key: DeviceKey,
+    device_id: DeviceId,
+    custodian: Custodian,
+    channel: Channel,
+    retention: RetentionClass,
+    epoch: Epoch,
+}
+
+impl Signer {
+    fn new(epoch: Epoch) -> Result<Self, CliError> {
+        Ok(Self {
+            key: DeviceKey::generate(),
+            device_id: DeviceId::parse("0192f0c4-6a3b-7cc1-9a51-3f6e8d2b1a01").map_err(fail)?,
+            custodian: Custodian::new("bench@agency.example").map_err(fail)?,
+            channel: Channel::new("signal").map_err(fail)?,
+            retention: RetentionClass::new("finra-6y").map_err(fail)?,
+            epoch,
+        })
+    }
+}
+
+/// One capture ready to send: its signed header, which sealed body of the pool it
+/// carries, and what its receipt must name.
+struct Capture {
+    header: Vec<u8>,
+    body: usize,
+    record_id: RecordId,
+    header_sha256: [u8; 32],
+}
+
+/// Captures signed before the clock starts; sealed bodies come from a small pool
+/// (sealing is the client's cost, and the gateway cannot tell the bodies apart).
+struct Prepared {
+    bodies: Vec<SealedBody>,
+    captures: Vec<Capture>,
+}
+
+impl Prepared {
+    /// The capture frame of capture `i`: the header's length, the header, the body.
+    fn frame(&self, i: usize) -> Vec<u8> {
+        let capture = &self.captures[i];
+        let body = self.bodies[capture.body].as_bytes();
+        let mut frame = Vec::with_capacity(4 + capture.header.len() + body.len());
+        frame.extend_from_slice(&(capture.header.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&capture.header);
+        frame.extend_from_slice(body);
+        frame
+    }
+}
+
+/// Seals the body pool to `recipient`.
+fn seal_pool(recipient: &seal::Recipient, body_size: usize) -> Result<Vec<SealedBody>, CliError> {
+    (0..64u8)
+        .map(|i| seal::seal(std::slice::from_ref(recipient), &vec![i; body_size]).map_err(fail))
+        .collect()
+}
+
+/// Signs `count` captures with record ids from `first_ms` on (one millisecond apart,
+/// so every id is new), on every core.
+fn sign(
+    signer: &Signer,
+    bodies: &[SealedBody],
+    first_ms: u64,
+    count: usize,
+) -> Result<Vec<Capture>, CliError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_thread = count.div_ceil(threads).max(1);
+    let captured_at = UnixMillis(crate::keys::now_ms());
+    let ranges: Vec<(usize, usize)> = (0..count)
+        .step_by(per_thread)
+        .map(|start| (start, (start + per_thread).min(count)))
+        .collect();
+    let parts = std::thread::scope(|scope| {
+        let handles: Vec<_> = ranges
+            .iter()
+            .map(|&(start, end)| {
+                scope.spawn(move || {
+                    (start..end)
+                        .map(|i| {
+                            let body = i % bodies.len();
+                            let fields = HeaderFields {
+                                record_id: RecordId::new_v7(first_ms + i as u64),
+                                device_id: signer.device_id,
+                                custodian: signer.custodian.clone(),
+                                channel: signer.channel.clone(),
+                                captured_at,
+                                epoch: signer.epoch,
+                                retention: signer.retention.clone(),
+                                body: bodies[body].digest(),
+                                tokens: Vec::new(),
+                            };
+                            let signed = fields.sign(&signer.key).map_err(fail)?;
+                            Ok(Capture {
+                                header_sha256: signed.digest(),
+                                header: signed.as_bytes().to_vec(),
+                                body,
+                                record_id: fields.record_id,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, CliError>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| fail("a signing thread panicked"))?)
+            .collect::<Result<Vec<_>, CliError>>()
+    })?;
+    Ok(parts.into_iter().flatten().collect())
+}
+
+/// The CPU floor: microseconds of the gateway's unavoidable work per message, on one
+/// thread, over `prepared`.
+fn cpu_floor(prepared: &Prepared, key: &vellum_protocol::keys::DevicePublicKey) -> Result<f64, CliError> {
+    let n = prepared.captures.len().min(20_000);
+    let frames: Vec<Vec<u8>> = (0..n).map(|i| prepared.frame(i)).collect();
+    let mut tree = Frontier::new();
+    let started = Instant::now();
+    for frame in &frames {
+        let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+        let (header, body) = frame[4..].split_at(len);
+        let header = UnverifiedHeader::parse(header)
+            .and_then(|h| h.verify(key))
+            .map_err(fail)?;
+        let body = SealedBody::from_bytes(body.to_vec()).map_err(fail)?;
+        if body.digest() != header.fields().body {
+            return Err(fail("a prepared body does not match its header"));
+        }
+        let entry = LogEntry::RecordAppended {
+            record_id: header.fields().record_id,
+            header_sha256: header.digest(),
+            received_at: UnixMillis(0),
+        };
+        tree.push(entry.leaf_hash());
+    }
+    Ok(started.elapsed().as_secs_f64() * 1e6 / n.max(1) as f64)
+}
+
+/// A process's CPU seconds (user and system) and peak resident set, from `/proc`.
+#[derive(Clone, Copy)]
+struct Usage {
+    cpu_secs: f64,
+    peak_rss_mib: f64,
+}
+
+fn usage(pid: &str) -> Usage {
+    // Clock ticks are 1/100 s on Linux for every architecture this runs on.
+    let cpu_secs = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+            Some(ticks as f64 / 100.0)
+        })
+        .unwrap_or(0.0);
+    let peak_rss_mib = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(0.0, |kib| kib / 1024.0);
+    Usage {
+        cpu_secs,
+        peak_rss_mib,
+    }
+}
+
+/// What a phase measured.
+struct Phase {
+    ok: u64,
+    failed: u64,
+    first_failure: Option<String>,
+    secs: f64,
+    latencies_us: Vec<u32>,
+    server_cores: f64,
+    client_cores: f64,
+}
+
+impl Phase {
+    fn per_sec(&self) -> f64 {
+        self.ok as f64 / self.secs.max(f64::MIN_POSITIVE)
+    }
+
+    fn percentile_ms(&self, p: f64) -> f64 {
+        let n = self.latencies_us.len();
+        if n == 0 {
+            return 0.0;
+        }
+        let i = ((n as f64 * p) as usize).min(n - 1);
+        f64::from(self.latencies_us[i]) / 1e3
+    }
+
+    fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "per_sec": round1(self.per_sec()),
+            "p50_ms": round2(self.percentile_ms(0.50)),
+            "p90_ms": round2(self.percentile_ms(0.90)),
+            "p99_ms": round2(self.percentile_ms(0.99)),
+            "max_ms": round2(self.latencies_us.last().map_or(0.0, |&us| f64::from(us) / 1e3)),
+            "ok": self.ok,
+            "failed": self.failed,
+            "seconds": round2(self.secs),
+            "server_cores": round2(self.server_cores),
+            "load_generator_cores": round2(self.client_cores),
+        })
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// How a phase sends.
+#[derive(Clone, Copy)]
+enum Pace {
+    /// Each client sends its next capture when the last one is answered.
+    Saturate,
+    /// Capture `i` is due `i / rate` seconds after the start.
+    Rate(f64),
+}
+
+/// What answers count: a verified receipt, or (for the baseline) any 200.
+#[derive(Clone)]
+enum Check {
+    Receipt(Arc<ReceiptCheck>),
+    Stored,
+}
+
+/// Verifies receipts against the log key, remembering the last checkpoints that
+/// verified (the receipts of one batch share one).
+struct ReceiptCheck {
+    log_key: NoteVerifier,
+    known: Mutex<Vec<VerifiedCheckpoint>>,
+}
+
+impl ReceiptCheck {
+    fn verify(&self, text: &[u8], capture: &Capture) -> Result<(), String> {
+        let receipt = Receipt::parse(text).map_err(|e| e.to_string())?;
+        let known = self
+            .known
+            .lock()
+            .ok()
+            .and_then(|k| k.iter().find(|c| c.note() == receipt.checkpoint_note()).cloned());
+        if let Some(checkpoint) = known {
+            return receipt
+                .verify_in(&checkpoint, &capture.record_id, &capture.header_sha256)
+                .map(drop)
+                .map_err(|e| e.to_string());
+        }
+        let verified = receipt
+            .verify(&self.log_key, &capture.record_id, &capture.header_sha256)
+            .map_err(|e| e.to_string())?;
+        if let Ok(mut known) = self.known.lock() {
+            if known.len() >= 16 {
+                known.remove(0);
+            }
+            known.push(verified.checkpoint);
+        }
+        Ok(())
+    }
+}
+
+/// Where the load goes.
+struct Target {
+    url: String,
+    credential: String,
+    pid: Option<String>,
+    check: Check,
+}
+
+/// Sends captures `range` of `prepared` to `target` for at most `seconds`.
+async fn phase(
+    http: &reqwest::Client,
+    target: &Target,
+    prepared: &Arc<Prepared>,
+    range: std::ops::Range<usize>,
+    concurrency: usize,
+    seconds: f64,
+    pace: Pace,
+) -> Result<Phase, CliError> {
+    let next = Arc::new(AtomicU64::new(range.start as u64));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let first_failure = Arc::new(Mutex::new(None::<String>));
+    let server_before = target.pid.as_deref().map(usage);
+    let client_before = usage("self");
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (http, prepared, next, ok, failed, first_failure) = (
+            http.clone(),
+            prepared.clone(),
+            next.clone(),
+            ok.clone(),
+            failed.clone(),
+            first_failure.clone(),
+        );
+        let (url, credential, check, end) = (
+            target.url.clone(),
+            target.credential.clone(),
+            target.check.clone(),
+            range.end,
+        );
+        let first = range.start;
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= end {
+                    break;
+                }
+                let due = match pace {
+                    Pace::Saturate => Instant::now(),
+                    Pace::Rate(rate) => started + Duration::from_secs_f64((i - first) as f64 / rate),
+                };
+                if due >= deadline {
+                    break;
+                }
+                tokio::time::sleep_until(due.into()).await;
+                let answer = http
+                    .post(&url)
+                    .bearer_auth(&credential)
+                    .header("content-type", RECORD_MEDIA_TYPE)
+                    .body(prepared.frame(i))
+                    .send()
+                    .await;
+                let outcome = match answer {
+                    Ok(response) if response.status().is_success() => match &check {
+                        Check::Stored => Ok(()),
+                        Check::Receipt(check) => match response.bytes().await {
+                            Ok(text) => check.verify(&text, &prepared.captures[i]),
+                            Err(e) => Err(e.to_string()),
+                        },
+                    },
+                    Ok(response) => {
+                        let status = response.status();
+                        Err(format!("{status}: {}", response.text().await.unwrap_or_default()))
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                let took = due.elapsed();
+                match outcome {
+                    Ok(()) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        latencies.push(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
+                    }
+                    Err(why) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(mut first) = first_failure.lock() {
+                            first.get_or_insert(why);
+                        }
+                    }
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+            }
+            latencies
+        });
+    }
+    let mut latencies_us = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        latencies_us.extend(done.map_err(fail)?);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    latencies_us.sort_unstable();
+    let cores = |before: Usage, after: Usage| (after.cpu_secs - before.cpu_secs) / secs;
+    let server_cores = match (server_before, target.pid.as_deref()) {
+        (Some(before), Some(pid)) => cores(before, usage(pid)),
+        _ => 0.0,
+    };
+    let first_failure = first_failure.lock().ok().and_then(|mut f| f.take());
+    Ok(Phase {
+        ok: ok.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+        first_failure,
+        secs,
+        latencies_us,
+        server_cores,
+        client_cores: cores(client_before, usage("self")),
+    })
+}
+
+/// A gateway started as a child process on a fresh deployment.
+struct Gateway {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Gateway {
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// Stops it (SIGTERM, as an operator would) and waits; returns its peak RSS.
+    fn stop(mut self) -> f64 {
+        let pid = self.pid();
+        let peak = usage(&pid).peak_rss_mib;
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let _ = self.child.wait();
+        peak
+    }
+
+    /// The end of its log, to explain a failure.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+/// Writes a deployment into `dir` with `signer`'s device enrolled (credential
+/// returned) and starts `vellum serve` on it.
+async fn start_gateway(
+    dir: &Path,
+    database_url: &str,
+    signer: &Signer,
+) -> Result<(Gateway, String, String, NoteVerifier), CliError> {
+    let now = crate::keys::now_ms();
+    let org = generate_note_signer("bench.vellum.invalid/org").map_err(fail)?;
+    let log = generate_note_signer("bench.vellum.invalid/log").map_err(fail)?;
+    let statement = KeyringStatement {
+        epoch: signer.epoch,
+        archive: Identity::generate().to_public(),
+        escrow: Identity::generate().to_public(),
+        valid_from: UnixMillis(now - 60_000),
+        valid_until: UnixMillis(now + 86_400_000),
+    };
+    let note = statement.sign(&org).map_err(fail)?;
+    write_output(Some(&dir.join("log.skey")), log.to_skey().as_bytes())?;
+    write_output(Some(&dir.join("keyring.note")), note.as_bytes())?;
+
+    let credential = [0x5a_u8; 32];
+    match database_url.starts_with("sqlite:") {
+        true => {
+            enroll(
+                &SqliteStore::open(database_url).await.map_err(fail)?,
+                signer,
+                &credential,
+                now,
+            )
+            .await?
+        }
+        false => {
+            enroll(
+                &PgStore::open(database_url).await.map_err(fail)?,
+                signer,
+                &credential,
+                now,
+            )
+            .await?
+        }
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(fail)?
+        .port();
+    let config = format!(
+        "listen = \"127.0.0.1:{port}\"\n\
+         log_key_file = \"log.skey\"\n\
+         keyring_file = \"keyring.note\"\n\
+         org_key = \"{org_key}\"\n\
+         \n\
+         [database]\n\
+         url = \"{database_url}\"\n\
+         \n\
+         [blobs]\n\
+         folder = \"blobs\"\n",
+        org_key = org.verifier(),
+    );
+    let config_path = dir.join("vellum.toml");
+    write_output(Some(&config_path), config.as_bytes())?;
+    let log_path = dir.join("gateway.log");
+    let log_file = std::fs::File::create(&log_path).map_err(fail)?;
+    let child = std::process::Command::new(std::env::current_exe().map_err(fail)?)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config_path)
+        .stdin(std::process::Stdio::null())
+        .stdout(log_file.try_clone().map_err(fail)?)
+        .stderr(log_file)
+        .spawn()
+        .map_err(fail)?;
+    let mut gateway = Gateway { child, log: log_path };
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let ready = Instant::now();
+    loop {
+        if let Ok(Some(status)) = gateway.child.try_wait() {
+            return Err(fail(format!(
+                "the gateway exited ({status}):\n{}",
+                gateway.log_tail()
+            )));
+        }
+        let answer = http.get(format!("{base}/readyz")).send().await;
+        if answer.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        if ready.elapsed() > Duration::from_secs(60) {
+            let tail = gateway.log_tail();
+            gateway.stop();
+            return Err(fail(format!("the gateway was not ready within 60 s:\n{tail}")));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let credential_text = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(credential)
+    };
+    Ok((gateway, base, credential_text, log.verifier()))
+}
+
+/// Enrolls `signer`'s device with `credential` directly in the store.
+async fn enroll<S: DeviceStore>(
+    store: &S,
+    signer: &Signer,
+    credential: &[u8; 32],
+    now: u64,
+) -> Result<(), CliError> {
+    let token = SecretHash([1; 32]);
+    store
+        .add_enrollment(&token, &signer.custodian, UnixMillis(now + 60_000))
+        .await
+        .map_err(fail)?;
+    let device = NewDevice {
+        device_id: signer.device_id,
+        public_key: signer.key.public(),
+        credential: SecretHash(Sha256::digest(credential).into()),
+    };
+    store
+        .enroll(&token, &device, UnixMillis(now))
+        .await
+        .map_err(fail)?;
+    Ok(())
+}
+
+/// The naive baseline server: each request stored whole as one SQLite row, one commit
+/// per request, nothing checked. Bench code only; it listens on loopback for the
+/// duration of its phase.
+mod baseline {
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use axum::routing::post;
+
+    use super::{CliError, fail};
+
+    type Db = Arc<Mutex<rusqlite::Connection>>;
+
+    async fn store(State(db): State<Db>, body: Bytes) -> StatusCode {
+        let stored = tokio::task::spawn_blocking(move || {
+            let db = db.lock().map_err(|_| ())?;
+            db.execute("INSERT INTO requests (body) VALUES (?1)", [body.as_ref()])
+                .map_err(drop)
+        })
+        .await;
+        match stored {
+            Ok(Ok(_)) => StatusCode::OK,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A running baseline server; dropped, it stops.
+    pub(super) struct Server {
+        pub(super) url: String,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            if let Some(stop) = self.stop.take() {
+                let _ = stop.send(());
+            }
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    /// Starts the server on its own runtime and threads, storing into `path`.
+    pub(super) fn start(path: &std::path::Path) -> Result<Server, CliError> {
+        let db = rusqlite::Connection::open(path).map_err(fail)?;
+        db.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+             CREATE TABLE requests (id INTEGER PRIMARY KEY, body BLOB NOT NULL);",
+        )
+        .map_err(fail)?;
+        let db: Db = Arc::new(Mutex::new(db));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(fail)?;
+        listener.set_nonblocking(true).map_err(fail)?;
+        let url = format!("http://{}/v1/records", listener.local_addr().map_err(fail)?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_multi_thread().enable_all().build() else {
+                return;
+            };
+            runtime.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                let app = axum::Router::new()
+                    .route("/v1/records", post(store))
+                    .with_state(db);
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
+        });
+        Ok(Server {
+            url,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+async fn run(args: &CaptureArgs) -> Result<(), CliError> {
+    let scratch = tempfile::tempdir().map_err(fail)?;
+    let signer = Signer::new(Epoch(1))?;
+    let recipient = Identity::generate().to_public();
+    let bodies = seal_pool(&recipient, args.body_size)?;
+    let warmup = args.max_rate as usize;
+    let saturating = args.max_rate as usize * args.seconds as usize;
+    eprintln!(
+        "bench: signing {} captures of {} plaintext bytes…",
+        warmup + saturating,
+        args.body_size
+    );
+    let first_ms = crate::keys::now_ms();
+    let captures = sign(&signer, &bodies, first_ms, warmup + saturating)?;
+    let mut prepared = Arc::new(Prepared { bodies, captures });
+    let frame_bytes = prepared.frame(0).len();
+
+    eprintln!("bench: the CPU floor…");
+    let floor_us = cpu_floor(&prepared, &signer.key.public())?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let floor_per_sec = cores as f64 * 1e6 / floor_us;
+
+    let (backend, database_url, scratch_db) = match args.backend {
+        Backend::Sqlite => (
+            "sqlite+folder",
+            format!("sqlite://{}", scratch.path().join("meta.db").display()),
+            None,
+        ),
+        Backend::Postgres => {
+            let name = format!("vellum_bench_capture_{}", std::process::id());
+            let url = postgres::create_database(&args.postgres_url, &name)
+                .await
+                .map_err(fail)?;
+            ("postgres+folder", url, Some(name))
+        }
+    };
+    let outcome = measure(
+        args,
+        &signer,
+        &mut prepared,
+        scratch.path(),
+        &database_url,
+        first_ms,
+    )
+    .await;
+    if let Some(name) = scratch_db {
+        postgres::drop_database(&args.postgres_url, &name)
+            .await
+            .map_err(fail)?;
+    }
+    let mut measured = outcome?;
+    let baseline = match args.no_baseline {
+        true => None,
+        false => {
+            eprintln!("bench: the naive baseline, {} s…", args.seconds);
+            let server = baseline::start(&scratch.path().join("baseline.db"))?;
+            let target = Target {
+                url: server.url.clone(),
+                credential: String::new(),
+                pid: None,
+                check: Check::Stored,
+            };
+            let http = client(args.concurrency)?;
+            let phase = phase(
+                &http,
+                &target,
+                &prepared,
+                0..prepared.captures.len(),
+                args.concurrency,
+                args.seconds as f64,
+                Pace::Saturate,
+            )
+            .await?;
+            drop(server);
+            Some(phase)
+        }
+    };
+    report(
+        args,
+        backend,
+        frame_bytes,
+        floor_us,
+        floor_per_sec,
+        &mut measured,
+        baseline.as_ref(),
+    )
+}
+
+/// The gateway's phases.
+struct Measured {
+    saturated: Phase,
+    paced: Option<(f64, Phase)>,
+    peak_rss_mib: f64,
+}
+
+fn client(concurrency: usize) -> Result<reqwest::Client, CliError> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .map_err(fail)
+}
+
+async fn measure(
+    args: &CaptureArgs,
+    signer: &Signer,
+    prepared: &mut Arc<Prepared>,
+    dir: &Path,
+    database_url: &str,
+    first_ms: u64,
+) -> Result<Measured, CliError> {
+    let (gateway, base, credential, log_key) = start_gateway(dir, database_url, signer).await?;
+    let target = Target {
+        url: format!("{base}/v1/records"),
+        credential,
+        pid: Some(gateway.pid()),
+        check: Check::Receipt(Arc::new(ReceiptCheck {
+            log_key,
+            known: Mutex::new(Vec::new()),
+        })),
+    };
+    let http = client(args.concurrency)?;
+    let warmup = args.max_rate as usize;
+    let total = prepared.captures.len();
+    let run = async {
+        eprintln!("bench: warming up, 1 s…");
+        phase(
+            &http,
+            &target,
+            prepared,
+            0..warmup,
+            args.concurrency,
+            1.0,
+            Pace::Saturate,
+        )
+        .await?;
+        eprintln!(
+            "bench: saturating, {} s, {} clients…",
+            args.seconds, args.concurrency
+        );
+        let saturated = phase(
+            &http,
+            &target,
+            prepared,
+            warmup..total,
+            args.concurrency,
+            args.seconds as f64,
+            Pace::Saturate,
+        )
+        .await?;
+        if let Some(why) = &saturated.first_failure {
+            return Err(fail(format!(
+                "{} captures failed; the first: {why}",
+                saturated.failed
+            )));
+        }
+        let rate = saturated.per_sec() * args.paced_fraction;
+        let paced = if rate >= 1.0 {
+            let count = (rate * args.seconds as f64).ceil() as usize;
+            eprintln!("bench: paced at {rate:.0}/s, {} s…", args.seconds);
+            let more = sign(signer, &prepared.bodies, first_ms + total as u64, count)?;
+            let at = prepared.captures.len();
+            match Arc::get_mut(prepared) {
+                Some(p) => p.captures.extend(more),
+                None => return Err(fail("the prepared captures are still shared")),
+            }
+            let phase = phase(
+                &http,
+                &target,
+                prepared,
+                at..at + count,
+                args.concurrency,
+                args.seconds as f64,
+                Pace::Rate(rate),
+            )
+            .await?;
+            Some((rate, phase))
+        } else {
+            None
+        };
+        Ok::<_, CliError>((saturated, paced))
+    }
+    .await;
+    let tail = gateway.log_tail();
+    let peak_rss_mib = gateway.stop();
+    let (saturated, paced) = run.map_err(|e| fail(format!("{e}\nthe gateway's log ends:\n{tail}")))?;
+    Ok(Measured {
+        saturated,
+        paced,
+        peak_rss_mib,
+    })
+}
+
+fn report(
+    args: &CaptureArgs,
+    backend: &str,
+    frame_bytes: usize,
+    floor_us: f64,
+    floor_per_sec: f64,
+    measured: &mut Measured,
+    baseline: Option<&Phase>,
+) -> Result<(), CliError> {
+    let s = &measured.saturated;
+    let rate = s.per_sec();
+    let baseline_per_sec = baseline.map(Phase::per_sec);
+    let json = serde_json::json!({
+        "backend": backend,
+        "concurrency": args.concurrency,
+        "seconds": args.seconds,
+        "body_size": args.body_size,
+        "frame_bytes": frame_bytes,
+        "receipts_per_sec": round1(rate),
+        "p50_ms": round2(s.percentile_ms(0.50)),
+        "p90_ms": round2(s.percentile_ms(0.90)),
+        "p99_ms": round2(s.percentile_ms(0.99)),
+        "max_ms": round2(s.latencies_us.last().map_or(0.0, |&us| f64::from(us) / 1e3)),
+        "failed": s.failed,
+        "gateway_cores": round2(s.server_cores),
+        "load_generator_cores": round2(s.client_cores),
+        "peak_rss_mib": round1(measured.peak_rss_mib),
+        "paced": measured.paced.as_ref().map(|(rate, p)| {
+            let mut summary = p.summary();
+            summary["target_per_sec"] = round1(*rate).into();
+            summary
+        }),
+        "baseline_per_sec": baseline_per_sec.map(round1),
+        "baseline": baseline.map(Phase::summary),
+        "ratio_to_baseline": baseline_per_sec.map(|b| round2(rate / b.max(f64::MIN_POSITIVE))),
+        "floor_us_per_message": round2(floor_us),
+        "floor_per_sec": round1(floor_per_sec),
+        "fraction_of_floor": round2(rate / floor_per_sec),
+    });
+    if args.json {
+        println!("{json}");
+        return Ok(());
+    }
+    println!(
+        "{backend}: {} clients, {} s, {frame_bytes}-byte captures ({} plaintext bytes)",
+        args.concurrency, args.seconds, args.body_size
+    );
+    println!(
+        "  verified receipts   {rate:.0}/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        s.percentile_ms(0.50),
+        s.percentile_ms(0.90),
+        s.percentile_ms(0.99),
+        json["max_ms"]
+    );
+    println!(
+        "  gateway             {:.2} cores, peak RSS {:.1} MiB; load generator {:.2} cores",
+        s.server_cores, measured.peak_rss_mib, s.client_cores
+    );
+    if let Some((target, p)) = &measured.paced {
+        println!(
+            "  paced at {target:.0}/s    {:.0}/s answered; p50 {:.2} ms, p99 {:.2} ms (from each capture's scheduled time)",
+            p.per_sec(),
+            p.percentile_ms(0.50),
+            p.percentile_ms(0.99)
+        );
+    }
+    if let (Some(b), Some(per_sec)) = (baseline, baseline_per_sec) {
+        println!(
+            "  naive baseline      {per_sec:.0}/s (p99 {:.2} ms): Vellum does {:.2}× its rate",
+            b.percentile_ms(0.99),
+            rate / per_sec.max(f64::MIN_POSITIVE)
+        );
+    }
+    println!(
+        "  CPU floor           {floor_us:.1} µs a message on one core: {floor_per_sec:.0}/s on {} cores; Vellum reaches {:.2} of it",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        rate / floor_per_sec
+    );
+    Ok(())
+}

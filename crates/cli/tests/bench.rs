@@ -1,0 +1,68 @@
+//! A smoke run of `vellum bench capture`: a gateway process started by the benchmark,
+//! loaded for a second over loopback HTTP, every receipt verified, beside the naive
+//! baseline and the CPU floor. It asserts only that the run completes and reports;
+//! the figures themselves are measured with the commands in docs/performance.md.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a failure is a failed test"
+)]
+
+mod common;
+
+use common::vellum;
+
+/// Runs the benchmark briefly and returns its JSON report.
+fn smoke(extra: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "bench",
+        "capture",
+        "--seconds",
+        "1",
+        "--concurrency",
+        "8",
+        "--max-rate",
+        "3000",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let run = vellum(dir.path(), &args, b"");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    serde_json::from_str(run.stdout_text().trim()).unwrap()
+}
+
+fn assert_reports(report: &serde_json::Value, backend: &str) {
+    assert_eq!(report["backend"], backend, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    for field in [
+        "receipts_per_sec",
+        "p50_ms",
+        "p99_ms",
+        "floor_per_sec",
+        "peak_rss_mib",
+    ] {
+        let value = report[field].as_f64().unwrap_or(0.0);
+        assert!(value > 0.0, "{field} is {value}: {report}");
+    }
+    assert!(report["paced"]["per_sec"].as_f64().unwrap() > 0.0, "{report}");
+}
+
+#[test]
+fn the_capture_benchmark_runs_and_reports_on_sqlite() {
+    let report = smoke(&[]);
+    assert_reports(&report, "sqlite+folder");
+    assert!(report["baseline_per_sec"].as_f64().unwrap() > 0.0, "{report}");
+}
+
+#[test]
+fn the_capture_benchmark_runs_and_reports_on_postgres() {
+    let Ok(url) = std::env::var("VELLUM_TEST_POSTGRES") else {
+        panic!("VELLUM_TEST_POSTGRES is not set: run the tests through scripts/test");
+    };
+    let report = smoke(&["--backend", "postgres", "--postgres-url", &url, "--no-baseline"]);
+    assert_reports(&report, "postgres+folder");
+    assert!(report["baseline_per_sec"].is_null(), "{report}");
+}
