@@ -111,6 +111,8 @@ pub(crate) struct LimitsConfig {
     queue_timeout_secs: u64,
     request_timeout_secs: u64,
     max_buffered_bytes: usize,
+    /// Milliseconds a device's credential lookup is reused (0: never).
+    device_cache_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -122,6 +124,7 @@ impl Default for LimitsConfig {
             queue_timeout_secs: d.queue_timeout.as_secs(),
             request_timeout_secs: d.request_timeout.as_secs(),
             max_buffered_bytes: d.max_buffered_bytes,
+            device_cache_ms: d.device_cache.as_millis() as u64,
         }
     }
 }
@@ -618,12 +621,18 @@ where
             config.listen
         );
     }
+    if config.limits.device_cache_ms > 60_000 {
+        return Err(fail(
+            "limits.device_cache_ms is at most 60000: a revocation made elsewhere must be seen within a minute",
+        ));
+    }
     let limits = Limits {
         max_capture_bytes: config.limits.max_capture_bytes,
         max_concurrent_requests: config.limits.max_concurrent_requests.max(1),
         queue_timeout: Duration::from_secs(config.limits.queue_timeout_secs),
         request_timeout: Duration::from_secs(config.limits.request_timeout_secs.max(1)),
         max_buffered_bytes: config.limits.max_buffered_bytes,
+        device_cache: Duration::from_millis(config.limits.device_cache_ms),
     };
     let archive = Archive::open(log, blobs, log_key).await.map_err(fail)?;
     let keyring = vellum_gateway::starting_keyring(archive.log_store(), &org_key, keyring)

@@ -1,7 +1,9 @@
 //! Device credentials: 256-bit random bearer secrets, sent as
 //! `Authorization: Bearer <base64url>`, stored only as their SHA-256.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
@@ -9,7 +11,9 @@ use axum::http::request::Parts;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest as _, Sha256};
+use vellum_archive::StoreError;
 use vellum_archive::ports::{BlobStore, Device, DeviceStore, LogStore, SecretHash};
+use vellum_protocol::ids::DeviceId;
 
 use crate::Gateway;
 use crate::problem::ApiError;
@@ -53,12 +57,7 @@ where
             .and_then(|v| v.strip_prefix("Bearer "))
             .and_then(hash_secret)
             .ok_or_else(unauthorized)?;
-        let device = state
-            .archive()
-            .log_store()
-            .device_by_credential(&credential)
-            .await?
-            .ok_or_else(unauthorized)?;
+        let device = state.device(&credential).await?.ok_or_else(unauthorized)?;
         if device.revoked_at.is_some() {
             return Err(ApiError::Forbidden("this device was revoked".into()));
         }
@@ -69,4 +68,60 @@ where
 /// A 32-byte key sent as base64url.
 pub(crate) fn decode_key(text: &str) -> Option<[u8; 32]> {
     URL_SAFE_NO_PAD.decode(text).ok()?.try_into().ok()
+}
+
+/// The most devices [`DeviceCache`] holds; past it, expired entries are dropped, and
+/// if that is not enough, all of them.
+const MAX_CACHED_DEVICES: usize = 100_000;
+
+/// Devices that presented their credential a moment ago, by credential hash, so a
+/// capture need not wait on the database to learn again what it just learned. An
+/// entry is trusted for the gateway's `device_cache` limit (zero: never cached).
+/// Revoking a device or rotating its credential through this gateway drops its
+/// entries at once; a change made elsewhere (another gateway, `vellum admin` on the
+/// database) takes effect here within that limit. Unknown credentials are never
+/// cached, so a guess always costs a lookup and learns nothing new.
+#[derive(Debug, Default)]
+pub(crate) struct DeviceCache {
+    entries: Mutex<HashMap<SecretHash, (Device, Instant)>>,
+}
+
+impl DeviceCache {
+    /// The device holding `credential`, from the cache when its entry is younger
+    /// than `ttl`, else from `store`.
+    pub(crate) async fn lookup<L: DeviceStore>(
+        &self,
+        store: &L,
+        credential: &SecretHash,
+        ttl: Duration,
+    ) -> Result<Option<Device>, StoreError> {
+        if ttl.is_zero() {
+            return store.device_by_credential(credential).await;
+        }
+        let now = Instant::now();
+        if let Ok(entries) = self.entries.lock()
+            && let Some((device, at)) = entries.get(credential)
+            && now.duration_since(*at) < ttl
+        {
+            return Ok(Some(device.clone()));
+        }
+        let found = store.device_by_credential(credential).await?;
+        if let (Some(device), Ok(mut entries)) = (&found, self.entries.lock()) {
+            if entries.len() >= MAX_CACHED_DEVICES {
+                entries.retain(|_, (_, at)| now.duration_since(*at) < ttl);
+                if entries.len() >= MAX_CACHED_DEVICES {
+                    entries.clear();
+                }
+            }
+            entries.insert(*credential, (device.clone(), now));
+        }
+        Ok(found)
+    }
+
+    /// Drops every entry of `device` (revoked, or its credential rotated).
+    pub(crate) fn forget(&self, device: &DeviceId) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.retain(|_, (cached, _)| cached.device_id != *device);
+        }
+    }
 }

@@ -69,6 +69,10 @@ pub struct Limits {
     /// How many capture bytes may be held in memory at once, across requests; a
     /// capture waits (up to the queue timeout) for its share, then gets 503.
     pub max_buffered_bytes: usize,
+    /// How long a device's credential lookup is reused before the database is asked
+    /// again: the longest a revocation or rotation made elsewhere (another gateway,
+    /// the database) goes unseen here. Zero asks the database on every request.
+    pub device_cache: Duration,
 }
 
 impl Default for Limits {
@@ -79,6 +83,7 @@ impl Default for Limits {
             queue_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(120),
             max_buffered_bytes: 1 << 30,
+            device_cache: Duration::from_secs(1),
         }
     }
 }
@@ -96,6 +101,7 @@ pub struct Gateway<L, B> {
     auth: Auth,
     login_limits: LoginLimits,
     oidc: Option<crate::auth::oidc::Oidc>,
+    devices: device::DeviceCache,
 }
 
 impl<L: LogStore, B: BlobStore> Gateway<L, B> {
@@ -112,6 +118,7 @@ impl<L: LogStore, B: BlobStore> Gateway<L, B> {
             auth,
             login_limits: LoginLimits::new(DEFAULT_LOGINS_PER_ADDRESS, DEFAULT_LOGINS_PER_ACCOUNT),
             oidc: None,
+            devices: device::DeviceCache::default(),
         }
     }
 
@@ -203,6 +210,12 @@ impl<L: LogStore, B: BlobStore> Gateway<L, B> {
         &self.limits
     }
 
+    /// Forgets what the device cache holds of `device` (revoked, or its credential
+    /// rotated through this gateway).
+    pub(crate) fn forget_device(&self, device: &vellum_protocol::ids::DeviceId) {
+        self.devices.forget(device);
+    }
+
     /// The archive.
     pub fn archive(&self) -> &Archive<L, B> {
         &self.archive
@@ -222,4 +235,16 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 /// The shared state handlers receive.
+impl<L: LogStore + vellum_archive::ports::DeviceStore, B: BlobStore> Gateway<L, B> {
+    /// The device holding `credential`, revoked or not (through the device cache).
+    pub(crate) async fn device(
+        &self,
+        credential: &vellum_archive::ports::SecretHash,
+    ) -> Result<Option<vellum_archive::ports::Device>, vellum_archive::StoreError> {
+        self.devices
+            .lookup(self.archive.log_store(), credential, self.limits.device_cache)
+            .await
+    }
+}
+
 pub(crate) type State<L, B> = axum::extract::State<Arc<Gateway<L, B>>>;

@@ -82,7 +82,14 @@ async fn a_capture_is_answered_with_a_receipt_that_verifies() {
 
 #[tokio::test]
 async fn bad_captures_are_refused_and_change_nothing() {
-    let f = fixture_limited(64 * 1024).await;
+    // Devices cached for 200 ms: a revocation made in the database, not through this
+    // gateway, is seen once that has passed.
+    let f = fixture_with(vellum_gateway::Limits {
+        max_capture_bytes: 64 * 1024,
+        device_cache: std::time::Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await;
     let (key, credential) = enrolled_device(&f).await;
     let device_id = DeviceId::parse(DEVICE).unwrap();
     let good = submission_of(&key, device_id, 1);
@@ -247,13 +254,15 @@ async fn bad_captures_are_refused_and_change_nothing() {
     assert_problem(&answer, StatusCode::FORBIDDEN);
     assert!(answer.2.contains("custodian"), "{}", answer.2);
 
-    // A revoked device can no longer capture.
+    // A device revoked in the database can no longer capture once the gateway's
+    // device cache has expired.
     f.gateway
         .archive()
         .log_store()
         .revoke(&device_id, UnixMillis(1))
         .await
         .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     let late = submission_of(&key, device_id, 9);
     let answer = capture(
         &f,
@@ -263,6 +272,40 @@ async fn bad_captures_are_refused_and_change_nothing() {
     .await;
     assert_problem(&answer, StatusCode::FORBIDDEN);
     assert_eq!(f.gateway.archive().log_store().log_size().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_device_revoked_by_an_administrator_is_refused_at_once() {
+    // The default device cache (one second) holds the device after its first capture;
+    // a revocation through the gateway drops it, so the next capture is refused.
+    let f = fixture().await;
+    let (key, credential) = enrolled_device(&f).await;
+    let device_id = DeviceId::parse(DEVICE).unwrap();
+    let first = submission_of(&key, device_id, 1);
+    let answer = capture(
+        &f,
+        Some(&credential),
+        frame(first.header.as_bytes(), first.body.as_bytes()),
+    )
+    .await;
+    assert_eq!(answer.0, StatusCode::OK, "{}", answer.2);
+    let (_, admin) = person(&f, "admin", vellum_archive::ports::Role::Admin, 3).await;
+    let path = format!("/v1/admin/devices/{DEVICE}/revoke");
+    let revoked = call(&f, "POST", &path, &admin, None).await;
+    assert_eq!(revoked.0, StatusCode::NO_CONTENT, "{}", revoked.2);
+    let second = submission_of(&key, device_id, 2);
+    let answer = capture(
+        &f,
+        Some(&credential),
+        frame(second.header.as_bytes(), second.body.as_bytes()),
+    )
+    .await;
+    assert_problem(&answer, StatusCode::FORBIDDEN);
+    assert_eq!(
+        f.gateway.archive().log_store().log_size().await.unwrap(),
+        2,
+        "the capture and the revocation's audit leaf"
+    );
 }
 
 #[tokio::test]

@@ -283,7 +283,9 @@ pub(super) async fn revoke_device<L: PeopleStore + DeviceStore, B: BlobStore>(
 ) -> Result<StatusCode, ApiError> {
     let device = DeviceId::parse(&device_id).map_err(|e| ApiError::BadRequest(format!("device id: {e}")))?;
     let store = state.archive().log_store();
-    if !store.revoke(&device, UnixMillis(crate::now_ms())).await? {
+    let revoked = store.revoke(&device, UnixMillis(crate::now_ms())).await?;
+    state.forget_device(&device);
+    if !revoked {
         return Err(ApiError::NotFound(format!(
             "no device {device} that is not revoked"
         )));

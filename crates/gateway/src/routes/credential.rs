@@ -47,6 +47,7 @@ pub(super) async fn rotate<L: LogStore + DeviceStore, B: BlobStore>(
         .log_store()
         .rotate_credential(&device.device_id, &credential, &next)
         .await?;
+    state.forget_device(&device.device_id);
     if !rotated {
         return Err(ApiError::Conflict(
             "the credential was not rotated: it changed meanwhile, or the new one is taken".into(),

@@ -69,12 +69,9 @@ pub(super) async fn capture<L: super::keys::KeysStore + DeviceStore, B: BlobStor
         }
         other => other?,
     };
-    // The body may have taken a while to arrive: a device revoked meanwhile is refused.
-    let current = state
-        .archive()
-        .log_store()
-        .device_by_credential(&credential)
-        .await?;
+    // The body may have taken a while to arrive: a device revoked meanwhile is refused
+    // (as soon as this gateway knows: see `Limits::device_cache`).
+    let current = state.device(&credential).await?;
     if current.is_none_or(|d| d.revoked_at.is_some()) {
         return Err(ApiError::Forbidden("this device was revoked".into()));
     }
