@@ -70,6 +70,10 @@ pub(crate) struct CaptureArgs {
     /// show. Signing them takes time before the clock starts.
     #[arg(long, default_value_t = 60_000)]
     max_rate: u32,
+    /// The log level of the gateway started (`[telemetry] level`); its log goes to a
+    /// file in the temporary folder.
+    #[arg(long, default_value = "info")]
+    log_level: String,
     /// Skip the baseline server.
     #[arg(long)]
     no_baseline: bool,
@@ -92,6 +96,9 @@ fn fail(e: impl std::fmt::Display) -> CliError {
 pub(crate) fn capture(args: &CaptureArgs) -> Result<(), CliError> {
     if args.concurrency == 0 || args.seconds == 0 || args.max_rate == 0 {
         return Err(fail("--concurrency, --seconds and --max-rate must be at least 1"));
+    }
+    if !["error", "warn", "info", "debug", "trace"].contains(&args.log_level.as_str()) {
+        return Err(fail("--log-level is error, warn, info, debug or trace"));
     }
     if !(0.0..=1.0).contains(&args.paced_fraction) {
         return Err(fail("--paced-fraction is between 0 and 1"));
@@ -529,6 +536,7 @@ async fn start_gateway(
     dir: &Path,
     database_url: &str,
     signer: &Signer,
+    log_level: &str,
 ) -> Result<(Gateway, String, String, NoteVerifier), CliError> {
     let now = crate::keys::now_ms();
     let org = generate_note_signer("bench.vellum.invalid/org").map_err(fail)?;
@@ -579,7 +587,10 @@ async fn start_gateway(
          url = \"{database_url}\"\n\
          \n\
          [blobs]\n\
-         folder = \"blobs\"\n",
+         folder = \"blobs\"\n\
+         \n\
+         [telemetry]\n\
+         level = \"{log_level}\"\n",
         org_key = org.verifier(),
     );
     let config_path = dir.join("vellum.toml");
@@ -843,7 +854,8 @@ async fn measure(
     database_url: &str,
     first_ms: u64,
 ) -> Result<Measured, CliError> {
-    let (gateway, base, credential, log_key) = start_gateway(dir, database_url, signer).await?;
+    let (gateway, base, credential, log_key) =
+        start_gateway(dir, database_url, signer, &args.log_level).await?;
     let target = Target {
         url: format!("{base}/v1/records"),
         credential,

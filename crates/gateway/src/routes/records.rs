@@ -77,7 +77,9 @@ pub(super) async fn capture<L: super::keys::KeysStore + DeviceStore, B: BlobStor
     }
     let record_id = submission.header.fields().record_id;
     let receipt = state.archive().append(submission).await?;
-    tracing::info!(
+    // Debug, not info: the request's own line already logs each capture, and at tens
+    // of thousands a second a second line costs throughput (docs/performance.md).
+    tracing::debug!(
         record = %record_id,
         device = %device.device_id,
         bytes = frame_bytes,
