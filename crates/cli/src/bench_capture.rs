@@ -23,7 +23,7 @@
 //!    storing each request whole as one SQLite row (WAL, `synchronous=FULL`, one
 //!    commit per request): no check, no log, no receipt. The same load drives it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -70,6 +70,18 @@ pub(crate) struct CaptureArgs {
     /// show. Signing them takes time before the clock starts.
     #[arg(long, default_value_t = 60_000)]
     max_rate: u32,
+    /// Load the running gateway this one-time enrollment bundle is for, instead of
+    /// starting one: the benchmark enrolls its own device with it and seals to the
+    /// gateway's keyring. Its captures stay in that archive: use a test deployment.
+    #[arg(long, value_name = "FILE")]
+    bundle: Option<PathBuf>,
+    /// With --bundle: the gateway's URL, when not the one the bundle names.
+    #[arg(long, value_name = "URL", requires = "bundle")]
+    gateway: Option<String>,
+    /// With --bundle: the gateway's process id, to report its CPU and memory (it must
+    /// run on this machine).
+    #[arg(long, value_name = "PID", requires = "bundle")]
+    gateway_pid: Option<u32>,
     /// The log level of the gateway started (`[telemetry] level`); its log goes to a
     /// file in the temporary folder.
     #[arg(long, default_value = "info")]
@@ -121,13 +133,15 @@ struct Signer {
 }
 
 impl Signer {
-    fn new(epoch: Epoch) -> Result<Self, CliError> {
+    /// A new device of `custodian` capturing under `epoch`.
+    fn new(custodian: Custodian, retention: RetentionClass, epoch: Epoch) -> Result<Self, CliError> {
         Ok(Self {
             key: DeviceKey::generate(),
-            device_id: DeviceId::parse("0192f0c4-6a3b-7cc1-9a51-3f6e8d2b1a01").map_err(fail)?,
-            custodian: Custodian::new("bench@agency.example").map_err(fail)?,
+            device_id: DeviceId::from_bytes(*RecordId::new_v7(crate::keys::now_ms()).as_bytes())
+                .map_err(fail)?,
+            custodian,
             channel: Channel::new("signal").map_err(fail)?,
-            retention: RetentionClass::new("finra-6y").map_err(fail)?,
+            retention,
             epoch,
         })
     }
@@ -162,10 +176,10 @@ impl Prepared {
     }
 }
 
-/// Seals the body pool to `recipient`.
-fn seal_pool(recipient: &seal::Recipient, body_size: usize) -> Result<Vec<SealedBody>, CliError> {
+/// Seals the body pool to `recipients`.
+fn seal_pool(recipients: &[seal::Recipient], body_size: usize) -> Result<Vec<SealedBody>, CliError> {
     (0..64u8)
-        .map(|i| seal::seal(std::slice::from_ref(recipient), &vec![i; body_size]).map_err(fail))
+        .map(|i| seal::seal(recipients, &vec![i; body_size]).map_err(fail))
         .collect()
 }
 
@@ -287,7 +301,8 @@ struct Phase {
     first_failure: Option<String>,
     secs: f64,
     latencies_us: Vec<u32>,
-    server_cores: f64,
+    /// None when the server's process is not known.
+    server_cores: Option<f64>,
     client_cores: f64,
 }
 
@@ -311,11 +326,11 @@ impl Phase {
             "p50_ms": round2(self.percentile_ms(0.50)),
             "p90_ms": round2(self.percentile_ms(0.90)),
             "p99_ms": round2(self.percentile_ms(0.99)),
-            "max_ms": round2(self.latencies_us.last().map_or(0.0, |&us| f64::from(us) / 1e3)),
+            "max_ms": round2(self.percentile_ms(1.0)),
             "ok": self.ok,
             "failed": self.failed,
             "seconds": round2(self.secs),
-            "server_cores": round2(self.server_cores),
+            "server_cores": self.server_cores.map(round2),
             "load_generator_cores": round2(self.client_cores),
         })
     }
@@ -376,6 +391,15 @@ impl ReceiptCheck {
             known.push(verified.checkpoint);
         }
         Ok(())
+    }
+}
+
+impl Check {
+    fn receipts(log_key: NoteVerifier) -> Self {
+        Check::Receipt(Arc::new(ReceiptCheck {
+            log_key,
+            known: Mutex::new(Vec::new()),
+        }))
     }
 }
 
@@ -485,8 +509,8 @@ async fn phase(
     latencies_us.sort_unstable();
     let cores = |before: Usage, after: Usage| (after.cpu_secs - before.cpu_secs) / secs;
     let server_cores = match (server_before, target.pid.as_deref()) {
-        (Some(before), Some(pid)) => cores(before, usage(pid)),
-        _ => 0.0,
+        (Some(before), Some(pid)) => Some(cores(before, usage(pid))),
+        _ => None,
     };
     let first_failure = first_failure.lock().ok().and_then(|mut f| f.take());
     Ok(Phase {
@@ -537,7 +561,7 @@ async fn start_gateway(
     database_url: &str,
     signer: &Signer,
     log_level: &str,
-) -> Result<(Gateway, String, String, NoteVerifier), CliError> {
+) -> Result<(Gateway, Target), CliError> {
     let now = crate::keys::now_ms();
     let org = generate_note_signer("bench.vellum.invalid/org").map_err(fail)?;
     let log = generate_note_signer("bench.vellum.invalid/log").map_err(fail)?;
@@ -632,7 +656,13 @@ async fn start_gateway(
         use base64::Engine as _;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(credential)
     };
-    Ok((gateway, base, credential_text, log.verifier()))
+    let target = Target {
+        url: format!("{base}/v1/records"),
+        credential: credential_text,
+        pid: Some(gateway.pid()),
+        check: Check::receipts(log.verifier()),
+    };
+    Ok((gateway, target))
 }
 
 /// Enrolls `signer`'s device with `credential` directly in the store.
@@ -744,32 +774,30 @@ mod baseline {
     }
 }
 
-async fn run(args: &CaptureArgs) -> Result<(), CliError> {
-    let scratch = tempfile::tempdir().map_err(fail)?;
-    let signer = Signer::new(Epoch(1))?;
-    let recipient = Identity::generate().to_public();
-    let bodies = seal_pool(&recipient, args.body_size)?;
-    let warmup = args.max_rate as usize;
-    let saturating = args.max_rate as usize * args.seconds as usize;
-    eprintln!(
-        "bench: signing {} captures of {} plaintext bytes…",
-        warmup + saturating,
-        args.body_size
-    );
-    let first_ms = crate::keys::now_ms();
-    let captures = sign(&signer, &bodies, first_ms, warmup + saturating)?;
-    let mut prepared = Arc::new(Prepared { bodies, captures });
-    let frame_bytes = prepared.frame(0).len();
+/// What the load runs against.
+struct Setup {
+    backend: String,
+    signer: Signer,
+    /// Who the bodies are sealed to.
+    recipients: Vec<seal::Recipient>,
+    target: Target,
+    /// The gateway this run started, if it started one.
+    started: Option<Gateway>,
+    /// The scratch PostgreSQL database to drop afterwards.
+    scratch_db: Option<String>,
+}
 
-    eprintln!("bench: the CPU floor…");
-    let floor_us = cpu_floor(&prepared, &signer.key.public())?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let floor_per_sec = cores as f64 * 1e6 / floor_us;
-
+/// A fresh deployment in `dir`, served by a `vellum serve` this run starts.
+async fn local(args: &CaptureArgs, dir: &Path) -> Result<Setup, CliError> {
+    let signer = Signer::new(
+        Custodian::new("bench@agency.example").map_err(fail)?,
+        RetentionClass::new("finra-6y").map_err(fail)?,
+        Epoch(1),
+    )?;
     let (backend, database_url, scratch_db) = match args.backend {
         Backend::Sqlite => (
             "sqlite+folder",
-            format!("sqlite://{}", scratch.path().join("meta.db").display()),
+            format!("sqlite://{}", dir.join("meta.db").display()),
             None,
         ),
         Backend::Postgres => {
@@ -780,21 +808,114 @@ async fn run(args: &CaptureArgs) -> Result<(), CliError> {
             ("postgres+folder", url, Some(name))
         }
     };
-    let outcome = measure(
-        args,
-        &signer,
-        &mut prepared,
-        scratch.path(),
-        &database_url,
-        first_ms,
-    )
-    .await;
-    if let Some(name) = scratch_db {
-        postgres::drop_database(&args.postgres_url, &name)
+    match start_gateway(dir, &database_url, &signer, &args.log_level).await {
+        Ok((gateway, target)) => Ok(Setup {
+            backend: backend.into(),
+            signer,
+            recipients: vec![Identity::generate().to_public()],
+            target,
+            started: Some(gateway),
+            scratch_db,
+        }),
+        Err(e) => {
+            if let Some(name) = scratch_db {
+                let _ = postgres::drop_database(&args.postgres_url, &name).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// A running gateway, through a one-time enrollment bundle: its keyring, checked
+/// against the bundle's organisation key, and a device enrolled over HTTP.
+async fn remote(args: &CaptureArgs, bundle: &Path) -> Result<Setup, CliError> {
+    let bundle = vellum_protocol::bundle::Bundle::from_json(&crate::files::read_small(bundle, 64 * 1024)?)
+        .map_err(|e| fail(format!("{}: {e}", bundle.display())))?;
+    let base = args
+        .gateway
+        .clone()
+        .unwrap_or_else(|| bundle.gateway.clone())
+        .trim_end_matches('/')
+        .to_owned();
+    let http = reqwest::Client::new();
+    let answer = |what: &'static str| move |e: reqwest::Error| fail(format!("{what}: {e}"));
+    let note = http
+        .get(format!("{base}/v1/keyring"))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(answer("keyring"))?
+        .bytes()
+        .await
+        .map_err(answer("keyring"))?;
+    let keyring =
+        vellum_protocol::keyring::verify(&note, &bundle.org_key, None, UnixMillis(crate::keys::now_ms()))
+            .map_err(|e| fail(format!("the gateway's keyring: {e}")))?;
+    let statement = keyring.statement();
+    let signer = Signer::new(
+        bundle.custodian.clone(),
+        bundle.retention.clone(),
+        statement.epoch,
+    )?;
+    let public_key = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signer.key.public().as_bytes())
+    };
+    let request = serde_json::json!({
+        "token": bundle.token.as_str(),
+        "device_id": signer.device_id.to_string(),
+        "public_key": public_key,
+    });
+    let enrolled = http
+        .post(format!("{base}/v1/devices"))
+        .header("content-type", "application/json")
+        .body(request.to_string())
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(answer("enrollment"))?
+        .bytes()
+        .await
+        .map_err(answer("enrollment"))?;
+    let enrolled: serde_json::Value =
+        serde_json::from_slice(&enrolled).map_err(|e| fail(format!("the enrollment answer: {e}")))?;
+    let credential = enrolled["credential"]
+        .as_str()
+        .ok_or_else(|| fail("the enrollment answer has no credential"))?
+        .to_owned();
+    Ok(Setup {
+        backend: format!("remote {base}"),
+        recipients: vec![statement.archive.clone(), statement.escrow.clone()],
+        signer,
+        target: Target {
+            url: format!("{base}/v1/records"),
+            credential,
+            pid: args.gateway_pid.map(|pid| pid.to_string()),
+            check: Check::receipts(bundle.log_key.clone()),
+        },
+        started: None,
+        scratch_db: None,
+    })
+}
+
+async fn run(args: &CaptureArgs) -> Result<(), CliError> {
+    let scratch = tempfile::tempdir().map_err(fail)?;
+    let mut setup = match &args.bundle {
+        Some(bundle) => remote(args, bundle).await?,
+        None => local(args, scratch.path()).await?,
+    };
+    let outcome = load(args, &setup).await;
+    let peak_rss_mib = match setup.started.take() {
+        Some(gateway) => Some(gateway.stop()),
+        None => setup.target.pid.as_deref().map(|pid| usage(pid).peak_rss_mib),
+    };
+    if let Some(name) = &setup.scratch_db {
+        postgres::drop_database(&args.postgres_url, name)
             .await
             .map_err(fail)?;
     }
-    let mut measured = outcome?;
+    let (mut measured, prepared) = outcome?;
+    measured.peak_rss_mib = peak_rss_mib;
     let baseline = match args.no_baseline {
         true => None,
         false => {
@@ -806,9 +927,8 @@ async fn run(args: &CaptureArgs) -> Result<(), CliError> {
                 pid: None,
                 check: Check::Stored,
             };
-            let http = client(args.concurrency)?;
             let phase = phase(
-                &http,
+                &client(args.concurrency)?,
                 &target,
                 &prepared,
                 0..prepared.captures.len(),
@@ -821,22 +941,16 @@ async fn run(args: &CaptureArgs) -> Result<(), CliError> {
             Some(phase)
         }
     };
-    report(
-        args,
-        backend,
-        frame_bytes,
-        floor_us,
-        floor_per_sec,
-        &mut measured,
-        baseline.as_ref(),
-    )
+    report(args, &setup.backend, &measured, baseline.as_ref())
 }
 
-/// The gateway's phases.
+/// What the load measured.
 struct Measured {
+    frame_bytes: usize,
+    floor_us: f64,
     saturated: Phase,
     paced: Option<(f64, Phase)>,
-    peak_rss_mib: f64,
+    peak_rss_mib: Option<f64>,
 }
 
 fn client(concurrency: usize) -> Result<reqwest::Client, CliError> {
@@ -846,106 +960,99 @@ fn client(concurrency: usize) -> Result<reqwest::Client, CliError> {
         .map_err(fail)
 }
 
-async fn measure(
-    args: &CaptureArgs,
-    signer: &Signer,
-    prepared: &mut Arc<Prepared>,
-    dir: &Path,
-    database_url: &str,
-    first_ms: u64,
-) -> Result<Measured, CliError> {
-    let (gateway, base, credential, log_key) =
-        start_gateway(dir, database_url, signer, &args.log_level).await?;
-    let target = Target {
-        url: format!("{base}/v1/records"),
-        credential,
-        pid: Some(gateway.pid()),
-        check: Check::Receipt(Arc::new(ReceiptCheck {
-            log_key,
-            known: Mutex::new(Vec::new()),
-        })),
-    };
-    let http = client(args.concurrency)?;
+/// Signs the captures, measures the CPU floor, then runs the phases against the
+/// setup's target; returns what it measured and the captures (for the baseline).
+async fn load(args: &CaptureArgs, setup: &Setup) -> Result<(Measured, Arc<Prepared>), CliError> {
+    let signer = &setup.signer;
+    let bodies = seal_pool(&setup.recipients, args.body_size)?;
     let warmup = args.max_rate as usize;
-    let total = prepared.captures.len();
-    let run = async {
-        eprintln!("bench: warming up, 1 s…");
-        phase(
+    let total = warmup + args.max_rate as usize * args.seconds as usize;
+    eprintln!(
+        "bench: signing {total} captures of {} plaintext bytes…",
+        args.body_size
+    );
+    let first_ms = crate::keys::now_ms();
+    let captures = sign(signer, &bodies, first_ms, total)?;
+    let mut prepared = Arc::new(Prepared { bodies, captures });
+    let frame_bytes = prepared.frame(0).len();
+    eprintln!("bench: the CPU floor…");
+    let floor_us = cpu_floor(&prepared, &signer.key.public())?;
+
+    let (http, target) = (client(args.concurrency)?, &setup.target);
+    eprintln!("bench: warming up, 1 s…");
+    phase(
+        &http,
+        target,
+        &prepared,
+        0..warmup,
+        args.concurrency,
+        1.0,
+        Pace::Saturate,
+    )
+    .await?;
+    eprintln!(
+        "bench: saturating, {} s, {} clients…",
+        args.seconds, args.concurrency
+    );
+    let saturated = phase(
+        &http,
+        target,
+        &prepared,
+        warmup..total,
+        args.concurrency,
+        args.seconds as f64,
+        Pace::Saturate,
+    )
+    .await?;
+    if let Some(why) = &saturated.first_failure {
+        return Err(fail(format!(
+            "{} captures failed; the first: {why}",
+            saturated.failed
+        )));
+    }
+    let rate = saturated.per_sec() * args.paced_fraction;
+    let paced = if rate >= 1.0 {
+        let count = (rate * args.seconds as f64).ceil() as usize;
+        eprintln!("bench: paced at {rate:.0}/s, {} s…", args.seconds);
+        let more = sign(signer, &prepared.bodies, first_ms + total as u64, count)?;
+        let at = prepared.captures.len();
+        Arc::get_mut(&mut prepared)
+            .ok_or_else(|| fail("the prepared captures are still shared"))?
+            .captures
+            .extend(more);
+        let phase = phase(
             &http,
-            &target,
-            prepared,
-            0..warmup,
-            args.concurrency,
-            1.0,
-            Pace::Saturate,
-        )
-        .await?;
-        eprintln!(
-            "bench: saturating, {} s, {} clients…",
-            args.seconds, args.concurrency
-        );
-        let saturated = phase(
-            &http,
-            &target,
-            prepared,
-            warmup..total,
+            target,
+            &prepared,
+            at..at + count,
             args.concurrency,
             args.seconds as f64,
-            Pace::Saturate,
+            Pace::Rate(rate),
         )
         .await?;
-        if let Some(why) = &saturated.first_failure {
-            return Err(fail(format!(
-                "{} captures failed; the first: {why}",
-                saturated.failed
-            )));
-        }
-        let rate = saturated.per_sec() * args.paced_fraction;
-        let paced = if rate >= 1.0 {
-            let count = (rate * args.seconds as f64).ceil() as usize;
-            eprintln!("bench: paced at {rate:.0}/s, {} s…", args.seconds);
-            let more = sign(signer, &prepared.bodies, first_ms + total as u64, count)?;
-            let at = prepared.captures.len();
-            match Arc::get_mut(prepared) {
-                Some(p) => p.captures.extend(more),
-                None => return Err(fail("the prepared captures are still shared")),
-            }
-            let phase = phase(
-                &http,
-                &target,
-                prepared,
-                at..at + count,
-                args.concurrency,
-                args.seconds as f64,
-                Pace::Rate(rate),
-            )
-            .await?;
-            Some((rate, phase))
-        } else {
-            None
-        };
-        Ok::<_, CliError>((saturated, paced))
-    }
-    .await;
-    let tail = gateway.log_tail();
-    let peak_rss_mib = gateway.stop();
-    let (saturated, paced) = run.map_err(|e| fail(format!("{e}\nthe gateway's log ends:\n{tail}")))?;
-    Ok(Measured {
+        Some((rate, phase))
+    } else {
+        None
+    };
+    let measured = Measured {
+        frame_bytes,
+        floor_us,
         saturated,
         paced,
-        peak_rss_mib,
-    })
+        peak_rss_mib: None,
+    };
+    Ok((measured, prepared))
 }
 
 fn report(
     args: &CaptureArgs,
     backend: &str,
-    frame_bytes: usize,
-    floor_us: f64,
-    floor_per_sec: f64,
-    measured: &mut Measured,
+    measured: &Measured,
     baseline: Option<&Phase>,
 ) -> Result<(), CliError> {
+    let (frame_bytes, floor_us) = (measured.frame_bytes, measured.floor_us);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let floor_per_sec = cores as f64 * 1e6 / floor_us;
     let s = &measured.saturated;
     let rate = s.per_sec();
     let baseline_per_sec = baseline.map(Phase::per_sec);
@@ -959,11 +1066,11 @@ fn report(
         "p50_ms": round2(s.percentile_ms(0.50)),
         "p90_ms": round2(s.percentile_ms(0.90)),
         "p99_ms": round2(s.percentile_ms(0.99)),
-        "max_ms": round2(s.latencies_us.last().map_or(0.0, |&us| f64::from(us) / 1e3)),
+        "max_ms": round2(s.percentile_ms(1.0)),
         "failed": s.failed,
-        "gateway_cores": round2(s.server_cores),
+        "gateway_cores": s.server_cores.map(round2),
         "load_generator_cores": round2(s.client_cores),
-        "peak_rss_mib": round1(measured.peak_rss_mib),
+        "peak_rss_mib": measured.peak_rss_mib.map(round1),
         "paced": measured.paced.as_ref().map(|(rate, p)| {
             let mut summary = p.summary();
             summary["target_per_sec"] = round1(*rate).into();
@@ -989,11 +1096,16 @@ fn report(
         s.percentile_ms(0.50),
         s.percentile_ms(0.90),
         s.percentile_ms(0.99),
-        json["max_ms"]
+        s.percentile_ms(1.0)
     );
+    let known = |value: Option<f64>, unit: &str| {
+        value.map_or_else(|| "not measured".to_owned(), |v| format!("{v:.2} {unit}"))
+    };
     println!(
-        "  gateway             {:.2} cores, peak RSS {:.1} MiB; load generator {:.2} cores",
-        s.server_cores, measured.peak_rss_mib, s.client_cores
+        "  gateway             {}, peak RSS {}; load generator {:.2} cores",
+        known(s.server_cores, "cores"),
+        known(measured.peak_rss_mib, "MiB"),
+        s.client_cores
     );
     if let Some((target, p)) = &measured.paced {
         println!(
