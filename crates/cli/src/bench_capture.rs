@@ -1069,6 +1069,8 @@ fn report(
         "max_ms": round2(s.percentile_ms(1.0)),
         "failed": s.failed,
         "gateway_cores": s.server_cores.map(round2),
+        "gateway_cpu_us_per_receipt": s.server_cores.map(|c| round1(c * 1e6 / rate.max(f64::MIN_POSITIVE))),
+        "load_generator_cpu_us_per_receipt": round1(s.client_cores * 1e6 / rate.max(f64::MIN_POSITIVE)),
         "load_generator_cores": round2(s.client_cores),
         "peak_rss_mib": measured.peak_rss_mib.map(round1),
         "paced": measured.paced.as_ref().map(|(rate, p)| {
