@@ -64,9 +64,18 @@ async fn auditors_publish_epochs_wrap_them_for_newcomers_and_removal_makes_rotat
         &call(&f, "POST", "/v1/keys/recipient", &ann, Some(refused)).await,
         StatusCode::UNPROCESSABLE_ENTITY,
     );
-    let mut passphrase = age::scrypt::Recipient::new("a key passphrase for the test".to_owned().into());
-    passphrase.set_work_factor(4);
-    let backup = age::encrypt(&passphrase, ann_identity.to_secret_string().as_bytes()).unwrap();
+    // A work factor below age's default would make guessing from a database copy
+    // cheap: refused, naming it.
+    let sealed_with = |work: u8| {
+        let mut passphrase = age::scrypt::Recipient::new("a key passphrase for the test".to_owned().into());
+        passphrase.set_work_factor(work);
+        age::encrypt(&passphrase, ann_identity.to_secret_string().as_bytes()).unwrap()
+    };
+    let weak = json!({ "recipient": ann_identity.to_public().to_string(), "identity": STANDARD.encode(sealed_with(10)) });
+    let answer = call(&f, "POST", "/v1/keys/recipient", &ann, Some(weak)).await;
+    assert_problem(&answer, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(answer.2.contains("2^10"), "{}", answer.2);
+    let backup = sealed_with(18);
     let body =
         json!({ "recipient": ann_identity.to_public().to_string(), "identity": STANDARD.encode(&backup) });
     assert_eq!(

@@ -31,6 +31,11 @@ use crate::problem::{ApiError, Problem};
 pub(crate) trait KeysStore: PeopleStore + KeyStore {}
 impl<T: PeopleStore + KeyStore> KeysStore for T {}
 
+/// The scrypt work factors (log2) an identity backup may be sealed with: at least
+/// age's default, at most 2^22 (512 MiB of memory to open, which a browser can still
+/// give).
+const SCRYPT_WORK: std::ops::RangeInclusive<u8> = 18..=22;
+
 /// The most wrapped copies one request may carry.
 const MAX_WRAPS: usize = 1024;
 
@@ -485,10 +490,24 @@ pub(super) async fn set_recipient<L: KeysStore, B: BlobStore>(
             };
             let bytes = STANDARD.decode(text.trim()).map_err(|_| bad())?;
             let shape = age_header::inspect_file(&bytes).map_err(|_| bad())?;
-            match shape.stanzas.as_slice() {
-                [only] if only.tag == "scrypt" => Some(bytes),
+            let [only] = shape.stanzas.as_slice() else {
+                return Err(bad());
+            };
+            // `-> scrypt <salt> <log2 of the work factor>`.
+            let work = match (only.tag.as_str(), only.args.as_slice()) {
+                ("scrypt", [_, work]) => work.parse::<u8>().map_err(|_| bad())?,
                 _ => return Err(bad()),
+            };
+            if !SCRYPT_WORK.contains(&work) {
+                return Err(ApiError::Unprocessable(format!(
+                    "identity: the passphrase's scrypt work factor is 2^{work}; between 2^{} (age's \
+                     default) and 2^{} is required, so that a copy of the database does not make \
+                     passphrase guessing cheap",
+                    SCRYPT_WORK.start(),
+                    SCRYPT_WORK.end()
+                )));
             }
+            Some(bytes)
         }
     };
     let store = state.archive().log_store();
