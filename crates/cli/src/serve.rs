@@ -635,7 +635,7 @@ where
         device_cache: Duration::from_millis(config.limits.device_cache_ms),
     };
     let archive = Archive::open(log, blobs, log_key).await.map_err(fail)?;
-    let keyring = vellum_gateway::starting_keyring(archive.log_store(), &org_key, keyring)
+    let keyring = vellum_gateway::starting_keyring(&archive, &org_key, keyring)
         .await
         .map_err(|e| fail(format!("keyring: {e}")))?;
     let epoch = keyring.statement().epoch;

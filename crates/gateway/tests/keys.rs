@@ -271,21 +271,21 @@ async fn a_gateway_starts_with_the_newest_keyring_and_refuses_contradictions() {
     let verified = |note: &str| verify(note.as_bytes(), &f.org_key, None, UnixMillis(now_ms())).unwrap();
     let configured = f.gateway.keyring().as_ref().clone();
     // An empty store: the configured keyring is published as the first.
-    let started = starting_keyring(store, &f.org_key, configured.clone())
+    let started = starting_keyring(f.gateway.archive(), &f.org_key, configured.clone())
         .await
         .unwrap();
     assert_eq!(started, configured);
     assert_eq!(store.latest_keyring().await.unwrap().unwrap().epoch, 1);
     // The same again starts; another statement for epoch 1 does not.
     assert_eq!(
-        starting_keyring(store, &f.org_key, configured.clone())
+        starting_keyring(f.gateway.archive(), &f.org_key, configured.clone())
             .await
             .unwrap(),
         configured
     );
     let other = verified(&statement(&f.org, 1, &Identity::generate(), &escrow));
     assert!(
-        starting_keyring(store, &f.org_key, other)
+        starting_keyring(f.gateway.archive(), &f.org_key, other)
             .await
             .unwrap_err()
             .contains("another statement")
@@ -293,7 +293,9 @@ async fn a_gateway_starts_with_the_newest_keyring_and_refuses_contradictions() {
     // The next epoch in the file is published; a later one published elsewhere wins.
     let two = verified(&statement(&f.org, 2, &Identity::generate(), &escrow));
     assert_eq!(
-        starting_keyring(store, &f.org_key, two.clone()).await.unwrap(),
+        starting_keyring(f.gateway.archive(), &f.org_key, two.clone())
+            .await
+            .unwrap(),
         two
     );
     let three = statement(&f.org, 3, &Identity::generate(), &escrow);
@@ -309,7 +311,9 @@ async fn a_gateway_starts_with_the_newest_keyring_and_refuses_contradictions() {
         )
         .await
         .unwrap();
-    let started = starting_keyring(store, &f.org_key, two).await.unwrap();
+    let started = starting_keyring(f.gateway.archive(), &f.org_key, two)
+        .await
+        .unwrap();
     assert_eq!(started.statement().epoch, Epoch(3));
     // A running gateway serves the newest published one, as it reads it per request.
     assert_eq!(current_epoch(&f).await, "epoch 3");
@@ -318,9 +322,17 @@ async fn a_gateway_starts_with_the_newest_keyring_and_refuses_contradictions() {
     // A gap is refused.
     let five = verified(&statement(&f.org, 5, &Identity::generate(), &escrow));
     assert!(
-        starting_keyring(store, &f.org_key, five)
+        starting_keyring(f.gateway.archive(), &f.org_key, five)
             .await
             .unwrap_err()
             .contains("one at a time")
     );
+    // The two keyrings published from the file are in the log, publisher `config`.
+    let trail = f.gateway.archive().audit_trail(0, 100).await.unwrap();
+    let from_file: Vec<&str> = trail
+        .iter()
+        .filter(|(_, e)| e.action == "keyring.publish" && e.actor == "config")
+        .map(|(_, e)| e.subject.as_str())
+        .collect();
+    assert_eq!(from_file, ["1", "2"]);
 }

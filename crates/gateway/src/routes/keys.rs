@@ -639,13 +639,22 @@ pub(super) async fn status<L: KeysStore, B: BlobStore>(
 /// the configured one, published first when the store has none or it is the next
 /// epoch. A configured keyring that contradicts the store (another statement for a
 /// stored epoch, or a gap) is refused with the reason.
-pub async fn starting_keyring<S: KeyStore>(
-    store: &S,
+pub async fn starting_keyring<L: KeyStore + vellum_archive::ports::LogStore, B: BlobStore>(
+    archive: &vellum_archive::Archive<L, B>,
     org_key: &vellum_tlog::note::NoteVerifier,
     configured: VerifiedKeyring,
 ) -> Result<VerifiedKeyring, String> {
+    let store = archive.log_store();
     let epoch = configured.statement().epoch.0;
     let latest = store.latest_keyring().await.map_err(|e| e.to_string())?;
+    // Published from the file: in the log like any publication, with `config` as the
+    // publisher and no holders (the file's keyring has no stored copies).
+    let published = || async {
+        let detail = serde_json::json!({ "epoch": epoch, "holders": [], "from": "keyring_file" });
+        crate::auth::admin::audit(archive, "config", "keyring.publish", &epoch.to_string(), detail)
+            .await
+            .map_err(|e| e.to_string())
+    };
     let publish = |configured: &VerifiedKeyring| PublishedKeyring {
         epoch,
         note: configured.note().to_owned(),
@@ -658,6 +667,7 @@ pub async fn starting_keyring<S: KeyStore>(
                 .publish_keyring(&publish(&configured), &[])
                 .await
                 .map_err(|e| e.to_string())?;
+            published().await?;
             Ok(configured)
         }
         Some(latest) if latest.epoch > epoch => {
@@ -678,6 +688,7 @@ pub async fn starting_keyring<S: KeyStore>(
                 .publish_keyring(&publish(&configured), &[])
                 .await
                 .map_err(|e| e.to_string())?;
+            published().await?;
             Ok(configured)
         }
         Some(latest) => Err(format!(
