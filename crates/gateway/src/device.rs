@@ -83,7 +83,15 @@ const MAX_CACHED_DEVICES: usize = 100_000;
 /// cached, so a guess always costs a lookup and learns nothing new.
 #[derive(Debug, Default)]
 pub(crate) struct DeviceCache {
-    entries: Mutex<HashMap<SecretHash, (Device, Instant)>>,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    by_credential: HashMap<SecretHash, (Device, Instant)>,
+    /// Moves on at every [`DeviceCache::forget`]: a lookup that began before a forget
+    /// may have read the row as it was, and must not put it back.
+    generation: u64,
 }
 
 impl DeviceCache {
@@ -99,29 +107,132 @@ impl DeviceCache {
             return store.device_by_credential(credential).await;
         }
         let now = Instant::now();
-        if let Ok(entries) = self.entries.lock()
-            && let Some((device, at)) = entries.get(credential)
-            && now.duration_since(*at) < ttl
-        {
-            return Ok(Some(device.clone()));
-        }
+        let generation = {
+            let Ok(entries) = self.entries.lock() else {
+                return store.device_by_credential(credential).await;
+            };
+            if let Some((device, at)) = entries.by_credential.get(credential)
+                && now.duration_since(*at) < ttl
+            {
+                return Ok(Some(device.clone()));
+            }
+            entries.generation
+        };
         let found = store.device_by_credential(credential).await?;
-        if let (Some(device), Ok(mut entries)) = (&found, self.entries.lock()) {
-            if entries.len() >= MAX_CACHED_DEVICES {
-                entries.retain(|_, (_, at)| now.duration_since(*at) < ttl);
-                if entries.len() >= MAX_CACHED_DEVICES {
-                    entries.clear();
+        if let (Some(device), Ok(mut entries)) = (&found, self.entries.lock())
+            && entries.generation == generation
+        {
+            let cached = &mut entries.by_credential;
+            if cached.len() >= MAX_CACHED_DEVICES {
+                cached.retain(|_, (_, at)| now.duration_since(*at) < ttl);
+                if cached.len() >= MAX_CACHED_DEVICES {
+                    cached.clear();
                 }
             }
-            entries.insert(*credential, (device.clone(), now));
+            cached.insert(*credential, (device.clone(), now));
         }
         Ok(found)
     }
 
-    /// Drops every entry of `device` (revoked, or its credential rotated).
+    /// Drops every entry of `device` (revoked, or its credential rotated), and keeps
+    /// lookups already under way from caching what they read before the change.
     pub(crate) fn forget(&self, device: &DeviceId) {
         if let Ok(mut entries) = self.entries.lock() {
-            entries.retain(|_, (cached, _)| cached.device_id != *device);
+            entries.generation += 1;
+            entries
+                .by_credential
+                .retain(|_, (cached, _)| cached.device_id != *device);
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "a failed unwrap is a failed test"
+)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::sync::Notify;
+    use vellum_archive::error::EnrollError;
+    use vellum_archive::ports::NewDevice;
+    use vellum_protocol::ids::{Custodian, UnixMillis};
+    use vellum_protocol::keys::DeviceKey;
+
+    use super::*;
+
+    /// A store holding one device whose first lookup waits for `release`.
+    struct SlowStore {
+        device: Device,
+        lookups: AtomicUsize,
+        started: Notify,
+        release: Notify,
+    }
+
+    impl DeviceStore for SlowStore {
+        async fn add_enrollment(
+            &self,
+            _: &SecretHash,
+            _: &Custodian,
+            _: UnixMillis,
+        ) -> Result<(), StoreError> {
+            panic!("not used")
+        }
+        async fn enroll(&self, _: &SecretHash, _: &NewDevice, _: UnixMillis) -> Result<Device, EnrollError> {
+            panic!("not used")
+        }
+        async fn device_by_credential(&self, _: &SecretHash) -> Result<Option<Device>, StoreError> {
+            if self.lookups.fetch_add(1, Ordering::SeqCst) == 0 {
+                self.started.notify_one();
+                self.release.notified().await;
+            }
+            Ok(Some(self.device.clone()))
+        }
+        async fn rotate_credential(
+            &self,
+            _: &DeviceId,
+            _: &SecretHash,
+            _: &SecretHash,
+        ) -> Result<bool, StoreError> {
+            panic!("not used")
+        }
+        async fn revoke(&self, _: &DeviceId, _: UnixMillis) -> Result<bool, StoreError> {
+            panic!("not used")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lookup_under_way_when_a_device_is_forgotten_caches_nothing() {
+        let store = Arc::new(SlowStore {
+            device: Device {
+                device_id: DeviceId::parse("0192f0c4-6a3b-7cc1-9a51-3f6e8d2b1a00").unwrap(),
+                public_key: DeviceKey::generate().public(),
+                custodian: Custodian::new("someone@agency.example").unwrap(),
+                enrolled_at: UnixMillis(1),
+                revoked_at: None,
+            },
+            lookups: AtomicUsize::new(0),
+            started: Notify::new(),
+            release: Notify::new(),
+        });
+        let cache = Arc::new(DeviceCache::default());
+        let credential = SecretHash([7; 32]);
+        let ttl = Duration::from_secs(60);
+        // The first lookup reads the row, then the device is forgotten (revoked,
+        // say) before the read returns: what it read must not be cached.
+        let first = tokio::spawn({
+            let (store, cache) = (store.clone(), cache.clone());
+            async move { cache.lookup(store.as_ref(), &credential, ttl).await }
+        });
+        store.started.notified().await;
+        cache.forget(&store.device.device_id);
+        store.release.notify_one();
+        assert!(first.await.unwrap().unwrap().is_some());
+        // So the next lookup asks the store again; that one is cached.
+        cache.lookup(store.as_ref(), &credential, ttl).await.unwrap();
+        cache.lookup(store.as_ref(), &credential, ttl).await.unwrap();
+        assert_eq!(store.lookups.load(Ordering::SeqCst), 2);
     }
 }

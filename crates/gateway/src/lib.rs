@@ -234,7 +234,6 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The shared state handlers receive.
 impl<L: LogStore + vellum_archive::ports::DeviceStore, B: BlobStore> Gateway<L, B> {
     /// The device holding `credential`, revoked or not (through the device cache).
     pub(crate) async fn device(
@@ -247,4 +246,5 @@ impl<L: LogStore + vellum_archive::ports::DeviceStore, B: BlobStore> Gateway<L, 
     }
 }
 
+/// The shared state handlers receive.
 pub(crate) type State<L, B> = axum::extract::State<Arc<Gateway<L, B>>>;

@@ -276,9 +276,13 @@ async fn bad_captures_are_refused_and_change_nothing() {
 
 #[tokio::test]
 async fn a_device_revoked_by_an_administrator_is_refused_at_once() {
-    // The default device cache (one second) holds the device after its first capture;
-    // a revocation through the gateway drops it, so the next capture is refused.
-    let f = fixture().await;
+    // A device cache of a minute holds the device after its first capture; only the
+    // revocation through the gateway dropping it can refuse the next capture.
+    let f = fixture_with(vellum_gateway::Limits {
+        device_cache: std::time::Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await;
     let (key, credential) = enrolled_device(&f).await;
     let device_id = DeviceId::parse(DEVICE).unwrap();
     let first = submission_of(&key, device_id, 1);
@@ -310,7 +314,13 @@ async fn a_device_revoked_by_an_administrator_is_refused_at_once() {
 
 #[tokio::test]
 async fn a_device_rotates_its_credential_and_the_old_one_stops_working() {
-    let f = fixture().await;
+    // With a device cache of a minute, the old credential stops working at once only
+    // because the rotation drops it from the cache.
+    let f = fixture_with(vellum_gateway::Limits {
+        device_cache: std::time::Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await;
     let (key, old) = enrolled_device(&f).await;
     let rotate = |credential: &str, new: &str| {
         Request::post("/v1/devices/credential")
