@@ -128,6 +128,12 @@ pub trait KeyStore: Send + Sync + 'static {
     /// The newest published keyring.
     fn latest_keyring(&self) -> impl Future<Output = Result<Option<PublishedKeyring>, StoreError>> + Send;
 
+    /// The keyring published for `epoch`, if any.
+    fn keyring_at(
+        &self,
+        epoch: u64,
+    ) -> impl Future<Output = Result<Option<PublishedKeyring>, StoreError>> + Send;
+
     /// Adds wrapped copies of published epochs (for a new auditor), all or none.
     fn add_wraps(
         &self,
@@ -160,6 +166,36 @@ pub trait KeyStore: Send + Sync + 'static {
 
 macro_rules! sql_keys {
     (store: $store:ty $(,)?) => {
+        impl $store {
+            /// The keyring of `epoch`, or the newest for `None`.
+            async fn keyring_where(
+                &self,
+                epoch: Option<i64>,
+            ) -> Result<Option<$crate::keys::PublishedKeyring>, $crate::error::StoreError> {
+                use sqlx::Row as _;
+                let err = |e| $crate::error::StoreError::backend("read keyring", e);
+                let row = sqlx::query(
+                    "SELECT epoch, note, published_at, published_by FROM keyrings \
+                     WHERE $1 IS NULL OR epoch = $1 ORDER BY epoch DESC LIMIT 1",
+                )
+                .bind(epoch)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(err)?;
+
+                let Some(row) = row else { return Ok(None) };
+                Ok(Some($crate::keys::PublishedKeyring {
+                    epoch: $crate::sql::to_u64(row.try_get(0).map_err(err)?, "epoch")?,
+                    note: row.try_get(1).map_err(err)?,
+                    published_at: vellum_protocol::ids::UnixMillis($crate::sql::to_u64(
+                        row.try_get(2).map_err(err)?,
+                        "time",
+                    )?),
+                    published_by: row.try_get(3).map_err(err)?,
+                }))
+            }
+        }
+
         impl $crate::keys::KeyStore for $store {
             async fn publish_keyring(
                 &self,
@@ -216,24 +252,14 @@ macro_rules! sql_keys {
             async fn latest_keyring(
                 &self,
             ) -> Result<Option<$crate::keys::PublishedKeyring>, $crate::error::StoreError> {
-                use sqlx::Row as _;
-                let err = |e| $crate::error::StoreError::backend("read keyring", e);
-                let row = sqlx::query(
-                    "SELECT epoch, note, published_at, published_by FROM keyrings ORDER BY epoch DESC LIMIT 1",
-                )
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(err)?;
-                let Some(row) = row else { return Ok(None) };
-                Ok(Some($crate::keys::PublishedKeyring {
-                    epoch: $crate::sql::to_u64(row.try_get(0).map_err(err)?, "epoch")?,
-                    note: row.try_get(1).map_err(err)?,
-                    published_at: vellum_protocol::ids::UnixMillis($crate::sql::to_u64(
-                        row.try_get(2).map_err(err)?,
-                        "time",
-                    )?),
-                    published_by: row.try_get(3).map_err(err)?,
-                }))
+                self.keyring_where(None).await
+            }
+
+            async fn keyring_at(
+                &self,
+                epoch: u64,
+            ) -> Result<Option<$crate::keys::PublishedKeyring>, $crate::error::StoreError> {
+                self.keyring_where(Some($crate::sql::to_i64(epoch, "epoch")?)).await
             }
 
             async fn add_wraps(

@@ -610,6 +610,10 @@ async fn keyrings_are_consecutive_and_wrapped_keys_are_kept(backend: impl Backen
         .await
         .unwrap();
     assert_eq!(store.latest_keyring().await.unwrap(), Some(keyring(5)));
+    assert_eq!(store.keyring_at(4).await.unwrap(), Some(keyring(4)));
+    assert_eq!(store.keyring_at(5).await.unwrap(), Some(keyring(5)));
+    assert_eq!(store.keyring_at(3).await.unwrap(), None);
+    assert_eq!(store.keyring_at(6).await.unwrap(), None);
 
     // A newcomer gets copies of both epochs; all or none, each once.
     let at = UnixMillis(1_764_150_001_000);

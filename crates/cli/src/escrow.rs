@@ -269,6 +269,17 @@ fn recover(args: &RecoverArgs) -> Result<(), CliError> {
     if !out.is_dir() {
         create_new_dir(out)?;
     }
+    // Checked first: a second recovery into the same folder must not re-wrap
+    // everything and then fail to write its minute.
+    if out.join(MINUTE).exists() {
+        return Err(fail(
+            Kind::Other,
+            format!(
+                "{} holds a recovery minute already: choose another --out",
+                out.display()
+            ),
+        ));
+    }
     let mut copies = Vec::with_capacity(args.rewrap.len());
     for path in &args.rewrap {
         let wrapped = read_small(path, 64 * 1024)?;

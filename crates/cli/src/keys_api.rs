@@ -245,7 +245,16 @@ async fn keys_command(session: &Session, command: &KeysApiCommand) -> Result<(),
                 crate::files::create_new_dir(out)?;
             }
             let copies = session.call(Method::GET, "/v1/keys/escrow", None).await?;
-            for copy in copies.as_array().into_iter().flatten() {
+            let Some(copies) = copies.as_array() else {
+                return Err(fail(
+                    Kind::Malformed,
+                    "the gateway's answer is not a list of copies",
+                ));
+            };
+            if copies.is_empty() {
+                println!("no escrow copies: no epoch was published with one");
+            }
+            for copy in copies {
                 let (Some(epoch), Some(Ok(bytes))) = (
                     copy["epoch"].as_u64(),
                     copy["wrapped"].as_str().map(|w| STANDARD.decode(w)),
@@ -279,6 +288,12 @@ async fn keys_command(session: &Session, command: &KeysApiCommand) -> Result<(),
                 )
                 .await?;
             println!("recorded the recovery of epoch(s) {}", recorded["epochs"]);
+            let unmatched = recorded["unmatched"].as_array().map_or(0, Vec::len);
+            if unmatched > 0 {
+                println!(
+                    "{unmatched} copy(ies) are not escrow copies the gateway serves: recorded as unmatched"
+                );
+            }
         }
     }
     Ok(())

@@ -260,7 +260,8 @@ async fn records_of_every_epoch_stay_readable_through_auditor_changes_and_escrow
     );
 
     // The officer records the recovery, with why; the gateway names the epochs from
-    // the digests of the copies it served. A minute it cannot match is refused.
+    // the digests of the copies it served, and records a copy it never served (kept
+    // elsewhere) as unmatched. An escrow recipient the keyrings do not name is refused.
     let digests: Vec<String> = escrow_copies
         .iter()
         .map(|(_, wrapped)| hex::encode(Sha256::digest(wrapped)))
@@ -277,14 +278,20 @@ async fn records_of_every_epoch_stay_readable_through_auditor_changes_and_escrow
     };
     let escrow_recipient = recovered.to_public().to_string();
     let exam = "SEC examination 2026-17, request 4";
+    let elsewhere = hex::encode([7; 32]);
+    let stranger = Identity::generate().to_public().to_string();
     let refusals = [
         (
-            minute(Identity::generate().to_public().to_string(), &digests, exam),
+            minute(stranger.clone(), &digests, exam),
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (
-            minute(escrow_recipient.clone(), &[hex::encode([7; 32])], exam),
+            minute(stranger, std::slice::from_ref(&elsewhere), exam),
             StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            minute(escrow_recipient.clone(), &["not a digest".to_owned()], exam),
+            StatusCode::BAD_REQUEST,
         ),
         (
             minute(escrow_recipient.clone(), &digests, " "),
@@ -302,7 +309,9 @@ async fn records_of_every_epoch_stay_readable_through_auditor_changes_and_escrow
         .await;
         assert_problem(&answer, status);
     }
-    let good = minute(escrow_recipient, &digests, exam);
+    let mut with_elsewhere = digests.clone();
+    with_elsewhere.push(elsewhere.clone());
+    let good = minute(escrow_recipient, &with_elsewhere, exam);
     assert_problem(
         &call(&f, "POST", "/v1/keys/escrow/recoveries", &bo, Some(good.clone())).await,
         StatusCode::FORBIDDEN,
@@ -316,10 +325,9 @@ async fn records_of_every_epoch_stay_readable_through_auditor_changes_and_escrow
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{recorded}");
-    assert_eq!(
-        serde_json::from_str::<Value>(&recorded).unwrap()["epochs"],
-        json!([2, 3])
-    );
+    let recorded: Value = serde_json::from_str(&recorded).unwrap();
+    assert_eq!(recorded["epochs"], json!([2, 3]));
+    assert_eq!(recorded["unmatched"], json!([elsewhere]));
 
     // Every step is in the audit trail, and so in the log.
     let trail = f.gateway.archive().audit_trail(0, 1000).await.unwrap();
@@ -337,6 +345,7 @@ async fn records_of_every_epoch_stay_readable_through_auditor_changes_and_escrow
     assert_eq!(recoveries.len(), 1, "only the good minute is recorded");
     let detail: Value = serde_json::from_str(&recoveries[0].1.detail).unwrap();
     assert_eq!(detail["epochs"], json!([2, 3]));
+    assert_eq!(detail["unmatched"], json!([elsewhere]));
     assert_eq!(detail["reason"], exam);
     for (index, event) in &trail {
         let entry = f.gateway.archive().log_store();

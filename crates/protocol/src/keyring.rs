@@ -165,6 +165,18 @@ impl VerifiedKeyring {
     }
 }
 
+/// The statement of a keyring note the organisation key signed, whatever its validity
+/// period: for keyrings of the past (the escrow recipient an old epoch named, say).
+/// A keyring to seal to is checked with [`verify`].
+pub fn signed_statement(note_bytes: &[u8], org_key: &NoteVerifier) -> Result<KeyringStatement, KeyringError> {
+    let verified = note::open(note_bytes, org_key).map_err(|err| match err {
+        NoteError::NoTrustedSignature => KeyringError::UnpinnedKey,
+        NoteError::InvalidSignature(_) => KeyringError::BadSignature,
+        other => KeyringError::Malformed(other.to_string()),
+    })?;
+    KeyringStatement::parse_text(verified.text())
+}
+
 /// Verifies a signed keyring statement.
 ///
 /// `accepted` is the last statement this client accepted (from its own state, never
@@ -175,12 +187,7 @@ pub fn verify(
     accepted: Option<&VerifiedKeyring>,
     now: UnixMillis,
 ) -> Result<VerifiedKeyring, KeyringError> {
-    let verified = note::open(note_bytes, org_key).map_err(|err| match err {
-        NoteError::NoTrustedSignature => KeyringError::UnpinnedKey,
-        NoteError::InvalidSignature(_) => KeyringError::BadSignature,
-        other => KeyringError::Malformed(other.to_string()),
-    })?;
-    let statement = KeyringStatement::parse_text(verified.text())?;
+    let statement = signed_statement(note_bytes, org_key)?;
     if let Some(accepted) = accepted {
         let held = &accepted.statement;
         if statement.epoch < held.epoch {

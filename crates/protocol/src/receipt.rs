@@ -201,7 +201,9 @@ impl Receipt {
 
     /// As [`Receipt::verify`], against `checkpoint`, which verified before under the
     /// pinned log key and must be exactly the receipt's: the receipts of one batch
-    /// share a checkpoint, so a client that keeps it checks its signature once.
+    /// share a checkpoint, so a client that keeps it checks its signature once. A
+    /// verified checkpoint does not say which key verified it: keep those of one log
+    /// apart from another's.
     pub fn verify_in(
         &self,
         checkpoint: &VerifiedCheckpoint,

@@ -281,7 +281,9 @@ pub(super) struct RecoveryMinute {
     split_id: String,
     /// The indexes of the shares used.
     shares: Vec<u8>,
-    /// SHA-256 (hex) of each escrow copy re-wrapped, as `GET /v1/keys/escrow` served it.
+    /// SHA-256 (64 hex digits) of each escrow copy re-wrapped: those `GET
+    /// /v1/keys/escrow` serves name their epochs; others (a copy kept outside the
+    /// gateway) are recorded as unmatched.
     copies: Vec<String>,
     /// Who the epoch identities were re-wrapped to (`age1…`).
     to: Vec<String>,
@@ -292,8 +294,10 @@ pub(super) struct RecoveryMinute {
 /// The recovery as recorded.
 #[derive(Serialize, ToSchema)]
 pub(super) struct RecordedRecovery {
-    /// The epochs whose identities were recovered.
+    /// The epochs of the copies the gateway serves.
     epochs: Vec<u64>,
+    /// The digests of copies the gateway does not serve, as given.
+    unmatched: Vec<String>,
 }
 
 /// The most characters of a recovery's reason.
@@ -301,15 +305,16 @@ const MAX_REASON: usize = 2000;
 
 /// `POST /v1/keys/escrow/recoveries`: the records officer records a recovery the
 /// custodians ran offline, so the log holds it with who recorded it and why. The
-/// gateway checks what it can: the escrow recipient is this deployment's, and each
-/// digest is one of the escrow copies it serves, which names the epochs recovered.
+/// gateway checks what it can: a digest of an escrow copy it serves names that epoch,
+/// whose keyring must name the minute's escrow recipient; with no such digest, some
+/// published keyring must name it. Other digests are recorded as unmatched.
 #[utoipa::path(post, path = "/v1/keys/escrow/recoveries", tag = "keys", request_body = RecoveryMinute,
     security(("access_token" = [])), responses(
     (status = 201, description = "Recorded: an audit entry and a leaf of the log.", body = RecordedRecovery),
     (status = 400, description = "Malformed minute.", body = Problem, content_type = "application/problem+json"),
     (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "Not an approver (records officer).", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "Another escrow recipient, or a digest of no escrow copy of this deployment.", body = Problem, content_type = "application/problem+json")))]
+    (status = 422, description = "An escrow recipient the keyrings do not name.", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn record_recovery<L: KeysStore, B: BlobStore>(
     state: State<L, B>,
     Extension(person): Extension<Person>,
@@ -356,31 +361,65 @@ pub(super) async fn record_recovery<L: KeysStore, B: BlobStore>(
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| ApiError::BadRequest("to: age1… recipients".into()))?;
-    let escrow = refresh_keyring(&state).await?.statement().escrow.to_string();
-    if minute.escrow_recipient != escrow {
-        return Err(ApiError::Unprocessable(
-            "escrow_recipient is not this deployment's escrow recipient".into(),
-        ));
-    }
-    let served = state.archive().log_store().wraps_of(&Holder::Escrow).await?;
-    let mut epochs = Vec::with_capacity(minute.copies.len());
+    let mut digests = Vec::with_capacity(minute.copies.len());
     for digest in &minute.copies {
-        let epoch = served
-            .iter()
-            .find(|w| hex::encode(Sha256::digest(&w.wrapped)) == digest.to_ascii_lowercase())
-            .map(|w| w.epoch)
-            .ok_or_else(|| {
-                ApiError::Unprocessable(format!("{digest} is the digest of no escrow copy served here"))
-            })?;
-        epochs.push(epoch);
+        let digest = digest.to_ascii_lowercase();
+        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ApiError::BadRequest(
+                "copies: SHA-256 digests, 64 hex digits each".into(),
+            ));
+        }
+        digests.push(digest);
+    }
+    let store = state.archive().log_store();
+    let served: std::collections::HashMap<String, u64> = store
+        .wraps_of(&Holder::Escrow)
+        .await?
+        .into_iter()
+        .map(|w| (hex::encode(Sha256::digest(&w.wrapped)), w.epoch))
+        .collect();
+    let (mut epochs, mut unmatched) = (Vec::new(), Vec::new());
+    for digest in digests {
+        match served.get(&digest) {
+            Some(epoch) => epochs.push(*epoch),
+            None => unmatched.push(digest),
+        }
     }
     epochs.sort_unstable();
     epochs.dedup();
+    let escrow = minute.escrow_recipient.as_str();
+    let current = refresh_keyring(&state).await?;
+    let named_by = |epoch: u64| {
+        let (state, current) = (&state, &current);
+        async move { escrow_named_by(state, current, epoch).await }
+    };
+    for &epoch in &epochs {
+        if named_by(epoch).await?.as_deref() != Some(escrow) {
+            return Err(ApiError::Unprocessable(format!(
+                "escrow_recipient is not the escrow recipient epoch {epoch}'s keyring names"
+            )));
+        }
+    }
+    if epochs.is_empty() {
+        let mut epoch = current.statement().epoch.0;
+        loop {
+            match named_by(epoch).await? {
+                Some(named) if named == escrow => break,
+                Some(_) if epoch > 0 => epoch -= 1,
+                _ => {
+                    return Err(ApiError::Unprocessable(
+                        "escrow_recipient is not the escrow recipient of any published keyring".into(),
+                    ));
+                }
+            }
+        }
+    }
     let detail = serde_json::json!({
         "escrow_recipient": escrow,
         "split_id": minute.split_id,
         "shares": shares,
         "epochs": epochs,
+        "unmatched": unmatched,
         "to": to,
         "reason": reason,
     });
@@ -392,7 +431,32 @@ pub(super) async fn record_recovery<L: KeysStore, B: BlobStore>(
         detail,
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(RecordedRecovery { epochs })))
+    Ok((StatusCode::CREATED, Json(RecordedRecovery { epochs, unmatched })))
+}
+
+/// The escrow recipient the keyring of `epoch` named: read from the store and checked
+/// against the organisation key (the keyring in force when the gateway has none).
+async fn escrow_named_by<L: KeysStore, B: BlobStore>(
+    state: &State<L, B>,
+    current: &VerifiedKeyring,
+    epoch: u64,
+) -> Result<Option<String>, ApiError> {
+    if current.statement().epoch.0 == epoch {
+        return Ok(Some(current.statement().escrow.to_string()));
+    }
+    let (Some(org_key), Some(published)) = (
+        state.org_key(),
+        state.archive().log_store().keyring_at(epoch).await?,
+    ) else {
+        return Ok(None);
+    };
+    match keyring::signed_statement(published.note.as_bytes(), org_key) {
+        Ok(statement) => Ok(Some(statement.escrow.to_string())),
+        Err(e) => {
+            tracing::error!(error = %e, epoch, "stored keyring does not verify");
+            Err(ApiError::Internal)
+        }
+    }
 }
 
 /// Wrapped copies for another auditor.
