@@ -79,7 +79,7 @@ pub(crate) struct CaptureArgs {
     #[arg(long, value_name = "URL", requires = "bundle")]
     gateway: Option<String>,
     /// With --bundle: the gateway's process id, to report its CPU and memory (it must
-    /// run on this machine).
+    /// run on this machine; its peak RSS is then the process's peak since it started).
     #[arg(long, value_name = "PID", requires = "bundle")]
     gateway_pid: Option<u32>,
     /// The log level of the gateway started (`[telemetry] level`); its log goes to a
@@ -271,27 +271,19 @@ struct Usage {
     peak_rss_mib: f64,
 }
 
-fn usage(pid: &str) -> Usage {
-    // Clock ticks are 1/100 s on Linux for every architecture this runs on.
-    let cpu_secs = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-            Some(ticks as f64 / 100.0)
-        })
-        .unwrap_or(0.0);
-    let peak_rss_mib = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-            line.split_whitespace().nth(1)?.parse::<f64>().ok()
-        })
-        .map_or(0.0, |kib| kib / 1024.0);
-    Usage {
-        cpu_secs,
-        peak_rss_mib,
-    }
+/// `None` when `/proc` cannot tell (no such process, say).
+fn usage(pid: &str) -> Option<Usage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields 14 and 15 (utime, stime) count after the parenthesised command name.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let peak_kib = line.split_whitespace().nth(1)?.parse::<f64>().ok()?;
+    Some(Usage {
+        cpu_secs: ticks as f64 / rustix::param::clock_ticks_per_second() as f64,
+        peak_rss_mib: peak_kib / 1024.0,
+    })
 }
 
 /// What a phase measured.
@@ -316,7 +308,8 @@ impl Phase {
         if n == 0 {
             return 0.0;
         }
-        let i = ((n as f64 * p) as usize).min(n - 1);
+        // Nearest rank: the smallest value with at least p of them at or below it.
+        let i = ((n as f64 * p).ceil() as usize).clamp(1, n) - 1;
         f64::from(self.latencies_us[i]) / 1e3
     }
 
@@ -333,6 +326,13 @@ impl Phase {
             "server_cores": self.server_cores.map(round2),
             "load_generator_cores": round2(self.client_cores),
         })
+    }
+}
+
+/// Says how many requests of a phase failed, and the first reason.
+fn failures(name: &str, phase: &Phase) {
+    if let Some(why) = &phase.first_failure {
+        println!("  {name}: {} requests failed; the first: {why}", phase.failed);
     }
 }
 
@@ -424,7 +424,7 @@ async fn phase(
     let next = Arc::new(AtomicU64::new(range.start as u64));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let first_failure = Arc::new(Mutex::new(None::<String>));
-    let server_before = target.pid.as_deref().map(usage);
+    let server_before = target.pid.as_deref().and_then(usage);
     let client_before = usage("self");
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(seconds);
@@ -494,7 +494,9 @@ async fn phase(
                         }
                     }
                 }
-                if Instant::now() >= deadline {
+                // Saturating: stop at the deadline. Paced: every capture due before it
+                // is sent, so a stall near the end shows in the latencies.
+                if matches!(pace, Pace::Saturate) && Instant::now() >= deadline {
                     break;
                 }
             }
@@ -507,10 +509,16 @@ async fn phase(
     }
     let secs = started.elapsed().as_secs_f64();
     latencies_us.sort_unstable();
-    let cores = |before: Usage, after: Usage| (after.cpu_secs - before.cpu_secs) / secs;
-    let server_cores = match (server_before, target.pid.as_deref()) {
-        (Some(before), Some(pid)) => Some(cores(before, usage(pid))),
-        _ => None,
+    let cores = |before: Option<Usage>, after: Option<Usage>| {
+        let (before, after) = (before?, after?);
+        Some((after.cpu_secs - before.cpu_secs) / secs)
+    };
+    let server_cores = match target.pid.as_deref() {
+        Some(pid) => Some(
+            cores(server_before, usage(pid))
+                .ok_or_else(|| fail(format!("the CPU time of process {pid} could not be read")))?,
+        ),
+        None => None,
     };
     let first_failure = first_failure.lock().ok().and_then(|mut f| f.take());
     Ok(Phase {
@@ -520,14 +528,21 @@ async fn phase(
         secs,
         latencies_us,
         server_cores,
-        client_cores: cores(client_before, usage("self")),
+        client_cores: cores(client_before, usage("self")).unwrap_or(0.0),
     })
 }
 
-/// A gateway started as a child process on a fresh deployment.
+/// A gateway started as a child process on a fresh deployment; stopped when dropped,
+/// so no error path leaves it running.
 struct Gateway {
     child: std::process::Child,
     log: std::path::PathBuf,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.terminate();
+    }
 }
 
 impl Gateway {
@@ -536,14 +551,19 @@ impl Gateway {
     }
 
     /// Stops it (SIGTERM, as an operator would) and waits; returns its peak RSS.
-    fn stop(mut self) -> f64 {
-        let pid = self.pid();
-        let peak = usage(&pid).peak_rss_mib;
-        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let _ = self.child.wait();
+    fn stop(mut self) -> Option<f64> {
+        let peak = usage(&self.pid()).map(|u| u.peak_rss_mib);
+        self.terminate();
         peak
+    }
+
+    fn terminate(&mut self) {
+        if let Ok(None) = self.child.try_wait()
+            && let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            let _ = self.child.wait();
+        }
     }
 
     /// The end of its log, to explain a failure.
@@ -632,7 +652,10 @@ async fn start_gateway(
         .map_err(fail)?;
     let mut gateway = Gateway { child, log: log_path };
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(fail)?;
     let ready = Instant::now();
     loop {
         if let Ok(Some(status)) = gateway.child.try_wait() {
@@ -837,7 +860,18 @@ async fn remote(args: &CaptureArgs, bundle: &Path) -> Result<Setup, CliError> {
         .unwrap_or_else(|| bundle.gateway.clone())
         .trim_end_matches('/')
         .to_owned();
-    let http = reqwest::Client::new();
+    if !vellum_gateway::auth::oidc::https_or_loopback(&base) {
+        return Err(fail(
+            "the gateway must be an https:// URL (plain http:// only to this machine): the \
+             enrollment token and the device credential cross it",
+        ));
+    }
+    // Never follow a redirect: it would carry the token and the credential elsewhere.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(fail)?;
     let answer = |what: &'static str| move |e: reqwest::Error| fail(format!("{what}: {e}"));
     let note = http
         .get(format!("{base}/v1/keyring"))
@@ -906,13 +940,18 @@ async fn run(args: &CaptureArgs) -> Result<(), CliError> {
     };
     let outcome = load(args, &setup).await;
     let peak_rss_mib = match setup.started.take() {
-        Some(gateway) => Some(gateway.stop()),
-        None => setup.target.pid.as_deref().map(|pid| usage(pid).peak_rss_mib),
+        Some(gateway) => gateway.stop(),
+        None => setup
+            .target
+            .pid
+            .as_deref()
+            .and_then(usage)
+            .map(|u| u.peak_rss_mib),
     };
-    if let Some(name) = &setup.scratch_db {
-        postgres::drop_database(&args.postgres_url, name)
-            .await
-            .map_err(fail)?;
+    if let Some(name) = &setup.scratch_db
+        && let Err(e) = postgres::drop_database(&args.postgres_url, name).await
+    {
+        eprintln!("bench: warning: the scratch database {name} was not dropped: {e}");
     }
     let (mut measured, prepared) = outcome?;
     measured.peak_rss_mib = peak_rss_mib;
@@ -1079,7 +1118,17 @@ fn report(
             summary
         }),
         "baseline_per_sec": baseline_per_sec.map(round1),
-        "baseline": baseline.map(Phase::summary),
+        // The baseline server runs in this process: its CPU is in the process's.
+        "baseline": baseline.map(|b| {
+            let mut summary = b.summary();
+            if let Some(fields) = summary.as_object_mut()
+                && let Some(cores) = fields.remove("load_generator_cores")
+            {
+                fields.remove("server_cores");
+                fields.insert("server_and_load_generator_cores".into(), cores);
+            }
+            summary
+        }),
         "ratio_to_baseline": baseline_per_sec.map(|b| round2(rate / b.max(f64::MIN_POSITIVE))),
         "floor_us_per_message": round2(floor_us),
         "floor_per_sec": round1(floor_per_sec),
@@ -1116,6 +1165,7 @@ fn report(
             p.percentile_ms(0.50),
             p.percentile_ms(0.99)
         );
+        failures("paced", p);
     }
     if let (Some(b), Some(per_sec)) = (baseline, baseline_per_sec) {
         println!(
@@ -1123,6 +1173,7 @@ fn report(
             b.percentile_ms(0.99),
             rate / per_sec.max(f64::MIN_POSITIVE)
         );
+        failures("baseline", b);
     }
     println!(
         "  CPU floor           {floor_us:.1} µs a message on one core: {floor_per_sec:.0}/s on {} cores; Vellum reaches {:.2} of it",

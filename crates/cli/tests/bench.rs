@@ -52,6 +52,7 @@ fn assert_reports(report: &serde_json::Value, backend: &str) {
         assert!(value > 0.0, "{field} is {value}: {report}");
     }
     assert!(report["paced"]["per_sec"].as_f64().unwrap() > 0.0, "{report}");
+    assert_eq!(report["paced"]["failed"], 0, "{report}");
 }
 
 #[test]
