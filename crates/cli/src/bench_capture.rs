@@ -86,6 +86,11 @@ pub(crate) struct CaptureArgs {
     /// file in the temporary folder.
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// After the load, capture one record with a body of this many MiB and report the
+    /// gateway's memory growth while it does (0: skip). A gateway this run starts
+    /// gets `max_capture_bytes` large enough for it.
+    #[arg(long, value_name = "MIB", default_value_t = 0)]
+    attachment_mib: usize,
     /// Skip the baseline server.
     #[arg(long)]
     no_baseline: bool,
@@ -580,7 +585,7 @@ async fn start_gateway(
     dir: &Path,
     database_url: &str,
     signer: &Signer,
-    log_level: &str,
+    args: &CaptureArgs,
 ) -> Result<(Gateway, Target), CliError> {
     let now = crate::keys::now_ms();
     let org = generate_note_signer("bench.vellum.invalid/org").map_err(fail)?;
@@ -636,7 +641,20 @@ async fn start_gateway(
          [telemetry]\n\
          level = \"{log_level}\"\n",
         org_key = org.verifier(),
+        log_level = args.log_level,
     );
+    // Room for the attachment, if one is to be captured: a frame is its body and at
+    // most a few KiB more.
+    let config = match args.attachment_mib {
+        0 => config,
+        mib => {
+            let bytes = (mib << 20) + (1 << 20);
+            format!(
+                "{config}\n[limits]\nmax_capture_bytes = {bytes}\nmax_buffered_bytes = {}\n",
+                bytes.max(1 << 30)
+            )
+        }
+    };
     let config_path = dir.join("vellum.toml");
     write_output(Some(&config_path), config.as_bytes())?;
     let log_path = dir.join("gateway.log");
@@ -831,7 +849,7 @@ async fn local(args: &CaptureArgs, dir: &Path) -> Result<Setup, CliError> {
             ("postgres+folder", url, Some(name))
         }
     };
-    match start_gateway(dir, &database_url, &signer, &args.log_level).await {
+    match start_gateway(dir, &database_url, &signer, args).await {
         Ok((gateway, target)) => Ok(Setup {
             backend: backend.into(),
             signer,
@@ -985,11 +1003,80 @@ async fn run(args: &CaptureArgs) -> Result<(), CliError> {
 
 /// What the load measured.
 struct Measured {
+    /// The large capture, when one was asked for.
+    attachment: Option<serde_json::Value>,
     frame_bytes: usize,
     floor_us: f64,
     saturated: Phase,
     paced: Option<(f64, Phase)>,
     peak_rss_mib: Option<f64>,
+}
+
+/// Captures one record whose sealed body is `mib` MiB while sampling the gateway's
+/// resident memory every 5 ms: what a large attachment costs the gateway.
+async fn attachment(
+    http: &reqwest::Client,
+    setup: &Setup,
+    pool: &[SealedBody],
+    mib: usize,
+) -> Result<serde_json::Value, CliError> {
+    eprintln!("bench: one capture of {mib} MiB…");
+    let body = seal::seal(&setup.recipients, &vec![0x61; mib << 20]).map_err(fail)?;
+    let mut bodies = pool.to_vec();
+    bodies.push(body);
+    let first_ms = crate::keys::now_ms() + 10_000_000;
+    let mut captures = sign(&setup.signer, &bodies[bodies.len() - 1..], first_ms, 1)?;
+    captures[0].body = bodies.len() - 1;
+    let prepared = Prepared { bodies, captures };
+    let frame = prepared.frame(0);
+    let resident = |pid: &str| -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
+    };
+    let pid = setup.target.pid.clone();
+    let before = pid.as_deref().and_then(resident);
+    let peak = Arc::new(Mutex::new(before.unwrap_or(0.0)));
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = tokio::spawn({
+        let (pid, peak, sampling) = (pid.clone(), peak.clone(), sampling.clone());
+        async move {
+            while sampling.load(Ordering::Relaxed) {
+                if let (Some(now), Ok(mut peak)) = (pid.as_deref().and_then(resident), peak.lock()) {
+                    *peak = peak.max(now);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+    let started = Instant::now();
+    let answer = http
+        .post(&setup.target.url)
+        .bearer_auth(&setup.target.credential)
+        .header("content-type", RECORD_MEDIA_TYPE)
+        .body(frame)
+        .send()
+        .await
+        .map_err(fail)?;
+    let status = answer.status().as_u16();
+    let text = answer.bytes().await.map_err(fail)?;
+    let secs = started.elapsed().as_secs_f64();
+    sampling.store(false, Ordering::Relaxed);
+    let _ = sampler.await;
+    let verified = match (&setup.target.check, status) {
+        (Check::Receipt(check), 200) => check.verify(&text, &prepared.captures[0]).is_ok(),
+        _ => false,
+    };
+    let peak = peak.lock().map_or(0.0, |p| *p);
+    Ok(serde_json::json!({
+        "mib": mib,
+        "status": status,
+        "receipt_verified": verified,
+        "seconds": round2(secs),
+        "gateway_rss_before_mib": before.map(round1),
+        "gateway_rss_peak_mib": before.map(|_| round1(peak)),
+        "gateway_rss_growth_mib": before.map(|b| round1(peak - b)),
+    }))
 }
 
 fn client(concurrency: usize) -> Result<reqwest::Client, CliError> {
@@ -1073,7 +1160,12 @@ async fn load(args: &CaptureArgs, setup: &Setup) -> Result<(Measured, Arc<Prepar
     } else {
         None
     };
+    let attachment = match args.attachment_mib {
+        0 => None,
+        mib => Some(attachment(&http, setup, &prepared.bodies, mib).await?),
+    };
     let measured = Measured {
+        attachment,
         frame_bytes,
         floor_us,
         saturated,
@@ -1130,6 +1222,7 @@ fn report(
             summary
         }),
         "ratio_to_baseline": baseline_per_sec.map(|b| round2(rate / b.max(f64::MIN_POSITIVE))),
+        "attachment": measured.attachment,
         "floor_us_per_message": round2(floor_us),
         "floor_per_sec": round1(floor_per_sec),
         "fraction_of_floor": round2(rate / floor_per_sec),
@@ -1174,6 +1267,18 @@ fn report(
             rate / per_sec.max(f64::MIN_POSITIVE)
         );
         failures("baseline", b);
+    }
+    if let Some(a) = &measured.attachment {
+        println!(
+            "  one {} MiB capture  status {}, receipt verified: {}, {} s; gateway RSS {} → {} MiB (growth {} MiB)",
+            a["mib"],
+            a["status"],
+            a["receipt_verified"],
+            a["seconds"],
+            a["gateway_rss_before_mib"],
+            a["gateway_rss_peak_mib"],
+            a["gateway_rss_growth_mib"]
+        );
     }
     println!(
         "  CPU floor           {floor_us:.1} µs a message on one core: {floor_per_sec:.0}/s on {} cores; Vellum reaches {:.2} of it",

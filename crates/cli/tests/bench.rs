@@ -57,8 +57,12 @@ fn assert_reports(report: &serde_json::Value, backend: &str) {
 
 #[test]
 fn the_capture_benchmark_runs_and_reports_on_sqlite() {
-    let report = smoke(&[]);
+    let report = smoke(&["--attachment-mib", "4"]);
     assert_reports(&report, "sqlite+folder");
+    let attachment = &report["attachment"];
+    assert_eq!(attachment["status"], 200, "{report}");
+    assert_eq!(attachment["receipt_verified"], true, "{report}");
+    assert!(attachment["gateway_rss_growth_mib"].is_number(), "{report}");
     assert!(report["baseline_per_sec"].as_f64().unwrap() > 0.0, "{report}");
 }
 
