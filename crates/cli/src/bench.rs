@@ -16,10 +16,10 @@ use vellum_archive::ports::{BlobStore, LogStore};
 use vellum_archive::postgres::{self, PgStore};
 use vellum_archive::sqlite::SqliteStore;
 use vellum_archive::{Archive, Submission};
-use vellum_protocol::header::{HeaderFields, UnverifiedHeader};
-use vellum_protocol::ids::{Channel, Custodian, DeviceId, Epoch, RecordId, RetentionClass, UnixMillis};
-use vellum_protocol::keys::{DeviceKey, generate_note_signer};
-use vellum_protocol::seal::{self, Identity};
+use vellum_protocol::header::UnverifiedHeader;
+use vellum_protocol::ids::{Custodian, Epoch, RetentionClass};
+use vellum_protocol::keys::generate_note_signer;
+use vellum_protocol::seal::Identity;
 use vellum_tlog::note::NoteSigner;
 
 use crate::error::{CliError, Kind};
@@ -177,44 +177,23 @@ async fn run(args: &StorageArgs) -> Result<(), CliError> {
 /// Sealed bodies are reused from a small pool (sealing is the client's cost, not the
 /// archive's); every header is distinct and signed.
 fn prepare(records: usize, body_size: usize) -> Result<Vec<Submission>, CliError> {
-    let device_id = DeviceId::parse("0192f0c4-6a3b-7cc1-9a51-3f6e8d2b1a00").map_err(fail)?;
-    prepare_for(&DeviceKey::generate(), device_id, records, body_size)
-}
-
-/// `records` sealed, signed submissions of device `device_id` holding `device`.
-pub(crate) fn prepare_for(
-    device: &DeviceKey,
-    device_id: DeviceId,
-    records: usize,
-    body_size: usize,
-) -> Result<Vec<Submission>, CliError> {
-    let recipient = Identity::generate().to_public();
-    let pool: Vec<_> = (0..records.min(256))
-        .map(|i| seal::seal(std::slice::from_ref(&recipient), &vec![i as u8; body_size]).map_err(fail))
-        .collect::<Result<_, _>>()?;
-    let custodian = Custodian::new("bench@agency.example").map_err(fail)?;
-    let channel = Channel::new("signal").map_err(fail)?;
-    let retention = RetentionClass::new("finra-6y").map_err(fail)?;
-    let start = crate::keys::now_ms();
-    (0..records)
-        .map(|i| {
-            let body = pool[i % pool.len()].clone();
-            let fields = HeaderFields {
-                record_id: RecordId::new_v7(start + i as u64),
-                device_id,
-                custodian: custodian.clone(),
-                channel: channel.clone(),
-                captured_at: UnixMillis(start),
-                epoch: Epoch(1),
-                retention: retention.clone(),
-                body: body.digest(),
-                tokens: Vec::new(),
-            };
-            let signed = fields.sign(device).map_err(fail)?;
-            let header = UnverifiedHeader::parse(signed.as_bytes())
-                .and_then(|h| h.verify(&device.public()))
+    use crate::bench_capture::{Signer, seal_pool, sign};
+    let signer = Signer::new(
+        Custodian::new("bench@agency.example").map_err(fail)?,
+        RetentionClass::new("finra-6y").map_err(fail)?,
+        Epoch(1),
+    )?;
+    let bodies = seal_pool(&[Identity::generate().to_public()], body_size)?;
+    sign(&signer, &bodies, crate::keys::now_ms(), records)?
+        .into_iter()
+        .map(|capture| {
+            let header = UnverifiedHeader::parse(&capture.header)
+                .and_then(|h| h.verify(&signer.key.public()))
                 .map_err(fail)?;
-            Ok(Submission { header, body })
+            Ok(Submission {
+                header,
+                body: bodies[capture.body].clone(),
+            })
         })
         .collect()
 }

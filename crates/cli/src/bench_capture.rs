@@ -41,7 +41,7 @@ use vellum_protocol::keys::{DeviceKey, generate_note_signer};
 use vellum_protocol::receipt::{LogEntry, Receipt};
 use vellum_protocol::seal::{self, Identity, SealedBody};
 use vellum_tlog::checkpoint::VerifiedCheckpoint;
-use vellum_tlog::note::NoteVerifier;
+use vellum_tlog::note::{NoteSigner, NoteVerifier};
 use vellum_tlog::tree::Frontier;
 
 use crate::bench::Backend;
@@ -128,8 +128,8 @@ pub(crate) fn capture(args: &CaptureArgs) -> Result<(), CliError> {
 }
 
 /// What the device signs with: who it is and what its captures say.
-struct Signer {
-    key: DeviceKey,
+pub(crate) struct Signer {
+    pub(crate) key: DeviceKey,
     device_id: DeviceId,
     custodian: Custodian,
     channel: Channel,
@@ -139,7 +139,11 @@ struct Signer {
 
 impl Signer {
     /// A new device of `custodian` capturing under `epoch`.
-    fn new(custodian: Custodian, retention: RetentionClass, epoch: Epoch) -> Result<Self, CliError> {
+    pub(crate) fn new(
+        custodian: Custodian,
+        retention: RetentionClass,
+        epoch: Epoch,
+    ) -> Result<Self, CliError> {
         Ok(Self {
             key: DeviceKey::generate(),
             device_id: DeviceId::from_bytes(*RecordId::new_v7(crate::keys::now_ms()).as_bytes())
@@ -154,23 +158,23 @@ impl Signer {
 
 /// One capture ready to send: its signed header, which sealed body of the pool it
 /// carries, and what its receipt must name.
-struct Capture {
-    header: Vec<u8>,
-    body: usize,
+pub(crate) struct Capture {
+    pub(crate) header: Vec<u8>,
+    pub(crate) body: usize,
     record_id: RecordId,
     header_sha256: [u8; 32],
 }
 
 /// Captures signed before the clock starts; sealed bodies come from a small pool
 /// (sealing is the client's cost, and the gateway cannot tell the bodies apart).
-struct Prepared {
-    bodies: Vec<SealedBody>,
-    captures: Vec<Capture>,
+pub(crate) struct Prepared {
+    pub(crate) bodies: Vec<SealedBody>,
+    pub(crate) captures: Vec<Capture>,
 }
 
 impl Prepared {
     /// The capture frame of capture `i`: the header's length, the header, the body.
-    fn frame(&self, i: usize) -> Vec<u8> {
+    pub(crate) fn frame(&self, i: usize) -> Vec<u8> {
         let capture = &self.captures[i];
         let body = self.bodies[capture.body].as_bytes();
         let mut frame = Vec::with_capacity(4 + capture.header.len() + body.len());
@@ -182,7 +186,10 @@ impl Prepared {
 }
 
 /// Seals the body pool to `recipients`.
-fn seal_pool(recipients: &[seal::Recipient], body_size: usize) -> Result<Vec<SealedBody>, CliError> {
+pub(crate) fn seal_pool(
+    recipients: &[seal::Recipient],
+    body_size: usize,
+) -> Result<Vec<SealedBody>, CliError> {
     (0..64u8)
         .map(|i| seal::seal(recipients, &vec![i; body_size]).map_err(fail))
         .collect()
@@ -190,7 +197,7 @@ fn seal_pool(recipients: &[seal::Recipient], body_size: usize) -> Result<Vec<Sea
 
 /// Signs `count` captures with record ids from `first_ms` on (one millisecond apart,
 /// so every id is new), on every core.
-fn sign(
+pub(crate) fn sign(
     signer: &Signer,
     bodies: &[SealedBody],
     first_ms: u64,
@@ -282,13 +289,17 @@ fn usage(pid: &str) -> Option<Usage> {
     // Fields 14 and 15 (utime, stime) count after the parenthesised command name.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let peak_kib = line.split_whitespace().nth(1)?.parse::<f64>().ok()?;
     Some(Usage {
         cpu_secs: ticks as f64 / rustix::param::clock_ticks_per_second() as f64,
-        peak_rss_mib: peak_kib / 1024.0,
+        peak_rss_mib: memory_mib(pid, "VmHWM:")?,
     })
+}
+
+/// A memory line of `/proc/PID/status` (`VmRSS:`, `VmHWM:`), in MiB.
+fn memory_mib(pid: &str, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
 }
 
 /// What a phase measured.
@@ -588,39 +599,18 @@ async fn start_gateway(
     args: &CaptureArgs,
 ) -> Result<(Gateway, Target), CliError> {
     let now = crate::keys::now_ms();
-    let org = generate_note_signer("bench.vellum.invalid/org").map_err(fail)?;
+    let (org, note) = bench_keyring(signer.epoch, now)?;
     let log = generate_note_signer("bench.vellum.invalid/log").map_err(fail)?;
-    let statement = KeyringStatement {
-        epoch: signer.epoch,
-        archive: Identity::generate().to_public(),
-        escrow: Identity::generate().to_public(),
-        valid_from: UnixMillis(now - 60_000),
-        valid_until: UnixMillis(now + 86_400_000),
-    };
-    let note = statement.sign(&org).map_err(fail)?;
     write_output(Some(&dir.join("log.skey")), log.to_skey().as_bytes())?;
     write_output(Some(&dir.join("keyring.note")), note.as_bytes())?;
 
     let credential = [0x5a_u8; 32];
-    match database_url.starts_with("sqlite:") {
-        true => {
-            enroll(
-                &SqliteStore::open(database_url).await.map_err(fail)?,
-                signer,
-                &credential,
-                now,
-            )
-            .await?
-        }
-        false => {
-            enroll(
-                &PgStore::open(database_url).await.map_err(fail)?,
-                signer,
-                &credential,
-                now,
-            )
-            .await?
-        }
+    if database_url.starts_with("sqlite:") {
+        let store = SqliteStore::open(database_url).await.map_err(fail)?;
+        enroll(&store, signer, &credential, now).await?;
+    } else {
+        let store = PgStore::open(database_url).await.map_err(fail)?;
+        enroll(&store, signer, &credential, now).await?;
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -706,8 +696,23 @@ async fn start_gateway(
     Ok((gateway, target))
 }
 
+/// A fresh organisation key and the keyring note of `epoch` it signed, valid for a day
+/// from `now`, sealing to recipients nobody holds.
+pub(crate) fn bench_keyring(epoch: Epoch, now: u64) -> Result<(NoteSigner, String), CliError> {
+    let org = generate_note_signer("bench.vellum.invalid/org").map_err(fail)?;
+    let statement = KeyringStatement {
+        epoch,
+        archive: Identity::generate().to_public(),
+        escrow: Identity::generate().to_public(),
+        valid_from: UnixMillis(now - 60_000),
+        valid_until: UnixMillis(now + 86_400_000),
+    };
+    let note = statement.sign(&org).map_err(fail)?;
+    Ok((org, note))
+}
+
 /// Enrolls `signer`'s device with `credential` directly in the store.
-async fn enroll<S: DeviceStore>(
+pub(crate) async fn enroll<S: DeviceStore>(
     store: &S,
     signer: &Signer,
     credential: &[u8; 32],
@@ -973,32 +978,34 @@ async fn run(args: &CaptureArgs) -> Result<(), CliError> {
     }
     let (mut measured, prepared) = outcome?;
     measured.peak_rss_mib = peak_rss_mib;
-    let baseline = match args.no_baseline {
-        true => None,
-        false => {
-            eprintln!("bench: the naive baseline, {} s…", args.seconds);
-            let server = baseline::start(&scratch.path().join("baseline.db"))?;
-            let target = Target {
-                url: server.url.clone(),
-                credential: String::new(),
-                pid: None,
-                check: Check::Stored,
-            };
-            let phase = phase(
-                &client(args.concurrency)?,
-                &target,
-                &prepared,
-                0..prepared.captures.len(),
-                args.concurrency,
-                args.seconds as f64,
-                Pace::Saturate,
-            )
-            .await?;
-            drop(server);
-            Some(phase)
-        }
+    let baseline = if args.no_baseline {
+        None
+    } else {
+        Some(run_baseline(args, &scratch.path().join("baseline.db"), &prepared).await?)
     };
     report(args, &setup.backend, &measured, baseline.as_ref())
+}
+
+/// The same load against the naive baseline server.
+async fn run_baseline(args: &CaptureArgs, db: &Path, prepared: &Arc<Prepared>) -> Result<Phase, CliError> {
+    eprintln!("bench: the naive baseline, {} s…", args.seconds);
+    let server = baseline::start(db)?;
+    let target = Target {
+        url: server.url.clone(),
+        credential: String::new(),
+        pid: None,
+        check: Check::Stored,
+    };
+    phase(
+        &client(args.concurrency)?,
+        &target,
+        prepared,
+        0..prepared.captures.len(),
+        args.concurrency,
+        args.seconds as f64,
+        Pace::Saturate,
+    )
+    .await
 }
 
 /// What the load measured.
@@ -1029,11 +1036,7 @@ async fn attachment(
     captures[0].body = bodies.len() - 1;
     let prepared = Prepared { bodies, captures };
     let frame = prepared.frame(0);
-    let resident = |pid: &str| -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
-    };
+    let resident = |pid: &str| memory_mib(pid, "VmRSS:");
     let pid = setup.target.pid.clone();
     let before = pid.as_deref().and_then(resident);
     let peak = Arc::new(Mutex::new(before.unwrap_or(0.0)));

@@ -15,16 +15,16 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use vellum_archive::Archive;
 use vellum_archive::blob::local::LocalBlobStore;
-use vellum_archive::ports::{AccountStore as _, DeviceStore as _, NewAccount, NewDevice, Role, SecretHash};
+use vellum_archive::ports::{AccountStore as _, NewAccount, Role};
 use vellum_archive::sqlite::SqliteStore;
 use vellum_gateway::auth::jwt::JwtKeys;
 use vellum_gateway::auth::{Auth, password};
 use vellum_gateway::{Gateway, RECORD_MEDIA_TYPE};
-use vellum_protocol::ids::{Custodian, DeviceId, Epoch, UnixMillis};
-use vellum_protocol::keyring::KeyringStatement;
-use vellum_protocol::keys::{DeviceKey, generate_note_signer};
+use vellum_protocol::ids::{Custodian, Epoch, RetentionClass, UnixMillis};
+use vellum_protocol::keys::generate_note_signer;
 use vellum_protocol::seal::Identity;
 
+use crate::bench_capture::{Prepared, Signer, bench_keyring, enroll, seal_pool, sign};
 use crate::error::{CliError, Kind};
 
 #[derive(Debug, Args)]
@@ -90,26 +90,13 @@ async fn run(args: &FloodArgs) -> Result<(), CliError> {
     let blobs = LocalBlobStore::open(&dir.path().join("blobs")).map_err(fail)?;
 
     // A device, an account to guess at, and a keyring.
-    let device = DeviceKey::generate();
-    let device_id = DeviceId::parse("0192f0c4-6a3b-7cc1-9a51-3f6e8d2b1a00").map_err(fail)?;
-    let custodian = Custodian::new("bench@agency.example").map_err(fail)?;
-    let (token, credential) = (SecretHash([1; 32]), [2u8; 32]);
-    store
-        .add_enrollment(&token, &custodian, UnixMillis(now + 60_000))
-        .await
-        .map_err(fail)?;
-    let credential_hash = SecretHash(<[u8; 32]>::from(<sha2::Sha256 as sha2::Digest>::digest(
-        credential,
-    )));
-    let new_device = NewDevice {
-        device_id,
-        public_key: device.public(),
-        credential: credential_hash,
-    };
-    store
-        .enroll(&token, &new_device, UnixMillis(now))
-        .await
-        .map_err(fail)?;
+    let device = Signer::new(
+        Custodian::new("bench@agency.example").map_err(fail)?,
+        RetentionClass::new("finra-6y").map_err(fail)?,
+        Epoch(1),
+    )?;
+    let credential = [2u8; 32];
+    enroll(&store, &device, &credential, now).await?;
     let account = NewAccount {
         account_id: [9; 16],
         username: "flood-target".into(),
@@ -122,15 +109,7 @@ async fn run(args: &FloodArgs) -> Result<(), CliError> {
         .create_account(&account, UnixMillis(now))
         .await
         .map_err(fail)?;
-    let org = generate_note_signer("bench.vellum.invalid/org").map_err(fail)?;
-    let statement = KeyringStatement {
-        epoch: Epoch(1),
-        archive: Identity::generate().to_public(),
-        escrow: Identity::generate().to_public(),
-        valid_from: UnixMillis(now - 60_000),
-        valid_until: UnixMillis(now + 86_400_000),
-    };
-    let note = statement.sign(&org).map_err(fail)?;
+    let (org, note) = bench_keyring(Epoch(1), now)?;
     let keyring = vellum_protocol::keyring::verify(note.as_bytes(), &org.verifier(), None, UnixMillis(now))
         .map_err(fail)?;
     let jwt = JwtKeys::new("bench", "bench", 900, &[7; 32], &[]).map_err(fail)?;
@@ -157,16 +136,10 @@ async fn run(args: &FloodArgs) -> Result<(), CliError> {
     let per_phase = (args.seconds * 12_000) as usize;
     let phases = 2 * args.rounds.max(1);
     eprintln!("bench: preparing {} sealed, signed frames…", phases * per_phase);
-    let frames: Vec<Vec<u8>> = crate::bench::prepare_for(&device, device_id, phases * per_phase, 1035)?
-        .into_iter()
-        .map(|s| {
-            let header = s.header.as_bytes();
-            let mut frame = (header.len() as u32).to_be_bytes().to_vec();
-            frame.extend_from_slice(header);
-            frame.extend_from_slice(s.body.as_bytes());
-            frame
-        })
-        .collect();
+    let bodies = seal_pool(&[Identity::generate().to_public()], 1035)?;
+    let captures = sign(&device, &bodies, now, phases * per_phase)?;
+    let prepared = Prepared { bodies, captures };
+    let frames: Vec<Vec<u8>> = (0..prepared.captures.len()).map(|i| prepared.frame(i)).collect();
     let credential_text = {
         use base64::Engine as _;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(credential)

@@ -311,7 +311,7 @@ async fn records_of_every_epoch_stay_readable_through_auditor_changes_and_escrow
     }
     let mut with_elsewhere = digests.clone();
     with_elsewhere.push(elsewhere.clone());
-    let good = minute(escrow_recipient, &with_elsewhere, exam);
+    let good = minute(escrow_recipient.clone(), &with_elsewhere, exam);
     assert_problem(
         &call(&f, "POST", "/v1/keys/escrow/recoveries", &bo, Some(good.clone())).await,
         StatusCode::FORBIDDEN,
@@ -328,6 +328,22 @@ async fn records_of_every_epoch_stay_readable_through_auditor_changes_and_escrow
     let recorded: Value = serde_json::from_str(&recorded).unwrap();
     assert_eq!(recorded["epochs"], json!([2, 3]));
     assert_eq!(recorded["unmatched"], json!([elsewhere]));
+    // A recovery of copies kept elsewhere only: recorded, since a published keyring
+    // names the escrow recipient.
+    let only_elsewhere = minute(escrow_recipient, std::slice::from_ref(&elsewhere), exam);
+    let (status, _, recorded) = call(
+        &f,
+        "POST",
+        "/v1/keys/escrow/recoveries",
+        &records_officer,
+        Some(only_elsewhere),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{recorded}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&recorded).unwrap()["epochs"],
+        json!([])
+    );
 
     // Every step is in the audit trail, and so in the log.
     let trail = f.gateway.archive().audit_trail(0, 1000).await.unwrap();
@@ -342,7 +358,7 @@ async fn records_of_every_epoch_stay_readable_through_auditor_changes_and_escrow
         .iter()
         .filter(|(_, e)| e.action == "keys.escrow.recover")
         .collect();
-    assert_eq!(recoveries.len(), 1, "only the good minute is recorded");
+    assert_eq!(recoveries.len(), 2, "only the good minutes are recorded");
     let detail: Value = serde_json::from_str(&recoveries[0].1.detail).unwrap();
     assert_eq!(detail["epochs"], json!([2, 3]));
     assert_eq!(detail["unmatched"], json!([elsewhere]));

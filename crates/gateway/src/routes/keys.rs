@@ -389,12 +389,8 @@ pub(super) async fn record_recovery<L: KeysStore, B: BlobStore>(
     epochs.dedup();
     let escrow = minute.escrow_recipient.as_str();
     let current = refresh_keyring(&state).await?;
-    let named_by = |epoch: u64| {
-        let (state, current) = (&state, &current);
-        async move { escrow_named_by(state, current, epoch).await }
-    };
     for &epoch in &epochs {
-        if named_by(epoch).await?.as_deref() != Some(escrow) {
+        if escrow_named_by(&state, &current, epoch).await?.as_deref() != Some(escrow) {
             return Err(ApiError::Unprocessable(format!(
                 "escrow_recipient is not the escrow recipient epoch {epoch}'s keyring names"
             )));
@@ -403,7 +399,7 @@ pub(super) async fn record_recovery<L: KeysStore, B: BlobStore>(
     if epochs.is_empty() {
         let mut epoch = current.statement().epoch.0;
         loop {
-            match named_by(epoch).await? {
+            match escrow_named_by(&state, &current, epoch).await? {
                 Some(named) if named == escrow => break,
                 Some(_) if epoch > 0 => epoch -= 1,
                 _ => {
