@@ -19,6 +19,7 @@ mod keys;
 mod migrate;
 pub mod ports;
 pub mod postgres;
+pub mod search;
 pub mod sequencer;
 mod sql;
 pub mod sqlite;

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 
+use vellum_protocol::header::HeaderFields;
 use vellum_protocol::ids::{Custodian, DeviceId, RecordId, RetentionClass, UnixMillis};
 use vellum_protocol::keys::DevicePublicKey;
 use vellum_protocol::receipt::LogEntry;
@@ -30,6 +31,8 @@ pub struct NewRecord {
     pub received_at: UnixMillis,
     /// Where the sealed body is.
     pub blob: BlobLocator,
+    /// What the header says, for the search index (written in the same transaction).
+    pub fields: HeaderFields,
 }
 
 /// What the archive reads back about a stored record.
@@ -238,6 +241,21 @@ pub trait AuditStore: Send + Sync + 'static {
     /// its leaf index.
     fn audit_from(
         &self,
+        from: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<(u64, AuditEvent)>, StoreError>> + Send;
+
+    /// Every event about `subject`, in log order, each with its leaf index.
+    fn audit_of(
+        &self,
+        subject: &str,
+    ) -> impl Future<Output = Result<Vec<(u64, AuditEvent)>, StoreError>> + Send;
+
+    /// Up to `limit` events of `action` whose leaf index is at least `from`, in log
+    /// order, each with its leaf index.
+    fn audit_by_action(
+        &self,
+        action: &str,
         from: u64,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<(u64, AuditEvent)>, StoreError>> + Send;

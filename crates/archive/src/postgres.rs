@@ -26,7 +26,7 @@ use vellum_tlog::tree::NodeId;
 
 use crate::error::StoreError;
 use crate::ports::{CommitBatch, Sequencing, StoredRecord};
-use crate::sql::{ROWS_PER_STATEMENT, sql_store};
+use crate::sql::{IndexColumns, ROWS_PER_STATEMENT, sql_store};
 
 /// The PostgreSQL metadata store. Clones share its connection pool.
 #[derive(Debug, Clone)]
@@ -43,6 +43,11 @@ crate::keys::sql_keys! {
 crate::accounts::sql_accounts! {
     store: PgStore,
     row: sqlx::postgres::PgRow,
+}
+
+crate::search::sql_search! {
+    store: PgStore,
+    db: sqlx::Postgres,
 }
 
 sql_store! {
@@ -134,6 +139,42 @@ impl Sequencing for PgSequencing {
                     .push_bind(r.header.as_slice())
                     .push_bind(*received)
                     .push_bind(r.blob.0.as_str());
+            });
+            q.build().execute(&mut *self.tx).await.map_err(err)?;
+        }
+        let index = rows
+            .records
+            .iter()
+            .map(|(r, leaf, received)| Ok((IndexColumns::of(&r.fields)?, *leaf, *received, &r.fields.tokens)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        for chunk in index.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::new(
+                "INSERT INTO record_index (leaf_index, custodian, device_id, channel, retention, \
+                 epoch, captured_at, received_at, body_len) ",
+            );
+            q.push_values(chunk, |mut b, (f, leaf, received, _)| {
+                b.push_bind(*leaf)
+                    .push_bind(f.custodian)
+                    .push_bind(f.device_id)
+                    .push_bind(f.channel)
+                    .push_bind(f.retention)
+                    .push_bind(f.epoch)
+                    .push_bind(f.captured_at)
+                    .push_bind(*received)
+                    .push_bind(f.body_len);
+            });
+            q.build().execute(&mut *self.tx).await.map_err(err)?;
+        }
+        let tokens: Vec<(&[u8], i64, i64)> = index
+            .iter()
+            .flat_map(|(f, leaf, _, tokens)| {
+                tokens.iter().map(move |t| (t.0.as_slice(), f.captured_at, *leaf))
+            })
+            .collect();
+        for chunk in tokens.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::new("INSERT INTO record_tokens (token, captured_at, leaf_index) ");
+            q.push_values(chunk, |mut b, (token, captured_at, leaf)| {
+                b.push_bind(*token).push_bind(*captured_at).push_bind(*leaf);
             });
             q.build().execute(&mut *self.tx).await.map_err(err)?;
         }

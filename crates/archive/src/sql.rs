@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use sha2::{Digest as _, Sha256};
-use vellum_protocol::header::UnverifiedHeader;
+use vellum_protocol::header::{HeaderFields, UnverifiedHeader};
 use vellum_protocol::ids::{Custodian, DeviceId, IdError, RecordId, UnixMillis};
 use vellum_protocol::keys::DevicePublicKey;
 use vellum_tlog::Hash;
@@ -111,6 +111,31 @@ impl<'a> BatchRows<'a> {
             leaves,
             audits,
             size: to_i64(batch.size, "log size")?,
+        })
+    }
+}
+
+/// A record's `record_index` columns, from its header's fields.
+pub(crate) struct IndexColumns<'a> {
+    pub(crate) custodian: &'a str,
+    pub(crate) device_id: &'a [u8],
+    pub(crate) channel: &'a str,
+    pub(crate) retention: &'a str,
+    pub(crate) epoch: i64,
+    pub(crate) captured_at: i64,
+    pub(crate) body_len: i64,
+}
+
+impl<'a> IndexColumns<'a> {
+    pub(crate) fn of(fields: &'a HeaderFields) -> Result<Self, StoreError> {
+        Ok(Self {
+            custodian: fields.custodian.as_str(),
+            device_id: fields.device_id.as_bytes().as_slice(),
+            channel: fields.channel.as_str(),
+            retention: fields.retention.as_str(),
+            epoch: to_i64(fields.epoch.0, "epoch")?,
+            captured_at: to_i64(fields.captured_at.0, "capture time")?,
+            body_len: to_i64(fields.body.len, "body length")?,
         })
     }
 }
@@ -476,23 +501,11 @@ macro_rules! sql_store {
             }
         }
 
-        impl $crate::ports::AuditStore for $store {
-            async fn audit_from(
-                &self,
-                from: u64,
-                limit: u32,
-            ) -> Result<Vec<(u64, $crate::ports::AuditEvent)>, $crate::error::StoreError> {
+        async fn read_audit(
+            rows: Vec<<$db as sqlx::Database>::Row>,
+        ) -> Result<Vec<(u64, $crate::ports::AuditEvent)>, $crate::error::StoreError> {
                 use sqlx::Row as _;
                 let err = |e| $crate::error::StoreError::backend("read audit events", e);
-                let rows = sqlx::query(
-                    "SELECT leaf_index, at, actor, action, subject, detail FROM audit_events \
-                     WHERE leaf_index >= $1 ORDER BY leaf_index LIMIT $2",
-                )
-                .bind($crate::sql::to_i64(from, "leaf index")?)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(err)?;
                 rows.into_iter()
                     .map(|r| {
                         let id = $crate::sql::to_u64(r.try_get(0).map_err(err)?, "leaf index")?;
@@ -506,6 +519,60 @@ macro_rules! sql_store {
                         Ok((id, event))
                     })
                     .collect()
+        }
+
+        /// Audit events in log order from leaf `from`, at most `limit`, where `column`
+        /// (a fixed column name) equals the given value, if one is given.
+        async fn select_audit(
+            pool: &sqlx::Pool<$db>,
+            filter: Option<(&'static str, &str)>,
+            from: u64,
+            limit: i64,
+        ) -> Result<Vec<(u64, $crate::ports::AuditEvent)>, $crate::error::StoreError> {
+            const COLUMNS: &str = "SELECT leaf_index, at, actor, action, subject, detail FROM audit_events WHERE";
+            let from = $crate::sql::to_i64(from, "leaf index")?;
+            let sql = match filter {
+                None => format!("{COLUMNS} leaf_index >= $1 ORDER BY leaf_index LIMIT $2"),
+                Some((column, _)) => {
+                    format!("{COLUMNS} {column} = $1 AND leaf_index >= $2 ORDER BY leaf_index LIMIT $3")
+                }
+            };
+            let mut query = sqlx::query(&sql);
+            if let Some((_, value)) = filter {
+                query = query.bind(value);
+            }
+            let rows = query
+                .bind(from)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+                .map_err(|e| $crate::error::StoreError::backend("read audit events", e))?;
+            read_audit(rows).await
+        }
+
+        impl $crate::ports::AuditStore for $store {
+            async fn audit_from(
+                &self,
+                from: u64,
+                limit: u32,
+            ) -> Result<Vec<(u64, $crate::ports::AuditEvent)>, $crate::error::StoreError> {
+                select_audit(&self.pool, None, from, i64::from(limit)).await
+            }
+
+            async fn audit_of(
+                &self,
+                subject: &str,
+            ) -> Result<Vec<(u64, $crate::ports::AuditEvent)>, $crate::error::StoreError> {
+                select_audit(&self.pool, Some(("subject", subject)), 0, i64::MAX).await
+            }
+
+            async fn audit_by_action(
+                &self,
+                action: &str,
+                from: u64,
+                limit: u32,
+            ) -> Result<Vec<(u64, $crate::ports::AuditEvent)>, $crate::error::StoreError> {
+                select_audit(&self.pool, Some(("action", action)), from, i64::from(limit)).await
             }
         }
     };

@@ -23,7 +23,9 @@ use vellum_tlog::tree::NodeId;
 
 use crate::error::StoreError;
 use crate::ports::{CommitBatch, Sequencing, StoredRecord};
-use crate::sql::{BatchRows, RecordColumns, hashes_from_rows, node_location, sql_store, to_u64};
+use crate::sql::{
+    BatchRows, IndexColumns, RecordColumns, hashes_from_rows, node_location, sql_store, to_u64,
+};
 
 /// How long a writer waits for another process's write transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,6 +45,11 @@ crate::keys::sql_keys! {
 crate::accounts::sql_accounts! {
     store: SqliteStore,
     row: sqlx::sqlite::SqliteRow,
+}
+
+crate::search::sql_search! {
+    store: SqliteStore,
+    db: sqlx::Sqlite,
 }
 
 sql_store! {
@@ -317,6 +324,30 @@ impl Sequencing for SqliteSequencing {
                         received,
                         r.blob.0,
                     ])?;
+                }
+                let mut index = conn.prepare_cached(
+                    "INSERT INTO record_index (leaf_index, custodian, device_id, channel, retention, \
+                     epoch, captured_at, received_at, body_len) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?;
+                let mut token = conn.prepare_cached(
+                    "INSERT INTO record_tokens (token, captured_at, leaf_index) VALUES (?1, ?2, ?3)",
+                )?;
+                for (r, leaf, received) in &rows.records {
+                    let f = IndexColumns::of(&r.fields)?;
+                    index.execute(rusqlite::params![
+                        leaf,
+                        f.custodian,
+                        f.device_id,
+                        f.channel,
+                        f.retention,
+                        f.epoch,
+                        f.captured_at,
+                        received,
+                        f.body_len,
+                    ])?;
+                    for t in &r.fields.tokens {
+                        token.execute(rusqlite::params![t.0.as_slice(), f.captured_at, leaf])?;
+                    }
                 }
                 let mut insert =
                     conn.prepare_cached("INSERT INTO log_leaves (idx, entry, hashes) VALUES (?1, ?2, ?3)")?;

@@ -600,7 +600,13 @@ async fn serve<L, B>(
     (org_key, keyring): (NoteVerifier, vellum_protocol::keyring::VerifiedKeyring),
 ) -> Result<(), CliError>
 where
-    L: LogStore + DeviceStore + AccountStore + SessionStore + AuditStore + KeyStore,
+    L: LogStore
+        + DeviceStore
+        + AccountStore
+        + SessionStore
+        + AuditStore
+        + KeyStore
+        + vellum_archive::search::RecordSearch,
     B: BlobStore,
 {
     let tls = match &config.tls {

@@ -26,6 +26,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod cases;
 mod device;
 pub mod problem;
 mod routes;

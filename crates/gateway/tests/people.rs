@@ -598,6 +598,17 @@ fn allowed(method: &Method, path: &str, caller: Caller) -> bool {
             caller == Caller::Person(Role::Approver)
         }
         (_, p) if p.starts_with("/v1/keys/") => caller == Caller::Person(Role::Auditor),
+        ("GET", "/v1/audit") => matches!(caller, Caller::Person(Role::Approver | Role::Admin)),
+        ("POST", "/v1/cases" | "/v1/cases/{case}/request") => caller == Caller::Person(Role::Auditor),
+        ("POST", "/v1/cases/{case}/approve" | "/v1/cases/{case}/deny") => {
+            caller == Caller::Person(Role::Approver)
+        }
+        (_, p) if p.starts_with("/v1/cases/{case}/records") => caller == Caller::Person(Role::Auditor),
+        ("POST", "/v1/records/search")
+        | (_, "/v1/cases" | "/v1/cases/{case}")
+        | ("POST", "/v1/cases/{case}/revoke" | "/v1/cases/{case}/close") => {
+            matches!(caller, Caller::Person(Role::Auditor | Role::Approver))
+        }
         ("GET", "/healthz" | "/readyz" | "/v1/keyring" | "/v1/log/checkpoint")
         | ("GET", "/v1/log/proof/inclusion" | "/v1/log/proof/consistency")
         | ("POST", "/v1/devices" | "/v1/auth/login" | "/v1/auth/refresh" | "/v1/auth/password") => true,

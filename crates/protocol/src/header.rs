@@ -226,6 +226,12 @@ impl<'a> UnverifiedHeader<'a> {
         self.fields.body
     }
 
+    /// Every field the header claims. For stored headers whose signature was
+    /// verified when they were archived; never a substitute for [`Self::verify`].
+    pub fn archived_fields(&self) -> &HeaderFields {
+        &self.fields
+    }
+
     /// Checks the signature under the device's registered key.
     pub fn verify(self, key: &DevicePublicKey) -> Result<VerifiedHeader, HeaderError> {
         let (unsigned, signature) = self.bytes.split_at(self.bytes.len() - 64);

@@ -60,18 +60,32 @@ impl Capturer {
 
     /// A capture in a given retention class.
     pub fn submission_in(&self, class: &str, record_id: RecordId, len: usize, fill: u8) -> Submission {
+        self.submission_with(record_id, len, fill, |f| {
+            f.retention = RetentionClass::new(class).unwrap()
+        })
+    }
+
+    /// A capture whose header fields `edit` changes before signing.
+    pub fn submission_with(
+        &self,
+        record_id: RecordId,
+        len: usize,
+        fill: u8,
+        edit: impl FnOnce(&mut HeaderFields),
+    ) -> Submission {
         let body = seal::seal(&[self.auditor.to_public()], &vec![fill; len]).unwrap();
-        let fields = HeaderFields {
+        let mut fields = HeaderFields {
             record_id,
             device_id: DeviceId::parse("0192f0c4-6a3b-7cc1-9a51-3f6e8d2b1a00").unwrap(),
             custodian: Custodian::new("j.doe@agency.example").unwrap(),
             channel: Channel::new("signal").unwrap(),
             captured_at: UnixMillis(1_764_150_000_000),
             epoch: Epoch(1),
-            retention: RetentionClass::new(class).unwrap(),
+            retention: RetentionClass::new("finra-6y").unwrap(),
             body: body.digest(),
             tokens: vec![],
         };
+        edit(&mut fields);
         let signed = fields.sign(&self.device).unwrap();
         let header = UnverifiedHeader::parse(signed.as_bytes())
             .unwrap()
@@ -87,7 +101,14 @@ pub fn log_signer() -> NoteSigner {
 
 /// Stores that tests can open again on the same data (a restart).
 pub trait Backend: Send + Sync {
-    type Log: LogStore + AuditStore + DeviceStore + AccountStore + SessionStore + KeyStore + Clone;
+    type Log: LogStore
+        + AuditStore
+        + DeviceStore
+        + AccountStore
+        + SessionStore
+        + KeyStore
+        + vellum_archive::search::RecordSearch
+        + Clone;
     type Blobs: BlobStore;
 
     fn open_log(&self) -> impl std::future::Future<Output = Result<Self::Log, StoreError>> + Send;
@@ -137,7 +158,14 @@ pub const TAMPERING: [&str; 6] = [
 
 /// A fresh metadata database.
 pub trait MetaFixture: Send + Sync {
-    type Log: LogStore + AuditStore + DeviceStore + AccountStore + SessionStore + KeyStore + Clone;
+    type Log: LogStore
+        + AuditStore
+        + DeviceStore
+        + AccountStore
+        + SessionStore
+        + KeyStore
+        + vellum_archive::search::RecordSearch
+        + Clone;
     fn open_log(&self) -> impl std::future::Future<Output = Result<Self::Log, StoreError>> + Send;
     fn sql(&self, statement: &str) -> impl std::future::Future<Output = Result<(), String>> + Send;
     const FUTURE_MIGRATION: &'static str;

@@ -9,15 +9,9 @@ use utoipa::IntoParams;
 use vellum_archive::ports::{BlobStore, LogStore};
 use vellum_tlog::proof::{ConsistencyProof, TlogProof};
 
-use super::text;
+use super::{query, text};
 use crate::State;
 use crate::problem::{ApiError, Problem};
-
-fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    query
-        .map(|Query(q)| q)
-        .map_err(|e| ApiError::BadRequest(e.body_text()))
-}
 
 /// The newest checkpoint: `(size, note)`, or 404 while the log is empty.
 async fn latest<L: LogStore, B: BlobStore>(state: &State<L, B>) -> Result<(u64, String), ApiError> {
@@ -56,9 +50,19 @@ pub(super) async fn inclusion<L: LogStore, B: BlobStore>(
     params: Result<Query<InclusionQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let InclusionQuery { index, size } = query(params)?;
+    Ok(text(inclusion_proof(&state, index, size).await?.to_text()))
+}
+
+/// The `c2sp.org/tlog-proof@v1` of leaf `index` (its entry in `extra`) against the
+/// checkpoint of `size` leaves, or the newest.
+pub(super) async fn inclusion_proof<L: LogStore, B: BlobStore>(
+    state: &State<L, B>,
+    index: u64,
+    size: Option<u64>,
+) -> Result<TlogProof, ApiError> {
     let archive = state.archive();
     let (size, checkpoint) = match size {
-        None => latest(&state).await?,
+        None => latest(state).await?,
         Some(size) if size > archive.log_store().log_size().await? => {
             return Err(ApiError::NotFound(format!(
                 "no checkpoint of size {size}: the log is smaller"
@@ -91,7 +95,7 @@ pub(super) async fn inclusion<L: LogStore, B: BlobStore>(
         hashes: archive.inclusion_proof(size, index).await?,
         checkpoint,
     };
-    Ok(text(proof.to_text()))
+    Ok(proof)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

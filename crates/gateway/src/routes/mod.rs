@@ -7,6 +7,7 @@
 
 mod admin;
 mod auth;
+mod cases;
 mod credential;
 mod devices;
 mod health;
@@ -32,6 +33,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use vellum_archive::ports::{
     AccountStore, AuditStore, BlobStore, DeviceStore, KeyStore, LogStore, Role, SessionStore,
 };
+use vellum_archive::search::RecordSearch;
 
 use crate::Gateway;
 use crate::problem::ApiError;
@@ -75,6 +77,19 @@ pub use records::RECORD_MEDIA_TYPE;
         keys::record_recovery,
         admin::revoke_device,
         records::capture,
+        cases::search,
+        cases::open,
+        cases::list,
+        cases::show,
+        cases::request,
+        cases::approve,
+        cases::deny,
+        cases::revoke,
+        cases::close,
+        cases::records,
+        cases::record,
+        cases::body,
+        cases::trail,
         keyring::current,
         log::checkpoint,
         log::inclusion,
@@ -105,6 +120,15 @@ fn json<T>(body: Result<axum::Json<T>, axum::extract::rejection::JsonRejection>)
         .map_err(|e| ApiError::BadRequest(e.body_text()))
 }
 
+/// Query parameters, or 400 with what is wrong with them.
+fn query<T>(
+    query: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    query
+        .map(|axum::extract::Query(q)| q)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
 /// The OpenAPI 3.1 document of every public route.
 pub fn openapi() -> OpenApi {
     let mut doc = ApiDoc::openapi();
@@ -116,7 +140,7 @@ pub fn openapi() -> OpenApi {
 /// concurrency limit and the request deadline.
 pub fn router<L, B>(gateway: Arc<Gateway<L, B>>) -> Router
 where
-    L: LogStore + DeviceStore + AccountStore + SessionStore + AuditStore + KeyStore,
+    L: LogStore + DeviceStore + AccountStore + SessionStore + AuditStore + KeyStore + RecordSearch,
     B: BlobStore,
 {
     let limits = Arc::new(Limiter {
@@ -128,6 +152,18 @@ where
         .route("/v1/devices", post(devices::enroll::<L, B>))
         .route("/v1/devices/credential", post(credential::rotate::<L, B>))
         .route("/v1/records", post(records::capture::<L, B>))
+        .route("/v1/records/search", post(cases::search::<L, B>))
+        .route("/v1/cases", post(cases::open::<L, B>).get(cases::list::<L, B>))
+        .route("/v1/cases/{case}", get(cases::show::<L, B>))
+        .route("/v1/cases/{case}/request", post(cases::request::<L, B>))
+        .route("/v1/cases/{case}/approve", post(cases::approve::<L, B>))
+        .route("/v1/cases/{case}/deny", post(cases::deny::<L, B>))
+        .route("/v1/cases/{case}/revoke", post(cases::revoke::<L, B>))
+        .route("/v1/cases/{case}/close", post(cases::close::<L, B>))
+        .route("/v1/cases/{case}/records", get(cases::records::<L, B>))
+        .route("/v1/cases/{case}/records/{record}", get(cases::record::<L, B>))
+        .route("/v1/cases/{case}/records/{record}/body", get(cases::body::<L, B>))
+        .route("/v1/audit", get(cases::trail::<L, B>))
         .route("/v1/keyring", get(keyring::current::<L, B>))
         .route("/v1/auth/login", post(auth::login::<L, B>))
         .route("/v1/auth/refresh", post(auth::refresh::<L, B>))
@@ -233,6 +269,14 @@ const KEY_STATUS: Access = Access::People {
     roles: &[Role::Admin, Role::Auditor],
     mfa_setup: false,
 };
+const READERS: Access = Access::People {
+    roles: &[Role::Auditor, Role::Approver],
+    mfa_setup: false,
+};
+const TRAIL_READERS: Access = Access::People {
+    roles: &[Role::Approver, Role::Admin],
+    mfa_setup: false,
+};
 const SIGNED_IN: Access = Access::People {
     roles: &Role::ALL,
     mfa_setup: true,
@@ -276,6 +320,19 @@ pub const POLICIES: &[(&str, &str, Access)] = &[
     ("GET", "/v1/auth/oidc/start", Access::Public),
     ("GET", "/v1/auth/oidc/callback", Access::Public),
     ("POST", "/v1/admin/devices/{device_id}/revoke", ADMIN),
+    ("POST", "/v1/records/search", READERS),
+    ("POST", "/v1/cases", AUDITOR),
+    ("GET", "/v1/cases", READERS),
+    ("GET", "/v1/cases/{case}", READERS),
+    ("POST", "/v1/cases/{case}/request", AUDITOR),
+    ("POST", "/v1/cases/{case}/approve", RECORDS_OFFICER),
+    ("POST", "/v1/cases/{case}/deny", RECORDS_OFFICER),
+    ("POST", "/v1/cases/{case}/revoke", READERS),
+    ("POST", "/v1/cases/{case}/close", READERS),
+    ("GET", "/v1/cases/{case}/records", AUDITOR),
+    ("GET", "/v1/cases/{case}/records/{record}", AUDITOR),
+    ("GET", "/v1/cases/{case}/records/{record}/body", AUDITOR),
+    ("GET", "/v1/audit", TRAIL_READERS),
 ];
 
 /// The policy of the operation `method path` matches, if any.

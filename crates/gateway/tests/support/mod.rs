@@ -186,6 +186,12 @@ pub fn frame(header: &[u8], body: &[u8]) -> Vec<u8> {
 
 /// Status, content type and body of the answer to `request`.
 pub async fn send(app: &axum::Router, request: Request<Body>) -> (StatusCode, String, String) {
+    let (status, content_type, body) = send_bytes(app, request).await;
+    (status, content_type, String::from_utf8(body).unwrap())
+}
+
+/// [`send`], with the body as bytes.
+pub async fn send_bytes(app: &axum::Router, request: Request<Body>) -> (StatusCode, String, Vec<u8>) {
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let content_type = response
@@ -194,7 +200,7 @@ pub async fn send(app: &axum::Router, request: Request<Body>) -> (StatusCode, St
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
     let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, content_type, String::from_utf8(body.to_vec()).unwrap())
+    (status, content_type, body.to_vec())
 }
 
 /// Status, content type and body of `GET uri`.

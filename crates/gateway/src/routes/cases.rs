@@ -1,0 +1,807 @@
+//! Auditor access: metadata search, cases and their two-person approval, fetches
+//! within an approved scope, and the audit trail. See [`crate::cases`] for how a case
+//! is kept. Every search, transition and fetch is an audit event and a log leaf,
+//! recorded before the answer is sent.
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use vellum_archive::ports::{AuditEvent, BlobStore, Role};
+use vellum_archive::search::{
+    Cursor, RecordFilter, RecordQuery, RecordSearch, RecordSummary, SortKey, TimeRange,
+};
+use vellum_protocol::header::UnverifiedHeader;
+use vellum_protocol::ids::{Channel, Custodian, DeviceId, RecordId, RetentionClass, UnixMillis};
+
+use super::auth::{PeopleStore, audit};
+use super::{json, query};
+use crate::State;
+use crate::auth::Person;
+use crate::cases::{self, Case, Scope, StepDetail};
+use crate::problem::{ApiError, Problem};
+
+/// What the case routes need of the metadata store.
+pub(crate) trait CaseStore: PeopleStore + RecordSearch {}
+impl<T: PeopleStore + RecordSearch> CaseStore for T {}
+
+fn now() -> UnixMillis {
+    UnixMillis(crate::now_ms())
+}
+
+/// A search of record metadata.
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SearchRequest {
+    /// Custodians (any of).
+    #[serde(default)]
+    custodians: Vec<String>,
+    /// Device ids (any of).
+    #[serde(default)]
+    devices: Vec<String>,
+    /// Channels (any of).
+    #[serde(default)]
+    channels: Vec<String>,
+    /// Retention classes (any of).
+    #[serde(default)]
+    retention: Vec<String>,
+    /// Blind tokens, 32 hex digits each (records carrying any of them). The CLI
+    /// computes them from participants with the index key; the gateway never sees
+    /// who they stand for.
+    #[serde(default)]
+    tokens: Vec<String>,
+    /// Capture time from (Unix ms, included).
+    #[serde(default)]
+    captured_from: Option<u64>,
+    /// Capture time to (Unix ms, excluded).
+    #[serde(default)]
+    captured_to: Option<u64>,
+    /// Receipt time from (Unix ms, included).
+    #[serde(default)]
+    received_from: Option<u64>,
+    /// Receipt time to (Unix ms, excluded).
+    #[serde(default)]
+    received_to: Option<u64>,
+    /// `captured` (default) or `logged` (log order).
+    #[serde(default)]
+    sort: Option<String>,
+    /// `desc` (default, newest first) or `asc`.
+    #[serde(default)]
+    order: Option<String>,
+    /// Rows per page, 1 to 1000 (default 100).
+    #[serde(default)]
+    limit: Option<u32>,
+    /// The `next` of the previous page.
+    #[serde(default)]
+    cursor: Option<String>,
+    /// Count the matches too (up to 10,000).
+    #[serde(default)]
+    count: bool,
+}
+
+impl SearchRequest {
+    fn into_query(self) -> Result<RecordQuery, ApiError> {
+        fn each<T, E: std::fmt::Display>(
+            what: &str,
+            values: &[String],
+            parse: impl Fn(&str) -> Result<T, E>,
+        ) -> Result<Vec<T>, ApiError> {
+            values
+                .iter()
+                .map(|v| parse(v).map_err(|e| ApiError::BadRequest(format!("{what} {v:?}: {e}"))))
+                .collect()
+        }
+        let filter = RecordFilter {
+            custodians: each("custodian", &self.custodians, Custodian::new)?,
+            devices: each("device", &self.devices, DeviceId::parse)?,
+            channels: each("channel", &self.channels, Channel::new)?,
+            retention: each("retention class", &self.retention, RetentionClass::new)?,
+            tokens: each("token", &self.tokens, cases::parse_token)?,
+            captured: TimeRange {
+                from: self.captured_from.map(UnixMillis),
+                to: self.captured_to.map(UnixMillis),
+            },
+            received: TimeRange {
+                from: self.received_from.map(UnixMillis),
+                to: self.received_to.map(UnixMillis),
+            },
+        };
+        filter.check().map_err(ApiError::BadRequest)?;
+        let sort = match self.sort.as_deref() {
+            None | Some("captured") => SortKey::Captured,
+            Some("logged") => SortKey::Logged,
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "sort {other:?}: captured or logged"
+                )));
+            }
+        };
+        let ascending = match self.order.as_deref() {
+            None | Some("desc") => false,
+            Some("asc") => true,
+            Some(other) => return Err(ApiError::BadRequest(format!("order {other:?}: asc or desc"))),
+        };
+        let limit = self.limit.unwrap_or(100);
+        if !(1..=vellum_archive::search::MAX_PAGE).contains(&limit) {
+            return Err(ApiError::BadRequest("limit: 1 to 1000".into()));
+        }
+        let after = self
+            .cursor
+            .as_deref()
+            .map(|c| {
+                Cursor::decode(c)
+                    .ok_or_else(|| ApiError::BadRequest("cursor: the next of a previous page".into()))
+            })
+            .transpose()?;
+        Ok(RecordQuery {
+            filter,
+            sort,
+            ascending,
+            after,
+            limit,
+            count: self.count,
+        })
+    }
+}
+
+/// One record's metadata.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(super) struct RecordRow {
+    record_id: String,
+    leaf_index: u64,
+    custodian: String,
+    device_id: String,
+    channel: String,
+    retention: String,
+    epoch: u64,
+    /// Unix ms, as the capture client claims.
+    captured_at: u64,
+    /// Unix ms, the gateway's receipt.
+    received_at: u64,
+    body_len: u64,
+}
+
+impl From<RecordSummary> for RecordRow {
+    fn from(r: RecordSummary) -> Self {
+        Self {
+            record_id: r.record_id.to_string(),
+            leaf_index: r.leaf_index,
+            custodian: r.custodian.to_string(),
+            device_id: r.device_id.to_string(),
+            channel: r.channel.to_string(),
+            retention: r.retention.to_string(),
+            epoch: r.epoch.0,
+            captured_at: r.captured_at.0,
+            received_at: r.received_at.0,
+            body_len: r.body_len,
+        }
+    }
+}
+
+/// A page of records.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(super) struct RecordPage {
+    records: Vec<RecordRow>,
+    /// The cursor of the next page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+    /// The number of matches when asked (`count`), at most 10,000.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total: Option<u64>,
+    /// More than `total` match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total_more: Option<bool>,
+}
+
+async fn page<L: CaseStore>(store: &L, query: &RecordQuery) -> Result<RecordPage, ApiError> {
+    let found = store.search(query).await?;
+    Ok(RecordPage {
+        records: found.records.into_iter().map(RecordRow::from).collect(),
+        next: found.next.map(|c| c.encode()),
+        total: found.total.map(|t| t.count),
+        total_more: found.total.map(|t| t.more),
+    })
+}
+
+/// `POST /v1/records/search`: records by what the gateway knows of them (never
+/// content). Audited as `records.search` with the filter.
+#[utoipa::path(post, path = "/v1/records/search", tag = "auditors", request_body = SearchRequest,
+    security(("access_token" = [])), responses(
+    (status = 200, description = "One page, in the order asked.", body = RecordPage),
+    (status = 400, description = "A malformed filter, order or cursor.", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Not an auditor or approver.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn search<L: CaseStore, B: BlobStore>(
+    state: State<L, B>,
+    Extension(person): Extension<Person>,
+    body: Result<Json<SearchRequest>, JsonRejection>,
+) -> Result<Json<RecordPage>, ApiError> {
+    let request = json(body)?;
+    let detail = serde_json::to_value(&request).map_err(|_| ApiError::Internal)?;
+    let query = request.into_query()?;
+    let archive = state.archive();
+    audit(archive, &person.id_text(), "records.search", "records", detail).await?;
+    Ok(Json(page(archive.log_store(), &query).await?))
+}
+
+/// Reads case `id` from its history, checking each event against its log leaf.
+async fn load<L: CaseStore, B: BlobStore>(state: &State<L, B>, id: &str) -> Result<Case, ApiError> {
+    if !cases::valid_id(id) {
+        return Err(ApiError::NotFound("no such case".into()));
+    }
+    let store = state.archive().log_store();
+    let events = store.audit_of(&cases::subject(id)).await?;
+    if events.is_empty() {
+        return Err(ApiError::NotFound("no such case".into()));
+    }
+    for (leaf, event) in &events {
+        let entry = store.entry(*leaf).await?;
+        if entry.as_deref() != Some(event.log_entry().to_bytes().as_slice()) {
+            tracing::error!(case = id, leaf, "a case event does not match its log leaf");
+            return Err(ApiError::Conflict(format!(
+                "case {id}: its recorded history does not match the log at leaf {leaf}; access is refused"
+            )));
+        }
+    }
+    cases::fold(id, &events, now()).map_err(|e| {
+        tracing::error!(case = id, error = %e, "case history");
+        ApiError::Conflict(format!(
+            "case {id}: its recorded history is not valid; access is refused"
+        ))
+    })
+}
+
+/// Who may see a case: its opener and approvers.
+fn may_see(person: &Person, case: &Case) -> Result<(), ApiError> {
+    if person.role == Role::Approver || person.id_text() == case.opened_by {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound("no such case".into()))
+    }
+}
+
+/// Opening a case.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct OpenRequest {
+    /// Why: the FOIA request, the matter, the examination.
+    reason: String,
+    /// What the case may read; fixed for the case's life.
+    scope: Scope,
+}
+
+fn text_of(what: &str, text: &str, required: bool) -> Result<String, ApiError> {
+    let text = text.trim();
+    if (required && text.is_empty()) || text.len() > cases::MAX_TEXT {
+        let least = if required { 1 } else { 0 };
+        return Err(ApiError::BadRequest(format!(
+            "{what}: {least} to {} bytes",
+            cases::MAX_TEXT
+        )));
+    }
+    Ok(text.to_owned())
+}
+
+/// `POST /v1/cases`: an auditor opens a case with a reason and a scope.
+#[utoipa::path(post, path = "/v1/cases", tag = "auditors", request_body = OpenRequest,
+    security(("access_token" = [])), responses(
+    (status = 201, description = "Opened (audited as case.open).", body = Case),
+    (status = 400, description = "No reason, or a malformed or unbounded scope.", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Not an auditor.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn open<L: CaseStore, B: BlobStore>(
+    state: State<L, B>,
+    Extension(person): Extension<Person>,
+    body: Result<Json<OpenRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<Case>), ApiError> {
+    let request = json(body)?;
+    let reason = text_of("reason", &request.reason, true)?;
+    let scope = request.scope.canonical().map_err(ApiError::BadRequest)?;
+    let mut id = [0u8; 16];
+    getrandom::getrandom(&mut id).map_err(|_| ApiError::Unavailable)?;
+    let id = hex::encode(id);
+    let detail = cases::OpenDetail {
+        reason,
+        scope_sha256: scope.digest(),
+        scope,
+    };
+    let detail = serde_json::to_value(&detail).map_err(|_| ApiError::Internal)?;
+    audit(
+        state.archive(),
+        &person.id_text(),
+        cases::OPEN,
+        &cases::subject(&id),
+        detail,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(load(&state, &id).await?)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ListQuery {
+    /// Cases opened at or after this leaf (the `next` of a previous page).
+    #[serde(default)]
+    from: u64,
+}
+
+/// Cases, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct CaseList {
+    cases: Vec<Case>,
+    /// Where the next page starts (`from`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<u64>,
+}
+
+const CASES_PER_PAGE: u32 = 100;
+
+/// `GET /v1/cases`: an auditor's own cases; every case for an approver.
+#[utoipa::path(get, path = "/v1/cases", tag = "auditors", params(ListQuery),
+    security(("access_token" = [])), responses(
+    (status = 200, description = "Up to 100 cases, oldest first.", body = CaseList),
+    (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Not an auditor or approver.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn list<L: CaseStore, B: BlobStore>(
+    state: State<L, B>,
+    Extension(person): Extension<Person>,
+    params: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<CaseList>, ApiError> {
+    let ListQuery { from } = query(params)?;
+    let store = state.archive().log_store();
+    let opened = store.audit_by_action(cases::OPEN, from, CASES_PER_PAGE).await?;
+    let next = (opened.len() == CASES_PER_PAGE as usize).then(|| opened.last().map(|(leaf, _)| leaf + 1));
+    let mut found = Vec::new();
+    for (_, event) in opened {
+        let visible = person.role == Role::Approver || event.actor == person.id_text();
+        if let (true, Some(id)) = (visible, event.subject.strip_prefix("case:")) {
+            found.push(load(&state, id).await?);
+        }
+    }
+    Ok(Json(CaseList {
+        cases: found,
+        next: next.flatten(),
+    }))
+}
+
+/// `GET /v1/cases/{case}`: a case, its state and its whole history.
+#[utoipa::path(get, path = "/v1/cases/{case}", tag = "auditors", params(("case" = String, Path, description = "The case id.")),
+    security(("access_token" = [])), responses(
+    (status = 200, description = "The case.", body = Case),
+    (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No such case, or not one of the caller's.", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "Its history does not match the log.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn show<L: CaseStore, B: BlobStore>(
+    state: State<L, B>,
+    Extension(person): Extension<Person>,
+    Path(id): Path<String>,
+) -> Result<Json<Case>, ApiError> {
+    let case = load(&state, &id).await?;
+    may_see(&person, &case)?;
+    Ok(Json(case))
+}
+
+/// A transition of a case.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StepRequest {
+    /// The reason or note (required to deny, revoke and close).
+    #[serde(default)]
+    note: String,
+    /// Hours of access asked for (request) or granted (approve, at most those asked).
+    #[serde(default)]
+    hours: Option<u32>,
+    /// The scope digest the approver reviewed (approve): it must be the case's.
+    #[serde(default)]
+    scope_sha256: Option<String>,
+}
+
+/// Makes the transition `action` on case `id` for `person`, after the checks its
+/// role and the case's state allow; answers the case after it.
+async fn step<L: CaseStore, B: BlobStore>(
+    state: &State<L, B>,
+    person: &Person,
+    id: &str,
+    action: &'static str,
+    request: StepRequest,
+) -> Result<Json<Case>, ApiError> {
+    let case = load(state, id).await?;
+    may_see(person, &case)?;
+    let actor = person.id_text();
+    let is_opener = actor == case.opened_by;
+    let note_required = matches!(action, cases::DENY | cases::REVOKE | cases::CLOSE);
+    let mut detail = StepDetail {
+        prev: case.head,
+        note: text_of("note", &request.note, note_required)?,
+        ..StepDetail::default()
+    };
+    match action {
+        cases::REQUEST if !is_opener => {
+            return Err(ApiError::Forbidden(
+                "only the auditor who opened the case requests access".into(),
+            ));
+        }
+        cases::REQUEST => detail.hours = request.hours,
+        cases::APPROVE | cases::DENY if is_opener => {
+            return Err(ApiError::Forbidden(
+                "nobody approves or denies their own request".into(),
+            ));
+        }
+        cases::APPROVE => {
+            let offered = request.scope_sha256.as_deref().map(str::to_ascii_lowercase);
+            if offered.as_deref() != Some(case.scope_sha256.as_str()) {
+                return Err(ApiError::Conflict(
+                    "scope_sha256 is not the case's scope digest: review the case's scope again".into(),
+                ));
+            }
+            let at = now();
+            let hours = request.hours.or(case.requested_hours);
+            detail.hours = hours;
+            detail.scope_sha256 = offered;
+            detail.until = hours.map(|h| at.0 + u64::from(h) * 3_600_000);
+            return transition(state, case, &actor, action, detail, at).await;
+        }
+        cases::REVOKE | cases::CLOSE if !(is_opener || person.role == Role::Approver) => {
+            return Err(ApiError::Forbidden(
+                "only the case's auditor or an approver".into(),
+            ));
+        }
+        _ => {}
+    }
+    transition(state, case, &actor, action, detail, now()).await
+}
+
+/// Checks the transition against the case's history as of `at`, records it, and
+/// answers the case after it (409 if another transition won the race).
+async fn transition<L: CaseStore, B: BlobStore>(
+    state: &State<L, B>,
+    case: Case,
+    actor: &str,
+    action: &'static str,
+    detail: StepDetail,
+    at: UnixMillis,
+) -> Result<Json<Case>, ApiError> {
+    let subject = cases::subject(&case.id);
+    let event = AuditEvent {
+        at,
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        subject: subject.clone(),
+        detail: serde_json::to_string(&detail).map_err(|_| ApiError::Internal)?,
+    };
+    let mut after = case.clone();
+    cases::apply(&mut after, &event, &detail).map_err(ApiError::Conflict)?;
+    let leaf = state.archive().audit(event).await?;
+    let after = load(state, &case.id).await?;
+    if !after.history.iter().any(|s| s.leaf_index == leaf && s.effective) {
+        return Err(ApiError::Conflict(
+            "the case changed meanwhile; this step was recorded but took no effect: read the case again"
+                .into(),
+        ));
+    }
+    Ok(Json(after))
+}
+
+macro_rules! transition_route {
+    ($name:ident, $action:expr, $path:literal, $who:literal) => {
+        #[doc = concat!("`POST ", $path, "`: ", $who)]
+        #[utoipa::path(post, path = $path, tag = "auditors", request_body = StepRequest,
+            params(("case" = String, Path, description = "The case id.")),
+            security(("access_token" = [])), responses(
+            (status = 200, description = "The case after the step (audited, a log leaf).", body = Case),
+            (status = 400, description = "A malformed request.", body = Problem, content_type = "application/problem+json"),
+            (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+            (status = 403, description = "This person may not take this step.", body = Problem, content_type = "application/problem+json"),
+            (status = 404, description = "No such case.", body = Problem, content_type = "application/problem+json"),
+            (status = 409, description = "Not allowed from the case's state, another scope, or another step won a race.", body = Problem, content_type = "application/problem+json")))]
+        pub(super) async fn $name<L: CaseStore, B: BlobStore>(
+            state: State<L, B>,
+            Extension(person): Extension<Person>,
+            Path(id): Path<String>,
+            body: Result<Json<StepRequest>, JsonRejection>,
+        ) -> Result<Json<Case>, ApiError> {
+            step(&state, &person, &id, $action, json(body)?).await
+        }
+    };
+}
+
+transition_route!(
+    request,
+    cases::REQUEST,
+    "/v1/cases/{case}/request",
+    "the case's auditor asks for access for `hours` (1 to 720)."
+);
+transition_route!(
+    approve,
+    cases::APPROVE,
+    "/v1/cases/{case}/approve",
+    "an approver other than the requester grants access for `hours` (at most those asked), naming the scope digest reviewed."
+);
+transition_route!(
+    deny,
+    cases::DENY,
+    "/v1/cases/{case}/deny",
+    "an approver other than the requester denies the request, with a note."
+);
+transition_route!(
+    revoke,
+    cases::REVOKE,
+    "/v1/cases/{case}/revoke",
+    "the case's auditor or an approver ends a running grant, with a note."
+);
+transition_route!(
+    close,
+    cases::CLOSE,
+    "/v1/cases/{case}/close",
+    "the case's auditor or an approver closes the case for good, with a note."
+);
+
+/// The case, if `person` opened it and it grants access now; 403 otherwise.
+async fn granted<L: CaseStore, B: BlobStore>(
+    state: &State<L, B>,
+    person: &Person,
+    id: &str,
+) -> Result<Case, ApiError> {
+    let case = load(state, id).await?;
+    if person.id_text() != case.opened_by {
+        return Err(ApiError::Forbidden(
+            "only the auditor who opened the case reads under it".into(),
+        ));
+    }
+    if !case.grants(now()) {
+        return Err(ApiError::Forbidden(format!(
+            "the case grants no access now (it is {:?}): request access and have it approved",
+            case.state
+        )));
+    }
+    Ok(case)
+}
+
+async fn record_fetch<L: CaseStore, B: BlobStore>(
+    state: &State<L, B>,
+    person: &Person,
+    case: &Case,
+    detail: serde_json::Value,
+) -> Result<(), ApiError> {
+    audit(
+        state.archive(),
+        &person.id_text(),
+        cases::FETCH,
+        &cases::fetch_subject(&case.id),
+        detail,
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct CaseRecordsQuery {
+    /// The `next` of the previous page.
+    cursor: Option<String>,
+    /// Rows per page, 1 to 1000 (default 100).
+    limit: Option<u32>,
+}
+
+/// `GET /v1/cases/{case}/records`: the records in the case's scope, oldest capture
+/// first, under a running grant. Audited as `case.fetch` (part `list`).
+#[utoipa::path(get, path = "/v1/cases/{case}/records", tag = "auditors",
+    params(("case" = String, Path, description = "The case id."), CaseRecordsQuery),
+    security(("access_token" = [])), responses(
+    (status = 200, description = "One page of in-scope records.", body = RecordPage),
+    (status = 400, description = "A malformed cursor or limit.", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Not the case's auditor, or no running grant.", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No such case.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn records<L: CaseStore, B: BlobStore>(
+    state: State<L, B>,
+    Extension(person): Extension<Person>,
+    Path(id): Path<String>,
+    params: Result<Query<CaseRecordsQuery>, QueryRejection>,
+) -> Result<Json<RecordPage>, ApiError> {
+    let params = query(params)?;
+    let case = granted(&state, &person, &id).await?;
+    let search = SearchRequest {
+        sort: Some("captured".into()),
+        order: Some("asc".into()),
+        limit: params.limit,
+        cursor: params.cursor.clone(),
+        count: true,
+        ..SearchRequest::default()
+    };
+    let mut query = search.into_query()?;
+    query.filter = case.scope.filter().map_err(|_| ApiError::Internal)?;
+    record_fetch(
+        &state,
+        &person,
+        &case,
+        serde_json::json!({ "part": "list", "cursor": params.cursor }),
+    )
+    .await?;
+    Ok(Json(page(state.archive().log_store(), &query).await?))
+}
+
+/// The stored record `record`, if it lies in the case's scope; 403 otherwise (and
+/// for an unknown record, so a case cannot probe what exists outside it).
+async fn in_scope<L: CaseStore, B: BlobStore>(
+    state: &State<L, B>,
+    case: &Case,
+    record: &str,
+) -> Result<vellum_archive::ports::StoredRecord, ApiError> {
+    let outside = || ApiError::Forbidden("this record is outside the case's scope".into());
+    let id =
+        RecordId::parse(record).map_err(|_| ApiError::BadRequest("record: a record id (UUID)".into()))?;
+    let stored = state.archive().record(id).await?.ok_or_else(outside)?;
+    let header = UnverifiedHeader::parse(&stored.header)
+        .map_err(|e| vellum_archive::StoreError::Integrity(format!("stored header of {id}: {e}")))?;
+    let filter = case.scope.filter().map_err(|_| ApiError::Internal)?;
+    if !filter.matches(header.archived_fields(), stored.received_at) {
+        return Err(outside());
+    }
+    Ok(stored)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ProofQuery {
+    /// Prove against the checkpoint of this size (the newest if absent), so every
+    /// record of an export shares one checkpoint.
+    size: Option<u64>,
+}
+
+/// A record's header and its inclusion proof.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(super) struct CaseRecord {
+    record_id: String,
+    leaf_index: u64,
+    /// The header bytes as the device signed them, base64.
+    header: String,
+    /// The gateway's receipt time (Unix ms), in the log entry.
+    received_at: u64,
+    /// The `c2sp.org/tlog-proof@v1` of the record's leaf, with its entry and checkpoint.
+    proof: String,
+}
+
+/// `GET /v1/cases/{case}/records/{record}`: an in-scope record's signed header and
+/// inclusion proof. Audited as `case.fetch` (part `header`).
+#[utoipa::path(get, path = "/v1/cases/{case}/records/{record}", tag = "auditors",
+    params(("case" = String, Path, description = "The case id."), ("record" = String, Path, description = "The record id."), ProofQuery),
+    security(("access_token" = [])), responses(
+    (status = 200, description = "The header and its proof.", body = CaseRecord),
+    (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "No running grant, or the record is outside the scope.", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No such case, or no checkpoint of that size.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn record<L: CaseStore, B: BlobStore>(
+    state: State<L, B>,
+    Extension(person): Extension<Person>,
+    Path((id, record)): Path<(String, String)>,
+    params: Result<Query<ProofQuery>, QueryRejection>,
+) -> Result<Json<CaseRecord>, ApiError> {
+    let ProofQuery { size } = query(params)?;
+    let case = granted(&state, &person, &id).await?;
+    let stored = in_scope(&state, &case, &record).await?;
+    let proof = super::log::inclusion_proof(&state, stored.leaf_index, size).await?;
+    let detail = serde_json::json!({ "part": "header", "record": stored.record_id.to_string() });
+    record_fetch(&state, &person, &case, detail).await?;
+    Ok(Json(CaseRecord {
+        record_id: stored.record_id.to_string(),
+        leaf_index: stored.leaf_index,
+        header: STANDARD.encode(&stored.header),
+        received_at: stored.received_at.0,
+        proof: proof.to_text(),
+    }))
+}
+
+/// `GET /v1/cases/{case}/records/{record}/body`: an in-scope record's sealed body
+/// (age ciphertext the gateway cannot open). Audited as `case.fetch` (part `body`).
+#[utoipa::path(get, path = "/v1/cases/{case}/records/{record}/body", tag = "auditors",
+    params(("case" = String, Path, description = "The case id."), ("record" = String, Path, description = "The record id.")),
+    security(("access_token" = [])), responses(
+    (status = 200, description = "The sealed body (age v1).", content_type = "application/octet-stream"),
+    (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "No running grant, or the record is outside the scope.", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No such case.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn body<L: CaseStore, B: BlobStore>(
+    state: State<L, B>,
+    Extension(person): Extension<Person>,
+    Path((id, record)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let case = granted(&state, &person, &id).await?;
+    let stored = in_scope(&state, &case, &record).await?;
+    let body = state.archive().body(&stored).await?;
+    let detail = serde_json::json!({ "part": "body", "record": stored.record_id.to_string() });
+    record_fetch(&state, &person, &case, detail).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        body.into_bytes(),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct AuditQuery {
+    /// The first leaf index (default 0).
+    #[serde(default)]
+    from: u64,
+    /// Events per page, 1 to 1000 (default 100).
+    limit: Option<u32>,
+    /// Only events about this subject (`case:ID`, `case:ID:fetch`, an account id…).
+    subject: Option<String>,
+}
+
+/// One audit event with its leaf.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(super) struct AuditRow {
+    /// Its leaf in the log: prove it with `GET /v1/log/proof/inclusion?index=`.
+    leaf_index: u64,
+    /// Unix ms.
+    at: u64,
+    actor: String,
+    action: String,
+    subject: String,
+    /// The detail as recorded (JSON text: the bytes the leaf commits to).
+    detail: String,
+}
+
+/// A page of the audit trail.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(super) struct AuditPage {
+    events: Vec<AuditRow>,
+    /// The `from` of the next page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<u64>,
+}
+
+/// `GET /v1/audit`: the audit trail in log order, for records officers and
+/// administrators. Each event is a leaf of the log; its canonical bytes are in
+/// `docs/formats.md`, so anyone can prove it.
+#[utoipa::path(get, path = "/v1/audit", tag = "auditors", params(AuditQuery),
+    security(("access_token" = [])), responses(
+    (status = 200, description = "One page of events.", body = AuditPage),
+    (status = 400, description = "A malformed query.", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Not an approver or administrator.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn trail<L: CaseStore, B: BlobStore>(
+    state: State<L, B>,
+    params: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Json<AuditPage>, ApiError> {
+    let AuditQuery { from, limit, subject } = query(params)?;
+    let limit = limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest("limit: 1 to 1000".into()));
+    }
+    let store = state.archive().log_store();
+    let events = match subject {
+        Some(subject) => {
+            let all = store.audit_of(&subject).await?;
+            all.into_iter()
+                .filter(|(leaf, _)| *leaf >= from)
+                .take(limit as usize)
+                .collect()
+        }
+        None => store.audit_from(from, limit).await?,
+    };
+    let next = (events.len() == limit as usize)
+        .then(|| events.last().map(|(leaf, _)| leaf + 1))
+        .flatten();
+    Ok(Json(AuditPage {
+        events: events
+            .into_iter()
+            .map(|(leaf, e)| AuditRow {
+                leaf_index: leaf,
+                at: e.at.0,
+                actor: e.actor,
+                action: e.action,
+                subject: e.subject,
+                detail: e.detail,
+            })
+            .collect(),
+        next,
+    }))
+}

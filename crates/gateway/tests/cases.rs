@@ -1,0 +1,466 @@
+//! Auditor access over the router and a real SQLite archive: metadata search with
+//! keyset pages, cases with two-person approval, fetches held to the approved scope,
+//! and a case history that must match the log.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a failed unwrap is a failed test"
+)]
+
+mod support;
+
+use axum::http::StatusCode;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use support::{Fixture, assert_problem, call, fixture, full_session, person};
+use vellum_archive::Submission;
+use vellum_archive::ports::{AccountChange, AccountStore as _, Role, SecretHash};
+use vellum_protocol::blind::BlindToken;
+use vellum_protocol::header::{HeaderFields, UnverifiedHeader};
+use vellum_protocol::ids::{Channel, Custodian, DeviceId, Epoch, RecordId, RetentionClass, UnixMillis};
+use vellum_protocol::keys::DeviceKey;
+use vellum_protocol::receipt::LogEntry;
+use vellum_protocol::seal::{self, Identity};
+use vellum_tlog::proof::TlogProof;
+
+const DAY: u64 = 86_400_000;
+const T0: u64 = 1_764_000_000_000;
+const CUSTODIANS: [&str; 3] = ["alice", "bob", "carol"];
+
+fn token(n: u8) -> BlindToken {
+    BlindToken([n; 16])
+}
+
+/// Archives 30 records: custodian `i % 3`, captured a day apart, each carrying
+/// token 1 when `i % 2 == 0` and token 2 when `i % 5 == 0`; channel `sms` for
+/// `i % 4 == 0`, else `signal`. Returns their ids in capture order.
+async fn archive_records(f: &Fixture) -> Vec<RecordId> {
+    let device = DeviceKey::generate();
+    let device_id = DeviceId::parse(support::DEMO_DEVICE).unwrap();
+    let recipient = Identity::generate().to_public();
+    let mut ids = Vec::new();
+    for i in 0..30u64 {
+        let body = seal::seal(
+            std::slice::from_ref(&recipient),
+            format!("message {i}").as_bytes(),
+        )
+        .unwrap();
+        let mut tokens = Vec::new();
+        if i % 2 == 0 {
+            tokens.push(token(1));
+        }
+        if i % 5 == 0 {
+            tokens.push(token(2));
+        }
+        let fields = HeaderFields {
+            record_id: RecordId::new_v7(T0 + i),
+            device_id,
+            custodian: Custodian::new(CUSTODIANS[(i % 3) as usize]).unwrap(),
+            channel: Channel::new(if i % 4 == 0 { "sms" } else { "signal" }).unwrap(),
+            captured_at: UnixMillis(T0 + i * DAY),
+            epoch: Epoch(1),
+            retention: RetentionClass::new("finra-6y").unwrap(),
+            body: body.digest(),
+            tokens,
+        };
+        let signed = fields.sign(&device).unwrap();
+        let header = UnverifiedHeader::parse(signed.as_bytes())
+            .unwrap()
+            .verify(&device.public())
+            .unwrap();
+        f.gateway
+            .archive()
+            .append(Submission { header, body })
+            .await
+            .unwrap();
+        ids.push(fields.record_id);
+    }
+    ids
+}
+
+fn parse(body: &str) -> Value {
+    serde_json::from_str(body).expect(body)
+}
+
+async fn search(f: &Fixture, token: &str, filter: Value) -> Value {
+    let (status, _, body) = call(f, "POST", "/v1/records/search", token, Some(filter)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    parse(&body)
+}
+
+fn captured(page: &Value) -> Vec<u64> {
+    page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["captured_at"].as_u64().unwrap() - T0) / DAY)
+        .collect()
+}
+
+#[tokio::test]
+async fn search_selects_by_header_fields_and_pages_by_keyset() {
+    let f = fixture().await;
+    archive_records(&f).await;
+    let (_, auditor) = person(&f, "ann", Role::Auditor, 1).await;
+    let t1 = hex::encode([1u8; 16]);
+    let t2 = hex::encode([2u8; 16]);
+
+    // Newest first by default.
+    let all = search(&f, &auditor, json!({ "count": true })).await;
+    assert_eq!(captured(&all), (0..30).rev().collect::<Vec<_>>());
+    assert_eq!(
+        (all["total"].as_u64(), all["total_more"].as_bool()),
+        (Some(30), Some(false))
+    );
+
+    let bob = search(&f, &auditor, json!({ "custodians": ["bob"], "order": "asc" })).await;
+    assert_eq!(captured(&bob), (0..30).filter(|i| i % 3 == 1).collect::<Vec<_>>());
+
+    // Any of several tokens, each record once; with another field, both must hold.
+    let either = search(&f, &auditor, json!({ "tokens": [t1, t2], "order": "asc" })).await;
+    assert_eq!(
+        captured(&either),
+        (0..30).filter(|i| i % 2 == 0 || i % 5 == 0).collect::<Vec<_>>()
+    );
+    let carol_sms = search(
+        &f,
+        &auditor,
+        json!({ "custodians": ["carol"], "channels": ["sms"], "tokens": [t1] }),
+    )
+    .await;
+    assert_eq!(captured(&carol_sms), [20, 8]);
+    let window = json!({ "captured_from": T0 + 3 * DAY, "captured_to": T0 + 6 * DAY, "order": "asc" });
+    assert_eq!(captured(&search(&f, &auditor, window).await), [3, 4, 5]);
+
+    // Keyset pages: 7 + 7 + 1 rows of token 1, in order, none twice, in both orders
+    // and both sort keys.
+    for (sort, order) in [
+        ("captured", "asc"),
+        ("captured", "desc"),
+        ("logged", "asc"),
+        ("logged", "desc"),
+    ] {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let mut q = json!({ "tokens": [t1], "limit": 7, "sort": sort, "order": order });
+            if let Some(c) = &cursor {
+                q["cursor"] = json!(c);
+            }
+            let page = search(&f, &auditor, q).await;
+            seen.extend(captured(&page));
+            pages += 1;
+            match page["next"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        let mut expected: Vec<u64> = (0..30).filter(|i| i % 2 == 0).collect();
+        if order == "desc" {
+            expected.reverse();
+        }
+        assert_eq!((seen, pages), (expected, 3), "{sort} {order}");
+    }
+
+    // Bad input is refused, and an admin cannot search.
+    for bad in [
+        json!({ "custodians": ["not valid!"] }),
+        json!({ "tokens": ["abc"] }),
+        json!({ "limit": 0 }),
+        json!({ "cursor": "x" }),
+        json!({ "sort": "sender" }),
+        json!({ "captured_from": 10, "captured_to": 5 }),
+        json!({ "body": "anything" }),
+    ] {
+        let answer = call(&f, "POST", "/v1/records/search", &auditor, Some(bad.clone())).await;
+        assert_problem(&answer, StatusCode::BAD_REQUEST);
+    }
+    let (_, admin) = person(&f, "root", Role::Admin, 3).await;
+    let answer = call(&f, "POST", "/v1/records/search", &admin, Some(json!({}))).await;
+    assert_problem(&answer, StatusCode::FORBIDDEN);
+}
+
+async fn step(
+    f: &Fixture,
+    token: &str,
+    case: &str,
+    action: &str,
+    body: Value,
+) -> (StatusCode, String, String) {
+    call(
+        f,
+        "POST",
+        &format!("/v1/cases/{case}/{action}"),
+        token,
+        Some(body),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_case_reads_only_its_approved_scope_for_its_time() {
+    let f = fixture().await;
+    let ids = archive_records(&f).await;
+    let (ann_id, ann) = person(&f, "ann", Role::Auditor, 1).await;
+    let (_, olga) = person(&f, "olga", Role::Approver, 2).await;
+    let (_, root) = person(&f, "root", Role::Admin, 3).await;
+    let (_, ben) = person(&f, "ben", Role::Auditor, 4).await;
+    let t1 = hex::encode([1u8; 16]);
+
+    // A scope must bound something; an approver cannot open a case.
+    let unbounded = json!({ "reason": "FOIA-7", "scope": {} });
+    assert_problem(
+        &call(&f, "POST", "/v1/cases", &ann, Some(unbounded)).await,
+        StatusCode::BAD_REQUEST,
+    );
+    let no_reason = json!({ "reason": " ", "scope": { "custodians": ["bob"] } });
+    assert_problem(
+        &call(&f, "POST", "/v1/cases", &ann, Some(no_reason)).await,
+        StatusCode::BAD_REQUEST,
+    );
+    let opening = json!({ "reason": "FOIA-7", "scope": { "custodians": ["bob"], "tokens": [t1] } });
+    let refused = call(&f, "POST", "/v1/cases", &olga, Some(opening.clone())).await;
+    assert_problem(&refused, StatusCode::FORBIDDEN);
+
+    let (status, _, body) = call(&f, "POST", "/v1/cases", &ann, Some(opening)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let case = parse(&body);
+    let id = case["id"].as_str().unwrap().to_owned();
+    let digest = case["scope_sha256"].as_str().unwrap().to_owned();
+    assert_eq!(case["state"], "open");
+
+    // Nothing is read before approval.
+    let list = format!("/v1/cases/{id}/records");
+    assert_problem(&call(&f, "GET", &list, &ann, None).await, StatusCode::FORBIDDEN);
+
+    // Approving before a request, denying one's own, hours out of range.
+    let approval = json!({ "scope_sha256": digest, "note": "ok" });
+    assert_problem(
+        &step(&f, &olga, &id, "approve", approval.clone()).await,
+        StatusCode::CONFLICT,
+    );
+    assert_problem(
+        &step(&f, &ann, &id, "request", json!({ "hours": 0 })).await,
+        StatusCode::CONFLICT,
+    );
+    assert_problem(
+        &step(&f, &ben, &id, "request", json!({ "hours": 8 })).await,
+        StatusCode::NOT_FOUND,
+    );
+    let (status, _, body) = step(&f, &ann, &id, "request", json!({ "hours": 8, "note": "exam" })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(parse(&body)["state"], "requested");
+
+    // The requester cannot approve (not an approver), nor can an admin; an approver
+    // must name the scope digest of the case.
+    assert_problem(
+        &step(&f, &ann, &id, "approve", approval.clone()).await,
+        StatusCode::FORBIDDEN,
+    );
+    assert_problem(
+        &step(&f, &root, &id, "approve", approval.clone()).await,
+        StatusCode::FORBIDDEN,
+    );
+    let forged = json!({ "scope_sha256": hex::encode([0u8; 32]) });
+    assert_problem(
+        &step(&f, &olga, &id, "approve", forged).await,
+        StatusCode::CONFLICT,
+    );
+    let too_long = json!({ "scope_sha256": digest, "hours": 9 });
+    assert_problem(
+        &step(&f, &olga, &id, "approve", too_long).await,
+        StatusCode::CONFLICT,
+    );
+    let (status, _, body) = step(&f, &olga, &id, "approve", approval.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let approved = parse(&body);
+    assert_eq!(approved["state"], "approved");
+    let until = approved["grant_until"].as_u64().unwrap();
+    assert!(until > support::now_ms() + 7 * 3_600_000 && until <= support::now_ms() + 8 * 3_600_000);
+
+    // Exactly the in-scope records: bob's with token 1.
+    let (status, _, body) = call(&f, "GET", &list, &ann, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let page = parse(&body);
+    let expected: Vec<u64> = (0..30).filter(|i| i % 3 == 1 && i % 2 == 0).collect();
+    assert_eq!(captured(&page), expected);
+    assert_eq!(page["total"].as_u64(), Some(expected.len() as u64));
+
+    // Each fetched header proves its leaf; each body matches the header's digest.
+    let checkpoint = f.gateway.archive().latest_checkpoint().await.unwrap().unwrap();
+    for i in &expected {
+        let record = ids[*i as usize];
+        let uri = format!("/v1/cases/{id}/records/{record}?size={}", checkpoint.0);
+        let (status, _, body) = call(&f, "GET", &uri, &ann, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let answer = parse(&body);
+        let header = STANDARD.decode(answer["header"].as_str().unwrap()).unwrap();
+        let proof = TlogProof::parse(answer["proof"].as_str().unwrap().as_bytes()).unwrap();
+        let entry = LogEntry::RecordAppended {
+            record_id: record,
+            header_sha256: Sha256::digest(&header).into(),
+            received_at: UnixMillis(answer["received_at"].as_u64().unwrap()),
+        };
+        let verified = proof.verify(&f.log_key, &entry.leaf_hash()).unwrap();
+        assert_eq!(
+            (verified.size(), proof.extra.as_deref()),
+            (checkpoint.0, Some(entry.to_bytes().as_slice()))
+        );
+        let request = axum::http::Request::get(format!("/v1/cases/{id}/records/{record}/body"))
+            .header("authorization", format!("Bearer {ann}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let (status, content_type, sealed) = support::send_bytes(&f.app, request).await;
+        assert_eq!(
+            (status, content_type.as_str()),
+            (StatusCode::OK, "application/octet-stream")
+        );
+        let claimed = UnverifiedHeader::parse(&header).unwrap().body_digest();
+        assert_eq!(<[u8; 32]>::from(Sha256::digest(&sealed)), claimed.sha256);
+        assert!(sealed.starts_with(b"age-encryption.org/v1\n"));
+    }
+
+    // Outside the scope, an unknown record, another auditor: refused.
+    for outside in [ids[0], ids[1] /* bob, no token 1 */, ids[3] /* alice */] {
+        for part in ["", "/body"] {
+            let uri = format!("/v1/cases/{id}/records/{outside}{part}");
+            assert_problem(&call(&f, "GET", &uri, &ann, None).await, StatusCode::FORBIDDEN);
+        }
+    }
+    let unknown = RecordId::new_v7(T0);
+    let uri = format!("/v1/cases/{id}/records/{unknown}");
+    assert_problem(&call(&f, "GET", &uri, &ann, None).await, StatusCode::FORBIDDEN);
+    assert_problem(&call(&f, "GET", &list, &ben, None).await, StatusCode::FORBIDDEN);
+
+    // Revoked: nothing more is read. A new request can be approved again.
+    let (status, _, body) = step(&f, &olga, &id, "revoke", json!({ "note": "exam over" })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_problem(&call(&f, "GET", &list, &ann, None).await, StatusCode::FORBIDDEN);
+    let in_scope = format!("/v1/cases/{id}/records/{}/body", ids[4]);
+    assert_problem(
+        &call(&f, "GET", &in_scope, &ann, None).await,
+        StatusCode::FORBIDDEN,
+    );
+
+    // An auditor promoted to approver still cannot approve their own request.
+    let (status, _, _) = step(&f, &ann, &id, "request", json!({ "hours": 1 })).await;
+    assert_eq!(status, StatusCode::OK);
+    let store = f.gateway.archive().log_store();
+    store
+        .update_account(&ann_id, AccountChange::Role(Role::Approver))
+        .await
+        .unwrap();
+    let ann_officer = full_session(&f, ann_id, Role::Approver, [0x77; 16], SecretHash([0x77; 32])).await;
+    assert_problem(
+        &step(&f, &ann_officer, &id, "approve", approval.clone()).await,
+        StatusCode::FORBIDDEN,
+    );
+    let (status, _, body) = step(&f, &olga, &id, "deny", json!({ "note": "no" })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(parse(&body)["state"], "denied");
+    let (status, _, body) = step(&f, &olga, &id, "close", json!({ "note": "done" })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_problem(
+        &step(&f, &olga, &id, "close", json!({ "note": "again" })).await,
+        StatusCode::CONFLICT,
+    );
+
+    // The trail holds every step and every fetch, each matching its log leaf.
+    let (status, _, body) = call(&f, "GET", &format!("/v1/cases/{id}"), &olga, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let actions: Vec<String> = parse(&body)["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "case.open",
+            "case.request",
+            "case.approve",
+            "case.revoke",
+            "case.request",
+            "case.deny",
+            "case.close"
+        ]
+    );
+    let uri = format!("/v1/audit?subject=case:{id}:fetch&limit=1000");
+    let (status, _, body) = call(&f, "GET", &uri, &root, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let fetches = parse(&body)["events"].as_array().unwrap().clone();
+    // One list, then a header and a body per in-scope record.
+    assert_eq!(fetches.len(), 1 + 2 * expected.len());
+    for event in &fetches {
+        let recorded = vellum_archive::ports::AuditEvent {
+            at: UnixMillis(event["at"].as_u64().unwrap()),
+            actor: event["actor"].as_str().unwrap().into(),
+            action: event["action"].as_str().unwrap().into(),
+            subject: event["subject"].as_str().unwrap().into(),
+            detail: event["detail"].as_str().unwrap().into(),
+        };
+        let leaf = event["leaf_index"].as_u64().unwrap();
+        let proof = f.gateway.archive().log_store();
+        let stored = vellum_archive::ports::LogStore::entry(proof, leaf).await.unwrap();
+        assert_eq!(stored, Some(recorded.log_entry().to_bytes()));
+    }
+    assert_problem(
+        &call(&f, "GET", "/v1/audit", &ben, None).await,
+        StatusCode::FORBIDDEN,
+    );
+}
+
+#[tokio::test]
+async fn a_case_whose_recorded_scope_was_altered_grants_nothing() {
+    let f = fixture().await;
+    let ids = archive_records(&f).await;
+    let (_, ann) = person(&f, "ann", Role::Auditor, 1).await;
+    let (_, olga) = person(&f, "olga", Role::Approver, 2).await;
+    let opening = json!({ "reason": "matter 12", "scope": { "custodians": ["bob"] } });
+    let (_, _, body) = call(&f, "POST", "/v1/cases", &ann, Some(opening)).await;
+    let case = parse(&body);
+    let id = case["id"].as_str().unwrap().to_owned();
+    step(&f, &ann, &id, "request", json!({ "hours": 2 })).await;
+    let approval = json!({ "scope_sha256": case["scope_sha256"] });
+    let (status, _, _) = step(&f, &olga, &id, "approve", approval).await;
+    assert_eq!(status, StatusCode::OK);
+    let alice = format!("/v1/cases/{id}/records/{}/body", ids[0]);
+    assert_problem(&call(&f, "GET", &alice, &ann, None).await, StatusCode::FORBIDDEN);
+
+    // Someone with the database widens the scope to alice, digest and all, past
+    // the append-only trigger: the history no longer matches the log.
+    let db = rusqlite::Connection::open(f._dir.path().join("meta.db")).unwrap();
+    let detail: String = db
+        .query_row(
+            "SELECT detail FROM audit_events WHERE subject = ?1 AND action = 'case.open'",
+            [format!("case:{id}")],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let mut widened = parse(&detail);
+    let scope = vellum_gateway::cases::Scope {
+        custodians: vec!["alice".into(), "bob".into()],
+        captured_from: None,
+        captured_to: None,
+        tokens: vec![],
+    };
+    widened["scope_sha256"] = json!(scope.digest());
+    widened["scope"] = serde_json::to_value(&scope).unwrap();
+    db.execute_batch("DROP TRIGGER audit_append_only_u").unwrap();
+    db.execute(
+        "UPDATE audit_events SET detail = ?1 WHERE subject = ?2 AND action = 'case.open'",
+        [widened.to_string(), format!("case:{id}")],
+    )
+    .unwrap();
+    drop(db);
+    let answer = call(&f, "GET", &alice, &ann, None).await;
+    assert_problem(&answer, StatusCode::CONFLICT);
+    assert!(answer.2.contains("does not match the log"), "{}", answer.2);
+    let bob = format!("/v1/cases/{id}/records/{}/body", ids[1]);
+    assert_problem(&call(&f, "GET", &bob, &ann, None).await, StatusCode::CONFLICT);
+}
