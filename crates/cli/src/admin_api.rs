@@ -35,6 +35,8 @@ pub(crate) struct Session {
     http: reqwest::Client,
     base: String,
     access: Zeroizing<String>,
+    /// The refresh token of the sign-in, good once.
+    refresh: Option<Zeroizing<String>>,
 }
 
 /// The administrator's password: from the file, or one line of standard input (never
@@ -77,20 +79,71 @@ fn refused(status: StatusCode, body: &str) -> CliError {
 }
 
 impl Session {
-    pub(crate) async fn open(remote: &Remote<'_>) -> Result<Self, CliError> {
+    /// A session not yet signed in, to the gateway at `url`.
+    fn unsigned(url: &str) -> Result<Self, CliError> {
         // Never follow a redirect: it would carry the password elsewhere, perhaps in clear.
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(std::time::Duration::from_secs(10))
-            .timeout(std::time::Duration::from_secs(60))
+            .timeout(std::time::Duration::from_secs(600))
             .build()
             .map_err(fail)?;
-        let base = remote.url.trim_end_matches('/').to_owned();
+        let base = url.trim_end_matches('/').to_owned();
         if !vellum_gateway::auth::oidc::https_or_loopback(&base) {
             return Err(fail(
-                "--gateway must be an https:// URL (plain http:// only to this machine): the password crosses it",
+                "--gateway must be an https:// URL (plain http:// only to this machine): credentials cross it",
             ));
         }
+        Ok(Session {
+            http,
+            base,
+            access: Zeroizing::new(String::new()),
+            refresh: None,
+        })
+    }
+
+    /// Takes the access and refresh tokens of a sign-in or refresh answer.
+    fn signed_in(&mut self, tokens: &Value) -> Result<(), CliError> {
+        if tokens["scope"] != "full" {
+            return Err(fail(
+                "this account must set up a second factor first (sign in to the portal)",
+            ));
+        }
+        self.access = Zeroizing::new(
+            tokens["access_token"]
+                .as_str()
+                .ok_or_else(|| fail("the gateway sent no access token"))?
+                .to_owned(),
+        );
+        self.refresh = tokens["refresh_token"]
+            .as_str()
+            .map(|t| Zeroizing::new(t.to_owned()));
+        Ok(())
+    }
+
+    /// Spends a refresh token at the gateway of `url`: the session, and the next
+    /// refresh token (the one given is spent).
+    pub(crate) async fn refresh(url: &str, token: &str) -> Result<(Self, Zeroizing<String>), CliError> {
+        let mut session = Self::unsigned(url)?;
+        let body = Zeroizing::new(json!({ "refresh_token": token }).to_string());
+        let tokens = session
+            .call(Method::POST, "/v1/auth/refresh", Some(body.as_str()))
+            .await?;
+        session.signed_in(&tokens)?;
+        let next = session
+            .refresh
+            .clone()
+            .ok_or_else(|| fail("the gateway sent no next refresh token"))?;
+        Ok((session, next))
+    }
+
+    /// The sign-in's refresh token.
+    pub(crate) fn refresh_token(&self) -> Option<&str> {
+        self.refresh.as_deref().map(String::as_str)
+    }
+
+    pub(crate) async fn open(remote: &Remote<'_>) -> Result<Self, CliError> {
+        let mut session = Self::unsigned(remote.url)?;
         let password = password(remote.password_file)?;
         let mut login = json!({ "username": remote.username, "password": password.as_str() });
         if let Some(code) = remote.totp {
@@ -100,25 +153,10 @@ impl Session {
             login["recovery_code"] = json!(code);
         }
         let body = Zeroizing::new(login.to_string());
-        let mut session = Session {
-            http,
-            base,
-            access: Zeroizing::new(String::new()),
-        };
         let tokens = session
             .call(Method::POST, "/v1/auth/login", Some(body.as_str()))
             .await?;
-        if tokens["scope"] != "full" {
-            return Err(fail(
-                "this account must set up a second factor first (sign in to the portal)",
-            ));
-        }
-        session.access = Zeroizing::new(
-            tokens["access_token"]
-                .as_str()
-                .ok_or_else(|| fail("the gateway sent no access token"))?
-                .to_owned(),
-        );
+        session.signed_in(&tokens)?;
         Ok(session)
     }
 
@@ -130,6 +168,22 @@ impl Session {
         path: &str,
         body: Option<&str>,
     ) -> Result<Value, CliError> {
+        let bytes = self.raw(method, path, body).await?;
+        Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// `GET path`, answered with text (a checkpoint, a proof).
+    pub(crate) async fn text(&self, path: &str) -> Result<String, CliError> {
+        String::from_utf8(self.raw(Method::GET, path, None).await?)
+            .map_err(|_| fail("the gateway answered with something not text"))
+    }
+
+    /// `GET path`, answered with bytes (a sealed body).
+    pub(crate) async fn bytes(&self, path: &str) -> Result<Vec<u8>, CliError> {
+        self.raw(Method::GET, path, None).await
+    }
+
+    async fn raw(&self, method: Method, path: &str, body: Option<&str>) -> Result<Vec<u8>, CliError> {
         let mut attempts = 0;
         loop {
             let mut request = self.http.request(method.clone(), format!("{}{path}", self.base));
@@ -152,16 +206,16 @@ impl Session {
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
                 .unwrap_or(1)
                 .clamp(1, 5);
-            let text = answer.text().await.map_err(fail)?;
+            let bytes = answer.bytes().await.map_err(fail)?;
             if status == StatusCode::SERVICE_UNAVAILABLE && attempts < RETRIES {
                 attempts += 1;
                 tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
                 continue;
             }
             if !status.is_success() {
-                return Err(refused(status, &text));
+                return Err(refused(status, &String::from_utf8_lossy(&bytes)));
             }
-            return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
+            return Ok(bytes.to_vec());
         }
     }
 

@@ -22,10 +22,10 @@ use crate::sealing::read_identities;
 pub(crate) struct Login {
     /// The gateway's URL (https://, or http:// to this machine).
     #[arg(long, value_name = "URL")]
-    gateway: String,
+    pub(crate) gateway: String,
     /// The username to sign in as.
     #[arg(long = "as", value_name = "NAME", env = "VELLUM_AUDITOR")]
-    as_user: String,
+    pub(crate) as_user: String,
     /// A file (mode 0600) holding the password; without it, one line of standard input.
     #[arg(long, value_name = "FILE")]
     password_file: Option<PathBuf>,
@@ -111,7 +111,7 @@ fn fail(kind: Kind, e: impl std::fmt::Display) -> CliError {
     CliError::new(kind, format!("keys: {e}"))
 }
 
-async fn session(login: &Login) -> Result<Session, CliError> {
+pub(crate) async fn session(login: &Login) -> Result<Session, CliError> {
     Session::open(&Remote {
         url: &login.gateway,
         username: &login.as_user,

@@ -7,6 +7,7 @@
 
 mod admin;
 mod admin_api;
+mod auditor;
 mod bench;
 mod bench_capture;
 mod bench_flood;
@@ -18,6 +19,7 @@ mod escrow;
 mod files;
 mod keys;
 mod keys_api;
+mod package;
 mod quickstart;
 mod sealing;
 mod serve;
@@ -72,6 +74,12 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
     },
+    /// An auditor's work at a gateway: sign in, search, cases, fetch, open.
+    #[command(subcommand)]
+    Auditor(auditor::AuditorCommand),
+    /// A records officer's decisions on auditors' access requests.
+    #[command(subcommand)]
+    Approver(auditor::ApproverCommand),
     /// Account administration, on a deployment's database or through a running gateway.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -154,6 +162,8 @@ fn main() -> ExitCode {
         Command::Keyring(KeyringCommand::Publish(args)) => keys_api::publish(&args),
         Command::Keys(KeysCommand::Api(command)) => keys_api::run(&command),
         Command::Admin(command) => admin::run(&command),
+        Command::Auditor(command) => auditor::run(&command),
+        Command::Approver(command) => auditor::run_approver(&command),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -45,6 +45,16 @@ pub(crate) enum VerifyCommand {
         /// The consistency proof (`vellum/consistency-proof/v1`).
         proof: PathBuf,
     },
+    /// Check an export package (`vellum auditor fetch`) offline: every record and
+    /// every step of its case proven in the log, each body the one its header names,
+    /// an approval by a second person, and every record within the approved scope.
+    Package {
+        /// The log's verifier key (`name+id+key`), or a file holding it.
+        #[arg(long, value_name = "VKEY|PATH")]
+        log_key: String,
+        /// The package folder.
+        dir: PathBuf,
+    },
 }
 
 pub(crate) fn run(command: &VerifyCommand) -> Result<(), CliError> {
@@ -106,12 +116,26 @@ pub(crate) fn run(command: &VerifyCommand) -> Result<(), CliError> {
                 old_cp.size()
             );
         }
+        VerifyCommand::Package { log_key, dir } => {
+            let key = log_verifier(log_key)?;
+            let checked = crate::package::verify(dir, &key)?;
+            println!(
+                "package OK: {} records of case {} ({}), each in {} at size {}; {} case steps proven; approved by {}",
+                checked.manifest.records.len(),
+                checked.manifest.case.id,
+                checked.manifest.case.reason,
+                key.name(),
+                checked.checkpoint.size(),
+                checked.manifest.case_events.len(),
+                checked.approved_by,
+            );
+        }
     }
     Ok(())
 }
 
 /// A verifier key given inline, or read from a file.
-fn log_verifier(arg: &str) -> Result<NoteVerifier, CliError> {
+pub(crate) fn log_verifier(arg: &str) -> Result<NoteVerifier, CliError> {
     if let Ok(key) = NoteVerifier::from_vkey(arg) {
         return Ok(key);
     }

@@ -1026,3 +1026,379 @@ fn auditors_rotate_the_keyring_and_share_epochs_through_the_cli() {
     assert!(recorded.contains("epoch(s) [2]"), "{recorded}");
     gateway.stop();
 }
+
+/// A message document from `sender` to `recipients` (normal forms), sent at `at`.
+fn message_from(dir: &Path, name: &str, sender: &str, recipients: &[&str], at: u64) -> String {
+    let doc = serde_json::json!({
+        "version": 1,
+        "channel": "email",
+        "conversation": { "id": format!("thread-{name}") },
+        "sender": { "id": sender },
+        "recipients": recipients.iter().map(|r| serde_json::json!({ "id": r })).collect::<Vec<_>>(),
+        "sent_at_ms": at,
+        "body": { "content_type": "text/plain", "text": format!("message {name}") },
+    });
+    let file = format!("{name}.json");
+    std::fs::write(dir.join(&file), doc.to_string()).unwrap();
+    file
+}
+
+/// Issue 7's story through the binary: records of three custodians; an auditor opens
+/// a case scoped to one custodian and one participant; a records officer approves;
+/// the auditor fetches exactly the in-scope records into a package that verifies
+/// offline (and fails once tampered with), opens them; out-of-scope reads are refused;
+/// the case's trail is proven in the log.
+#[test]
+fn an_auditor_reads_an_approved_scope_and_a_court_verifies_the_package() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("vellum-data");
+    let port = free_port();
+    let gateway = Running::start(quickstart(&data, port), port, dir, "auditor");
+    let config = data.join("vellum.toml");
+    let url = format!("http://127.0.0.1:{port}");
+    let run = |args: &[&str]| {
+        let out = vellum(dir, args, b"");
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+        out.stdout_text()
+    };
+    let index_key = data.join("offline/index.key");
+    let index_key = index_key.to_str().unwrap();
+    let log_key = data.join("log.vkey");
+    let log_key = log_key.to_str().unwrap();
+
+    // Three custodians' devices; the witness appears in some of each one's messages.
+    let witness = "mailto:witness@agency.example";
+    let other = "mailto:someone@agency.example";
+    let mut devices = vec![("demo", bundle(&data))];
+    for custodian in ["bob", "carol"] {
+        let out = format!("{custodian}.bundle.json");
+        run(&[
+            "admin",
+            "device-bundle",
+            "--config",
+            config.to_str().unwrap(),
+            "--custodian",
+            custodian,
+            "--retention",
+            "default",
+            "--index-key",
+            index_key,
+            "--gateway-url",
+            &url,
+            "--out",
+            &out,
+        ]);
+        devices.push((custodian, dir.join(out)));
+    }
+    let t0 = 1_764_150_000_000u64;
+    let plan: [(&str, &[&str]); 3] = [
+        ("demo", &[witness, other]),
+        ("bob", &[witness, other, witness]),
+        ("carol", &[witness]),
+    ];
+    for ((name, bundle), (_, recipients)) in devices.iter().zip(plan) {
+        let device = format!("device-{name}");
+        run(&["capture", "enroll", bundle.to_str().unwrap(), "--dir", &device]);
+        let mut messages = Vec::new();
+        for (i, to) in recipients.iter().enumerate() {
+            messages.push(message_from(
+                dir,
+                &format!("{name}-{i}"),
+                "mailto:sender@agency.example",
+                &[to],
+                t0 + i as u64,
+            ));
+        }
+        let mut args = vec!["capture", "send", "--dir", device.as_str()];
+        args.extend(messages.iter().map(String::as_str));
+        run(&args);
+    }
+
+    // An auditor and a records officer, each signed in once.
+    let ann_codes = enrolled(
+        dir,
+        &config,
+        port,
+        ("ann", "auditor"),
+        "a long passphrase for the auditor",
+    );
+    let ro_codes = enrolled(
+        dir,
+        &config,
+        port,
+        ("ro", "approver"),
+        "a long passphrase for the officer",
+    );
+    for (name, password, code) in [
+        ("ann", "a long passphrase for the auditor", &ann_codes[0]),
+        ("ro", "a long passphrase for the officer", &ro_codes[0]),
+    ] {
+        let file = dir.join(format!("{name}.pw"));
+        std::fs::write(&file, password).unwrap();
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let role = if name == "ann" { "auditor" } else { "approver" };
+        run(&[
+            role,
+            "login",
+            "--gateway",
+            &url,
+            "--as",
+            name,
+            "--password-file",
+            &format!("{name}.pw"),
+            "--recovery-code",
+            code,
+            "--session",
+            &format!("{name}.session"),
+        ]);
+    }
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.join("ann.session")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Search: by custodian, and by participant (tokens computed here).
+    let found = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["auditor", "search", "--json", "--session", "ann.session"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&run(&all)).unwrap()
+    };
+    assert_eq!(found(&["--custodian", "bob"])["total"], 3);
+    let with_witness = found(&[
+        "--participant",
+        "witness@agency.example",
+        "--index-key",
+        index_key,
+    ]);
+    assert_eq!(with_witness["total"], 4);
+    let carol = found(&["--custodian", "carol"]);
+    let carol_record = carol["records"][0]["record_id"].as_str().unwrap().to_owned();
+
+    // The case: bob's records with the witness.
+    let opened = run(&[
+        "auditor",
+        "case",
+        "open",
+        "--reason",
+        "FOIA-2026-17",
+        "--custodian",
+        "bob",
+        "--participant",
+        "witness@agency.example",
+        "--index-key",
+        index_key,
+        "--session",
+        "ann.session",
+    ]);
+    let case = opened
+        .lines()
+        .find_map(|l| l.strip_prefix("case "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let refused = vellum(
+        dir,
+        &[
+            "auditor",
+            "fetch",
+            &case,
+            "--out",
+            "early",
+            "--log-key",
+            log_key,
+            "--session",
+            "ann.session",
+        ],
+        b"",
+    );
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("403") && refused.stderr.contains("no access"),
+        "{}",
+        refused.stderr
+    );
+    run(&[
+        "auditor",
+        "case",
+        "request",
+        &case,
+        "--hours",
+        "4",
+        "--note",
+        "exam",
+        "--session",
+        "ann.session",
+    ]);
+    let own = vellum(
+        dir,
+        &["approver", "approve", &case, "--session", "ann.session"],
+        b"",
+    );
+    assert_ne!(own.code, 0);
+    assert!(own.stderr.contains("403"), "{}", own.stderr);
+    let approved = run(&[
+        "approver",
+        "approve",
+        &case,
+        "--hours",
+        "2",
+        "--note",
+        "ok",
+        "--session",
+        "ro.session",
+    ]);
+    assert!(approved.contains("[approved]"), "{approved}");
+
+    // Fetch: exactly bob's two records with the witness, verified as written.
+    run(&[
+        "auditor",
+        "fetch",
+        &case,
+        "--out",
+        "package",
+        "--log-key",
+        log_key,
+        "--session",
+        "ann.session",
+    ]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("package/manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["records"].as_array().unwrap().len(), 2);
+    let verified = run(&["verify", "package", "--log-key", log_key, "package"]);
+    assert!(verified.contains("package OK: 2 records"), "{verified}");
+
+    // Tampered copies fail, naming what.
+    let tamper = |name: &str, change: &dyn Fn(&Path), expected: &str| {
+        let copy = dir.join(name);
+        Command::new("cp")
+            .args(["-r", "package"])
+            .arg(&copy)
+            .current_dir(dir)
+            .status()
+            .unwrap();
+        change(&copy);
+        let out = vellum(dir, &["verify", "package", "--log-key", log_key, name], b"");
+        assert_eq!(out.code, 6, "{name}: {}", out.stderr);
+        assert!(out.stderr.contains(expected), "{name}: {}", out.stderr);
+    };
+    let first_body = manifest["records"][0]["body"].as_str().unwrap().to_owned();
+    tamper(
+        "flipped-body",
+        &|p| {
+            let path = p.join(&first_body);
+            let mut bytes = std::fs::read(&path).unwrap();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 1;
+            std::fs::write(&path, bytes).unwrap();
+        },
+        "sealed body is not the one its header names",
+    );
+    tamper(
+        "edited-manifest",
+        &|p| {
+            let mut m = manifest.clone();
+            m["records"][0]["received_at"] = serde_json::json!(1);
+            std::fs::write(p.join("manifest.json"), m.to_string()).unwrap();
+        },
+        "proof is for another log entry",
+    );
+    tamper(
+        "no-approval",
+        &|p| {
+            let mut m = manifest.clone();
+            let steps: Vec<serde_json::Value> = m["case_events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["action"] != "case.approve")
+                .cloned()
+                .collect();
+            m["case_events"] = serde_json::json!(steps);
+            std::fs::write(p.join("manifest.json"), m.to_string()).unwrap();
+        },
+        "no recorded step approves",
+    );
+    tamper(
+        "widened-scope",
+        &|p| {
+            let mut m = manifest.clone();
+            m["case"]["scope"]["custodians"] = serde_json::json!(["bob", "carol"]);
+            std::fs::write(p.join("manifest.json"), m.to_string()).unwrap();
+        },
+        "scope does not match its digest",
+    );
+
+    // Opened on the auditor's side with the epoch identity (the quickstart auditor's).
+    run(&[
+        "open",
+        "-i",
+        data.join("offline/auditor.key").to_str().unwrap(),
+        data.join("keys/epoch-1.age").to_str().unwrap(),
+        "-o",
+        "epoch-1.key",
+    ]);
+    run(&["auditor", "open", "package", "-i", "epoch-1.key"]);
+    let opened: Vec<String> = std::fs::read_dir(dir.join("package/opened"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(opened.len(), 2);
+    assert!(
+        opened
+            .iter()
+            .all(|doc| doc.contains(witness) && doc.contains("message bob-")),
+        "{opened:?}"
+    );
+
+    // Outside the scope: refused, over plain HTTP with the auditor's own token.
+    let login = serde_json::json!({
+        "username": "ann", "password": "a long passphrase for the auditor", "recovery_code": ann_codes[1],
+    });
+    let (status, tokens) = request(
+        port,
+        "POST",
+        "/v1/auth/login",
+        "Content-Type: application/json\r\n",
+        &login.to_string(),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{tokens}");
+    let tokens: serde_json::Value = serde_json::from_str(&tokens).unwrap();
+    let bearer = format!(
+        "Authorization: Bearer {}\r\n",
+        tokens["access_token"].as_str().unwrap()
+    );
+    let (status, _) = request(
+        port,
+        "GET",
+        &format!("/v1/cases/{case}/records/{carol_record}/body"),
+        &bearer,
+        "",
+    )
+    .unwrap();
+    assert_eq!(status, 403);
+
+    // The trail: every step and fetch, each proven in the log.
+    let trail = run(&[
+        "approver",
+        "trail",
+        &case,
+        "--log-key",
+        log_key,
+        "--session",
+        "ro.session",
+    ]);
+    for action in ["case.open", "case.request", "case.approve", "case.fetch"] {
+        assert!(trail.contains(action), "{action} missing: {trail}");
+    }
+    let proven: usize = trail
+        .lines()
+        .find(|l| l.contains(" events proven in the log"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    // open, request, approve; a list and a header and body per record.
+    assert!(proven >= 3 + 1 + 2 * 2, "{trail}");
+    drop(gateway);
+}

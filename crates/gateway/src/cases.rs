@@ -211,8 +211,9 @@ pub struct Step {
     pub actor: String,
     /// When, Unix milliseconds.
     pub at: u64,
-    /// The event's detail, as recorded.
-    pub detail: serde_json::Value,
+    /// The event's detail as recorded (JSON text: the bytes its leaf commits to, so
+    /// anyone can rebuild the event and prove it in the log).
+    pub detail: String,
     /// Whether it took effect (false: it followed a transition another had already
     /// superseded, or was not allowed from the state it met).
     pub effective: bool,
@@ -308,7 +309,7 @@ fn step(leaf: u64, event: &AuditEvent, effective: bool) -> Step {
         action: event.action.clone(),
         actor: event.actor.clone(),
         at: event.at.0,
-        detail: serde_json::from_str(&event.detail).unwrap_or(serde_json::Value::Null),
+        detail: event.detail.clone(),
         effective,
     }
 }

@@ -1,0 +1,943 @@
+//! `vellum auditor …` and `vellum approver …`: an auditor's whole workflow against a
+//! gateway, and the records officer's decisions on it.
+//!
+//! `login` signs in once (password and second factor) and keeps the session's refresh
+//! token in a file of mode 0600 (`--session`, default `~/.config/vellum/session.json`);
+//! every later command spends it for a fresh access token and stores the next one.
+//! Participants are turned into blind tokens here, with the index key, so the gateway
+//! learns only tokens. Sealed records are fetched into an export package and opened
+//! on this machine only.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use vellum_gateway::cases::Scope;
+use vellum_protocol::blind::{IndexKey, ParticipantId};
+use vellum_protocol::time::{parse_utc, rfc3339};
+use vellum_tlog::checkpoint;
+use vellum_tlog::note::NoteVerifier;
+use zeroize::Zeroizing;
+
+use crate::admin_api::Session;
+use crate::error::{CliError, Kind};
+use crate::files::read_small;
+use crate::keys_api::Login;
+use crate::package::{self, CaseEvent, CaseInfo, Manifest, RecordEntry};
+
+fn fail(kind: Kind, e: impl std::fmt::Display) -> CliError {
+    CliError::new(kind, format!("auditor: {e}"))
+}
+
+/// Where the session is kept.
+#[derive(Debug, Args)]
+pub(crate) struct SessionFile {
+    /// The session file (mode 0600) that `login` writes and other commands use.
+    #[arg(long, value_name = "FILE", env = "VELLUM_SESSION")]
+    session: Option<PathBuf>,
+}
+
+impl SessionFile {
+    fn path(&self) -> Result<PathBuf, CliError> {
+        if let Some(path) = &self.session {
+            return Ok(path.clone());
+        }
+        let base = std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+            .ok_or_else(|| fail(Kind::Other, "no home folder: give --session FILE"))?;
+        Ok(base.join("vellum").join("session.json"))
+    }
+}
+
+/// What a search or a scope selects, as typed by a person.
+#[derive(Debug, Args)]
+pub(crate) struct Selection {
+    /// A custodian (repeatable: any of them).
+    #[arg(long = "custodian", value_name = "NAME")]
+    custodians: Vec<String>,
+    /// A participant: an email address, a phone number in international form
+    /// (+…), or a normal form (mailto:, tel:, handle:SERVICE:NAME). Repeatable: any of
+    /// them. Turned into a blind token here, with --index-key.
+    #[arg(long = "participant", value_name = "ID", requires = "index_key")]
+    participants: Vec<String>,
+    /// The blind-index key file (base64url of 32 bytes), for --participant.
+    #[arg(long, value_name = "FILE")]
+    index_key: Option<PathBuf>,
+    /// Captured from this UTC date or instant (YYYY-MM-DD or YYYY-MM-DDThh:mm:ssZ).
+    #[arg(long, value_name = "WHEN")]
+    from: Option<String>,
+    /// Captured before this UTC date or instant.
+    #[arg(long, value_name = "WHEN")]
+    to: Option<String>,
+}
+
+impl Selection {
+    fn tokens(&self) -> Result<Vec<String>, CliError> {
+        if self.participants.is_empty() {
+            return Ok(Vec::new());
+        }
+        let path = self
+            .index_key
+            .as_deref()
+            .ok_or_else(|| fail(Kind::Other, "--participant needs --index-key FILE"))?;
+        let text = Zeroizing::new(read_small(path, 1024)?);
+        let bytes = Zeroizing::new(
+            URL_SAFE_NO_PAD
+                .decode(String::from_utf8_lossy(&text).trim())
+                .map_err(|_| fail(Kind::Malformed, format!("{}: not an index key", path.display())))?,
+        );
+        let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+            fail(
+                Kind::Malformed,
+                format!("{}: an index key is 32 bytes", path.display()),
+            )
+        })?;
+        let key = IndexKey::from_bytes(key);
+        self.participants
+            .iter()
+            .map(|p| Ok(hex::encode(key.participant(&participant(p)?).0)))
+            .collect()
+    }
+
+    fn times(&self) -> Result<(Option<u64>, Option<u64>), CliError> {
+        let when = |t: &Option<String>| {
+            t.as_deref()
+                .map(|t| {
+                    parse_utc(t).ok_or_else(|| {
+                        fail(
+                            Kind::Other,
+                            format!("{t:?}: a UTC date YYYY-MM-DD or instant YYYY-MM-DDThh:mm:ssZ"),
+                        )
+                    })
+                })
+                .transpose()
+        };
+        Ok((when(&self.from)?, when(&self.to)?))
+    }
+
+    fn scope(&self) -> Result<Scope, CliError> {
+        let (captured_from, captured_to) = self.times()?;
+        Scope {
+            custodians: self.custodians.clone(),
+            captured_from,
+            captured_to,
+            tokens: self.tokens()?,
+        }
+        .canonical()
+        .map_err(|e| fail(Kind::Other, e))
+    }
+}
+
+/// A participant as typed, in normal form.
+fn participant(text: &str) -> Result<ParticipantId, CliError> {
+    let bad = |e: &dyn std::fmt::Display| fail(Kind::Other, format!("participant {text:?}: {e}"));
+    if text.starts_with("mailto:") || text.starts_with("tel:") || text.starts_with("handle:") {
+        ParticipantId::parse(text).map_err(|e| bad(&e))
+    } else if text.contains('@') {
+        ParticipantId::email(text).map_err(|e| bad(&e))
+    } else if text.starts_with('+') {
+        ParticipantId::phone(text, None).map_err(|e| bad(&e))
+    } else {
+        Err(bad(
+            &"an email address, +phone number, or mailto:/tel:/handle: normal form",
+        ))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditorCommand {
+    /// Sign in and keep the session for the other commands.
+    #[command(name = "login")]
+    SignIn {
+        #[command(flatten)]
+        login: Login,
+        #[command(flatten)]
+        session: SessionFile,
+    },
+    /// End the session here and at the gateway.
+    Logout {
+        #[command(flatten)]
+        session: SessionFile,
+    },
+    /// Search records by what the gateway knows of them (audited).
+    Search {
+        #[command(flatten)]
+        selection: Selection,
+        /// A channel (repeatable).
+        #[arg(long = "channel", value_name = "NAME")]
+        channels: Vec<String>,
+        /// Rows per page.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Continue after this cursor (the `next` a page printed).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Oldest first.
+        #[arg(long)]
+        oldest_first: bool,
+        /// Print the page as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        session: SessionFile,
+    },
+    /// Cases: open, request access, list, show, close.
+    #[command(subcommand)]
+    Case(CaseCommand),
+    /// Fetch every record of an approved case into an export package (sealed bodies,
+    /// headers, proofs, the checkpoint and the case's steps), checking each proof.
+    Fetch {
+        /// The case id.
+        case: String,
+        /// The package folder to create.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The log's verifier key (`name+id+key`), or a file holding it.
+        #[arg(long, value_name = "VKEY|PATH")]
+        log_key: String,
+        #[command(flatten)]
+        session: SessionFile,
+    },
+    /// Open a package's sealed bodies with epoch identities, into DIR/opened/ID.json
+    /// (plaintext, on this machine only; mode 0600).
+    Open {
+        /// The package folder.
+        dir: PathBuf,
+        /// Epoch identity files (`vellum keys fetch` writes them), repeatable.
+        #[arg(short = 'i', long = "identity", value_name = "FILE", required = true)]
+        identities: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CaseCommand {
+    /// Open a case with a reason and a scope (fixed for the case's life).
+    Open {
+        /// Why: the FOIA request, the matter, the examination.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        selection: Selection,
+        #[command(flatten)]
+        session: SessionFile,
+    },
+    /// Ask an approver for access to the case's scope for some hours.
+    Request {
+        /// The case id.
+        case: String,
+        /// Hours of access (1 to 720).
+        #[arg(long)]
+        hours: u32,
+        /// A note for the approver.
+        #[arg(long, default_value = "")]
+        note: String,
+        #[command(flatten)]
+        session: SessionFile,
+    },
+    /// Your cases (all of them, for an approver).
+    List {
+        #[command(flatten)]
+        session: SessionFile,
+    },
+    /// A case, its scope and its history.
+    Show {
+        /// The case id.
+        case: String,
+        #[command(flatten)]
+        session: SessionFile,
+    },
+    /// Close a case for good.
+    Close {
+        /// The case id.
+        case: String,
+        /// Why.
+        #[arg(long)]
+        note: String,
+        #[command(flatten)]
+        session: SessionFile,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ApproverCommand {
+    /// Sign in and keep the session for the other commands.
+    #[command(name = "login")]
+    SignIn {
+        #[command(flatten)]
+        login: Login,
+        #[command(flatten)]
+        session: SessionFile,
+    },
+    /// Approve a pending request, after reviewing its scope (printed first): the
+    /// approval names the digest of the scope printed, computed here.
+    Approve {
+        /// The case id.
+        case: String,
+        /// Hours of access (at most those requested; default all of them).
+        #[arg(long)]
+        hours: Option<u32>,
+        /// A note.
+        #[arg(long, default_value = "")]
+        note: String,
+        #[command(flatten)]
+        session: SessionFile,
+    },
+    /// Deny a pending request.
+    Deny {
+        /// The case id.
+        case: String,
+        /// Why.
+        #[arg(long)]
+        note: String,
+        #[command(flatten)]
+        session: SessionFile,
+    },
+    /// A case's audit trail (its steps and every fetch under it), each event proven
+    /// in the log against the log key.
+    Trail {
+        /// The case id.
+        case: String,
+        /// The log's verifier key (`name+id+key`), or a file holding it.
+        #[arg(long, value_name = "VKEY|PATH")]
+        log_key: String,
+        #[command(flatten)]
+        session: SessionFile,
+    },
+    /// End a running grant.
+    Revoke {
+        /// The case id.
+        case: String,
+        /// Why.
+        #[arg(long)]
+        note: String,
+        #[command(flatten)]
+        session: SessionFile,
+    },
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(Kind::Other, e))
+}
+
+/// The stored session: the gateway, who signed in, and the next refresh token.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    gateway: String,
+    username: String,
+    refresh_token: String,
+}
+
+/// Writes `bytes` to `path` (mode 0600), replacing what is there, atomically.
+fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| CliError::io(dir, "create folder", &e))?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(".vellum-partial-")
+        .tempfile_in(dir)
+        .map_err(|e| CliError::io(dir, "write in", &e))?;
+    temp.write_all(bytes)
+        .and_then(|()| temp.as_file().sync_all())
+        .map_err(|e| CliError::io(path, "write", &e))?;
+    temp.persist(path)
+        .map_err(|e| CliError::io(path, "write", &e.error))?;
+    Ok(())
+}
+
+fn save(path: &Path, stored: &Stored) -> Result<(), CliError> {
+    let text = Zeroizing::new(serde_json::to_string(stored).map_err(|e| fail(Kind::Other, e))?);
+    replace_file(path, text.as_bytes())
+}
+
+/// Signs in with the stored session's refresh token, storing the next one.
+async fn resume(file: &SessionFile) -> Result<Session, CliError> {
+    let path = file.path()?;
+    if !path.exists() {
+        return Err(fail(
+            Kind::NotFound,
+            format!(
+                "no session at {}: sign in with `vellum auditor login` first",
+                path.display()
+            ),
+        ));
+    }
+    let text = crate::serve::secret_file(&path)?;
+    let stored: Stored = serde_json::from_str(&text).map_err(|_| {
+        fail(
+            Kind::Malformed,
+            format!("{} is not a session file", path.display()),
+        )
+    })?;
+    let (session, next) = Session::refresh(&stored.gateway, &stored.refresh_token)
+        .await
+        .map_err(|e| {
+            fail(
+                e.kind(),
+                format!("{e} (the session may have ended: sign in again with `vellum auditor login`)"),
+            )
+        })?;
+    save(
+        &path,
+        &Stored {
+            refresh_token: next.to_string(),
+            ..stored
+        },
+    )?;
+    Ok(session)
+}
+
+async fn login(login: &Login, file: &SessionFile) -> Result<(), CliError> {
+    let path = file.path()?;
+    let session = crate::keys_api::session(login).await?;
+    let refresh = session
+        .refresh_token()
+        .ok_or_else(|| fail(Kind::Other, "the gateway gave no refresh token"))?;
+    save(
+        &path,
+        &Stored {
+            gateway: login.gateway.trim_end_matches('/').to_owned(),
+            username: login.as_user.clone(),
+            refresh_token: refresh.to_string(),
+        },
+    )?;
+    println!(
+        "signed in as {}; session kept in {}",
+        login.as_user,
+        path.display()
+    );
+    Ok(())
+}
+
+pub(crate) fn run(command: &AuditorCommand) -> Result<(), CliError> {
+    runtime()?.block_on(async {
+        match command {
+            AuditorCommand::SignIn { login: l, session } => login(l, session).await,
+            AuditorCommand::Logout { session } => {
+                let path = session.path()?;
+                if let Ok(s) = resume(session).await {
+                    s.close().await;
+                }
+                std::fs::remove_file(&path).map_err(|e| CliError::io(&path, "remove", &e))?;
+                println!("signed out");
+                Ok(())
+            }
+            AuditorCommand::Search {
+                selection,
+                channels,
+                limit,
+                cursor,
+                oldest_first,
+                json: as_json,
+                session,
+            } => {
+                let (captured_from, captured_to) = selection.times()?;
+                let body = json!({
+                    "custodians": selection.custodians,
+                    "channels": channels,
+                    "tokens": selection.tokens()?,
+                    "captured_from": captured_from,
+                    "captured_to": captured_to,
+                    "limit": limit,
+                    "cursor": cursor,
+                    "order": if *oldest_first { "asc" } else { "desc" },
+                    "count": true,
+                });
+                let s = resume(session).await?;
+                let page = s
+                    .call(Method::POST, "/v1/records/search", Some(&body.to_string()))
+                    .await?;
+                if *as_json {
+                    println!("{page}");
+                } else {
+                    print_page(&page);
+                }
+                Ok(())
+            }
+            AuditorCommand::Case(command) => case_command(command).await,
+            AuditorCommand::Fetch {
+                case,
+                out,
+                log_key,
+                session,
+            } => {
+                let key = crate::verify::log_verifier(log_key)?;
+                let s = resume(session).await?;
+                fetch(&s, case, out, &key).await
+            }
+            AuditorCommand::Open { dir, identities } => open_package(dir, identities),
+        }
+    })
+}
+
+fn print_page(page: &Value) {
+    let total = page["total"].as_u64().unwrap_or_default();
+    let more = if page["total_more"] == true {
+        "more than "
+    } else {
+        ""
+    };
+    println!("{more}{total} records match");
+    for r in page["records"].as_array().into_iter().flatten() {
+        println!(
+            "{}  {}  {:<24} {:<8} {} bytes  leaf {}",
+            r["record_id"].as_str().unwrap_or_default(),
+            rfc3339(r["captured_at"].as_u64().unwrap_or_default()),
+            r["custodian"].as_str().unwrap_or_default(),
+            r["channel"].as_str().unwrap_or_default(),
+            r["body_len"],
+            r["leaf_index"],
+        );
+    }
+    if let Some(next) = page["next"].as_str() {
+        println!("next page: --cursor {next}");
+    }
+}
+
+fn print_case(case: &Value) {
+    println!(
+        "case {}  [{}]",
+        case["id"].as_str().unwrap_or_default(),
+        case["state"].as_str().unwrap_or_default()
+    );
+    println!("  reason:  {}", case["reason"].as_str().unwrap_or_default());
+    println!("  scope:   {}", case["scope"]);
+    println!("  digest:  {}", case["scope_sha256"].as_str().unwrap_or_default());
+    if let Some(until) = case["grant_until"].as_u64() {
+        println!("  grant until {}", rfc3339(until));
+    }
+    for step in case["history"].as_array().into_iter().flatten() {
+        let effective = if step["effective"] == true {
+            ""
+        } else {
+            "  (no effect)"
+        };
+        println!(
+            "  leaf {:>6}  {}  {:<13} by {}{effective}",
+            step["leaf_index"],
+            rfc3339(step["at"].as_u64().unwrap_or_default()),
+            step["action"].as_str().unwrap_or_default(),
+            step["actor"].as_str().unwrap_or_default(),
+        );
+    }
+}
+
+fn case_path(case: &str, action: &str) -> Result<String, CliError> {
+    if !vellum_gateway::cases::valid_id(case) {
+        return Err(fail(
+            Kind::Other,
+            format!("{case:?} is not a case id (32 hex digits)"),
+        ));
+    }
+    Ok(if action.is_empty() {
+        format!("/v1/cases/{case}")
+    } else {
+        format!("/v1/cases/{case}/{action}")
+    })
+}
+
+async fn case_command(command: &CaseCommand) -> Result<(), CliError> {
+    match command {
+        CaseCommand::Open {
+            reason,
+            selection,
+            session,
+        } => {
+            let body = json!({ "reason": reason, "scope": selection.scope()? });
+            let s = resume(session).await?;
+            let case = s.call(Method::POST, "/v1/cases", Some(&body.to_string())).await?;
+            print_case(&case);
+            println!(
+                "request access with: vellum auditor case request {} --hours N",
+                case["id"].as_str().unwrap_or_default()
+            );
+        }
+        CaseCommand::Request {
+            case,
+            hours,
+            note,
+            session,
+        } => {
+            let body = json!({ "hours": hours, "note": note });
+            let s = resume(session).await?;
+            print_case(
+                &s.call(
+                    Method::POST,
+                    &case_path(case, "request")?,
+                    Some(&body.to_string()),
+                )
+                .await?,
+            );
+        }
+        CaseCommand::List { session } => {
+            let s = resume(session).await?;
+            let mut from = 0;
+            loop {
+                let page = s
+                    .call(Method::GET, &format!("/v1/cases?from={from}"), None)
+                    .await?;
+                for case in page["cases"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}  {:<9}  {}",
+                        case["id"].as_str().unwrap_or_default(),
+                        case["state"].as_str().unwrap_or_default(),
+                        case["reason"].as_str().unwrap_or_default()
+                    );
+                }
+                match page["next"].as_u64() {
+                    Some(next) => from = next,
+                    None => break,
+                }
+            }
+        }
+        CaseCommand::Show { case, session } => {
+            let s = resume(session).await?;
+            print_case(&s.call(Method::GET, &case_path(case, "")?, None).await?);
+        }
+        CaseCommand::Close { case, note, session } => {
+            let s = resume(session).await?;
+            let body = json!({ "note": note }).to_string();
+            print_case(
+                &s.call(Method::POST, &case_path(case, "close")?, Some(&body))
+                    .await?,
+            );
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn run_approver(command: &ApproverCommand) -> Result<(), CliError> {
+    runtime()?.block_on(async {
+        match command {
+            ApproverCommand::SignIn { login: l, session } => login(l, session).await,
+            ApproverCommand::Approve {
+                case,
+                hours,
+                note,
+                session,
+            } => {
+                let s = resume(session).await?;
+                let current = s.call(Method::GET, &case_path(case, "")?, None).await?;
+                print_case(&current);
+                // The digest approved is computed here from the scope printed above,
+                // not taken from the gateway's word.
+                let scope: Scope = serde_json::from_value(current["scope"].clone())
+                    .map_err(|e| fail(Kind::Malformed, format!("the case's scope: {e}")))?;
+                let digest = scope.canonical().map_err(|e| fail(Kind::Malformed, e))?.digest();
+                let body = json!({ "hours": hours, "note": note, "scope_sha256": digest });
+                let after = s
+                    .call(
+                        Method::POST,
+                        &case_path(case, "approve")?,
+                        Some(&body.to_string()),
+                    )
+                    .await?;
+                println!("approved:");
+                print_case(&after);
+                Ok(())
+            }
+            ApproverCommand::Trail {
+                case,
+                log_key,
+                session,
+            } => {
+                let key = crate::verify::log_verifier(log_key)?;
+                let s = resume(session).await?;
+                trail(&s, case, &key).await
+            }
+            ApproverCommand::Deny { case, note, session }
+            | ApproverCommand::Revoke { case, note, session } => {
+                let action = if matches!(command, ApproverCommand::Deny { .. }) {
+                    "deny"
+                } else {
+                    "revoke"
+                };
+                let s = resume(session).await?;
+                let body = json!({ "note": note }).to_string();
+                print_case(
+                    &s.call(Method::POST, &case_path(case, action)?, Some(&body))
+                        .await?,
+                );
+                Ok(())
+            }
+        }
+    })
+}
+
+/// Progress on standard error: a line that rewrites itself at a terminal, a line
+/// every 10 % otherwise.
+struct Progress {
+    what: &'static str,
+    total: u64,
+    done: u64,
+    tty: bool,
+    last_tenth: u64,
+}
+
+impl Progress {
+    fn new(what: &'static str, total: u64) -> Self {
+        Self {
+            what,
+            total,
+            done: 0,
+            tty: std::io::stderr().is_terminal(),
+            last_tenth: 0,
+        }
+    }
+
+    fn step(&mut self) {
+        self.done += 1;
+        let total = self.total.max(self.done);
+        let tenth = self.done * 10 / total.max(1);
+        if self.tty {
+            eprint!("\r{}: {}/{}", self.what, self.done, total);
+            if self.done == total {
+                eprintln!();
+            }
+        } else if tenth > self.last_tenth || self.done == total {
+            eprintln!("{}: {}/{}", self.what, self.done, total);
+        }
+        self.last_tenth = tenth;
+    }
+}
+
+async fn fetch(s: &Session, case: &str, out: &Path, key: &NoteVerifier) -> Result<(), CliError> {
+    let current = s.call(Method::GET, &case_path(case, "")?, None).await?;
+    let checkpoint_note = s.text("/v1/log/checkpoint").await?;
+    let verified = checkpoint::open(checkpoint_note.as_bytes(), key)
+        .map_err(|e| fail(Kind::VerifyFailed, format!("the gateway's checkpoint: {e}")))?;
+    let size = verified.size();
+    crate::files::create_new_dir(out)?;
+    for sub in ["records", "case"] {
+        let path = out.join(sub);
+        std::fs::create_dir(&path).map_err(|e| CliError::io(&path, "create folder", &e))?;
+    }
+    let write = |name: &str, bytes: &[u8]| {
+        let path = out.join(name);
+        std::fs::write(&path, bytes).map_err(|e| CliError::io(&path, "write", &e))
+    };
+    write("checkpoint", checkpoint_note.as_bytes())?;
+
+    // The case's steps, each with its proof at the checkpoint.
+    let id = current["id"].as_str().unwrap_or_default().to_owned();
+    let mut case_events = Vec::new();
+    for step in current["history"].as_array().into_iter().flatten() {
+        let leaf = step["leaf_index"].as_u64().unwrap_or(u64::MAX);
+        if leaf >= size {
+            continue;
+        }
+        let proof = s
+            .text(&format!("/v1/log/proof/inclusion?index={leaf}&size={size}"))
+            .await?;
+        let name = format!("case/{leaf}.proof");
+        write(&name, proof.as_bytes())?;
+        case_events.push(CaseEvent {
+            leaf_index: leaf,
+            at: step["at"].as_u64().unwrap_or_default(),
+            actor: step["actor"].as_str().unwrap_or_default().into(),
+            action: step["action"].as_str().unwrap_or_default().into(),
+            detail: step["detail"].as_str().unwrap_or_default().into(),
+            proof: name,
+        });
+    }
+
+    // The records: every page of the case's scope.
+    let mut rows = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("{}?limit=1000", case_path(case, "records")?);
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let page = s.call(Method::GET, &path, None).await?;
+        rows.extend(page["records"].as_array().cloned().unwrap_or_default());
+        match page["next"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let mut progress = Progress::new("fetching records", rows.len() as u64);
+    let mut records = Vec::with_capacity(rows.len());
+    for row in rows {
+        let record_id = row["record_id"].as_str().unwrap_or_default().to_owned();
+        if row["leaf_index"].as_u64().is_none_or(|leaf| leaf >= size) {
+            // Archived after the checkpoint: the next fetch takes it.
+            continue;
+        }
+        let answer = s
+            .call(
+                Method::GET,
+                &format!("{}/{record_id}?size={size}", case_path(case, "records")?),
+                None,
+            )
+            .await?;
+        let header = STANDARD
+            .decode(answer["header"].as_str().unwrap_or_default())
+            .map_err(|_| {
+                fail(
+                    Kind::Malformed,
+                    format!("record {record_id}: header is not base64"),
+                )
+            })?;
+        let body = s
+            .bytes(&format!("{}/{record_id}/body", case_path(case, "records")?))
+            .await?;
+        let (header_name, body_name, proof_name) = (
+            format!("records/{record_id}.header"),
+            format!("records/{record_id}.age"),
+            format!("records/{record_id}.proof"),
+        );
+        write(&header_name, &header)?;
+        write(&body_name, &body)?;
+        write(
+            &proof_name,
+            answer["proof"].as_str().unwrap_or_default().as_bytes(),
+        )?;
+        records.push(RecordEntry {
+            record_id,
+            leaf_index: answer["leaf_index"].as_u64().unwrap_or_default(),
+            received_at: answer["received_at"].as_u64().unwrap_or_default(),
+            header: header_name,
+            header_sha256: hex::encode(Sha256::digest(&header)),
+            body: body_name,
+            body_sha256: hex::encode(Sha256::digest(&body)),
+            body_len: body.len() as u64,
+            proof: proof_name,
+        });
+        progress.step();
+    }
+    let scope: Scope = serde_json::from_value(current["scope"].clone())
+        .map_err(|e| fail(Kind::Malformed, format!("the case's scope: {e}")))?;
+    let manifest = Manifest {
+        format: package::FORMAT.into(),
+        created_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        checkpoint: "checkpoint".into(),
+        case: CaseInfo {
+            id,
+            reason: current["reason"].as_str().unwrap_or_default().into(),
+            scope,
+            scope_sha256: current["scope_sha256"].as_str().unwrap_or_default().into(),
+        },
+        case_events,
+        records,
+    };
+    let text = serde_json::to_vec_pretty(&manifest).map_err(|e| fail(Kind::Other, e))?;
+    write("manifest.json", &text)?;
+    // What was written is checked as a court would check it.
+    let checked = package::verify(out, key)?;
+    println!(
+        "fetched {} records of case {} into {}; verified against checkpoint {} (approved by {})",
+        checked.manifest.records.len(),
+        case,
+        out.display(),
+        checked.checkpoint.size(),
+        checked.approved_by
+    );
+    Ok(())
+}
+
+fn open_package(dir: &Path, identity_files: &[PathBuf]) -> Result<(), CliError> {
+    let identities = crate::sealing::read_identities(identity_files)?;
+    let manifest: Manifest = serde_json::from_slice(&read_small(&dir.join("manifest.json"), 256 << 20)?)
+        .map_err(|e| fail(Kind::Malformed, format!("manifest.json: {e}")))?;
+    let opened = dir.join("opened");
+    crate::files::create_new_dir(&opened)?;
+    let mut progress = Progress::new("opening records", manifest.records.len() as u64);
+    for r in &manifest.records {
+        let sealed = read_small(&dir.join(&r.body), 1 << 30)?;
+        let sealed = vellum_protocol::seal::SealedBody::from_bytes(sealed)
+            .map_err(|e| fail(Kind::Malformed, format!("record {}: {e}", r.record_id)))?;
+        let plain = sealed
+            .open(&identities)
+            .map_err(|e| fail(Kind::WrongKey, format!("record {}: {e}", r.record_id)))?;
+        crate::files::write_output(Some(&opened.join(format!("{}.json", r.record_id))), &plain)?;
+        progress.step();
+    }
+    println!(
+        "opened {} records into {}",
+        manifest.records.len(),
+        opened.display()
+    );
+    Ok(())
+}
+
+/// Prints and proves every audit event of case `case` (its steps, then its fetches).
+async fn trail(s: &Session, case: &str, key: &NoteVerifier) -> Result<(), CliError> {
+    case_path(case, "")?;
+    let note = s.text("/v1/log/checkpoint").await?;
+    let checkpoint = checkpoint::open(note.as_bytes(), key)
+        .map_err(|e| fail(Kind::VerifyFailed, format!("the gateway's checkpoint: {e}")))?;
+    let size = checkpoint.size();
+    let mut proven = 0;
+    for subject in [
+        vellum_gateway::cases::subject(case),
+        vellum_gateway::cases::fetch_subject(case),
+    ] {
+        let mut from = 0;
+        loop {
+            let page = s
+                .call(
+                    Method::GET,
+                    &format!("/v1/audit?subject={subject}&from={from}&limit=1000"),
+                    None,
+                )
+                .await?;
+            for e in page["events"].as_array().into_iter().flatten() {
+                let leaf = e["leaf_index"].as_u64().unwrap_or(u64::MAX);
+                let event = vellum_archive::ports::AuditEvent {
+                    at: vellum_protocol::ids::UnixMillis(e["at"].as_u64().unwrap_or_default()),
+                    actor: e["actor"].as_str().unwrap_or_default().into(),
+                    action: e["action"].as_str().unwrap_or_default().into(),
+                    subject: e["subject"].as_str().unwrap_or_default().into(),
+                    detail: e["detail"].as_str().unwrap_or_default().into(),
+                };
+                let mark = if leaf < size {
+                    let proof = s
+                        .text(&format!("/v1/log/proof/inclusion?index={leaf}&size={size}"))
+                        .await?;
+                    let proof = vellum_tlog::proof::TlogProof::parse(proof.as_bytes())
+                        .map_err(|e| fail(Kind::Malformed, format!("leaf {leaf}: {e}")))?;
+                    let entry = event.log_entry().to_bytes();
+                    if proof.extra.as_deref() != Some(entry.as_slice()) || proof.index != leaf {
+                        return Err(fail(
+                            Kind::VerifyFailed,
+                            format!("leaf {leaf}: the event is not the log's entry"),
+                        ));
+                    }
+                    proof
+                        .verify_in(&checkpoint, &vellum_tlog::hash::leaf_hash(&entry))
+                        .map_err(|e| fail(Kind::VerifyFailed, format!("leaf {leaf}: {e}")))?;
+                    proven += 1;
+                    "proven"
+                } else {
+                    "after the checkpoint"
+                };
+                println!(
+                    "leaf {leaf:>6}  {}  {:<13} by {}  {}  [{mark}]",
+                    rfc3339(event.at.0),
+                    event.action,
+                    event.actor,
+                    event.detail
+                );
+            }
+            match page["next"].as_u64() {
+                Some(next) => from = next,
+                None => break,
+            }
+        }
+    }
+    println!("{proven} events proven in the log at size {size}");
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! Export packages: what `vellum auditor fetch` writes and `vellum verify package`
+//! checks offline, with nothing but the log's public key. A package is a folder:
+//!
+//! ```text
+//! manifest.json          format, case, checkpoint, case events and records (below)
+//! checkpoint             the signed checkpoint every proof is made against
+//! case/LEAF.proof        inclusion proof of each of the case's recorded steps
+//! records/ID.header      each record's header, the bytes its device signed
+//! records/ID.age         its sealed body (age v1; the package holds no plaintext)
+//! records/ID.proof       its inclusion proof (c2sp.org/tlog-proof@v1, entry in extra)
+//! ```
+//!
+//! Verification proves, for a court or an archive that trusts only the log key: every
+//! record and every step of the case is in the log at the checkpoint; each body is
+//! the one its header names; the case's steps show an approval by another person of
+//! exactly the scope recorded; and every record lies in that scope.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use vellum_archive::ports::AuditEvent;
+use vellum_gateway::cases::{self, Scope};
+use vellum_protocol::header::UnverifiedHeader;
+use vellum_protocol::ids::{RecordId, UnixMillis};
+use vellum_protocol::receipt::LogEntry;
+use vellum_tlog::checkpoint::{self, VerifiedCheckpoint};
+use vellum_tlog::hash::leaf_hash;
+use vellum_tlog::note::{MAX_NOTE_LEN, NoteVerifier};
+use vellum_tlog::proof::{MAX_PROOF_TEXT_LEN, TlogProof};
+
+use crate::error::{CliError, Kind};
+use crate::files::read_small;
+
+/// The manifest's format name.
+pub(crate) const FORMAT: &str = "vellum/package/v1";
+/// The largest manifest read.
+const MAX_MANIFEST: u64 = 256 << 20;
+/// The largest sealed body read.
+const MAX_BODY: u64 = 1 << 30;
+
+/// The package's table of contents.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Manifest {
+    /// [`FORMAT`].
+    pub(crate) format: String,
+    /// When the package was made (Unix ms).
+    pub(crate) created_at: u64,
+    /// The checkpoint file.
+    pub(crate) checkpoint: String,
+    /// The case the records were read under.
+    pub(crate) case: CaseInfo,
+    /// The case's recorded steps, each provable in the log.
+    pub(crate) case_events: Vec<CaseEvent>,
+    /// The records, in capture order.
+    pub(crate) records: Vec<RecordEntry>,
+}
+
+/// The case, as opened.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CaseInfo {
+    pub(crate) id: String,
+    pub(crate) reason: String,
+    pub(crate) scope: Scope,
+    pub(crate) scope_sha256: String,
+}
+
+/// One recorded step of the case: the audit event's fields and its proof.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CaseEvent {
+    pub(crate) leaf_index: u64,
+    pub(crate) at: u64,
+    pub(crate) actor: String,
+    pub(crate) action: String,
+    /// The recorded detail, the exact JSON text the leaf commits to.
+    pub(crate) detail: String,
+    pub(crate) proof: String,
+}
+
+/// One record's files and what they must hash to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RecordEntry {
+    pub(crate) record_id: String,
+    pub(crate) leaf_index: u64,
+    pub(crate) received_at: u64,
+    pub(crate) header: String,
+    pub(crate) header_sha256: String,
+    pub(crate) body: String,
+    pub(crate) body_sha256: String,
+    pub(crate) body_len: u64,
+    pub(crate) proof: String,
+}
+
+fn failed(what: impl std::fmt::Display) -> CliError {
+    CliError::new(Kind::VerifyFailed, format!("package: {what}"))
+}
+
+/// A file named by the manifest, which must stay inside the package.
+fn inside(dir: &Path, name: &str) -> Result<PathBuf, CliError> {
+    let plain = !name.is_empty()
+        && !name.starts_with('/')
+        && name
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
+        && !name.contains('\\');
+    if !plain {
+        return Err(failed(format!(
+            "the manifest names a file outside the package: {name:?}"
+        )));
+    }
+    Ok(dir.join(name))
+}
+
+/// The audit event a case step stands for.
+pub(crate) fn case_event(case_id: &str, e: &CaseEvent) -> AuditEvent {
+    AuditEvent {
+        at: UnixMillis(e.at),
+        actor: e.actor.clone(),
+        action: e.action.clone(),
+        subject: cases::subject(case_id),
+        detail: e.detail.clone(),
+    }
+}
+
+/// What a package proved.
+pub(crate) struct Verified {
+    pub(crate) manifest: Manifest,
+    pub(crate) checkpoint: VerifiedCheckpoint,
+    /// The approval the records were read under: (approver, grant end).
+    pub(crate) approved_by: String,
+}
+
+/// Checks a package against the log key; the error names the first thing that failed.
+pub(crate) fn verify(dir: &Path, log_key: &NoteVerifier) -> Result<Verified, CliError> {
+    let manifest: Manifest = serde_json::from_slice(&read_small(&dir.join("manifest.json"), MAX_MANIFEST)?)
+        .map_err(|e| failed(format!("manifest.json is not a package manifest: {e}")))?;
+    if manifest.format != FORMAT {
+        return Err(failed(format!(
+            "manifest format {:?}, expected {FORMAT}",
+            manifest.format
+        )));
+    }
+    let checkpoint_path = inside(dir, &manifest.checkpoint)?;
+    let note = read_small(&checkpoint_path, MAX_NOTE_LEN as u64)?;
+    let checkpoint = checkpoint::open(&note, log_key)
+        .map_err(|e| failed(format!("the checkpoint does not verify under the log key: {e}")))?;
+    let prove = |file: &str, entry: &[u8], what: &str| -> Result<u64, CliError> {
+        let path = inside(dir, file)?;
+        let proof = TlogProof::parse(&read_small(&path, MAX_PROOF_TEXT_LEN as u64)?)
+            .map_err(|e| failed(format!("{what}: {file}: {e}")))?;
+        if proof.extra.as_deref() != Some(entry) {
+            return Err(failed(format!("{what}: its proof is for another log entry")));
+        }
+        proof
+            .verify_in(&checkpoint, &leaf_hash(entry))
+            .map_err(|e| failed(format!("{what}: not in the log at the package's checkpoint: {e}")))?;
+        Ok(proof.index)
+    };
+
+    // The case: its scope and steps, each proven, folded to an approval.
+    let case = &manifest.case;
+    let scope = case.scope.clone().canonical().map_err(failed)?;
+    if scope != case.scope || scope.digest() != case.scope_sha256 {
+        return Err(failed("the case's scope does not match its digest"));
+    }
+    let mut events = Vec::with_capacity(manifest.case_events.len());
+    for e in &manifest.case_events {
+        let event = case_event(&case.id, e);
+        let what = format!("case step {} ({})", e.leaf_index, e.action);
+        let index = prove(&e.proof, &event.log_entry().to_bytes(), &what)?;
+        if index != e.leaf_index {
+            return Err(failed(format!("{what}: proven at leaf {index}")));
+        }
+        events.push((e.leaf_index, event));
+    }
+    events.sort_by_key(|(leaf, _)| *leaf);
+    let folded = cases::fold(&case.id, &events, UnixMillis(0)).map_err(failed)?;
+    if folded.scope_sha256 != case.scope_sha256 || folded.reason != case.reason {
+        return Err(failed("the case's opening step records another scope or reason"));
+    }
+    let approved_by = folded
+        .history
+        .iter()
+        .filter(|s| s.effective && s.action == cases::APPROVE)
+        .map(|s| s.actor.clone())
+        .next_back()
+        .ok_or_else(|| failed("no recorded step approves access to this case"))?;
+    let filter = scope.filter().map_err(failed)?;
+
+    // Each record: header, body and proof agree, and it lies in the scope.
+    let mut seen = BTreeMap::new();
+    for r in &manifest.records {
+        let what = format!("record {}", r.record_id);
+        let record_id = RecordId::parse(&r.record_id).map_err(|e| failed(format!("{what}: {e}")))?;
+        if seen.insert(record_id, ()).is_some() {
+            return Err(failed(format!("{what} is listed twice")));
+        }
+        let header = read_small(
+            &inside(dir, &r.header)?,
+            vellum_protocol::header::MAX_HEADER_LEN as u64,
+        )?;
+        let header_sha256: [u8; 32] = Sha256::digest(&header).into();
+        if hex::encode(header_sha256) != r.header_sha256 {
+            return Err(failed(format!(
+                "{what}: the header was altered (its SHA-256 differs from the manifest's)"
+            )));
+        }
+        let parsed = UnverifiedHeader::parse(&header).map_err(|e| failed(format!("{what}: header: {e}")))?;
+        let fields = parsed.archived_fields();
+        if fields.record_id != record_id {
+            return Err(failed(format!("{what}: the header names another record")));
+        }
+        let body = read_small(&inside(dir, &r.body)?, MAX_BODY)?;
+        let body_sha256: [u8; 32] = Sha256::digest(&body).into();
+        if body_sha256 != fields.body.sha256 || body.len() as u64 != fields.body.len {
+            return Err(failed(format!(
+                "{what}: the sealed body is not the one its header names"
+            )));
+        }
+        if hex::encode(body_sha256) != r.body_sha256 || body.len() as u64 != r.body_len {
+            return Err(failed(format!(
+                "{what}: the manifest's body digest differs from the body"
+            )));
+        }
+        let entry = LogEntry::RecordAppended {
+            record_id,
+            header_sha256,
+            received_at: UnixMillis(r.received_at),
+        };
+        let index = prove(&r.proof, &entry.to_bytes(), &what)?;
+        if index != r.leaf_index {
+            return Err(failed(format!(
+                "{what}: proven at leaf {index}, listed at {}",
+                r.leaf_index
+            )));
+        }
+        if !filter.matches(fields, UnixMillis(r.received_at)) {
+            return Err(failed(format!("{what} lies outside the case's scope")));
+        }
+    }
+    Ok(Verified {
+        manifest,
+        checkpoint,
+        approved_by,
+    })
+}
