@@ -245,10 +245,13 @@ pub trait AuditStore: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<(u64, AuditEvent)>, StoreError>> + Send;
 
-    /// Every event about `subject`, in log order, each with its leaf index.
+    /// Up to `limit` events about `subject` whose leaf index is at least `from`, in
+    /// log order, each with its leaf index.
     fn audit_of(
         &self,
         subject: &str,
+        from: u64,
+        limit: u32,
     ) -> impl Future<Output = Result<Vec<(u64, AuditEvent)>, StoreError>> + Send;
 
     /// Up to `limit` events of `action` whose leaf index is at least `from`, in log

@@ -106,6 +106,13 @@ impl PgStore {
             .await
             .map_err(|e| StoreError::backend("connect to PostgreSQL", e))?;
         crate::migrate::run(crate::migrate::POSTGRES, &pool).await?;
+        let indexed = Self::backfill_search_index(&pool).await?;
+        if indexed > 0 {
+            tracing::info!(
+                records = indexed,
+                "indexed records archived before the search index"
+            );
+        }
         Ok(Self { pool })
     }
 }

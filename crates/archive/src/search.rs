@@ -20,6 +20,8 @@ use crate::error::StoreError;
 pub const MAX_PAGE: u32 = 1000;
 /// Counting stops here: a total above it is reported as "more than".
 pub const COUNT_CAP: u64 = 10_000;
+/// The largest time or cursor value (what the databases' signed 64-bit integers hold).
+pub const MAX_TIME: u64 = i64::MAX as u64;
 /// The most values one filter field takes.
 pub const MAX_FILTER_VALUES: usize = 256;
 
@@ -90,6 +92,13 @@ impl RecordFilter {
             }
         }
         for (what, range) in [("captured", self.captured), ("received", self.received)] {
+            if [range.from, range.to]
+                .into_iter()
+                .flatten()
+                .any(|t| t.0 > MAX_TIME)
+            {
+                return Err(format!("{what}: times are Unix milliseconds up to {MAX_TIME}"));
+            }
             if let (Some(from), Some(to)) = (range.from, range.to)
                 && from > to
             {
@@ -149,10 +158,8 @@ impl Cursor {
         if !digits(key) || !digits(leaf) {
             return None;
         }
-        Some(Self {
-            key: key.parse().ok()?,
-            leaf: leaf.parse().ok()?,
-        })
+        let (key, leaf) = (key.parse().ok()?, leaf.parse().ok()?);
+        (key <= MAX_TIME && leaf <= MAX_TIME).then_some(Self { key, leaf })
     }
 }
 

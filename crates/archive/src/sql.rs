@@ -306,6 +306,69 @@ macro_rules! sql_store {
 
 
         impl $store {
+            /// Indexes the records archived before the search index existed (migration
+            /// 5), in leaf order after the newest indexed one; run at open, before any
+            /// sequencing. Returns how many it indexed.
+            async fn backfill_search_index(pool: &sqlx::Pool<$db>) -> Result<u64, $crate::error::StoreError> {
+                use sqlx::Row as _;
+                let err = |e| $crate::error::StoreError::backend("index older records", e);
+                let mut done = 0;
+                loop {
+                    let rows = sqlx::query(
+                        "SELECT leaf_index, header, received_at FROM records WHERE leaf_index > \
+                         (SELECT COALESCE(MAX(leaf_index), -1) FROM record_index) ORDER BY leaf_index LIMIT 1000",
+                    )
+                    .fetch_all(pool)
+                    .await
+                    .map_err(err)?;
+                    if rows.is_empty() {
+                        return Ok(done);
+                    }
+                    let mut tx = pool.begin().await.map_err(err)?;
+                    for row in &rows {
+                        let leaf: i64 = row.try_get(0).map_err(err)?;
+                        let header: Vec<u8> = row.try_get(1).map_err(err)?;
+                        let received: i64 = row.try_get(2).map_err(err)?;
+                        let parsed = vellum_protocol::header::UnverifiedHeader::parse(&header).map_err(|e| {
+                            $crate::error::StoreError::Integrity(format!("stored header of leaf {leaf}: {e}"))
+                        })?;
+                        let fields = parsed.archived_fields();
+                        let f = $crate::sql::IndexColumns::of(fields)?;
+                        sqlx::query(
+                            "INSERT INTO record_index (leaf_index, custodian, device_id, channel, retention, \
+                             epoch, captured_at, received_at, body_len) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                             ON CONFLICT DO NOTHING",
+                        )
+                        .bind(leaf)
+                        .bind(f.custodian)
+                        .bind(f.device_id)
+                        .bind(f.channel)
+                        .bind(f.retention)
+                        .bind(f.epoch)
+                        .bind(f.captured_at)
+                        .bind(received)
+                        .bind(f.body_len)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(err)?;
+                        for token in &fields.tokens {
+                            sqlx::query(
+                                "INSERT INTO record_tokens (token, captured_at, leaf_index) VALUES ($1, $2, $3) \
+                                 ON CONFLICT DO NOTHING",
+                            )
+                            .bind(token.0.as_slice())
+                            .bind(f.captured_at)
+                            .bind(leaf)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(err)?;
+                        }
+                    }
+                    tx.commit().await.map_err(err)?;
+                    done += rows.len() as u64;
+                }
+            }
+
             async fn connection(&self) -> Result<sqlx::pool::PoolConnection<$db>, $crate::error::StoreError> {
                 self.pool
                     .acquire()
@@ -562,8 +625,10 @@ macro_rules! sql_store {
             async fn audit_of(
                 &self,
                 subject: &str,
+                from: u64,
+                limit: u32,
             ) -> Result<Vec<(u64, $crate::ports::AuditEvent)>, $crate::error::StoreError> {
-                select_audit(&self.pool, Some(("subject", subject)), 0, i64::MAX).await
+                select_audit(&self.pool, Some(("subject", subject)), from, i64::from(limit)).await
             }
 
             async fn audit_by_action(

@@ -88,6 +88,13 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::backend("open SQLite database", e))?;
         crate::migrate::run(crate::migrate::SQLITE, &pool).await?;
+        let indexed = Self::backfill_search_index(&pool).await?;
+        if indexed > 0 {
+            tracing::info!(
+                records = indexed,
+                "indexed records archived before the search index"
+            );
+        }
         let writer = Writer::open(path).await?;
         Ok(Self { pool, writer })
     }

@@ -10,6 +10,7 @@
 
 use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -86,10 +87,10 @@ impl Selection {
             .index_key
             .as_deref()
             .ok_or_else(|| fail(Kind::Other, "--participant needs --index-key FILE"))?;
-        let text = Zeroizing::new(read_small(path, 1024)?);
+        let text = crate::serve::secret_file(path)?;
         let bytes = Zeroizing::new(
             URL_SAFE_NO_PAD
-                .decode(String::from_utf8_lossy(&text).trim())
+                .decode(text.as_bytes())
                 .map_err(|_| fail(Kind::Malformed, format!("{}: not an index key", path.display())))?,
         );
         let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
@@ -274,11 +275,14 @@ pub(crate) enum ApproverCommand {
         #[command(flatten)]
         session: SessionFile,
     },
-    /// Approve a pending request, after reviewing its scope (printed first): the
-    /// approval names the digest of the scope printed, computed here.
+    /// Approve a pending request whose scope you reviewed with `vellum auditor case
+    /// show`: give the scope digest it printed (computed on your machine).
     Approve {
         /// The case id.
         case: String,
+        /// The scope digest `case show` printed for the scope you reviewed.
+        #[arg(long, value_name = "HEX")]
+        scope_sha256: String,
         /// Hours of access (at most those requested; default all of them).
         #[arg(long)]
         hours: Option<u32>,
@@ -472,8 +476,7 @@ pub(crate) fn run(command: &AuditorCommand) -> Result<(), CliError> {
                 session,
             } => {
                 let key = crate::verify::log_verifier(log_key)?;
-                let s = resume(session).await?;
-                fetch(&s, case, out, &key).await
+                fetch(session, case, out, &key).await
             }
             AuditorCommand::Open { dir, identities } => open_package(dir, identities),
         }
@@ -504,15 +507,46 @@ fn print_page(page: &Value) {
     }
 }
 
+/// The digest of a case's scope, computed here from the scope the gateway sent.
+fn local_digest(case: &Value) -> Result<String, CliError> {
+    let scope: Scope = serde_json::from_value(case["scope"].clone())
+        .map_err(|e| fail(Kind::Malformed, format!("the case's scope: {e}")))?;
+    Ok(scope.canonical().map_err(|e| fail(Kind::Malformed, e))?.digest())
+}
+
 fn print_case(case: &Value) {
     println!(
         "case {}  [{}]",
         case["id"].as_str().unwrap_or_default(),
         case["state"].as_str().unwrap_or_default()
     );
-    println!("  reason:  {}", case["reason"].as_str().unwrap_or_default());
-    println!("  scope:   {}", case["scope"]);
-    println!("  digest:  {}", case["scope_sha256"].as_str().unwrap_or_default());
+    println!("  reason:      {}", case["reason"].as_str().unwrap_or_default());
+    let scope = &case["scope"];
+    let list = |v: &Value| {
+        let items: Vec<&str> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if items.is_empty() {
+            "any".to_owned()
+        } else {
+            items.join(", ")
+        }
+    };
+    let time = |v: &Value| v.as_u64().map_or("open".to_owned(), rfc3339);
+    println!("  custodians:  {}", list(&scope["custodians"]));
+    println!(
+        "  captured:    from {} to {}",
+        time(&scope["captured_from"]),
+        time(&scope["captured_to"])
+    );
+    println!("  tokens:      {}", list(&scope["tokens"]));
+    match local_digest(case) {
+        Ok(digest) => println!("  scope digest (computed here): {digest}"),
+        Err(e) => println!("  scope digest: cannot be computed: {e}"),
+    }
     if let Some(until) = case["grant_until"].as_u64() {
         println!("  grant until {}", rfc3339(until));
     }
@@ -622,18 +656,24 @@ pub(crate) fn run_approver(command: &ApproverCommand) -> Result<(), CliError> {
             ApproverCommand::SignIn { login: l, session } => login(l, session).await,
             ApproverCommand::Approve {
                 case,
+                scope_sha256,
                 hours,
                 note,
                 session,
             } => {
                 let s = resume(session).await?;
                 let current = s.call(Method::GET, &case_path(case, "")?, None).await?;
-                print_case(&current);
-                // The digest approved is computed here from the scope printed above,
-                // not taken from the gateway's word.
-                let scope: Scope = serde_json::from_value(current["scope"].clone())
-                    .map_err(|e| fail(Kind::Malformed, format!("the case's scope: {e}")))?;
-                let digest = scope.canonical().map_err(|e| fail(Kind::Malformed, e))?.digest();
+                // The digest approved is the one the approver reviewed (`case show`
+                // prints it, computed here from the scope it prints), and it must
+                // still be the digest of the case's scope, computed here again.
+                let digest = local_digest(&current)?;
+                if !scope_sha256.eq_ignore_ascii_case(&digest) {
+                    print_case(&current);
+                    return Err(fail(
+                        Kind::VerifyFailed,
+                        "the case's scope is not the one whose digest you gave: review it again (vellum auditor case show)",
+                    ));
+                }
                 let body = json!({ "hours": hours, "note": note, "scope_sha256": digest });
                 let after = s
                     .call(
@@ -711,55 +751,86 @@ impl Progress {
     }
 }
 
-async fn fetch(s: &Session, case: &str, out: &Path, key: &NoteVerifier) -> Result<(), CliError> {
-    let current = s.call(Method::GET, &case_path(case, "")?, None).await?;
-    let checkpoint_note = s.text("/v1/log/checkpoint").await?;
-    let verified = checkpoint::open(checkpoint_note.as_bytes(), key)
-        .map_err(|e| fail(Kind::VerifyFailed, format!("the gateway's checkpoint: {e}")))?;
-    let size = verified.size();
-    crate::files::create_new_dir(out)?;
+/// How long a session's access token is used before the session is renewed (access
+/// tokens live 15 minutes).
+const RENEW_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// A session kept fresh through a long command: renewed from the session file (which
+/// then holds the next refresh token) once its access token is old.
+struct Fresh<'a> {
+    file: &'a SessionFile,
+    session: Session,
+    since: Instant,
+}
+
+impl<'a> Fresh<'a> {
+    async fn new(file: &'a SessionFile) -> Result<Self, CliError> {
+        Ok(Self {
+            file,
+            session: resume(file).await?,
+            since: Instant::now(),
+        })
+    }
+
+    async fn get(&mut self) -> Result<&Session, CliError> {
+        if self.since.elapsed() > RENEW_AFTER {
+            self.session = resume(self.file).await?;
+            self.since = Instant::now();
+        }
+        Ok(&self.session)
+    }
+}
+
+/// One step or fetch event as the gateway lists it, with its proof's file name.
+fn listed_event(e: &Value, proof: String) -> CaseEvent {
+    CaseEvent {
+        leaf_index: e["leaf_index"].as_u64().unwrap_or(u64::MAX),
+        at: e["at"].as_u64().unwrap_or_default(),
+        actor: e["actor"].as_str().unwrap_or_default().into(),
+        action: e["action"].as_str().unwrap_or_default().into(),
+        detail: e["detail"].as_str().unwrap_or_default().into(),
+        proof,
+    }
+}
+
+async fn fetch(file: &SessionFile, case: &str, out: &Path, key: &NoteVerifier) -> Result<(), CliError> {
+    let mut fresh = Fresh::new(file).await?;
+    let records_path = case_path(case, "records")?;
+    if out.exists() {
+        return Err(fail(
+            Kind::Exists,
+            format!("{} exists already; refusing to overwrite it", out.display()),
+        ));
+    }
+    // Built beside its destination and moved there whole once it verifies.
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let work = tempfile::Builder::new()
+        .prefix(".vellum-package-")
+        .tempdir_in(parent)
+        .map_err(|e| CliError::io(parent, "write in", &e))?;
+    let dir = work.path();
     for sub in ["records", "case"] {
-        let path = out.join(sub);
+        let path = dir.join(sub);
         std::fs::create_dir(&path).map_err(|e| CliError::io(&path, "create folder", &e))?;
     }
     let write = |name: &str, bytes: &[u8]| {
-        let path = out.join(name);
+        let path = dir.join(name);
         std::fs::write(&path, bytes).map_err(|e| CliError::io(&path, "write", &e))
     };
-    write("checkpoint", checkpoint_note.as_bytes())?;
 
-    // The case's steps, each with its proof at the checkpoint.
-    let id = current["id"].as_str().unwrap_or_default().to_owned();
-    let mut case_events = Vec::new();
-    for step in current["history"].as_array().into_iter().flatten() {
-        let leaf = step["leaf_index"].as_u64().unwrap_or(u64::MAX);
-        if leaf >= size {
-            continue;
-        }
-        let proof = s
-            .text(&format!("/v1/log/proof/inclusion?index={leaf}&size={size}"))
-            .await?;
-        let name = format!("case/{leaf}.proof");
-        write(&name, proof.as_bytes())?;
-        case_events.push(CaseEvent {
-            leaf_index: leaf,
-            at: step["at"].as_u64().unwrap_or_default(),
-            actor: step["actor"].as_str().unwrap_or_default().into(),
-            action: step["action"].as_str().unwrap_or_default().into(),
-            detail: step["detail"].as_str().unwrap_or_default().into(),
-            proof: name,
-        });
-    }
-
-    // The records: every page of the case's scope.
+    // The records of the case's scope, every page; then each header and body (each
+    // read is a fetch event at the gateway).
     let mut rows = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let mut path = format!("{}?limit=1000", case_path(case, "records")?);
+        let mut path = format!("{records_path}?limit=1000");
         if let Some(c) = &cursor {
             path.push_str(&format!("&cursor={c}"));
         }
-        let page = s.call(Method::GET, &path, None).await?;
+        let page = fresh.get().await?.call(Method::GET, &path, None).await?;
         rows.extend(page["records"].as_array().cloned().unwrap_or_default());
         match page["next"].as_str() {
             Some(next) => cursor = Some(next.to_owned()),
@@ -769,17 +840,19 @@ async fn fetch(s: &Session, case: &str, out: &Path, key: &NoteVerifier) -> Resul
     let mut progress = Progress::new("fetching records", rows.len() as u64);
     let mut records = Vec::with_capacity(rows.len());
     for row in rows {
-        let record_id = row["record_id"].as_str().unwrap_or_default().to_owned();
-        if row["leaf_index"].as_u64().is_none_or(|leaf| leaf >= size) {
-            // Archived after the checkpoint: the next fetch takes it.
-            continue;
-        }
+        let text = row["record_id"].as_str().unwrap_or_default();
+        // The id names files and paths: only a well-formed one is used.
+        let record_id = vellum_protocol::ids::RecordId::parse(text)
+            .map_err(|_| {
+                fail(
+                    Kind::Malformed,
+                    format!("the gateway listed a malformed record id {text:?}"),
+                )
+            })?
+            .to_string();
+        let s = fresh.get().await?;
         let answer = s
-            .call(
-                Method::GET,
-                &format!("{}/{record_id}?size={size}", case_path(case, "records")?),
-                None,
-            )
+            .call(Method::GET, &format!("{records_path}/{record_id}"), None)
             .await?;
         let header = STANDARD
             .decode(answer["header"].as_str().unwrap_or_default())
@@ -789,9 +862,7 @@ async fn fetch(s: &Session, case: &str, out: &Path, key: &NoteVerifier) -> Resul
                     format!("record {record_id}: header is not base64"),
                 )
             })?;
-        let body = s
-            .bytes(&format!("{}/{record_id}/body", case_path(case, "records")?))
-            .await?;
+        let body = s.bytes(&format!("{records_path}/{record_id}/body")).await?;
         let (header_name, body_name, proof_name) = (
             format!("records/{record_id}.header"),
             format!("records/{record_id}.age"),
@@ -799,13 +870,9 @@ async fn fetch(s: &Session, case: &str, out: &Path, key: &NoteVerifier) -> Resul
         );
         write(&header_name, &header)?;
         write(&body_name, &body)?;
-        write(
-            &proof_name,
-            answer["proof"].as_str().unwrap_or_default().as_bytes(),
-        )?;
         records.push(RecordEntry {
             record_id,
-            leaf_index: answer["leaf_index"].as_u64().unwrap_or_default(),
+            leaf_index: answer["leaf_index"].as_u64().unwrap_or(u64::MAX),
             received_at: answer["received_at"].as_u64().unwrap_or_default(),
             header: header_name,
             header_sha256: hex::encode(Sha256::digest(&header)),
@@ -816,6 +883,71 @@ async fn fetch(s: &Session, case: &str, out: &Path, key: &NoteVerifier) -> Resul
         });
         progress.step();
     }
+
+    // One checkpoint, taken after every fetch was recorded, proves it all.
+    let s = fresh.get().await?;
+    let checkpoint_note = s.text("/v1/log/checkpoint").await?;
+    let verified = checkpoint::open(checkpoint_note.as_bytes(), key)
+        .map_err(|e| fail(Kind::VerifyFailed, format!("the gateway's checkpoint: {e}")))?;
+    let size = verified.size();
+    write("checkpoint", checkpoint_note.as_bytes())?;
+    let prove = |leaf: u64| format!("/v1/log/proof/inclusion?index={leaf}&size={size}");
+    let mut progress = Progress::new("proving records", records.len() as u64);
+    for r in &records {
+        let proof = fresh.get().await?.text(&prove(r.leaf_index)).await?;
+        write(&r.proof, proof.as_bytes())?;
+        progress.step();
+    }
+    // The case's steps and the fetch events of the bodies read, with their proofs.
+    let s = fresh.get().await?;
+    let current = s.call(Method::GET, &case_path(case, "")?, None).await?;
+    let mut case_events = Vec::new();
+    for step in current["history"].as_array().into_iter().flatten() {
+        let event = listed_event(step, format!("case/{}.proof", step["leaf_index"]));
+        if event.leaf_index < size {
+            write(&event.proof, s.text(&prove(event.leaf_index)).await?.as_bytes())?;
+            case_events.push(event);
+        }
+    }
+    let mut body_fetches = std::collections::BTreeMap::new();
+    let mut from = 0;
+    loop {
+        let page = s
+            .call(
+                Method::GET,
+                &format!("{}?from={from}", case_path(case, "fetches")?),
+                None,
+            )
+            .await?;
+        for e in page["events"].as_array().into_iter().flatten() {
+            let detail: Value =
+                serde_json::from_str(e["detail"].as_str().unwrap_or_default()).unwrap_or(Value::Null);
+            let leaf = e["leaf_index"].as_u64().unwrap_or(u64::MAX);
+            if let (Some(record), "body", true) = (
+                detail["record"].as_str(),
+                detail["part"].as_str().unwrap_or_default(),
+                leaf < size,
+            ) {
+                body_fetches.insert(record.to_owned(), e.clone());
+            }
+        }
+        match page["next"].as_u64() {
+            Some(next) => from = next,
+            None => break,
+        }
+    }
+    let mut fetch_events = Vec::new();
+    for r in &records {
+        let e = body_fetches.get(&r.record_id).ok_or_else(|| {
+            fail(
+                Kind::VerifyFailed,
+                format!("record {}: the gateway lists no fetch of it", r.record_id),
+            )
+        })?;
+        let event = listed_event(e, format!("case/{}.proof", e["leaf_index"]));
+        write(&event.proof, s.text(&prove(event.leaf_index)).await?.as_bytes())?;
+        fetch_events.push(event);
+    }
     let scope: Scope = serde_json::from_value(current["scope"].clone())
         .map_err(|e| fail(Kind::Malformed, format!("the case's scope: {e}")))?;
     let manifest = Manifest {
@@ -825,18 +957,21 @@ async fn fetch(s: &Session, case: &str, out: &Path, key: &NoteVerifier) -> Resul
             .map_or(0, |d| d.as_millis() as u64),
         checkpoint: "checkpoint".into(),
         case: CaseInfo {
-            id,
+            id: current["id"].as_str().unwrap_or_default().into(),
             reason: current["reason"].as_str().unwrap_or_default().into(),
             scope,
             scope_sha256: current["scope_sha256"].as_str().unwrap_or_default().into(),
         },
         case_events,
+        fetch_events,
         records,
     };
     let text = serde_json::to_vec_pretty(&manifest).map_err(|e| fail(Kind::Other, e))?;
     write("manifest.json", &text)?;
-    // What was written is checked as a court would check it.
-    let checked = package::verify(out, key)?;
+    // What was written is checked as a court would check it, then moved into place.
+    let checked = package::verify(dir, key)?;
+    let kept = work.keep();
+    std::fs::rename(&kept, out).map_err(|e| CliError::io(out, "move the package to", &e))?;
     println!(
         "fetched {} records of case {} into {}; verified against checkpoint {} (approved by {})",
         checked.manifest.records.len(),
@@ -856,13 +991,20 @@ fn open_package(dir: &Path, identity_files: &[PathBuf]) -> Result<(), CliError> 
     crate::files::create_new_dir(&opened)?;
     let mut progress = Progress::new("opening records", manifest.records.len() as u64);
     for r in &manifest.records {
-        let sealed = read_small(&dir.join(&r.body), 1 << 30)?;
+        // The manifest names files: only a well-formed id and a path inside the package.
+        let id = vellum_protocol::ids::RecordId::parse(&r.record_id).map_err(|_| {
+            fail(
+                Kind::Malformed,
+                format!("manifest: malformed record id {:?}", r.record_id),
+            )
+        })?;
+        let sealed = read_small(&package::inside(dir, &r.body)?, 1 << 30)?;
         let sealed = vellum_protocol::seal::SealedBody::from_bytes(sealed)
             .map_err(|e| fail(Kind::Malformed, format!("record {}: {e}", r.record_id)))?;
         let plain = sealed
             .open(&identities)
             .map_err(|e| fail(Kind::WrongKey, format!("record {}: {e}", r.record_id)))?;
-        crate::files::write_output(Some(&opened.join(format!("{}.json", r.record_id))), &plain)?;
+        crate::files::write_output(Some(&opened.join(format!("{id}.json"))), &plain)?;
         progress.step();
     }
     println!(

@@ -218,7 +218,7 @@ struct Report {
 
 /// The log key: kept in `DIR/log.skey` when a folder is given, so a rerun (or a restart
 /// after a crash) extends the same log; otherwise a fresh one.
-fn log_signer(dir: Option<&std::path::Path>) -> Result<NoteSigner, CliError> {
+pub(crate) fn log_signer(dir: Option<&std::path::Path>) -> Result<NoteSigner, CliError> {
     let Some(dir) = dir else {
         return generate_note_signer(LOG_NAME).map_err(fail);
     };

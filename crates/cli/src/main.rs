@@ -11,6 +11,7 @@ mod auditor;
 mod bench;
 mod bench_capture;
 mod bench_flood;
+mod bench_search;
 mod capture;
 mod demo;
 mod epoch;
@@ -114,6 +115,8 @@ enum BenchCommand {
     /// Verified capture receipts per second over HTTP against a gateway process, beside
     /// a naive baseline and the CPU floor.
     Capture(bench_capture::CaptureArgs),
+    /// First-page latency of record search over a generated archive of millions.
+    Search(bench_search::SearchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,6 +155,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Storage(args)) => bench::storage(&args),
         Command::Bench(BenchCommand::LoginFlood(args)) => bench_flood::login_flood(&args),
         Command::Bench(BenchCommand::Capture(args)) => bench_capture::capture(&args),
+        Command::Bench(BenchCommand::Search(args)) => bench_search::search(&args),
         Command::Demo { dir } => demo::run(&dir),
         Command::Serve { config } => serve::Config::load(&config).and_then(serve::run),
         Command::Quickstart { data, listen } => quickstart::run(&data, listen),

@@ -4,16 +4,20 @@
 //! ```text
 //! manifest.json          format, case, checkpoint, case events and records (below)
 //! checkpoint             the signed checkpoint every proof is made against
-//! case/LEAF.proof        inclusion proof of each of the case's recorded steps
+//! case/LEAF.proof        inclusion proof of each of the case's recorded steps, and of
+//!                        each fetch event listed
 //! records/ID.header      each record's header, the bytes its device signed
 //! records/ID.age         its sealed body (age v1; the package holds no plaintext)
 //! records/ID.proof       its inclusion proof (c2sp.org/tlog-proof@v1, entry in extra)
 //! ```
 //!
 //! Verification proves, for a court or an archive that trusts only the log key: every
-//! record and every step of the case is in the log at the checkpoint; each body is
-//! the one its header names; the case's steps show an approval by another person of
-//! exactly the scope recorded; and every record lies in that scope.
+//! record, every step of the case and every fetch event listed is in the log at the
+//! checkpoint; each body is the one its header names; the case's steps show an
+//! approval by another person of exactly the scope recorded; every record lies in
+//! that scope; and every record was read by the case's auditor, in a body fetch the
+//! gateway recorded within a grant. It cannot prove that the steps listed are all
+//! the case's steps: a package that leaves out a later revocation still verifies.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -54,6 +58,9 @@ pub(crate) struct Manifest {
     pub(crate) case: CaseInfo,
     /// The case's recorded steps, each provable in the log.
     pub(crate) case_events: Vec<CaseEvent>,
+    /// For each record, the gateway's record of the body fetch that read it under
+    /// the case (subject `case:ID:fetch`), each provable in the log.
+    pub(crate) fetch_events: Vec<CaseEvent>,
     /// The records, in capture order.
     pub(crate) records: Vec<RecordEntry>,
 }
@@ -68,7 +75,8 @@ pub(crate) struct CaseInfo {
     pub(crate) scope_sha256: String,
 }
 
-/// One recorded step of the case: the audit event's fields and its proof.
+/// One recorded event of the case (a step, or a fetch): the audit event's fields but
+/// its subject, which the case's id gives, and its proof.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CaseEvent {
@@ -101,7 +109,7 @@ fn failed(what: impl std::fmt::Display) -> CliError {
 }
 
 /// A file named by the manifest, which must stay inside the package.
-fn inside(dir: &Path, name: &str) -> Result<PathBuf, CliError> {
+pub(crate) fn inside(dir: &Path, name: &str) -> Result<PathBuf, CliError> {
     let plain = !name.is_empty()
         && !name.starts_with('/')
         && name
@@ -116,15 +124,41 @@ fn inside(dir: &Path, name: &str) -> Result<PathBuf, CliError> {
     Ok(dir.join(name))
 }
 
-/// The audit event a case step stands for.
-pub(crate) fn case_event(case_id: &str, e: &CaseEvent) -> AuditEvent {
+/// The audit event `e` stands for, about `subject`.
+pub(crate) fn audit_event(subject: String, e: &CaseEvent) -> AuditEvent {
     AuditEvent {
         at: UnixMillis(e.at),
         actor: e.actor.clone(),
         action: e.action.clone(),
-        subject: cases::subject(case_id),
+        subject,
         detail: e.detail.clone(),
     }
+}
+
+/// The periods the case's effective steps granted access: from each approval to the
+/// first of its end, a later revocation, denial or closing.
+fn grant_windows(case: &cases::Case) -> Vec<(u64, u64)> {
+    let mut windows = Vec::new();
+    let mut open: Option<(u64, u64)> = None;
+    for step in case.history.iter().filter(|s| s.effective) {
+        match step.action.as_str() {
+            cases::APPROVE => {
+                let until = serde_json::from_str::<cases::StepDetail>(&step.detail)
+                    .ok()
+                    .and_then(|d| d.until)
+                    .unwrap_or(step.at);
+                open = Some((step.at, until));
+            }
+            cases::REVOKE | cases::CLOSE => {
+                if let Some((from, until)) = open.take() {
+                    windows.push((from, until.min(step.at)));
+                }
+            }
+            _ => {}
+        }
+    }
+    windows.extend(open);
+    windows
 }
 
 /// What a package proved.
@@ -170,7 +204,7 @@ pub(crate) fn verify(dir: &Path, log_key: &NoteVerifier) -> Result<Verified, Cli
     }
     let mut events = Vec::with_capacity(manifest.case_events.len());
     for e in &manifest.case_events {
-        let event = case_event(&case.id, e);
+        let event = audit_event(cases::subject(&case.id), e);
         let what = format!("case step {} ({})", e.leaf_index, e.action);
         let index = prove(&e.proof, &event.log_entry().to_bytes(), &what)?;
         if index != e.leaf_index {
@@ -191,6 +225,37 @@ pub(crate) fn verify(dir: &Path, log_key: &NoteVerifier) -> Result<Verified, Cli
         .next_back()
         .ok_or_else(|| failed("no recorded step approves access to this case"))?;
     let filter = scope.filter().map_err(failed)?;
+    let windows = grant_windows(&folded);
+
+    // The gateway's records of the body fetches: made by the case's auditor, each
+    // within a grant, each proven. They tie every record to this case.
+    let mut fetched = BTreeMap::new();
+    for e in &manifest.fetch_events {
+        let what = format!("fetch event {}", e.leaf_index);
+        let event = audit_event(cases::fetch_subject(&case.id), e);
+        let index = prove(&e.proof, &event.log_entry().to_bytes(), &what)?;
+        if index != e.leaf_index {
+            return Err(failed(format!("{what}: proven at leaf {index}")));
+        }
+        if e.action != cases::FETCH || e.actor != folded.opened_by {
+            return Err(failed(format!("{what} is not a fetch by the case's auditor")));
+        }
+        if !windows
+            .iter()
+            .any(|(from, until)| (*from..*until).contains(&e.at))
+        {
+            return Err(failed(format!(
+                "{what} lies outside every grant the case's steps record"
+            )));
+        }
+        let detail: serde_json::Value =
+            serde_json::from_str(&e.detail).map_err(|_| failed(format!("{what}: detail is not JSON")))?;
+        if detail["part"] == "body"
+            && let Some(record) = detail["record"].as_str()
+        {
+            fetched.insert(record.to_owned(), e.leaf_index);
+        }
+    }
 
     // Each record: header, body and proof agree, and it lies in the scope.
     let mut seen = BTreeMap::new();
@@ -241,6 +306,11 @@ pub(crate) fn verify(dir: &Path, log_key: &NoteVerifier) -> Result<Verified, Cli
         }
         if !filter.matches(fields, UnixMillis(r.received_at)) {
             return Err(failed(format!("{what} lies outside the case's scope")));
+        }
+        if !fetched.contains_key(&r.record_id) {
+            return Err(failed(format!(
+                "{what}: no proven fetch under this case's grant reads it"
+            )));
         }
     }
     Ok(Verified {

@@ -1230,17 +1230,49 @@ fn an_auditor_reads_an_approved_scope_and_a_court_verifies_the_package() {
         "--session",
         "ann.session",
     ]);
+    let shown = run(&["auditor", "case", "show", &case, "--session", "ro.session"]);
+    assert!(shown.contains("custodians:  bob"), "{shown}");
+    let digest = shown
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("scope digest (computed here): "))
+        .unwrap()
+        .to_owned();
     let own = vellum(
         dir,
-        &["approver", "approve", &case, "--session", "ann.session"],
+        &[
+            "approver",
+            "approve",
+            &case,
+            "--scope-sha256",
+            &digest,
+            "--session",
+            "ann.session",
+        ],
         b"",
     );
     assert_ne!(own.code, 0);
     assert!(own.stderr.contains("403"), "{}", own.stderr);
+    let zeros = "0".repeat(64);
+    let wrong = vellum(
+        dir,
+        &[
+            "approver",
+            "approve",
+            &case,
+            "--scope-sha256",
+            &zeros,
+            "--session",
+            "ro.session",
+        ],
+        b"",
+    );
+    assert_eq!(wrong.code, 6, "{}", wrong.stderr);
     let approved = run(&[
         "approver",
         "approve",
         &case,
+        "--scope-sha256",
+        &digest,
         "--hours",
         "2",
         "--note",
@@ -1283,6 +1315,24 @@ fn an_auditor_reads_an_approved_scope_and_a_court_verifies_the_package() {
         assert!(out.stderr.contains(expected), "{name}: {}", out.stderr);
     };
     let first_body = manifest["records"][0]["body"].as_str().unwrap().to_owned();
+    tamper(
+        "no-fetch-record",
+        &|p| {
+            let mut m = manifest.clone();
+            m["fetch_events"] = serde_json::json!([]);
+            std::fs::write(p.join("manifest.json"), m.to_string()).unwrap();
+        },
+        "no proven fetch",
+    );
+    tamper(
+        "escaping-name",
+        &|p| {
+            let mut m = manifest.clone();
+            m["records"][0]["body"] = serde_json::json!("../package/records/x.age");
+            std::fs::write(p.join("manifest.json"), m.to_string()).unwrap();
+        },
+        "outside the package",
+    );
     tamper(
         "flipped-body",
         &|p| {

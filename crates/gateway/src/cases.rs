@@ -58,8 +58,8 @@ pub fn valid_id(id: &str) -> bool {
 
 /// What a case may read: records of these custodians (any, if empty), captured in
 /// `[captured_from, captured_to)`, carrying at least one of these blind tokens (any
-/// record, if empty). At least one bound must be given: a case never covers the
-/// whole archive.
+/// record, if empty). It names custodians or tokens, or a time range with both ends:
+/// a case never covers the whole archive.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scope {
@@ -94,13 +94,10 @@ impl Scope {
         }
         let filter = self.filter()?;
         filter.check()?;
-        if self.custodians.is_empty()
-            && self.tokens.is_empty()
-            && self.captured_from.is_none()
-            && self.captured_to.is_none()
-        {
+        let bounded_time = self.captured_from.is_some() && self.captured_to.is_some();
+        if self.custodians.is_empty() && self.tokens.is_empty() && !bounded_time {
             return Err(
-                "a scope names custodians, blind tokens or a time range: never the whole archive".into(),
+                "a scope names custodians, blind tokens or a time range with both ends: never the whole archive".into(),
             );
         }
         Ok(self)
@@ -449,7 +446,23 @@ mod tests {
             captured_to: None,
             tokens: vec![],
         };
-        assert!(empty.canonical().is_err());
+        assert!(empty.clone().canonical().is_err());
+        let open_ended = Scope {
+            captured_from: Some(0),
+            ..empty.clone()
+        };
+        assert!(open_ended.canonical().is_err());
+        let window = Scope {
+            captured_from: Some(0),
+            captured_to: Some(1),
+            ..empty
+        };
+        assert!(window.canonical().is_ok());
+        let too_late = Scope {
+            captured_to: Some(u64::MAX),
+            ..scope()
+        };
+        assert!(too_late.canonical().is_err());
         let bad = Scope {
             tokens: vec!["zz".into()],
             ..scope()

@@ -174,6 +174,8 @@ async fn search_selects_by_header_fields_and_pages_by_keyset() {
         json!({ "cursor": "x" }),
         json!({ "sort": "sender" }),
         json!({ "captured_from": 10, "captured_to": 5 }),
+        json!({ "captured_to": u64::MAX }),
+        json!({ "cursor": "9223372036854775808.1" }),
         json!({ "body": "anything" }),
     ] {
         let answer = call(&f, "POST", "/v1/records/search", &auditor, Some(bad.clone())).await;
@@ -212,11 +214,17 @@ async fn a_case_reads_only_its_approved_scope_for_its_time() {
     let t1 = hex::encode([1u8; 16]);
 
     // A scope must bound something; an approver cannot open a case.
-    let unbounded = json!({ "reason": "FOIA-7", "scope": {} });
-    assert_problem(
-        &call(&f, "POST", "/v1/cases", &ann, Some(unbounded)).await,
-        StatusCode::BAD_REQUEST,
-    );
+    for unbounded in [
+        json!({}),
+        json!({ "captured_from": 0 }),
+        json!({ "custodians": ["bob"], "captured_to": u64::MAX }),
+    ] {
+        let opening = json!({ "reason": "FOIA-7", "scope": unbounded });
+        assert_problem(
+            &call(&f, "POST", "/v1/cases", &ann, Some(opening)).await,
+            StatusCode::BAD_REQUEST,
+        );
+    }
     let no_reason = json!({ "reason": " ", "scope": { "custodians": ["bob"] } });
     assert_problem(
         &call(&f, "POST", "/v1/cases", &ann, Some(no_reason)).await,
@@ -243,10 +251,12 @@ async fn a_case_reads_only_its_approved_scope_for_its_time() {
         &step(&f, &olga, &id, "approve", approval.clone()).await,
         StatusCode::CONFLICT,
     );
-    assert_problem(
-        &step(&f, &ann, &id, "request", json!({ "hours": 0 })).await,
-        StatusCode::CONFLICT,
-    );
+    for bad in [json!({ "hours": 0 }), json!({}), json!({ "hours": 721 })] {
+        assert_problem(
+            &step(&f, &ann, &id, "request", bad).await,
+            StatusCode::BAD_REQUEST,
+        );
+    }
     assert_problem(
         &step(&f, &ben, &id, "request", json!({ "hours": 8 })).await,
         StatusCode::NOT_FOUND,

@@ -605,7 +605,7 @@ fn allowed(method: &Method, path: &str, caller: Caller) -> bool {
         }
         (_, p) if p.starts_with("/v1/cases/{case}/records") => caller == Caller::Person(Role::Auditor),
         ("POST", "/v1/records/search")
-        | (_, "/v1/cases" | "/v1/cases/{case}")
+        | (_, "/v1/cases" | "/v1/cases/{case}" | "/v1/cases/{case}/fetches")
         | ("POST", "/v1/cases/{case}/revoke" | "/v1/cases/{case}/close") => {
             matches!(caller, Caller::Person(Role::Auditor | Role::Approver))
         }

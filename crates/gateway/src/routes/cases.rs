@@ -236,7 +236,7 @@ async fn load<L: CaseStore, B: BlobStore>(state: &State<L, B>, id: &str) -> Resu
         return Err(ApiError::NotFound("no such case".into()));
     }
     let store = state.archive().log_store();
-    let events = store.audit_of(&cases::subject(id)).await?;
+    let events = store.audit_of(&cases::subject(id), 0, u32::MAX).await?;
     if events.is_empty() {
         return Err(ApiError::NotFound("no such case".into()));
     }
@@ -402,6 +402,13 @@ pub(super) struct StepRequest {
     scope_sha256: Option<String>,
 }
 
+/// Hours of access asked for or granted: 1 to [`cases::MAX_GRANT_HOURS`], or 400.
+fn hours_of(hours: Option<u32>) -> Result<u32, ApiError> {
+    hours
+        .filter(|h| (1..=cases::MAX_GRANT_HOURS).contains(h))
+        .ok_or_else(|| ApiError::BadRequest(format!("hours: 1 to {}", cases::MAX_GRANT_HOURS)))
+}
+
 /// Makes the transition `action` on case `id` for `person`, after the checks its
 /// role and the case's state allow; answers the case after it.
 async fn step<L: CaseStore, B: BlobStore>(
@@ -427,7 +434,7 @@ async fn step<L: CaseStore, B: BlobStore>(
                 "only the auditor who opened the case requests access".into(),
             ));
         }
-        cases::REQUEST => detail.hours = request.hours,
+        cases::REQUEST => detail.hours = Some(hours_of(request.hours)?),
         cases::APPROVE | cases::DENY if is_opener => {
             return Err(ApiError::Forbidden(
                 "nobody approves or denies their own request".into(),
@@ -441,7 +448,10 @@ async fn step<L: CaseStore, B: BlobStore>(
                 ));
             }
             let at = now();
-            let hours = request.hours.or(case.requested_hours);
+            let hours = match request.hours {
+                Some(h) => Some(hours_of(Some(h))?),
+                None => case.requested_hours,
+            };
             detail.hours = hours;
             detail.scope_sha256 = offered;
             detail.until = hours.map(|h| at.0 + u64::from(h) * 3_600_000);
@@ -716,11 +726,44 @@ pub(super) async fn body<L: CaseStore, B: BlobStore>(
     let body = state.archive().body(&stored).await?;
     let detail = serde_json::json!({ "part": "body", "record": stored.record_id.to_string() });
     record_fetch(&state, &person, &case, detail).await?;
+    // A revocation recorded between the check and the fetch's own leaf wins.
+    granted(&state, &person, &id).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/octet-stream")],
         body.into_bytes(),
     )
         .into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct FetchesQuery {
+    /// The first leaf index (default 0).
+    #[serde(default)]
+    from: u64,
+}
+
+/// `GET /v1/cases/{case}/fetches`: the case's fetch events (`case.fetch`, subject
+/// `case:ID:fetch`), up to 1000 from leaf `from`, for the case's auditor (to prove in
+/// an export package what was read under the grant) and approvers.
+#[utoipa::path(get, path = "/v1/cases/{case}/fetches", tag = "auditors",
+    params(("case" = String, Path, description = "The case id."), FetchesQuery),
+    security(("access_token" = [])), responses(
+    (status = 200, description = "One page of fetch events.", body = AuditPage),
+    (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No such case, or not one of the caller's.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn fetches<L: CaseStore, B: BlobStore>(
+    state: State<L, B>,
+    Extension(person): Extension<Person>,
+    Path(id): Path<String>,
+    params: Result<Query<FetchesQuery>, QueryRejection>,
+) -> Result<Json<AuditPage>, ApiError> {
+    let FetchesQuery { from } = query(params)?;
+    let case = load(&state, &id).await?;
+    may_see(&person, &case)?;
+    let store = state.archive().log_store();
+    let events = store.audit_of(&cases::fetch_subject(&id), from, 1000).await?;
+    Ok(Json(AuditPage::of(events, 1000)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -778,30 +821,31 @@ pub(super) async fn trail<L: CaseStore, B: BlobStore>(
     }
     let store = state.archive().log_store();
     let events = match subject {
-        Some(subject) => {
-            let all = store.audit_of(&subject).await?;
-            all.into_iter()
-                .filter(|(leaf, _)| *leaf >= from)
-                .take(limit as usize)
-                .collect()
-        }
+        Some(subject) => store.audit_of(&subject, from, limit).await?,
         None => store.audit_from(from, limit).await?,
     };
-    let next = (events.len() == limit as usize)
-        .then(|| events.last().map(|(leaf, _)| leaf + 1))
-        .flatten();
-    Ok(Json(AuditPage {
-        events: events
-            .into_iter()
-            .map(|(leaf, e)| AuditRow {
-                leaf_index: leaf,
-                at: e.at.0,
-                actor: e.actor,
-                action: e.action,
-                subject: e.subject,
-                detail: e.detail,
-            })
-            .collect(),
-        next,
-    }))
+    Ok(Json(AuditPage::of(events, limit)))
+}
+
+impl AuditPage {
+    /// A page of `events`, read `limit` at most.
+    fn of(events: Vec<(u64, AuditEvent)>, limit: u32) -> Self {
+        let next = (events.len() == limit as usize)
+            .then(|| events.last().map(|(leaf, _)| leaf + 1))
+            .flatten();
+        AuditPage {
+            events: events
+                .into_iter()
+                .map(|(leaf, e)| AuditRow {
+                    leaf_index: leaf,
+                    at: e.at.0,
+                    actor: e.actor,
+                    action: e.action,
+                    subject: e.subject,
+                    detail: e.detail,
+                })
+                .collect(),
+            next,
+        }
+    }
 }

@@ -89,6 +89,7 @@ pub use records::RECORD_MEDIA_TYPE;
         cases::records,
         cases::record,
         cases::body,
+        cases::fetches,
         cases::trail,
         keyring::current,
         log::checkpoint,
@@ -163,6 +164,7 @@ where
         .route("/v1/cases/{case}/records", get(cases::records::<L, B>))
         .route("/v1/cases/{case}/records/{record}", get(cases::record::<L, B>))
         .route("/v1/cases/{case}/records/{record}/body", get(cases::body::<L, B>))
+        .route("/v1/cases/{case}/fetches", get(cases::fetches::<L, B>))
         .route("/v1/audit", get(cases::trail::<L, B>))
         .route("/v1/keyring", get(keyring::current::<L, B>))
         .route("/v1/auth/login", post(auth::login::<L, B>))
@@ -332,6 +334,7 @@ pub const POLICIES: &[(&str, &str, Access)] = &[
     ("GET", "/v1/cases/{case}/records", AUDITOR),
     ("GET", "/v1/cases/{case}/records/{record}", AUDITOR),
     ("GET", "/v1/cases/{case}/records/{record}/body", AUDITOR),
+    ("GET", "/v1/cases/{case}/fetches", READERS),
     ("GET", "/v1/audit", TRAIL_READERS),
 ];
 
