@@ -17,6 +17,8 @@ CREATE TABLE record_index (
 CREATE INDEX record_index_captured ON record_index (captured_at);
 CREATE INDEX record_index_custodian ON record_index (custodian, captured_at);
 CREATE INDEX record_index_channel ON record_index (channel, captured_at);
+-- A custodian's records of one channel, newest first, without scanning the channel.
+CREATE INDEX record_index_custodian_channel ON record_index (custodian, channel, captured_at);
 CREATE INDEX record_index_device ON record_index (device_id, captured_at);
 
 -- One row per blind token of a record, ordered for the newest-first scan of one token.

@@ -205,6 +205,26 @@ pub(crate) enum AuditorCommand {
         #[command(flatten)]
         session: SessionFile,
     },
+    /// Export the opened records of a package as EML (a folder of messages), MBOX,
+    /// JSON Lines or a CSV load file with SHA-256 digests.
+    Export {
+        /// The package folder (after `vellum auditor open`).
+        dir: PathBuf,
+        /// The format.
+        #[arg(long, value_enum)]
+        format: crate::export::Format,
+        /// The file (a folder for EML) to create.
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+    },
+    /// Full-text search of the opened records of a package, in memory only: records
+    /// holding every word of QUERY ("quoted phrases" as written).
+    Grep {
+        /// The package folder (after `vellum auditor open`).
+        dir: PathBuf,
+        /// Words, and "quoted phrases".
+        query: String,
+    },
     /// Open a package's sealed bodies with epoch identities, into DIR/opened/ID.json
     /// (plaintext, on this machine only; mode 0600).
     Open {
@@ -479,6 +499,8 @@ pub(crate) fn run(command: &AuditorCommand) -> Result<(), CliError> {
                 fetch(session, case, out, &key).await
             }
             AuditorCommand::Open { dir, identities } => open_package(dir, identities),
+            AuditorCommand::Export { dir, format, out } => crate::export::export(dir, *format, out),
+            AuditorCommand::Grep { dir, query } => crate::export::grep(dir, query),
         }
     })
 }

@@ -238,21 +238,28 @@ fn generate_batch(
 }
 
 /// The size of the log in `store`, filled with generated records up to `total`.
-async fn fill<L: LogStore>(
+async fn fill<L: LogStore + AuditStore>(
     store: &L,
     signer: &NoteSigner,
     world: &Arc<World>,
-    total: u64,
+    records: u64,
 ) -> Result<f64, CliError> {
     const BATCH: u64 = 20_000;
     let mut tx = store.sequence().await.map_err(fail)?;
     let state = tx.load_state().await.map_err(fail)?;
     drop(tx);
+    // The log also holds the audit events of earlier runs' searches: the records are
+    // the other leaves.
+    let audits = store.audit_from(0, u32::MAX).await.map_err(fail)?.len() as u64;
+    let total = records + audits;
     let mut frontier = Frontier::from_hashes(state.size, state.frontier).map_err(fail)?;
     if frontier.size() >= total {
         return Ok(0.0);
     }
-    eprintln!("bench: generating records {}..{total}", frontier.size());
+    eprintln!(
+        "bench: generating leaves {}..{total} ({audits} earlier leaves are audit events)",
+        frontier.size()
+    );
     let started = Instant::now();
     let key = Arc::new(DeviceKey::generate());
     // Two generator threads sign while the store writes.
@@ -328,7 +335,7 @@ async fn fill<L: LogStore>(
             if last_report.elapsed().as_secs() >= 10 {
                 last_report = Instant::now();
                 let rate = (frontier.size() - first) as f64 / started.elapsed().as_secs_f64();
-                eprintln!("bench: {} of {total} records ({rate:.0}/s)", frontier.size());
+                eprintln!("bench: {} of {total} leaves ({rate:.0}/s)", frontier.size());
             }
         }
     }

@@ -17,6 +17,7 @@ mod demo;
 mod epoch;
 mod error;
 mod escrow;
+mod export;
 mod files;
 mod keys;
 mod keys_api;

@@ -1401,6 +1401,109 @@ fn an_auditor_reads_an_approved_scope_and_a_court_verifies_the_package() {
         "{opened:?}"
     );
 
+    // Exports for the production, on the auditor's side.
+    run(&["auditor", "export", "package", "--format", "eml", "--out", "eml"]);
+    let emls: Vec<String> = std::fs::read_dir(dir.join("eml"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(emls.len(), 2);
+    for eml in &emls {
+        for field in [
+            "From: ",
+            "To: ",
+            "Date: ",
+            "Message-ID: <",
+            "X-Vellum-Record-Id: ",
+            "X-Vellum-Custodian: bob",
+        ] {
+            assert!(eml.contains(field), "{field} missing: {eml}");
+        }
+        assert!(
+            eml.contains("witness@agency.example") && eml.contains("message bob-"),
+            "{eml}"
+        );
+    }
+    run(&[
+        "auditor",
+        "export",
+        "package",
+        "--format",
+        "mbox",
+        "--out",
+        "case.mbox",
+    ]);
+    let mbox = std::fs::read_to_string(dir.join("case.mbox")).unwrap();
+    assert_eq!(
+        mbox.lines().filter(|l| l.starts_with("From ")).count(),
+        2,
+        "{mbox}"
+    );
+    run(&[
+        "auditor",
+        "export",
+        "package",
+        "--format",
+        "jsonl",
+        "--out",
+        "case.jsonl",
+    ]);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("case.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["custodian"] == "bob" && l["document"]["version"] == 1)
+    );
+    run(&[
+        "auditor", "export", "package", "--format", "csv", "--out", "load.csv",
+    ]);
+    let csv = std::fs::read_to_string(dir.join("load.csv")).unwrap();
+    let rows: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(rows.len(), 3, "{csv}");
+    assert!(rows[0].starts_with("record_id,custodian,channel"));
+    // Each row's document digest is the SHA-256 of the opened document it names.
+    for row in &rows[1..] {
+        let cells: Vec<&str> = row.split(',').collect();
+        let native = std::fs::read(dir.join("package").join(cells[14])).unwrap();
+        let digest: String = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&native))
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(cells[12], digest);
+    }
+    let exists = vellum(
+        dir,
+        &[
+            "auditor", "export", "package", "--format", "csv", "--out", "load.csv",
+        ],
+        b"",
+    );
+    assert_eq!(exists.code, 7, "{}", exists.stderr);
+
+    // Full-text search, in memory, on the auditor's side.
+    let found = vellum(dir, &["auditor", "grep", "package", "message bob"], b"");
+    assert_eq!(found.code, 0, "{}", found.stderr);
+    assert_eq!(found.stdout_text().lines().count(), 2, "{}", found.stdout_text());
+    let phrase = vellum(dir, &["auditor", "grep", "package", "\"message bob-1\""], b"");
+    assert_eq!(
+        phrase.stdout_text().lines().count(),
+        0,
+        "bob-1 has no witness: {}",
+        phrase.stdout_text()
+    );
+    let phrase = vellum(dir, &["auditor", "grep", "package", "\"message bob-2\""], b"");
+    assert_eq!(
+        phrase.stdout_text().lines().count(),
+        1,
+        "{}",
+        phrase.stdout_text()
+    );
+
     // Outside the scope: refused, over plain HTTP with the auditor's own token.
     let login = serde_json::json!({
         "username": "ann", "password": "a long passphrase for the auditor", "recovery_code": ann_codes[1],
