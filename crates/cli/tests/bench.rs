@@ -110,3 +110,39 @@ fn the_capture_benchmark_loads_a_running_gateway_through_an_enrollment_bundle() 
     assert!(again.stderr.contains("enrollment"), "{}", again.stderr);
     gateway.stop();
 }
+
+/// A smoke run of `vellum bench search` on each database: a small generated archive,
+/// a few searches of every shape over HTTP. It asserts that the run completes, reports
+/// the fields the issue names, and that searches found rows.
+#[test]
+fn the_search_benchmark_runs_and_reports_on_both_databases() {
+    for backend in ["sqlite", "postgres"] {
+        let dir = tempfile::tempdir().unwrap();
+        let args = [
+            "bench",
+            "search",
+            "--backend",
+            backend,
+            "--records",
+            "3000",
+            "--custodians",
+            "20",
+            "--participants",
+            "200",
+            "--queries",
+            "70",
+            "--json",
+        ];
+        let run = vellum(dir.path(), &args, b"");
+        assert_eq!(run.code, 0, "{backend}: {}", run.stderr);
+        let report: serde_json::Value = serde_json::from_str(run.stdout_text().trim()).unwrap();
+        assert_eq!(
+            (report["backend"].as_str(), report["records"].as_u64()),
+            (Some(backend), Some(3000))
+        );
+        for field in ["p50_ms", "p99_ms", "count_p99_ms", "mean_rows"] {
+            assert!(report[field].as_f64().unwrap_or(0.0) > 0.0, "{field}: {report}");
+        }
+        assert_eq!(report["shapes"].as_object().unwrap().len(), 7, "{report}");
+    }
+}
