@@ -33,3 +33,10 @@ CREATE TABLE record_tokens (
 -- by their opening events.
 CREATE INDEX audit_events_subject ON audit_events (subject, leaf_index);
 CREATE INDEX audit_events_action ON audit_events (action, leaf_index);
+
+-- Records archived before this index existed are indexed once, when the store opens
+-- (rows written since are indexed as they are appended); this row says whether that
+-- is done. Stop gateways of older versions before upgrading: what they append after
+-- the backfill is not indexed.
+CREATE TABLE search_backfill (done INTEGER NOT NULL);
+INSERT INTO search_backfill (done) VALUES (0);

@@ -225,11 +225,15 @@ pub(crate) enum AuditorCommand {
         /// Words, and "quoted phrases".
         query: String,
     },
-    /// Open a package's sealed bodies with epoch identities, into DIR/opened/ID.json
-    /// (plaintext, on this machine only; mode 0600).
+    /// Verify a package, then open its sealed bodies with epoch identities into
+    /// DIR/opened/ID.json (plaintext, on this machine only; mode 0600).
     Open {
         /// The package folder.
         dir: PathBuf,
+        /// The log's verifier key (`name+id+key`), or a file holding it: the package
+        /// is verified against it before anything is opened.
+        #[arg(long, value_name = "VKEY|PATH")]
+        log_key: String,
         /// Epoch identity files (`vellum keys fetch` writes them), repeatable.
         #[arg(short = 'i', long = "identity", value_name = "FILE", required = true)]
         identities: Vec<PathBuf>,
@@ -498,7 +502,14 @@ pub(crate) fn run(command: &AuditorCommand) -> Result<(), CliError> {
                 let key = crate::verify::log_verifier(log_key)?;
                 fetch(session, case, out, &key).await
             }
-            AuditorCommand::Open { dir, identities } => open_package(dir, identities),
+            AuditorCommand::Open {
+                dir,
+                log_key,
+                identities,
+            } => {
+                package::verify(dir, &crate::verify::log_verifier(log_key)?)?;
+                open_package(dir, identities)
+            }
             AuditorCommand::Export { dir, format, out } => crate::export::export(dir, *format, out),
             AuditorCommand::Grep { dir, query } => crate::export::grep(dir, query),
         }
@@ -921,20 +932,33 @@ async fn fetch(file: &SessionFile, case: &str, out: &Path, key: &NoteVerifier) -
         progress.step();
     }
     // The case's steps and the fetch events of the bodies read, with their proofs.
-    let s = fresh.get().await?;
-    let current = s.call(Method::GET, &case_path(case, "")?, None).await?;
+    let current = fresh
+        .get()
+        .await?
+        .call(Method::GET, &case_path(case, "")?, None)
+        .await?;
     let mut case_events = Vec::new();
     for step in current["history"].as_array().into_iter().flatten() {
         let event = listed_event(step, format!("case/{}.proof", step["leaf_index"]));
         if event.leaf_index < size {
-            write(&event.proof, s.text(&prove(event.leaf_index)).await?.as_bytes())?;
+            write(
+                &event.proof,
+                fresh
+                    .get()
+                    .await?
+                    .text(&prove(event.leaf_index))
+                    .await?
+                    .as_bytes(),
+            )?;
             case_events.push(event);
         }
     }
     let mut body_fetches = std::collections::BTreeMap::new();
     let mut from = 0;
     loop {
-        let page = s
+        let page = fresh
+            .get()
+            .await?
             .call(
                 Method::GET,
                 &format!("{}?from={from}", case_path(case, "fetches")?),
@@ -967,7 +991,15 @@ async fn fetch(file: &SessionFile, case: &str, out: &Path, key: &NoteVerifier) -
             )
         })?;
         let event = listed_event(e, format!("case/{}.proof", e["leaf_index"]));
-        write(&event.proof, s.text(&prove(event.leaf_index)).await?.as_bytes())?;
+        write(
+            &event.proof,
+            fresh
+                .get()
+                .await?
+                .text(&prove(event.leaf_index))
+                .await?
+                .as_bytes(),
+        )?;
         fetch_events.push(event);
     }
     let scope: Scope = serde_json::from_value(current["scope"].clone())
@@ -993,7 +1025,10 @@ async fn fetch(file: &SessionFile, case: &str, out: &Path, key: &NoteVerifier) -
     // What was written is checked as a court would check it, then moved into place.
     let checked = package::verify(dir, key)?;
     let kept = work.keep();
-    std::fs::rename(&kept, out).map_err(|e| CliError::io(out, "move the package to", &e))?;
+    if let Err(e) = std::fs::rename(&kept, out) {
+        let _ = std::fs::remove_dir_all(&kept);
+        return Err(CliError::io(out, "move the package to", &e));
+    }
     println!(
         "fetched {} records of case {} into {}; verified against checkpoint {} (approved by {})",
         checked.manifest.records.len(),

@@ -124,7 +124,15 @@ fn address(p: &Participant) -> String {
 
 fn mailbox(p: &Participant) -> mail_builder::headers::address::Address<'static> {
     let name = p.display_name.clone().unwrap_or_else(|| p.id.clone());
-    (name, address(p)).into()
+    (clean(&name), clean(&address(p))).into()
+}
+
+/// Text for a header: control characters (line breaks among them, which would end the
+/// header and start another) become spaces.
+fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// The record as an RFC 5322 message: participants as mailboxes, the original ids and
@@ -133,11 +141,13 @@ fn mailbox(p: &Participant) -> mail_builder::headers::address::Address<'static> 
 fn eml(r: &Opened) -> Result<Vec<u8>, CliError> {
     use mail_builder::headers::text::Text;
     let doc = &r.document;
-    let subject = doc
-        .conversation
-        .title
-        .clone()
-        .unwrap_or_else(|| format!("{} conversation {}", doc.channel, doc.conversation.id));
+    let subject = clean(
+        &doc.conversation
+            .title
+            .clone()
+            .unwrap_or_else(|| format!("{} conversation {}", doc.channel, doc.conversation.id)),
+    );
+    let text_header = |value: &str| Text::new(clean(value));
     let mut text = doc.body.text.clone();
     for edit in &doc.edits {
         text.push_str(&format!("\n\n[edited {}] {}", rfc3339(edit.at_ms), edit.text));
@@ -153,16 +163,19 @@ fn eml(r: &Opened) -> Result<Vec<u8>, CliError> {
         .to(recipients)
         .subject(subject)
         .date((doc.sent_at_ms / 1000) as i64)
-        .header("X-Vellum-Record-Id", Text::new(r.entry.record_id.clone()))
-        .header("X-Vellum-Custodian", Text::new(r.custodian.clone()))
-        .header("X-Vellum-Channel", Text::new(doc.channel.clone()))
-        .header("X-Vellum-Conversation", Text::new(doc.conversation.id.clone()))
-        .header("X-Vellum-Sender", Text::new(doc.sender.id.clone()))
-        .header("X-Vellum-Leaf-Index", Text::new(r.entry.leaf_index.to_string()))
-        .header("X-Vellum-Sealed-Sha256", Text::new(r.entry.body_sha256.clone()))
+        .header("X-Vellum-Record-Id", text_header(&r.entry.record_id))
+        .header("X-Vellum-Custodian", text_header(&r.custodian))
+        .header("X-Vellum-Channel", text_header(&doc.channel))
+        .header("X-Vellum-Conversation", text_header(&doc.conversation.id))
+        .header("X-Vellum-Sender", text_header(&doc.sender.id))
+        .header(
+            "X-Vellum-Leaf-Index",
+            text_header(&r.entry.leaf_index.to_string()),
+        )
+        .header("X-Vellum-Sealed-Sha256", text_header(&r.entry.body_sha256))
         .text_body(text);
     for p in &doc.recipients {
-        message = message.header("X-Vellum-Recipient", Text::new(p.id.clone()));
+        message = message.header("X-Vellum-Recipient", text_header(&p.id));
     }
     for a in &doc.attachments {
         let name = a.filename.as_deref().unwrap_or("(no name)");
@@ -170,7 +183,7 @@ fn eml(r: &Opened) -> Result<Vec<u8>, CliError> {
             "{} {} bytes sealed, sha256 {}, {name}",
             a.media_type, a.len, a.sha256
         );
-        message = message.header("X-Vellum-Attachment", Text::new(line));
+        message = message.header("X-Vellum-Attachment", text_header(&line));
     }
     message.write_to_vec().map_err(|e| fail(Kind::Other, e))
 }
@@ -250,11 +263,15 @@ fn jsonl_row(r: &Opened) -> Result<String, CliError> {
 fn mbox_entry(r: &Opened) -> Result<Vec<u8>, CliError> {
     let message = eml(r)?;
     let text = String::from_utf8_lossy(&message);
-    let date = rfc3339(r.document.sent_at_ms);
-    let mut out = format!("From {} {date}\n", address(&r.document.sender)).into_bytes();
-    for line in text.split("\r\n") {
-        let quoted = line.trim_start_matches('>').starts_with("From ");
-        if quoted {
+    let mut out = format!(
+        "From {} {}\n",
+        address(&r.document.sender),
+        asctime(r.document.sent_at_ms)
+    )
+    .into_bytes();
+    for line in text.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.trim_start_matches('>').starts_with("From ") {
             out.push(b'>');
         }
         out.extend_from_slice(line.as_bytes());
@@ -262,6 +279,24 @@ fn mbox_entry(r: &Opened) -> Result<Vec<u8>, CliError> {
     }
     out.push(b'\n');
     Ok(out)
+}
+
+/// The date of an mbox `From ` line, as C's asctime writes it: `Thu Nov 27 01:05:34 2026`.
+fn asctime(unix_ms: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (year, month, day) = vellum_protocol::time::civil_date(unix_ms);
+    let secs = (unix_ms / 1000) % 86_400;
+    let weekday = DAYS[((unix_ms / 86_400_000) % 7) as usize];
+    let month = MONTHS[(month as usize).saturating_sub(1).min(11)];
+    format!(
+        "{weekday} {month} {day:>2} {:02}:{:02}:{:02} {year}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 /// Writes the opened records of package `dir` as `format` to `out`, which must not
@@ -391,8 +426,44 @@ fn snippet(text: &str, word: &str) -> String {
     let at = lower.find(word).unwrap_or(0);
     // Positions in the lowercased text map to the original only when lowercasing kept
     // lengths; otherwise start at the beginning.
-    let at = if lower.len() == text.len() { at } else { 0 };
+    let at = if lower.len() == text.len() && text.is_char_boundary(at) {
+        at
+    } else {
+        0
+    };
     let start = text[..at].char_indices().rev().nth(30).map_or(0, |(i, _)| i);
     let piece: String = text[start..].chars().take(80).collect();
     piece.replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_text_cannot_break_a_line() {
+        assert_eq!(clean("Budget\r\nBcc: x@y\n\nbody"), "Budget  Bcc: x@y  body");
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_when_they_must_be() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+    }
+
+    #[test]
+    fn mbox_dates_read_as_asctime() {
+        assert_eq!(asctime(0), "Thu Jan  1 00:00:00 1970");
+        assert_eq!(asctime(1_764_150_000_000), "Wed Nov 26 09:40:00 2025");
+    }
+
+    #[test]
+    fn snippets_never_split_a_character() {
+        // Lowercasing changes byte lengths here while the total stays the same.
+        let text = "İ éa Ω and more";
+        assert!(!snippet(text, "éa").is_empty());
+        assert!(snippet("Die Straße", "straße").contains("Straße"));
+    }
 }

@@ -19,7 +19,7 @@
 //! gateway recorded within a grant. It cannot prove that the steps listed are all
 //! the case's steps: a package that leaves out a later revocation still verifies.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -111,11 +111,13 @@ fn failed(what: impl std::fmt::Display) -> CliError {
 /// A file named by the manifest, which must stay inside the package.
 pub(crate) fn inside(dir: &Path, name: &str) -> Result<PathBuf, CliError> {
     let plain = !name.is_empty()
-        && !name.starts_with('/')
         && name
             .split('/')
             .all(|part| !part.is_empty() && part != "." && part != "..")
-        && !name.contains('\\');
+        && !name.contains(['\\', ':'])
+        && Path::new(name)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
     if !plain {
         return Err(failed(format!(
             "the manifest names a file outside the package: {name:?}"
@@ -135,11 +137,11 @@ pub(crate) fn audit_event(subject: String, e: &CaseEvent) -> AuditEvent {
     }
 }
 
-/// The periods the case's effective steps granted access: from each approval to the
-/// first of its end, a later revocation, denial or closing.
-fn grant_windows(case: &cases::Case) -> Vec<(u64, u64)> {
-    let mut windows = Vec::new();
-    let mut open: Option<(u64, u64)> = None;
+/// The grants the case's effective steps record, by the leaf of their approval: when
+/// each began and when it ended (its `until`, or an earlier revocation or closing).
+fn grants(case: &cases::Case) -> BTreeMap<u64, (u64, u64)> {
+    let mut grants = BTreeMap::new();
+    let mut open: Option<u64> = None;
     for step in case.history.iter().filter(|s| s.effective) {
         match step.action.as_str() {
             cases::APPROVE => {
@@ -147,25 +149,25 @@ fn grant_windows(case: &cases::Case) -> Vec<(u64, u64)> {
                     .ok()
                     .and_then(|d| d.until)
                     .unwrap_or(step.at);
-                open = Some((step.at, until));
+                grants.insert(step.leaf_index, (step.at, until));
+                open = Some(step.leaf_index);
             }
             cases::REVOKE | cases::CLOSE => {
-                if let Some((from, until)) = open.take() {
-                    windows.push((from, until.min(step.at)));
+                if let Some((_, until)) = open.take().and_then(|leaf| grants.get_mut(&leaf)) {
+                    *until = (*until).min(step.at);
                 }
             }
             _ => {}
         }
     }
-    windows.extend(open);
-    windows
+    grants
 }
 
 /// What a package proved.
 pub(crate) struct Verified {
     pub(crate) manifest: Manifest,
     pub(crate) checkpoint: VerifiedCheckpoint,
-    /// The approval the records were read under: (approver, grant end).
+    /// Who approved the grants the records were read under (account ids).
     pub(crate) approved_by: String,
 }
 
@@ -217,15 +219,27 @@ pub(crate) fn verify(dir: &Path, log_key: &NoteVerifier) -> Result<Verified, Cli
     if folded.scope_sha256 != case.scope_sha256 || folded.reason != case.reason {
         return Err(failed("the case's opening step records another scope or reason"));
     }
-    let approved_by = folded
+    if !folded
         .history
         .iter()
-        .filter(|s| s.effective && s.action == cases::APPROVE)
-        .map(|s| s.actor.clone())
-        .next_back()
-        .ok_or_else(|| failed("no recorded step approves access to this case"))?;
+        .any(|s| s.effective && s.action == cases::APPROVE)
+    {
+        return Err(failed("no recorded step approves access to this case"));
+    }
+    let mut approvers = BTreeSet::new();
+    // A step that follows one the package leaves out would fold differently: refused.
+    let listed: BTreeSet<u64> = events.iter().map(|(leaf, _)| *leaf).collect();
+    for step in folded.history.iter().skip(1) {
+        let prev = serde_json::from_str::<cases::StepDetail>(&step.detail).map(|d| d.prev);
+        if prev.is_ok_and(|p| !listed.contains(&p)) {
+            return Err(failed(format!(
+                "case step {} follows a step the package does not list",
+                step.leaf_index
+            )));
+        }
+    }
     let filter = scope.filter().map_err(failed)?;
-    let windows = grant_windows(&folded);
+    let grants = grants(&folded);
 
     // The gateway's records of the body fetches: made by the case's auditor, each
     // within a grant, each proven. They tie every record to this case.
@@ -240,20 +254,25 @@ pub(crate) fn verify(dir: &Path, log_key: &NoteVerifier) -> Result<Verified, Cli
         if e.action != cases::FETCH || e.actor != folded.opened_by {
             return Err(failed(format!("{what} is not a fetch by the case's auditor")));
         }
-        if !windows
-            .iter()
-            .any(|(from, until)| (*from..*until).contains(&e.at))
-        {
-            return Err(failed(format!(
-                "{what} lies outside every grant the case's steps record"
-            )));
-        }
         let detail: serde_json::Value =
             serde_json::from_str(&e.detail).map_err(|_| failed(format!("{what}: detail is not JSON")))?;
+        // The grant it stands on: an approval the package lists, which took effect,
+        // recorded before the fetch, running when it was made.
+        let grant = detail["grant"].as_u64();
+        let window = grant.and_then(|leaf| grants.get(&leaf));
+        let within = window.is_some_and(|(from, until)| (*from..*until).contains(&e.at));
+        if !within || grant.is_none_or(|g| g >= e.leaf_index) {
+            return Err(failed(format!(
+                "{what} does not stand on a running grant the case's steps record"
+            )));
+        }
         if detail["part"] == "body"
             && let Some(record) = detail["record"].as_str()
         {
             fetched.insert(record.to_owned(), e.leaf_index);
+            if let Some(step) = folded.history.iter().find(|s| Some(s.leaf_index) == grant) {
+                approvers.insert(step.actor.clone());
+            }
         }
     }
 
@@ -316,6 +335,6 @@ pub(crate) fn verify(dir: &Path, log_key: &NoteVerifier) -> Result<Verified, Cli
     Ok(Verified {
         manifest,
         checkpoint,
-        approved_by,
+        approved_by: approvers.into_iter().collect::<Vec<_>>().join(", "),
     })
 }

@@ -1388,7 +1388,34 @@ fn an_auditor_reads_an_approved_scope_and_a_court_verifies_the_package() {
         "-o",
         "epoch-1.key",
     ]);
-    run(&["auditor", "open", "package", "-i", "epoch-1.key"]);
+    let unverified = vellum(
+        dir,
+        &[
+            "auditor",
+            "open",
+            "flipped-body",
+            "--log-key",
+            log_key,
+            "-i",
+            "epoch-1.key",
+        ],
+        b"",
+    );
+    assert_eq!(
+        unverified.code, 6,
+        "a tampered package is not opened: {}",
+        unverified.stderr
+    );
+    assert!(!dir.join("flipped-body/opened").exists());
+    run(&[
+        "auditor",
+        "open",
+        "package",
+        "--log-key",
+        log_key,
+        "-i",
+        "epoch-1.key",
+    ]);
     let opened: Vec<String> = std::fs::read_dir(dir.join("package/opened"))
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())

@@ -573,12 +573,15 @@ async fn granted<L: CaseStore, B: BlobStore>(
     Ok(case)
 }
 
+/// Records a fetch under `case`'s running grant; the detail gains `grant`, the leaf of
+/// the approval the fetch stands on (the case's head while it grants access).
 async fn record_fetch<L: CaseStore, B: BlobStore>(
     state: &State<L, B>,
     person: &Person,
     case: &Case,
-    detail: serde_json::Value,
+    mut detail: serde_json::Value,
 ) -> Result<(), ApiError> {
+    detail["grant"] = serde_json::json!(case.head);
     audit(
         state.archive(),
         &person.id_text(),
