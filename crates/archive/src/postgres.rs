@@ -172,16 +172,22 @@ impl Sequencing for PgSequencing {
             });
             q.build().execute(&mut *self.tx).await.map_err(err)?;
         }
-        let tokens: Vec<(&[u8], i64, i64)> = index
+        let tokens: Vec<(&[u8], i64, i64, &str)> = index
             .iter()
             .flat_map(|(f, leaf, _, tokens)| {
-                tokens.iter().map(move |t| (t.0.as_slice(), f.captured_at, *leaf))
+                tokens
+                    .iter()
+                    .map(move |t| (t.0.as_slice(), f.captured_at, *leaf, f.custodian))
             })
             .collect();
         for chunk in tokens.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::new("INSERT INTO record_tokens (token, captured_at, leaf_index) ");
-            q.push_values(chunk, |mut b, (token, captured_at, leaf)| {
-                b.push_bind(*token).push_bind(*captured_at).push_bind(*leaf);
+            let mut q =
+                QueryBuilder::new("INSERT INTO record_tokens (token, captured_at, leaf_index, custodian) ");
+            q.push_values(chunk, |mut b, (token, captured_at, leaf, custodian)| {
+                b.push_bind(*token)
+                    .push_bind(*captured_at)
+                    .push_bind(*leaf)
+                    .push_bind(*custodian);
             });
             q.build().execute(&mut *self.tx).await.map_err(err)?;
         }

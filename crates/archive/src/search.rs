@@ -233,61 +233,9 @@ pub trait RecordSearch: Send + Sync + 'static {
     fn search(&self, query: &RecordQuery) -> impl Future<Output = Result<SearchPage, StoreError>> + Send;
 }
 
-/// Rows counted to compare the two ways into a search with tokens and custodians.
-pub(crate) const PLAN_PROBE: i64 = 5000;
-
 /// Implements `RecordSearch` for `$store` (an sqlx pool of `$db` in field `pool`).
 macro_rules! sql_search {
     (store: $store:ty, db: $db:ty $(,)?) => {
-        /// Whether the filter's custodians have fewer rows in its capture-time range
-        /// than its tokens, counting each side up to `PLAN_PROBE` rows.
-        async fn custodians_fewer(
-            pool: &sqlx::Pool<$db>,
-            filter: &$crate::search::RecordFilter,
-        ) -> Result<bool, $crate::error::StoreError> {
-            use sqlx::{QueryBuilder, Row as _};
-            let err = |e| $crate::error::StoreError::backend("plan a search", e);
-            let mut counts = [0i64; 2];
-            for (n, (table, column)) in [("record_index", "custodian"), ("record_tokens", "token")]
-                .into_iter()
-                .enumerate()
-            {
-                let mut q = QueryBuilder::<$db>::new(format!(
-                    "SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE {column} IN ("
-                ));
-                let mut list = q.separated(", ");
-                if n == 0 {
-                    for c in &filter.custodians {
-                        list.push_bind(c.as_str().to_owned());
-                    }
-                } else {
-                    for t in &filter.tokens {
-                        list.push_bind(t.0.to_vec());
-                    }
-                }
-                q.push(")");
-                if let Some(from) = filter.captured.from {
-                    q.push(" AND captured_at >= ")
-                        .push_bind($crate::sql::to_i64(from.0, "time")?);
-                }
-                if let Some(to) = filter.captured.to {
-                    q.push(" AND captured_at < ")
-                        .push_bind($crate::sql::to_i64(to.0, "time")?);
-                }
-                q.push(" LIMIT ")
-                    .push_bind($crate::search::PLAN_PROBE)
-                    .push(") AS probe");
-                counts[n] = q
-                    .build()
-                    .fetch_one(pool)
-                    .await
-                    .map_err(err)?
-                    .try_get(0)
-                    .map_err(err)?;
-            }
-            Ok(counts[0] < counts[1])
-        }
-
         impl $crate::search::RecordSearch for $store {
             async fn search(
                 &self,
@@ -298,97 +246,96 @@ macro_rules! sql_search {
                 use $crate::sql::to_i64;
                 let err = |e| $crate::error::StoreError::backend("search records", e);
                 let filter = &query.filter;
+                let by_token = !filter.tokens.is_empty();
                 // With tokens the scan runs over record_tokens, whose key orders each
-                // token's rows by capture time, unless custodians are named too and
-                // have fewer rows in the time range: then over the custodians' rows,
-                // each checked for a token by its exact key.
-                let by_token = !filter.tokens.is_empty()
-                    && (filter.custodians.is_empty() || !custodians_fewer(&self.pool, filter).await?);
+                // token's rows by capture time, and whose custodian column (indexed
+                // with the token) answers a custodian's records with a participant
+                // without visiting the participant's other records.
                 let (time, leaf) = if by_token {
                     ("t.captured_at", "t.leaf_index")
                 } else {
                     ("i.captured_at", "i.leaf_index")
                 };
-                let push_where = |q: &mut QueryBuilder<'_, $db>,
-                                  cursor: bool|
-                 -> Result<(), $crate::error::StoreError> {
-                    q.push(" WHERE 1 = 1");
-                    if by_token {
-                        q.push(" AND t.token IN (");
-                    } else if !filter.tokens.is_empty() {
-                        q.push(
-                            " AND EXISTS (SELECT 1 FROM record_tokens t WHERE t.captured_at = i.captured_at \
-                                 AND t.leaf_index = i.leaf_index AND t.token IN (",
-                        );
-                    }
-                    if !filter.tokens.is_empty() {
-                        let mut list = q.separated(", ");
-                        for token in &filter.tokens {
-                            list.push_bind(token.0.to_vec());
+                let push_where =
+                    |q: &mut QueryBuilder<'_, $db>, cursor: bool| -> Result<(), $crate::error::StoreError> {
+                        q.push(" WHERE 1 = 1");
+                        if by_token {
+                            q.push(" AND t.token IN (");
+                            let mut list = q.separated(", ");
+                            for token in &filter.tokens {
+                                list.push_bind(token.0.to_vec());
+                            }
+                            q.push(")");
                         }
-                        q.push(if by_token { ")" } else { "))" });
-                    }
-                    macro_rules! any_of {
-                        ($column:literal, $values:expr, $bind:expr) => {
-                            if !$values.is_empty() {
-                                q.push(concat!(" AND ", $column, " IN ("));
-                                let mut list = q.separated(", ");
-                                for v in $values {
-                                    list.push_bind($bind(v));
+                        macro_rules! any_of {
+                            ($column:literal, $values:expr, $bind:expr) => {
+                                if !$values.is_empty() {
+                                    q.push(concat!(" AND ", $column, " IN ("));
+                                    let mut list = q.separated(", ");
+                                    for v in $values {
+                                        list.push_bind($bind(v));
+                                    }
+                                    q.push(")");
                                 }
-                                q.push(")");
-                            }
-                        };
-                    }
-                    any_of!(
-                        "i.custodian",
-                        &filter.custodians,
-                        |v: &vellum_protocol::ids::Custodian| v.as_str().to_owned()
-                    );
-                    any_of!(
-                        "i.device_id",
-                        &filter.devices,
-                        |v: &vellum_protocol::ids::DeviceId| v.as_bytes().to_vec()
-                    );
-                    any_of!(
-                        "i.channel",
-                        &filter.channels,
-                        |v: &vellum_protocol::ids::Channel| v.as_str().to_owned()
-                    );
-                    any_of!(
-                        "i.retention",
-                        &filter.retention,
-                        |v: &vellum_protocol::ids::RetentionClass| v.as_str().to_owned()
-                    );
-                    let ranges = [(time, filter.captured), ("i.received_at", filter.received)];
-                    for (column, range) in ranges {
-                        if let Some(from) = range.from {
-                            q.push(format!(" AND {column} >= "))
-                                .push_bind(to_i64(from.0, "time")?);
+                            };
                         }
-                        if let Some(to) = range.to {
-                            q.push(format!(" AND {column} < "))
-                                .push_bind(to_i64(to.0, "time")?);
+                        if by_token {
+                            any_of!(
+                                "t.custodian",
+                                &filter.custodians,
+                                |v: &vellum_protocol::ids::Custodian| v.as_str().to_owned()
+                            );
+                        } else {
+                            any_of!(
+                                "i.custodian",
+                                &filter.custodians,
+                                |v: &vellum_protocol::ids::Custodian| v.as_str().to_owned()
+                            );
                         }
-                    }
-                    if let (true, Some(after)) = (cursor, query.after) {
-                        let op = if query.ascending { ">" } else { "<" };
-                        match query.sort {
-                            SortKey::Captured => {
-                                q.push(format!(" AND ({time}, {leaf}) {op} ("))
-                                    .push_bind(to_i64(after.key, "cursor")?)
-                                    .push(", ")
-                                    .push_bind(to_i64(after.leaf, "cursor")?)
-                                    .push(")");
+                        any_of!(
+                            "i.device_id",
+                            &filter.devices,
+                            |v: &vellum_protocol::ids::DeviceId| v.as_bytes().to_vec()
+                        );
+                        any_of!(
+                            "i.channel",
+                            &filter.channels,
+                            |v: &vellum_protocol::ids::Channel| v.as_str().to_owned()
+                        );
+                        any_of!(
+                            "i.retention",
+                            &filter.retention,
+                            |v: &vellum_protocol::ids::RetentionClass| v.as_str().to_owned()
+                        );
+                        let ranges = [(time, filter.captured), ("i.received_at", filter.received)];
+                        for (column, range) in ranges {
+                            if let Some(from) = range.from {
+                                q.push(format!(" AND {column} >= "))
+                                    .push_bind(to_i64(from.0, "time")?);
                             }
-                            SortKey::Logged => {
-                                q.push(format!(" AND {leaf} {op} "))
-                                    .push_bind(to_i64(after.leaf, "cursor")?);
+                            if let Some(to) = range.to {
+                                q.push(format!(" AND {column} < "))
+                                    .push_bind(to_i64(to.0, "time")?);
                             }
                         }
-                    }
-                    Ok(())
-                };
+                        if let (true, Some(after)) = (cursor, query.after) {
+                            let op = if query.ascending { ">" } else { "<" };
+                            match query.sort {
+                                SortKey::Captured => {
+                                    q.push(format!(" AND ({time}, {leaf}) {op} ("))
+                                        .push_bind(to_i64(after.key, "cursor")?)
+                                        .push(", ")
+                                        .push_bind(to_i64(after.leaf, "cursor")?)
+                                        .push(")");
+                                }
+                                SortKey::Logged => {
+                                    q.push(format!(" AND {leaf} {op} "))
+                                        .push_bind(to_i64(after.leaf, "cursor")?);
+                                }
+                            }
+                        }
+                        Ok(())
+                    };
                 let from = if by_token {
                     " FROM record_tokens t JOIN record_index i ON i.leaf_index = t.leaf_index"
                 } else {
@@ -396,7 +343,7 @@ macro_rules! sql_search {
                 };
                 // A record carrying two of the tokens is met twice. (The sort columns
                 // are selected too: PostgreSQL orders DISTINCT rows only by those.)
-                let distinct = if by_token && filter.tokens.len() > 1 {
+                let distinct = if filter.tokens.len() > 1 {
                     "DISTINCT "
                 } else {
                     ""

@@ -370,17 +370,19 @@ macro_rules! sql_store {
                     });
                     index.push(" ON CONFLICT DO NOTHING");
                     index.build().execute(&mut *tx).await.map_err(err)?;
-                    let tokens: Vec<(&[u8], i64, i64)> = columns
+                    let tokens: Vec<(&[u8], i64, i64, &str)> = columns
                         .iter()
                         .zip(&parsed)
                         .flat_map(|((leaf, _, f), (_, _, fields))| {
-                            fields.tokens.iter().map(move |t| (t.0.as_slice(), f.captured_at, *leaf))
+                            fields.tokens.iter().map(move |t| (t.0.as_slice(), f.captured_at, *leaf, f.custodian))
                         })
                         .collect();
                     for chunk in tokens.chunks($crate::sql::ROWS_PER_STATEMENT) {
-                        let mut q = QueryBuilder::<$db>::new("INSERT INTO record_tokens (token, captured_at, leaf_index) ");
-                        q.push_values(chunk, |mut b, (token, captured_at, leaf)| {
-                            b.push_bind(*token).push_bind(*captured_at).push_bind(*leaf);
+                        let mut q = QueryBuilder::<$db>::new(
+                            "INSERT INTO record_tokens (token, captured_at, leaf_index, custodian) ",
+                        );
+                        q.push_values(chunk, |mut b, (token, captured_at, leaf, custodian)| {
+                            b.push_bind(*token).push_bind(*captured_at).push_bind(*leaf).push_bind(*custodian);
                         });
                         q.push(" ON CONFLICT DO NOTHING");
                         q.build().execute(&mut *tx).await.map_err(err)?;

@@ -337,7 +337,7 @@ impl Sequencing for SqliteSequencing {
                      epoch, captured_at, received_at, body_len) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?;
                 let mut token = conn.prepare_cached(
-                    "INSERT INTO record_tokens (token, captured_at, leaf_index) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO record_tokens (token, captured_at, leaf_index, custodian) VALUES (?1, ?2, ?3, ?4)",
                 )?;
                 for (r, leaf, received) in &rows.records {
                     let f = IndexColumns::of(&r.fields)?;
@@ -353,7 +353,7 @@ impl Sequencing for SqliteSequencing {
                         f.body_len,
                     ])?;
                     for t in &r.fields.tokens {
-                        token.execute(rusqlite::params![t.0.as_slice(), f.captured_at, leaf])?;
+                        token.execute(rusqlite::params![t.0.as_slice(), f.captured_at, leaf, f.custodian])?;
                     }
                 }
                 let mut insert =
