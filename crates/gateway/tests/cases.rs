@@ -181,6 +181,16 @@ async fn search_selects_by_header_fields_and_pages_by_keyset() {
         let answer = call(&f, "POST", "/v1/records/search", &auditor, Some(bad.clone())).await;
         assert_problem(&answer, StatusCode::BAD_REQUEST);
     }
+    // Each list within bounds, the whole too long to be the search's audit detail.
+    let long = json!({
+        "custodians": (0..256).map(|n| format!("{n:0>128}")).collect::<Vec<_>>(),
+        "retention": (0..256).map(|n| format!("{n:0>64}")).collect::<Vec<_>>(),
+        "channels": (0..256).map(|n| format!("{n:0>32}")).collect::<Vec<_>>(),
+        "devices": (0..256).map(|n| format!("00000000-0000-4000-8000-{n:012}")).collect::<Vec<_>>(),
+    });
+    let answer = call(&f, "POST", "/v1/records/search", &auditor, Some(long)).await;
+    assert_problem(&answer, StatusCode::BAD_REQUEST);
+    assert!(answer.2.contains("search in parts"), "{}", answer.2);
     let (_, admin) = person(&f, "root", Role::Admin, 3).await;
     let answer = call(&f, "POST", "/v1/records/search", &admin, Some(json!({}))).await;
     assert_problem(&answer, StatusCode::FORBIDDEN);

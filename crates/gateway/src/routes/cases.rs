@@ -224,6 +224,13 @@ pub(super) async fn search<L: CaseStore, B: BlobStore>(
 ) -> Result<Json<RecordPage>, ApiError> {
     let request = json(body)?;
     let detail = serde_json::to_value(&request).map_err(|_| ApiError::Internal)?;
+    // The filter is the audit event's detail, whose size is bounded.
+    if detail.to_string().len() > vellum_archive::MAX_AUDIT_FIELD {
+        return Err(ApiError::BadRequest(format!(
+            "the filter is longer than {} bytes: search in parts",
+            vellum_archive::MAX_AUDIT_FIELD
+        )));
+    }
     let query = request.into_query()?;
     let archive = state.archive();
     audit(archive, &person.id_text(), "records.search", "records", detail).await?;
