@@ -814,6 +814,12 @@ impl<'a> Fresh<'a> {
     }
 }
 
+/// The inclusion proof of leaf `leaf` against the checkpoint of `size` leaves.
+async fn proof_at(fresh: &mut Fresh<'_>, leaf: u64, size: u64) -> Result<String, CliError> {
+    let path = format!("/v1/log/proof/inclusion?index={leaf}&size={size}");
+    fresh.get().await?.text(&path).await
+}
+
 /// One step or fetch event as the gateway lists it, with its proof's file name.
 fn listed_event(e: &Value, proof: String) -> CaseEvent {
     CaseEvent {
@@ -924,10 +930,9 @@ async fn fetch(file: &SessionFile, case: &str, out: &Path, key: &NoteVerifier) -
         .map_err(|e| fail(Kind::VerifyFailed, format!("the gateway's checkpoint: {e}")))?;
     let size = verified.size();
     write("checkpoint", checkpoint_note.as_bytes())?;
-    let prove = |leaf: u64| format!("/v1/log/proof/inclusion?index={leaf}&size={size}");
     let mut progress = Progress::new("proving records", records.len() as u64);
     for r in &records {
-        let proof = fresh.get().await?.text(&prove(r.leaf_index)).await?;
+        let proof = proof_at(&mut fresh, r.leaf_index, size).await?;
         write(&r.proof, proof.as_bytes())?;
         progress.step();
     }
@@ -943,12 +948,7 @@ async fn fetch(file: &SessionFile, case: &str, out: &Path, key: &NoteVerifier) -
         if event.leaf_index < size {
             write(
                 &event.proof,
-                fresh
-                    .get()
-                    .await?
-                    .text(&prove(event.leaf_index))
-                    .await?
-                    .as_bytes(),
+                proof_at(&mut fresh, event.leaf_index, size).await?.as_bytes(),
             )?;
             case_events.push(event);
         }
@@ -993,12 +993,7 @@ async fn fetch(file: &SessionFile, case: &str, out: &Path, key: &NoteVerifier) -
         let event = listed_event(e, format!("case/{}.proof", e["leaf_index"]));
         write(
             &event.proof,
-            fresh
-                .get()
-                .await?
-                .text(&prove(event.leaf_index))
-                .await?
-                .as_bytes(),
+            proof_at(&mut fresh, event.leaf_index, size).await?.as_bytes(),
         )?;
         fetch_events.push(event);
     }
