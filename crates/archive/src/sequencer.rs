@@ -619,7 +619,6 @@ impl<L: LogStore> Committer<L> {
                 header: header.as_bytes().to_vec(),
                 received_at: p.received_at,
                 blob: p.blob.clone(),
-                fields: header.fields().clone(),
             });
         }
         for audit in audit_requests {
