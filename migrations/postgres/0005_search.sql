@@ -1,6 +1,6 @@
 -- The search index (PostgreSQL): the fields of each record's signed header that
--- auditors search on, written after the append by the indexer that follows the log.
--- Derived data: every column is read from records.header, which stays the
+-- auditors search on, written by the sequencer in the transaction that appends the
+-- record. Derived data: every column is read from records.header, which stays the
 -- authority. Each index ends in the leaf index, which orders ties and carries the
 -- keyset cursor.
 CREATE TABLE record_index (
@@ -38,10 +38,9 @@ CREATE INDEX record_tokens_custodian ON record_tokens (custodian, token, capture
 CREATE INDEX audit_events_subject ON audit_events (subject, leaf_index);
 CREATE INDEX audit_events_action ON audit_events (action, leaf_index);
 
--- How far the index has come: every record among the log's first indexed_through
--- leaves has its rows. Indexers (the gateway's follower, and each search for the
--- records archived before it) read records past it in leaf order and move it in the
--- transaction that writes their rows, only from the value they read. Setting it back
--- to 0 rebuilds the index (rows present are kept).
-CREATE TABLE search_watermark (indexed_through BIGINT NOT NULL);
-INSERT INTO search_watermark (indexed_through) VALUES (0);
+-- Records archived before this index existed are indexed once, when the store opens
+-- (rows written since are indexed as they are appended); this row says whether that
+-- is done. Stop gateways of older versions before upgrading: what they append after
+-- the backfill is not indexed.
+CREATE TABLE search_backfill (done BIGINT NOT NULL);
+INSERT INTO search_backfill (done) VALUES (0);

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 
+use vellum_protocol::header::HeaderFields;
 use vellum_protocol::ids::{Custodian, DeviceId, RecordId, RetentionClass, UnixMillis};
 use vellum_protocol::keys::DevicePublicKey;
 use vellum_protocol::receipt::LogEntry;
@@ -30,6 +31,8 @@ pub struct NewRecord {
     pub received_at: UnixMillis,
     /// Where the sealed body is.
     pub blob: BlobLocator,
+    /// What the header says, for the search index (written in the same transaction).
+    pub fields: HeaderFields,
 }
 
 /// What the archive reads back about a stored record.

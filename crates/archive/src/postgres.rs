@@ -26,7 +26,7 @@ use vellum_tlog::tree::NodeId;
 
 use crate::error::StoreError;
 use crate::ports::{CommitBatch, Sequencing, StoredRecord};
-use crate::sql::{ROWS_PER_STATEMENT, sql_store};
+use crate::sql::{IndexColumns, ROWS_PER_STATEMENT, sql_store};
 
 /// The PostgreSQL metadata store. Clones share its connection pool.
 #[derive(Debug, Clone)]
@@ -75,17 +75,6 @@ pub struct PgSequencing {
 }
 
 impl PgStore {
-    /// An indexing transaction. It takes no lock but the watermark's row, so appends
-    /// go on meanwhile.
-    async fn begin_indexing(&self) -> Result<((), sqlx::Transaction<'static, sqlx::Postgres>), StoreError> {
-        let tx = self
-            .pool
-            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
-            .await
-            .map_err(|e| StoreError::backend("begin an indexing transaction", e))?;
-        Ok(((), tx))
-    }
-
     async fn begin_sequencing(&self) -> Result<PgSequencing, StoreError> {
         let err = |e| StoreError::backend("begin a sequencing transaction", e);
         // READ COMMITTED whatever the server's default: each statement then takes a new
@@ -117,6 +106,13 @@ impl PgStore {
             .await
             .map_err(|e| StoreError::backend("connect to PostgreSQL", e))?;
         crate::migrate::run(crate::migrate::POSTGRES, &pool).await?;
+        let indexed = Self::backfill_search_index(&pool).await?;
+        if indexed > 0 {
+            tracing::info!(
+                records = indexed,
+                "indexed records archived before the search index"
+            );
+        }
         Ok(Self { pool })
     }
 }
@@ -150,6 +146,48 @@ impl Sequencing for PgSequencing {
                     .push_bind(r.header.as_slice())
                     .push_bind(*received)
                     .push_bind(r.blob.0.as_str());
+            });
+            q.build().execute(&mut *self.tx).await.map_err(err)?;
+        }
+        let index = rows
+            .records
+            .iter()
+            .map(|(r, leaf, received)| Ok((IndexColumns::of(&r.fields)?, *leaf, *received, &r.fields.tokens)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        for chunk in index.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::new(
+                "INSERT INTO record_index (leaf_index, custodian, device_id, channel, retention, \
+                 epoch, captured_at, received_at, body_len) ",
+            );
+            q.push_values(chunk, |mut b, (f, leaf, received, _)| {
+                b.push_bind(*leaf)
+                    .push_bind(f.custodian)
+                    .push_bind(f.device_id)
+                    .push_bind(f.channel)
+                    .push_bind(f.retention)
+                    .push_bind(f.epoch)
+                    .push_bind(f.captured_at)
+                    .push_bind(*received)
+                    .push_bind(f.body_len);
+            });
+            q.build().execute(&mut *self.tx).await.map_err(err)?;
+        }
+        let tokens: Vec<(&[u8], i64, i64, &str)> = index
+            .iter()
+            .flat_map(|(f, leaf, _, tokens)| {
+                tokens
+                    .iter()
+                    .map(move |t| (t.0.as_slice(), f.captured_at, *leaf, f.custodian))
+            })
+            .collect();
+        for chunk in tokens.chunks(ROWS_PER_STATEMENT) {
+            let mut q =
+                QueryBuilder::new("INSERT INTO record_tokens (token, captured_at, leaf_index, custodian) ");
+            q.push_values(chunk, |mut b, (token, captured_at, leaf, custodian)| {
+                b.push_bind(*token)
+                    .push_bind(*captured_at)
+                    .push_bind(*leaf)
+                    .push_bind(*custodian);
             });
             q.build().execute(&mut *self.tx).await.map_err(err)?;
         }

@@ -2,16 +2,13 @@
 //! headers (custodian, device, channel, retention class, capture time, blind tokens)
 //! and their receipt time. Never their content: the gateway holds none.
 //!
-//! The index (`record_index`, one row a record, and `record_tokens`, one row a blind
-//! token) follows the log: it is derived from the stored headers, off the append path,
-//! by [`follow`] in the gateway and by each search, which first indexes whatever
-//! records were archived before it began ([`catch_up`]). A watermark says how far it
-//! has come. Pages are keyset-paginated: a [`Cursor`] names the last row of a page,
-//! and the next page starts strictly after it, so a page costs the same however deep
-//! it is and rows appended meanwhile never shift it.
+//! The sequencer writes one `record_index` row and one `record_tokens` row per blind
+//! token in the transaction that appends a record, so a record is searchable as soon
+//! as its receipt exists. Pages are keyset-paginated: a [`Cursor`] names the last row
+//! of a page, and the next page starts strictly after it, so a page costs the same
+//! however deep it is and rows appended meanwhile never shift it.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
 
 use vellum_protocol::blind::BlindToken;
 use vellum_protocol::header::HeaderFields;
@@ -27,13 +24,6 @@ pub const COUNT_CAP: u64 = 10_000;
 pub const MAX_TIME: u64 = i64::MAX as u64;
 /// The most values one filter field takes.
 pub const MAX_FILTER_VALUES: usize = 256;
-/// The most records one indexing transaction takes.
-pub const INDEX_CHUNK: u32 = 1000;
-/// How long a search spends indexing what was archived before it, at most.
-pub const CATCH_UP_BUDGET: Duration = Duration::from_secs(2);
-/// How long [`follow`] waits when it has caught up: appends gather meanwhile, so
-/// that one indexing transaction takes many.
-pub const FOLLOW_PAUSE: Duration = Duration::from_millis(100);
 
 /// A half-open range of Unix milliseconds, `[from, to)`; either end may be open.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -230,199 +220,23 @@ pub struct SearchPage {
     pub next: Option<Cursor>,
     /// The number of matches, when counted.
     pub total: Option<Total>,
-    /// How far the index had come when the page was read.
-    pub index: IndexProgress,
-}
-
-/// How far the search index has come.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct IndexProgress {
-    /// The watermark: every record among the log's first `through` leaves is in the
-    /// index.
-    pub through: u64,
-    /// One past the leaf of the newest record archived (0 when there is none).
-    pub records_end: u64,
-}
-
-impl IndexProgress {
-    /// Whether every record archived is in the index.
-    pub fn complete(&self) -> bool {
-        self.through >= self.records_end
-    }
 }
 
 /// The search index.
 ///
-/// **Freshness.** A search first indexes the records archived before it began, for up
-/// to [`CATCH_UP_BUDGET`], and its page reports the watermark it read at: when the
-/// page's [`IndexProgress`] is complete, every record whose receipt was issued before
-/// the search is in it. **Indexing** takes records in leaf order, in transactions
-/// that move the watermark only from the value they read, so indexers in any number
-/// of processes never index a record twice or skip one. **Order.** Rows come strictly in the query's
+/// **Freshness.** A record is in the index once its append committed: the index is
+/// written in the same transaction. **Order.** Rows come strictly in the query's
 /// order, ties broken by leaf index, and a page after a cursor holds only rows past
 /// it.
 pub trait RecordSearch: Send + Sync + 'static {
     /// One page of the records `query` selects.
     fn search(&self, query: &RecordQuery) -> impl Future<Output = Result<SearchPage, StoreError>> + Send;
-
-    /// The watermark and the newest record.
-    fn index_progress(&self) -> impl Future<Output = Result<IndexProgress, StoreError>> + Send;
-
-    /// Indexes up to `limit` records past the watermark, in one transaction, and moves
-    /// the watermark past them. Returns how many it indexed: 0 when none wait or when
-    /// another indexer took them first.
-    fn index_next(&self, limit: u32) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
-/// Indexes the records archived before the call, for up to `budget`; returns the
-/// progress against the newest record at the call.
-pub async fn catch_up<S: RecordSearch + ?Sized>(
-    store: &S,
-    budget: Duration,
-) -> Result<IndexProgress, StoreError> {
-    let deadline = Instant::now() + budget;
-    let wanted = store.index_progress().await?;
-    let mut progress = wanted;
-    while progress.through < wanted.records_end && Instant::now() < deadline {
-        store.index_next(INDEX_CHUNK).await?;
-        progress = store.index_progress().await?;
-    }
-    Ok(IndexProgress {
-        through: progress.through,
-        records_end: wanted.records_end,
-    })
-}
-
-/// Keeps the index following the log, for as long as the task runs: indexes what
-/// waits, then pauses [`FOLLOW_PAUSE`] once it has caught up. A failure is logged and
-/// tried again after a few seconds (the index is derived: nothing is lost meanwhile,
-/// and searches say how far it has come).
-pub async fn follow<S: RecordSearch>(store: S) {
-    loop {
-        match store.index_next(INDEX_CHUNK).await {
-            Ok(n) if n == u64::from(INDEX_CHUNK) => {}
-            Ok(_) => tokio::time::sleep(FOLLOW_PAUSE).await,
-            Err(e) => {
-                tracing::error!(error = %e, "the search index could not take the next records");
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            }
-        }
-    }
-}
-
-/// Implements `RecordSearch` for `$store`: an sqlx pool of `$db` in field `pool`, and a
-/// `begin_indexing` method that begins an indexing transaction, with a guard held
-/// through it that keeps the store's own sequencing transactions out of its way.
+/// Implements `RecordSearch` for `$store` (an sqlx pool of `$db` in field `pool`).
 macro_rules! sql_search {
     (store: $store:ty, db: $db:ty $(,)?) => {
         impl $crate::search::RecordSearch for $store {
-            async fn index_progress(&self) -> Result<$crate::search::IndexProgress, $crate::error::StoreError> {
-                use sqlx::Row as _;
-                let err = |e| $crate::error::StoreError::backend("read the search index's watermark", e);
-                let row = sqlx::query(
-                    "SELECT (SELECT indexed_through FROM search_watermark), (SELECT MAX(leaf_index) FROM records)",
-                )
-                .fetch_one(&self.pool)
-                .await
-                .map_err(err)?;
-                let through: i64 = row.try_get(0).map_err(err)?;
-                let newest: Option<i64> = row.try_get(1).map_err(err)?;
-                Ok($crate::search::IndexProgress {
-                    through: $crate::sql::to_u64(through, "watermark")?,
-                    records_end: newest.map_or(Ok(0), |n| $crate::sql::to_u64(n, "leaf index").map(|n| n + 1))?,
-                })
-            }
-
-            async fn index_next(&self, limit: u32) -> Result<u64, $crate::error::StoreError> {
-                use sqlx::{QueryBuilder, Row as _};
-                let err = |e| $crate::error::StoreError::backend("index records", e);
-                let through: i64 = sqlx::query_scalar("SELECT indexed_through FROM search_watermark")
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(err)?;
-                // Records are immutable and committed in leaf order: these rows, read
-                // before any lock is taken, are the next ones whatever else commits.
-                let rows = sqlx::query(
-                    "SELECT leaf_index, header, received_at FROM records WHERE leaf_index >= $1 \
-                     ORDER BY leaf_index LIMIT $2",
-                )
-                .bind(through)
-                .bind(i64::from(limit.max(1)))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(err)?;
-                let Some(last) = rows.last() else {
-                    return Ok(0);
-                };
-                let next: i64 = last.try_get::<i64, _>(0).map_err(err)? + 1;
-                let mut parsed = Vec::with_capacity(rows.len());
-                for row in &rows {
-                    let leaf: i64 = row.try_get(0).map_err(err)?;
-                    let header: &[u8] = row.try_get(1).map_err(err)?;
-                    let received: i64 = row.try_get(2).map_err(err)?;
-                    let header = vellum_protocol::header::UnverifiedHeader::parse(header).map_err(|e| {
-                        $crate::error::StoreError::Integrity(format!("stored header of leaf {leaf}: {e}"))
-                    })?;
-                    parsed.push((leaf, received, header));
-                }
-                let mut columns = Vec::with_capacity(parsed.len());
-                for (leaf, received, header) in &parsed {
-                    let fields = header.archived_fields();
-                    columns.push((*leaf, *received, $crate::sql::IndexColumns::of(fields)?, &fields.tokens));
-                }
-                let (_turn, mut tx) = self.begin_indexing().await?;
-                // Moving the watermark first claims the records: another indexer that
-                // read the same watermark finds it moved and takes nothing.
-                let moved = sqlx::query("UPDATE search_watermark SET indexed_through = $1 WHERE indexed_through = $2")
-                    .bind(next)
-                    .bind(through)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err)?
-                    .rows_affected();
-                if moved != 1 {
-                    return Ok(0);
-                }
-                for chunk in columns.chunks($crate::sql::ROWS_PER_STATEMENT) {
-                    let mut q = QueryBuilder::<$db>::new(
-                        "INSERT INTO record_index (leaf_index, custodian, device_id, channel, retention, \
-                         epoch, captured_at, received_at, body_len) ",
-                    );
-                    q.push_values(chunk, |mut b, (leaf, received, f, _)| {
-                        b.push_bind(*leaf)
-                            .push_bind(f.custodian)
-                            .push_bind(f.device_id)
-                            .push_bind(f.channel)
-                            .push_bind(f.retention)
-                            .push_bind(f.epoch)
-                            .push_bind(f.captured_at)
-                            .push_bind(*received)
-                            .push_bind(f.body_len);
-                    });
-                    // Rows already present (a watermark set back to rebuild) stay.
-                    q.push(" ON CONFLICT DO NOTHING");
-                    q.build().execute(&mut *tx).await.map_err(err)?;
-                }
-                let tokens: Vec<(&[u8], i64, i64, &str)> = columns
-                    .iter()
-                    .flat_map(|(leaf, _, f, tokens)| {
-                        tokens.iter().map(move |t| (t.0.as_slice(), f.captured_at, *leaf, f.custodian))
-                    })
-                    .collect();
-                for chunk in tokens.chunks($crate::sql::ROWS_PER_STATEMENT) {
-                    let mut q = QueryBuilder::<$db>::new(
-                        "INSERT INTO record_tokens (token, captured_at, leaf_index, custodian) ",
-                    );
-                    q.push_values(chunk, |mut b, (token, captured_at, leaf, custodian)| {
-                        b.push_bind(*token).push_bind(*captured_at).push_bind(*leaf).push_bind(*custodian);
-                    });
-                    q.push(" ON CONFLICT DO NOTHING");
-                    q.build().execute(&mut *tx).await.map_err(err)?;
-                }
-                tx.commit().await.map_err(err)?;
-                Ok(rows.len() as u64)
-            }
-
             async fn search(
                 &self,
                 query: &$crate::search::RecordQuery,
@@ -430,7 +244,6 @@ macro_rules! sql_search {
                 use sqlx::{QueryBuilder, Row as _};
                 use $crate::search::SortKey;
                 use $crate::sql::to_i64;
-                let index = $crate::search::catch_up(self, $crate::search::CATCH_UP_BUDGET).await?;
                 let err = |e| $crate::error::StoreError::backend("search records", e);
                 let filter = &query.filter;
                 let by_token = !filter.tokens.is_empty();
@@ -603,7 +416,6 @@ macro_rules! sql_search {
                     records,
                     next,
                     total,
-                    index,
                 })
             }
         }

@@ -619,6 +619,7 @@ impl<L: LogStore> Committer<L> {
                 header: header.as_bytes().to_vec(),
                 received_at: p.received_at,
                 blob: p.blob.clone(),
+                fields: header.fields().clone(),
             });
         }
         for audit in audit_requests {

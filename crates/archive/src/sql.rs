@@ -306,6 +306,94 @@ macro_rules! sql_store {
 
 
         impl $store {
+            /// Indexes the records archived before the search index existed (migration
+            /// 5), once: the migration leaves a marker that this clears when done. Run
+            /// at open, before any sequencing. Returns how many it indexed.
+            async fn backfill_search_index(pool: &sqlx::Pool<$db>) -> Result<u64, $crate::error::StoreError> {
+                use sqlx::{QueryBuilder, Row as _};
+                let err = |e| $crate::error::StoreError::backend("index older records", e);
+                let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM search_backfill WHERE done = 0")
+                    .fetch_one(pool)
+                    .await
+                    .map_err(err)?;
+                if pending == 0 {
+                    return Ok(0);
+                }
+                let mut done = 0;
+                let mut after: i64 = -1;
+                loop {
+                    let rows = sqlx::query(
+                        "SELECT r.leaf_index, r.header, r.received_at FROM records r WHERE r.leaf_index > $1 \
+                         AND NOT EXISTS (SELECT 1 FROM record_index i WHERE i.leaf_index = r.leaf_index) \
+                         ORDER BY r.leaf_index LIMIT 1000",
+                    )
+                    .bind(after)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(err)?;
+                    if rows.is_empty() {
+                        break;
+                    }
+                    let mut parsed = Vec::with_capacity(rows.len());
+                    for row in &rows {
+                        let leaf: i64 = row.try_get(0).map_err(err)?;
+                        let header: Vec<u8> = row.try_get(1).map_err(err)?;
+                        let received: i64 = row.try_get(2).map_err(err)?;
+                        let fields = vellum_protocol::header::UnverifiedHeader::parse(&header)
+                            .map_err(|e| {
+                                $crate::error::StoreError::Integrity(format!("stored header of leaf {leaf}: {e}"))
+                            })?
+                            .archived_fields()
+                            .clone();
+                        parsed.push((leaf, received, fields));
+                        after = leaf;
+                    }
+                    let mut tx = pool.begin().await.map_err(err)?;
+                    let mut index = QueryBuilder::<$db>::new(
+                        "INSERT INTO record_index (leaf_index, custodian, device_id, channel, retention, \
+                         epoch, captured_at, received_at, body_len) ",
+                    );
+                    let mut columns = Vec::with_capacity(parsed.len());
+                    for (leaf, received, fields) in &parsed {
+                        columns.push((*leaf, *received, $crate::sql::IndexColumns::of(fields)?));
+                    }
+                    index.push_values(&columns, |mut b, (leaf, received, f)| {
+                        b.push_bind(*leaf)
+                            .push_bind(f.custodian)
+                            .push_bind(f.device_id)
+                            .push_bind(f.channel)
+                            .push_bind(f.retention)
+                            .push_bind(f.epoch)
+                            .push_bind(f.captured_at)
+                            .push_bind(*received)
+                            .push_bind(f.body_len);
+                    });
+                    index.push(" ON CONFLICT DO NOTHING");
+                    index.build().execute(&mut *tx).await.map_err(err)?;
+                    let tokens: Vec<(&[u8], i64, i64, &str)> = columns
+                        .iter()
+                        .zip(&parsed)
+                        .flat_map(|((leaf, _, f), (_, _, fields))| {
+                            fields.tokens.iter().map(move |t| (t.0.as_slice(), f.captured_at, *leaf, f.custodian))
+                        })
+                        .collect();
+                    for chunk in tokens.chunks($crate::sql::ROWS_PER_STATEMENT) {
+                        let mut q = QueryBuilder::<$db>::new(
+                            "INSERT INTO record_tokens (token, captured_at, leaf_index, custodian) ",
+                        );
+                        q.push_values(chunk, |mut b, (token, captured_at, leaf, custodian)| {
+                            b.push_bind(*token).push_bind(*captured_at).push_bind(*leaf).push_bind(*custodian);
+                        });
+                        q.push(" ON CONFLICT DO NOTHING");
+                        q.build().execute(&mut *tx).await.map_err(err)?;
+                    }
+                    tx.commit().await.map_err(err)?;
+                    done += rows.len() as u64;
+                }
+                sqlx::query("UPDATE search_backfill SET done = 1").execute(pool).await.map_err(err)?;
+                Ok(done)
+            }
+
             async fn connection(&self) -> Result<sqlx::pool::PoolConnection<$db>, $crate::error::StoreError> {
                 self.pool
                     .acquire()

@@ -23,7 +23,9 @@ use vellum_tlog::tree::NodeId;
 
 use crate::error::StoreError;
 use crate::ports::{CommitBatch, Sequencing, StoredRecord};
-use crate::sql::{BatchRows, RecordColumns, hashes_from_rows, node_location, sql_store, to_u64};
+use crate::sql::{
+    BatchRows, IndexColumns, RecordColumns, hashes_from_rows, node_location, sql_store, to_u64,
+};
 
 /// How long a writer waits for another process's write transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,28 +88,15 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::backend("open SQLite database", e))?;
         crate::migrate::run(crate::migrate::SQLITE, &pool).await?;
+        let indexed = Self::backfill_search_index(&pool).await?;
+        if indexed > 0 {
+            tracing::info!(
+                records = indexed,
+                "indexed records archived before the search index"
+            );
+        }
         let writer = Writer::open(path).await?;
         Ok(Self { pool, writer })
-    }
-
-    /// An indexing transaction, holding the writer's turn: the sequencer waits for it
-    /// in turn rather than on SQLite's busy handler, which sleeps.
-    async fn begin_indexing(
-        &self,
-    ) -> Result<
-        (
-            tokio::sync::OwnedMutexGuard<()>,
-            sqlx::Transaction<'static, sqlx::Sqlite>,
-        ),
-        StoreError,
-    > {
-        let turn = self.writer.turn.clone().lock_owned().await;
-        let tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(|e| StoreError::backend("begin an indexing transaction", e))?;
-        Ok((turn, tx))
     }
 
     async fn begin_sequencing(&self) -> Result<SqliteSequencing, StoreError> {
@@ -342,6 +331,30 @@ impl Sequencing for SqliteSequencing {
                         received,
                         r.blob.0,
                     ])?;
+                }
+                let mut index = conn.prepare_cached(
+                    "INSERT INTO record_index (leaf_index, custodian, device_id, channel, retention, \
+                     epoch, captured_at, received_at, body_len) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?;
+                let mut token = conn.prepare_cached(
+                    "INSERT INTO record_tokens (token, captured_at, leaf_index, custodian) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for (r, leaf, received) in &rows.records {
+                    let f = IndexColumns::of(&r.fields)?;
+                    index.execute(rusqlite::params![
+                        leaf,
+                        f.custodian,
+                        f.device_id,
+                        f.channel,
+                        f.retention,
+                        f.epoch,
+                        f.captured_at,
+                        received,
+                        f.body_len,
+                    ])?;
+                    for t in &r.fields.tokens {
+                        token.execute(rusqlite::params![t.0.as_slice(), f.captured_at, leaf, f.custodian])?;
+                    }
                 }
                 let mut insert =
                     conn.prepare_cached("INSERT INTO log_leaves (idx, entry, hashes) VALUES (?1, ?2, ?3)")?;

@@ -516,18 +516,6 @@ pub(crate) fn run(command: &AuditorCommand) -> Result<(), CliError> {
     })
 }
 
-/// Says so when the gateway's search index had not yet taken every record archived
-/// before the search (it follows the log, and was still catching up).
-fn warn_partial(page: &Value) {
-    if page["index_partial"] == true {
-        eprintln!(
-            "vellum: the gateway's search index is still catching up (it has the log's first {} leaves): \
-             records archived since are missing here; run this again shortly",
-            page["indexed_through"].as_u64().unwrap_or_default()
-        );
-    }
-}
-
 fn print_page(page: &Value) {
     let total = page["total"].as_u64().unwrap_or_default();
     let more = if page["total_more"] == true {
@@ -536,7 +524,6 @@ fn print_page(page: &Value) {
         ""
     };
     println!("{more}{total} records match");
-    warn_partial(page);
     for r in page["records"].as_array().into_iter().flatten() {
         println!(
             "{}  {}  {:<24} {:<8} {} bytes  leaf {}",
@@ -883,17 +870,6 @@ async fn fetch(file: &SessionFile, case: &str, out: &Path, key: &NoteVerifier) -
             path.push_str(&format!("&cursor={c}"));
         }
         let page = fresh.get().await?.call(Method::GET, &path, None).await?;
-        // A package must hold every in-scope record archived before the fetch.
-        if page["index_partial"] == true {
-            return Err(fail(
-                Kind::Other,
-                format!(
-                    "the gateway's search index is still catching up (it has the log's first {} leaves), \
-                 so the case's records are not all listed yet: fetch again shortly",
-                    page["indexed_through"].as_u64().unwrap_or_default()
-                ),
-            ));
-        }
         rows.extend(page["records"].as_array().cloned().unwrap_or_default());
         match page["next"].as_str() {
             Some(next) => cursor = Some(next.to_owned()),

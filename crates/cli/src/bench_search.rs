@@ -26,7 +26,7 @@ use vellum_archive::ports::{
     NewRecord, NewSession, Role, SecretHash, Sequencing, SessionStore,
 };
 use vellum_archive::postgres::{self, PgStore};
-use vellum_archive::search::{INDEX_CHUNK, RecordSearch};
+use vellum_archive::search::RecordSearch;
 use vellum_archive::sqlite::SqliteStore;
 use vellum_protocol::blind::{IndexKey, TokenKind};
 use vellum_protocol::header::HeaderFields;
@@ -231,14 +231,14 @@ fn generate_batch(
             header,
             received_at: UnixMillis(fields.captured_at.0 + 500 + rng.next() % 5_000),
             blob: BlobLocator(format!("bench/{}", hex::encode(&body.sha256[..8]))),
+            fields,
         });
     }
     Ok(Batch { records })
 }
 
-/// The size of the log in `store`, filled with generated records up to `total` and
-/// indexed for search, and the seconds that took.
-async fn fill<L: LogStore + AuditStore + RecordSearch>(
+/// The size of the log in `store`, filled with generated records up to `total`.
+async fn fill<L: LogStore + AuditStore>(
     store: &L,
     signer: &NoteSigner,
     world: &Arc<World>,
@@ -254,9 +254,7 @@ async fn fill<L: LogStore + AuditStore + RecordSearch>(
     let total = records + audits;
     let mut frontier = Frontier::from_hashes(state.size, state.frontier).map_err(fail)?;
     if frontier.size() >= total {
-        let started = Instant::now();
-        index(store).await?;
-        return Ok((frontier.size() - audits, started.elapsed().as_secs_f64()));
+        return Ok((frontier.size() - audits, 0.0));
     }
     eprintln!(
         "bench: generating leaves {}..{total} ({audits} earlier leaves are audit events)",
@@ -344,30 +342,7 @@ async fn fill<L: LogStore + AuditStore + RecordSearch>(
     for p in producers {
         let _ = p.join();
     }
-    index(store).await?;
     Ok((frontier.size() - audits, started.elapsed().as_secs_f64()))
-}
-
-/// Brings the search index up to the log, as the gateway's follower would, in larger
-/// transactions.
-async fn index<L: RecordSearch>(store: &L) -> Result<(), CliError> {
-    let started = Instant::now();
-    let mut last_report = Instant::now();
-    loop {
-        let progress = store.index_progress().await.map_err(fail)?;
-        if progress.complete() {
-            return Ok(());
-        }
-        if last_report.elapsed().as_secs() >= 10 {
-            last_report = Instant::now();
-            let rate = progress.through as f64 / started.elapsed().as_secs_f64();
-            eprintln!(
-                "bench: indexed {} of {} leaves ({rate:.0}/s)",
-                progress.through, progress.records_end
-            );
-        }
-        store.index_next(10 * INDEX_CHUNK).await.map_err(fail)?;
-    }
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {

@@ -606,8 +606,7 @@ where
         + SessionStore
         + AuditStore
         + KeyStore
-        + vellum_archive::search::RecordSearch
-        + Clone,
+        + vellum_archive::search::RecordSearch,
     B: BlobStore,
 {
     let tls = match &config.tls {
@@ -641,8 +640,6 @@ where
         max_buffered_bytes: config.limits.max_buffered_bytes,
         device_cache: Duration::from_millis(config.limits.device_cache_ms),
     };
-    // The search index follows the log off the append path, for as long as this runs.
-    let indexer = tokio::spawn(vellum_archive::search::follow(log.clone()));
     let archive = Archive::open(log, blobs, log_key).await.map_err(fail)?;
     let keyring = vellum_gateway::starting_keyring(&archive, &org_key, keyring)
         .await
@@ -671,7 +668,6 @@ where
         app = vellum_gateway::server::behind_proxies(app, proxies);
     }
     vellum_gateway::server::serve(listener, app, tls, shutdown_signal()).await;
-    indexer.abort();
     gateway.archive().close().await;
     tracing::info!("stopped");
     Ok(())

@@ -115,16 +115,6 @@ async fn search_selects_by_header_fields_and_pages_by_keyset() {
         (all["total"].as_u64(), all["total_more"].as_bool()),
         (Some(30), Some(false))
     );
-    // The search indexed what was archived before it (nothing else follows the log
-    // here): its watermark is past the newest record, and the page is whole.
-    let newest = all["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["leaf_index"].as_u64().unwrap())
-        .max();
-    assert!(all["indexed_through"].as_u64() > newest, "{all}");
-    assert_eq!(all.get("index_partial"), None);
 
     let bob = search(&f, &auditor, json!({ "custodians": ["bob"], "order": "asc" })).await;
     assert_eq!(captured(&bob), (0..30).filter(|i| i % 3 == 1).collect::<Vec<_>>());

@@ -197,13 +197,6 @@ pub(super) struct RecordPage {
     /// More than `total` match.
     #[serde(skip_serializing_if = "Option::is_none")]
     total_more: Option<bool>,
-    /// The search index's watermark when the page was read: every record among the
-    /// log's first `indexed_through` leaves is in the index.
-    indexed_through: u64,
-    /// Present, and true, when records archived before the search were not yet in the
-    /// index (it was still catching up): search again for them.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    index_partial: bool,
 }
 
 async fn page<L: CaseStore>(store: &L, query: &RecordQuery) -> Result<RecordPage, ApiError> {
@@ -213,8 +206,6 @@ async fn page<L: CaseStore>(store: &L, query: &RecordQuery) -> Result<RecordPage
         next: found.next.map(|c| c.encode()),
         total: found.total.map(|t| t.count),
         total_more: found.total.map(|t| t.more),
-        indexed_through: found.index.through,
-        index_partial: !found.index.complete(),
     })
 }
 
