@@ -251,6 +251,12 @@ pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), StoreError
     .await
 }
 
+/// Refreshes the planner's statistics of every table of the database at `url`, as
+/// autovacuum would some time after a bulk load (benchmarks do it at once).
+pub async fn analyze(url: &str) -> Result<(), StoreError> {
+    admin(url, "ANALYZE", "analyze").await
+}
+
 /// Runs one statement on the server of `admin_url`.
 async fn admin(admin_url: &str, statement: &str, op: &'static str) -> Result<(), StoreError> {
     let pool = sqlx::PgPool::connect(admin_url)

@@ -567,6 +567,9 @@ async fn run(args: &SearchArgs) -> Result<(), CliError> {
                 .await
                 .map_err(fail)?;
             let (records, generated) = fill(&store, &signer, &world, args.records).await?;
+            postgres::analyze(args.database.as_deref().unwrap_or_default())
+                .await
+                .map_err(fail)?;
             (records, generated, measure(store, signer, &world, args).await?)
         }
         Backend::Postgres => {
@@ -577,6 +580,7 @@ async fn run(args: &SearchArgs) -> Result<(), CliError> {
             let outcome = async {
                 let store = PgStore::open(&url).await.map_err(fail)?;
                 let (records, generated) = fill(&store, &signer, &world, args.records).await?;
+                postgres::analyze(&url).await.map_err(fail)?;
                 Ok::<_, CliError>((records, generated, measure(store, signer, &world, args).await?))
             }
             .await;

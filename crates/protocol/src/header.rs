@@ -67,6 +67,9 @@ pub enum HeaderError {
     /// Tokens not strictly ascending (unsorted or duplicated).
     #[error("blind tokens are not strictly ascending")]
     TokensNotCanonical,
+    /// A number above [`MAX_NUMBER`].
+    #[error("the {0} is above 2^63 - 1")]
+    OutOfRange(&'static str),
     /// The signature does not verify under the device's key.
     #[error("header signature does not verify under the device key")]
     BadSignature,
@@ -98,9 +101,28 @@ pub struct HeaderFields {
     pub tokens: Vec<BlindToken>,
 }
 
+/// The largest capture time, epoch and body length a header holds: what the
+/// databases' signed 64-bit integers hold, so that a header accepted is one stored.
+pub const MAX_NUMBER: u64 = i64::MAX as u64;
+
 impl HeaderFields {
+    /// Refuses numbers above [`MAX_NUMBER`].
+    fn check_numbers(&self) -> Result<(), HeaderError> {
+        for (what, n) in [
+            ("capture time", self.captured_at.0),
+            ("epoch", self.epoch.0),
+            ("body length", self.body.len),
+        ] {
+            if n > MAX_NUMBER {
+                return Err(HeaderError::OutOfRange(what));
+            }
+        }
+        Ok(())
+    }
+
     /// Encodes the fields canonically and signs them with the device key.
     pub fn sign(&self, key: &DeviceKey) -> Result<SignedHeader, HeaderError> {
+        self.check_numbers()?;
         let mut tokens = self.tokens.clone();
         tokens.sort_unstable();
         tokens.dedup();
@@ -199,20 +221,19 @@ impl<'a> UnverifiedHeader<'a> {
         if !r.0.is_empty() {
             return Err(HeaderError::TooLong);
         }
-        Ok(Self {
-            bytes,
-            fields: HeaderFields {
-                record_id,
-                device_id,
-                custodian,
-                channel,
-                captured_at,
-                epoch,
-                retention,
-                body: BodyDigest { sha256, len },
-                tokens,
-            },
-        })
+        let fields = HeaderFields {
+            record_id,
+            device_id,
+            custodian,
+            channel,
+            captured_at,
+            epoch,
+            retention,
+            body: BodyDigest { sha256, len },
+            tokens,
+        };
+        fields.check_numbers()?;
+        Ok(Self { bytes, fields })
     }
 
     /// The device that claims to have signed: look up its key, then [`Self::verify`].

@@ -203,6 +203,30 @@ fn header_structure_errors_are_distinct() {
         UnverifiedHeader::parse(&v4).unwrap_err(),
         HeaderError::Field(_)
     ));
+    // Numbers above 2^63 - 1 (what the databases hold) are refused whole, so a header
+    // accepted at the door is one the store can keep.
+    for (at, what) in [(36, "capture time"), (44, "epoch"), (52, "body length")] {
+        let mut big = bytes.clone();
+        big[at] |= 0x80;
+        assert_eq!(
+            UnverifiedHeader::parse(&big).unwrap_err(),
+            HeaderError::OutOfRange(what)
+        );
+    }
+}
+
+#[test]
+fn a_device_cannot_sign_a_number_the_archive_cannot_store() {
+    let device = DeviceKey::generate();
+    let mut fields = UnverifiedHeader::parse(signed_header(&device, record_id(4)).as_bytes())
+        .unwrap()
+        .archived_fields()
+        .clone();
+    fields.captured_at = vellum_protocol::ids::UnixMillis(1 << 63);
+    assert_eq!(
+        fields.sign(&device).unwrap_err(),
+        HeaderError::OutOfRange("capture time")
+    );
 }
 
 fn statement(epoch: u64) -> KeyringStatement {
