@@ -267,6 +267,9 @@ pub(crate) enum CaseCommand {
     },
     /// Your cases (all of them, for an approver).
     List {
+        /// Only the cases in this state now (`requested`: those awaiting an approver).
+        #[arg(long, value_parser = ["open", "requested", "approved", "denied", "revoked", "expired", "closed"])]
+        state: Option<String>,
         #[command(flatten)]
         session: SessionFile,
     },
@@ -646,12 +649,13 @@ async fn case_command(command: &CaseCommand) -> Result<(), CliError> {
                 .await?,
             );
         }
-        CaseCommand::List { session } => {
+        CaseCommand::List { state, session } => {
             let s = resume(session).await?;
+            let filter = state.as_ref().map(|w| format!("&state={w}")).unwrap_or_default();
             let mut from = 0;
             loop {
                 let page = s
-                    .call(Method::GET, &format!("/v1/cases?from={from}"), None)
+                    .call(Method::GET, &format!("/v1/cases?from={from}{filter}"), None)
                     .await?;
                 for case in page["cases"].as_array().into_iter().flatten() {
                     println!(

@@ -549,6 +549,13 @@ async fn post(
     serde_json::from_slice(&bytes).map_err(fail)
 }
 
+/// Vacuums and analyses a PostgreSQL archive just filled, as autovacuum would in time,
+/// so that the figures do not depend on when it wakes up.
+async fn settle(url: &str) -> Result<(), CliError> {
+    eprintln!("bench: VACUUM (ANALYZE), as autovacuum would after a bulk load");
+    postgres::vacuum_analyze(url).await.map_err(fail)
+}
+
 async fn run(args: &SearchArgs) -> Result<(), CliError> {
     let scratch = tempfile::tempdir().map_err(fail)?;
     let dir = args.dir.clone().unwrap_or_else(|| scratch.path().to_owned());
@@ -567,9 +574,7 @@ async fn run(args: &SearchArgs) -> Result<(), CliError> {
                 .await
                 .map_err(fail)?;
             let (records, generated) = fill(&store, &signer, &world, args.records).await?;
-            postgres::analyze(args.database.as_deref().unwrap_or_default())
-                .await
-                .map_err(fail)?;
+            settle(args.database.as_deref().unwrap_or_default()).await?;
             (records, generated, measure(store, signer, &world, args).await?)
         }
         Backend::Postgres => {
@@ -580,7 +585,7 @@ async fn run(args: &SearchArgs) -> Result<(), CliError> {
             let outcome = async {
                 let store = PgStore::open(&url).await.map_err(fail)?;
                 let (records, generated) = fill(&store, &signer, &world, args.records).await?;
-                postgres::analyze(&url).await.map_err(fail)?;
+                settle(&url).await?;
                 Ok::<_, CliError>((records, generated, measure(store, signer, &world, args).await?))
             }
             .await;

@@ -1230,6 +1230,17 @@ fn an_auditor_reads_an_approved_scope_and_a_court_verifies_the_package() {
         "--session",
         "ann.session",
     ]);
+    // The records officer finds the request in the queue of those awaiting a decision.
+    let queue = run(&[
+        "auditor",
+        "case",
+        "list",
+        "--state",
+        "requested",
+        "--session",
+        "ro.session",
+    ]);
+    assert!(queue.starts_with(&format!("{case}  requested")), "{queue}");
     let shown = run(&["auditor", "case", "show", &case, "--session", "ro.session"]);
     assert!(shown.contains("custodians:  bob"), "{shown}");
     let digest = shown

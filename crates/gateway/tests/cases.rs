@@ -85,6 +85,16 @@ fn parse(body: &str) -> Value {
     serde_json::from_str(body).expect(body)
 }
 
+/// The ids of a page of cases.
+fn case_ids(body: &str) -> Vec<String> {
+    let page = parse(body);
+    let cases = page["cases"].as_array().expect(body);
+    cases
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 async fn search(f: &Fixture, token: &str, filter: Value) -> Value {
     let (status, _, body) = call(f, "POST", "/v1/records/search", token, Some(filter)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -274,6 +284,18 @@ async fn a_case_reads_only_its_approved_scope_for_its_time() {
     let (status, _, body) = step(&f, &ann, &id, "request", json!({ "hours": 8, "note": "exam" })).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(parse(&body)["state"], "requested");
+
+    // The approver's queue: the cases awaiting a decision, and only those.
+    let (status, _, body) = call(&f, "GET", "/v1/cases?state=requested", &olga, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(case_ids(&body), [id.as_str()]);
+    let (status, _, body) = call(&f, "GET", "/v1/cases?state=approved", &olga, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(case_ids(&body).is_empty(), "{body}");
+    assert_problem(
+        &call(&f, "GET", "/v1/cases?state=pending", &olga, None).await,
+        StatusCode::BAD_REQUEST,
+    );
 
     // The requester cannot approve (not an approver), nor can an admin; an approver
     // must name the scope digest of the case.

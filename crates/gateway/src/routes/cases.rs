@@ -336,6 +336,9 @@ pub(super) struct ListQuery {
     /// Cases opened at or after this leaf (the `next` of a previous page).
     #[serde(default)]
     from: u64,
+    /// Only the cases in this state now (the page may then hold fewer than 100;
+    /// follow `next` to the end).
+    state: Option<cases::State>,
 }
 
 /// Cases, oldest first.
@@ -360,7 +363,7 @@ pub(super) async fn list<L: CaseStore, B: BlobStore>(
     Extension(person): Extension<Person>,
     params: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<CaseList>, ApiError> {
-    let ListQuery { from } = query(params)?;
+    let ListQuery { from, state: wanted } = query(params)?;
     let store = state.archive().log_store();
     let opened = store.audit_by_action(cases::OPEN, from, CASES_PER_PAGE).await?;
     let next = (opened.len() == CASES_PER_PAGE as usize).then(|| opened.last().map(|(leaf, _)| leaf + 1));
@@ -368,7 +371,10 @@ pub(super) async fn list<L: CaseStore, B: BlobStore>(
     for (_, event) in opened {
         let visible = person.role == Role::Approver || event.actor == person.id_text();
         if let (true, Some(id)) = (visible, event.subject.strip_prefix("case:")) {
-            found.push(load(&state, id).await?);
+            let case = load(&state, id).await?;
+            if wanted.is_none_or(|w| case.state == w) {
+                found.push(case);
+            }
         }
     }
     Ok(Json(CaseList {
