@@ -8,9 +8,9 @@
 //! magic            4   "VLH" 0x01 (format version 1)
 //! record id       16   UUIDv7
 //! device id       16   UUID, not nil
-//! captured at      8   u64, Unix milliseconds (the client's claim)
-//! keyring epoch    8   u64
-//! body length      8   u64, bytes of the sealed body
+//! captured at      8   u64 ≤ 2^63-1, Unix milliseconds (the client's claim)
+//! keyring epoch    8   u64 ≤ 2^63-1
+//! body length      8   u64 ≤ 2^63-1, bytes of the sealed body
 //! body sha-256    32
 //! custodian      1+n   u8 length n, then n bytes ([`Custodian`] rules)
 //! channel        1+n   u8 length n, then n bytes ([`Channel`] rules)
