@@ -26,7 +26,7 @@ use vellum_tlog::tree::NodeId;
 
 use crate::error::StoreError;
 use crate::ports::{CommitBatch, Sequencing, StoredRecord};
-use crate::sql::{IndexColumns, ROWS_PER_STATEMENT, sql_store};
+use crate::sql::{ROWS_PER_STATEMENT, sql_store};
 
 /// The PostgreSQL metadata store. Clones share its connection pool.
 #[derive(Debug, Clone)]
@@ -149,48 +149,12 @@ impl Sequencing for PgSequencing {
             });
             q.build().execute(&mut *self.tx).await.map_err(err)?;
         }
-        let index = rows
+        let search: Vec<_> = rows
             .records
             .iter()
-            .map(|(r, leaf, received)| Ok((IndexColumns::of(&r.fields)?, *leaf, *received, &r.fields.tokens)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        for chunk in index.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::new(
-                "INSERT INTO record_index (leaf_index, custodian, device_id, channel, retention, \
-                 epoch, captured_at, received_at, body_len) ",
-            );
-            q.push_values(chunk, |mut b, (f, leaf, received, _)| {
-                b.push_bind(*leaf)
-                    .push_bind(f.custodian)
-                    .push_bind(f.device_id)
-                    .push_bind(f.channel)
-                    .push_bind(f.retention)
-                    .push_bind(f.epoch)
-                    .push_bind(f.captured_at)
-                    .push_bind(*received)
-                    .push_bind(f.body_len);
-            });
-            q.build().execute(&mut *self.tx).await.map_err(err)?;
-        }
-        let tokens: Vec<(&[u8], i64, i64, &str)> = index
-            .iter()
-            .flat_map(|(f, leaf, _, tokens)| {
-                tokens
-                    .iter()
-                    .map(move |t| (t.0.as_slice(), f.captured_at, *leaf, f.custodian))
-            })
+            .map(|(r, leaf, received)| (*leaf, *received, &r.fields))
             .collect();
-        for chunk in tokens.chunks(ROWS_PER_STATEMENT) {
-            let mut q =
-                QueryBuilder::new("INSERT INTO record_tokens (token, captured_at, leaf_index, custodian) ");
-            q.push_values(chunk, |mut b, (token, captured_at, leaf, custodian)| {
-                b.push_bind(*token)
-                    .push_bind(*captured_at)
-                    .push_bind(*leaf)
-                    .push_bind(*custodian);
-            });
-            q.build().execute(&mut *self.tx).await.map_err(err)?;
-        }
+        write_search_rows(&mut self.tx, &search).await?;
         for chunk in rows.leaves.chunks(ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::new("INSERT INTO log_leaves (idx, entry, hashes) ");
             q.push_values(chunk, |mut b, (l, index)| {

@@ -238,6 +238,59 @@ macro_rules! sql_store {
             $crate::sql::to_u64(size, "log size")
         }
 
+        /// Writes the search rows of records, `(leaf index, receipt time, header
+        /// fields)`: one `record_index` row each and one `record_tokens` row a blind
+        /// token, in multi-row statements. Rows present already are kept (the backfill
+        /// may meet records indexed meanwhile).
+        async fn write_search_rows(
+            conn: &mut $conn,
+            records: &[(i64, i64, &vellum_protocol::header::HeaderFields)],
+        ) -> Result<(), $crate::error::StoreError> {
+            use sqlx::QueryBuilder;
+            let err = |e| $crate::error::StoreError::backend("write search rows", e);
+            let columns = records
+                .iter()
+                .map(|(leaf, received, fields)| Ok((*leaf, *received, $crate::sql::IndexColumns::of(fields)?)))
+                .collect::<Result<Vec<_>, $crate::error::StoreError>>()?;
+            for chunk in columns.chunks($crate::sql::ROWS_PER_STATEMENT) {
+                let mut q = QueryBuilder::<$db>::new(
+                    "INSERT INTO record_index (leaf_index, custodian, device_id, channel, retention, \
+                     epoch, captured_at, received_at, body_len) ",
+                );
+                q.push_values(chunk, |mut b, (leaf, received, f)| {
+                    b.push_bind(*leaf)
+                        .push_bind(f.custodian)
+                        .push_bind(f.device_id)
+                        .push_bind(f.channel)
+                        .push_bind(f.retention)
+                        .push_bind(f.epoch)
+                        .push_bind(f.captured_at)
+                        .push_bind(*received)
+                        .push_bind(f.body_len);
+                });
+                q.push(" ON CONFLICT DO NOTHING");
+                q.build().execute(&mut *conn).await.map_err(err)?;
+            }
+            let tokens: Vec<(&[u8], i64, i64, &str)> = columns
+                .iter()
+                .zip(records)
+                .flat_map(|((leaf, _, f), (_, _, fields))| {
+                    fields.tokens.iter().map(move |t| (t.0.as_slice(), f.captured_at, *leaf, f.custodian))
+                })
+                .collect();
+            for chunk in tokens.chunks($crate::sql::ROWS_PER_STATEMENT) {
+                let mut q = QueryBuilder::<$db>::new(
+                    "INSERT INTO record_tokens (token, captured_at, leaf_index, custodian) ",
+                );
+                q.push_values(chunk, |mut b, (token, captured_at, leaf, custodian)| {
+                    b.push_bind(*token).push_bind(*captured_at).push_bind(*leaf).push_bind(*custodian);
+                });
+                q.push(" ON CONFLICT DO NOTHING");
+                q.build().execute(&mut *conn).await.map_err(err)?;
+            }
+            Ok(())
+        }
+
         async fn read_records(
             conn: &mut $conn,
             ids: &[vellum_protocol::ids::RecordId],
@@ -310,7 +363,7 @@ macro_rules! sql_store {
             /// 5), once: the migration leaves a marker that this clears when done. Run
             /// at open, before any sequencing. Returns how many it indexed.
             async fn backfill_search_index(pool: &sqlx::Pool<$db>) -> Result<u64, $crate::error::StoreError> {
-                use sqlx::{QueryBuilder, Row as _};
+                use sqlx::Row as _;
                 let err = |e| $crate::error::StoreError::backend("index older records", e);
                 let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM search_backfill WHERE done = 0")
                     .fetch_one(pool)
@@ -349,44 +402,8 @@ macro_rules! sql_store {
                         after = leaf;
                     }
                     let mut tx = pool.begin().await.map_err(err)?;
-                    let mut index = QueryBuilder::<$db>::new(
-                        "INSERT INTO record_index (leaf_index, custodian, device_id, channel, retention, \
-                         epoch, captured_at, received_at, body_len) ",
-                    );
-                    let mut columns = Vec::with_capacity(parsed.len());
-                    for (leaf, received, fields) in &parsed {
-                        columns.push((*leaf, *received, $crate::sql::IndexColumns::of(fields)?));
-                    }
-                    index.push_values(&columns, |mut b, (leaf, received, f)| {
-                        b.push_bind(*leaf)
-                            .push_bind(f.custodian)
-                            .push_bind(f.device_id)
-                            .push_bind(f.channel)
-                            .push_bind(f.retention)
-                            .push_bind(f.epoch)
-                            .push_bind(f.captured_at)
-                            .push_bind(*received)
-                            .push_bind(f.body_len);
-                    });
-                    index.push(" ON CONFLICT DO NOTHING");
-                    index.build().execute(&mut *tx).await.map_err(err)?;
-                    let tokens: Vec<(&[u8], i64, i64, &str)> = columns
-                        .iter()
-                        .zip(&parsed)
-                        .flat_map(|((leaf, _, f), (_, _, fields))| {
-                            fields.tokens.iter().map(move |t| (t.0.as_slice(), f.captured_at, *leaf, f.custodian))
-                        })
-                        .collect();
-                    for chunk in tokens.chunks($crate::sql::ROWS_PER_STATEMENT) {
-                        let mut q = QueryBuilder::<$db>::new(
-                            "INSERT INTO record_tokens (token, captured_at, leaf_index, custodian) ",
-                        );
-                        q.push_values(chunk, |mut b, (token, captured_at, leaf, custodian)| {
-                            b.push_bind(*token).push_bind(*captured_at).push_bind(*leaf).push_bind(*custodian);
-                        });
-                        q.push(" ON CONFLICT DO NOTHING");
-                        q.build().execute(&mut *tx).await.map_err(err)?;
-                    }
+                    let records: Vec<_> = parsed.iter().map(|(leaf, received, fields)| (*leaf, *received, fields)).collect();
+                    write_search_rows(&mut tx, &records).await?;
                     tx.commit().await.map_err(err)?;
                     done += rows.len() as u64;
                 }
