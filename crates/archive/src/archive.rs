@@ -95,6 +95,16 @@ impl<L: LogStore, B: BlobStore> Archive<L, B> {
         &self.log_key
     }
 
+    /// The blob store.
+    pub(crate) fn blobs(&self) -> &B {
+        &self.blobs
+    }
+
+    /// The most an [`Archive::upload`] of a `len`-byte body holds in memory at once.
+    pub fn upload_holds(&self, len: u64) -> u64 {
+        self.blobs.upload_holds(len)
+    }
+
     /// The metadata store.
     pub fn log_store(&self) -> &L {
         &self.log

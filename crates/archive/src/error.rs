@@ -73,6 +73,10 @@ pub enum AppendError {
     /// keep the record for as long as it must. Nothing was stored.
     #[error("retention class {0} is not configured for this archive")]
     UnsupportedRetention(RetentionClass),
+    /// The body is not what the header describes (digest or length), or not shaped
+    /// like an age file. Nothing was stored.
+    #[error("{0}")]
+    BadBody(String),
     /// The archive is shutting down.
     #[error("the archive is shutting down")]
     Closed,

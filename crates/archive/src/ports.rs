@@ -283,10 +283,30 @@ pub struct BlobPut<'a> {
 /// bytes again succeeds. **Integrity.** [`BlobStore::get`] returns bytes only if they
 /// hash to the expected digest and length, and fails with
 /// [`StoreError::Integrity`] otherwise: corrupted data is never returned.
+///
+/// Large blobs arrive as a stream instead ([`BlobStore::upload`]): they are written
+/// as they come, one at a time, never held in memory whole, and outside the batched
+/// [`BlobStore::put`] so that a slow upload never delays other captures.
 pub trait BlobStore: Send + Sync + 'static {
+    /// A blob being written from a stream.
+    type Upload: BlobUpload;
+
     /// Stores the blobs; returns their locators in the same order.
     fn put(&self, blobs: &[BlobPut<'_>])
     -> impl Future<Output = Result<Vec<BlobLocator>, StoreError>> + Send;
+
+    /// Starts writing the blob whose digest will be `digest`, of a record of class
+    /// `retention`. Nothing is readable, and nothing needs removing, until
+    /// [`BlobUpload::commit`] returns.
+    fn upload(
+        &self,
+        digest: &BodyDigest,
+        retention: &RetentionClass,
+    ) -> impl Future<Output = Result<Self::Upload, StoreError>> + Send;
+
+    /// The most an upload of a `len`-byte blob holds in memory at once, for callers
+    /// that bound memory across requests.
+    fn upload_holds(&self, len: u64) -> u64;
 
     /// Whether blobs of this retention class can be stored for as long as the class
     /// requires. The sequencer refuses other records before writing anything.
@@ -301,6 +321,26 @@ pub trait BlobStore: Send + Sync + 'static {
         locator: &BlobLocator,
         expected: &BodyDigest,
     ) -> impl Future<Output = Result<Vec<u8>, StoreError>> + Send;
+}
+
+/// A blob being written piece by piece ([`BlobStore::upload`]).
+///
+/// **Durability.** When [`BlobUpload::commit`] resolves `Ok`, the blob is on stable
+/// storage under the digest it was started with, and its locator reads it back.
+/// **Nothing partial.** An upload dropped, aborted or failed before its commit leaves
+/// nothing that [`BlobStore::get`] can reach, and no lasting claim on storage beyond
+/// what the store reclaims itself (a local store removes the part file, an S3 store
+/// aborts the multipart upload). The store does not check the digest: the caller
+/// commits only bytes it hashed (`vellum_archive::Archive::upload` does).
+pub trait BlobUpload: Send + 'static {
+    /// Appends `chunk`.
+    fn write(&mut self, chunk: &[u8]) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Makes everything written durable under the upload's digest.
+    fn commit(self) -> impl Future<Output = Result<BlobLocator, StoreError>> + Send;
+
+    /// Gives the upload up; nothing of it stays.
+    fn abort(self) -> impl Future<Output = ()> + Send;
 }
 
 /// The SHA-256 of a 256-bit random bearer secret (an enrollment token or a device

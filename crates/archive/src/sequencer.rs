@@ -45,7 +45,7 @@ use tokio::sync::{mpsc, oneshot};
 use vellum_protocol::header::VerifiedHeader;
 use vellum_protocol::ids::{RecordId, UnixMillis};
 use vellum_protocol::receipt::{LogEntry, Receipt};
-use vellum_protocol::seal::SealedBody;
+use vellum_protocol::seal::{BodyDigest, SealedBody};
 use vellum_tlog::checkpoint::{self, Checkpoint};
 use vellum_tlog::hash::{Hash, leaf_hash};
 use vellum_tlog::note::NoteSigner;
@@ -66,7 +66,54 @@ pub struct Submission {
     /// The verified header.
     pub header: VerifiedHeader,
     /// The sealed body the header describes (the caller checked the digest).
-    pub body: SealedBody,
+    pub body: Body,
+}
+
+/// The sealed body of a [`Submission`].
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// In memory: the sequencer writes it with its batch.
+    Sealed(SealedBody),
+    /// Written already, by an [`crate::Upload`].
+    Stored(StoredBody),
+}
+
+impl From<SealedBody> for Body {
+    fn from(body: SealedBody) -> Self {
+        Body::Sealed(body)
+    }
+}
+
+impl Body {
+    /// The body, when it is held in memory.
+    pub fn sealed(&self) -> Option<&SealedBody> {
+        match self {
+            Body::Sealed(body) => Some(body),
+            Body::Stored(_) => None,
+        }
+    }
+
+    /// SHA-256 and length of the ciphertext.
+    pub fn digest(&self) -> BodyDigest {
+        match self {
+            Body::Sealed(body) => body.digest(),
+            Body::Stored(body) => body.digest,
+        }
+    }
+}
+
+impl PartialEq<Body> for SealedBody {
+    fn eq(&self, other: &Body) -> bool {
+        matches!(other, Body::Sealed(body) if body == self)
+    }
+}
+
+/// A body an [`crate::Upload`] wrote to the blob store and checked on the way: durable,
+/// shaped like an age file, and of the digest its header names.
+#[derive(Debug, Clone)]
+pub struct StoredBody {
+    pub(crate) digest: BodyDigest,
+    pub(crate) locator: BlobLocator,
 }
 
 /// Work for the sequencer: a capture, or an audit event to log.
@@ -331,7 +378,10 @@ impl<L: LogStore, B: BlobStore> Preparer<L, B> {
             let header = &request.submission.header;
             let id = header.fields().record_id;
             let same = |digest: &[u8; 32]| *digest == header.digest();
-            if let Some(digest) = stored.get(&id) {
+            if request.submission.body.digest() != header.fields().body {
+                let why = "the body's digest or length does not match the header".into();
+                let _ = request.reply.send(Err(AppendError::BadBody(why)));
+            } else if let Some(digest) = stored.get(&id) {
                 if same(digest) {
                     replays.push(request);
                 } else {
@@ -369,25 +419,50 @@ impl<L: LogStore, B: BlobStore> Preparer<L, B> {
         // locks blobs for a period from "now" never locks them for less than the
         // record's retention, which counts from this time.
         let received_at = UnixMillis(now_ms());
+        // Bodies in memory are written now, in one call; uploaded ones are stored.
         let puts: Vec<BlobPut<'_>> = fresh
             .iter()
-            .map(|(r, _)| BlobPut {
-                digest: r.submission.body.digest(),
-                bytes: r.submission.body.as_bytes(),
-                retention: &r.submission.header.fields().retention,
+            .filter_map(|(r, _)| match &r.submission.body {
+                Body::Sealed(body) => Some(BlobPut {
+                    digest: body.digest(),
+                    bytes: body.as_bytes(),
+                    retention: &r.submission.header.fields().retention,
+                }),
+                Body::Stored(_) => None,
             })
             .collect();
-        let locators = match self.blobs.put(&puts).await {
-            Ok(locators) => locators,
+        let count = puts.len();
+        let written = match count {
+            0 => Ok(Vec::new()),
+            _ => self
+                .blobs
+                .put(&puts)
+                .await
+                .and_then(|locators| match locators.len() == count {
+                    true => Ok(locators),
+                    false => Err(StoreError::Integrity(
+                        "the blob store answered for other blobs".into(),
+                    )),
+                }),
+        };
+        drop(puts);
+        let mut written = match written {
+            Ok(locators) => locators.into_iter(),
             Err(e) => {
-                drop(puts);
                 let requests = fresh
                     .into_iter()
                     .flat_map(|(r, repeats)| std::iter::once(r).chain(repeats));
                 return Err((e, requests.collect()));
             }
         };
-        drop(puts);
+        let locators: Vec<BlobLocator> = fresh
+            .iter()
+            .map(|(r, _)| match &r.submission.body {
+                // As many as there were bodies in memory (checked above).
+                Body::Sealed(_) => written.next().unwrap_or_else(|| BlobLocator(String::new())),
+                Body::Stored(body) => body.locator.clone(),
+            })
+            .collect();
         Ok(fresh
             .into_iter()
             .zip(locators)

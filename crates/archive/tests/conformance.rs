@@ -171,6 +171,25 @@ async fn a_restart_resumes_the_same_log(backend: impl Backend) {
     archive.close().await;
 }
 
+/// Damages a record's stored body; reading it back then fails, or, on WORM storage
+/// that kept the original version (which reads name), still gives the original.
+async fn damage_and_read<L: LogStore, B: vellum_archive::ports::BlobStore>(
+    backend: &impl Backend,
+    archive: &vellum_archive::Archive<L, B>,
+    record: &vellum_archive::ports::StoredRecord,
+    submission: &vellum_archive::Submission,
+) {
+    match backend.corrupt(&record.blob) {
+        Corruption::Damaged => {
+            assert!(matches!(
+                archive.body(record).await,
+                Err(StoreError::Integrity(_))
+            ));
+        }
+        Corruption::Superseded => assert_eq!(archive.body(record).await.unwrap(), submission.body),
+    }
+}
+
 async fn a_corrupted_blob_is_never_returned(backend: impl Backend) {
     let (log, blobs) = backend.open().await;
     let archive = open_archive(log, blobs).await;
@@ -181,16 +200,109 @@ async fn a_corrupted_blob_is_never_returned(backend: impl Backend) {
         .await
         .unwrap()
         .unwrap();
-    match backend.corrupt(&record.blob) {
-        Corruption::Damaged => {
-            assert!(matches!(
-                archive.body(&record).await,
-                Err(StoreError::Integrity(_))
-            ));
-        }
-        // WORM storage kept the original version, and reads name that version.
-        Corruption::Superseded => assert_eq!(archive.body(&record).await.unwrap(), submission.body),
+    damage_and_read(&backend, &archive, &record, &submission).await;
+    archive.close().await;
+}
+
+/// Writes `bytes` into an upload for `header`, in chunks of `chunk` bytes.
+async fn upload_of<L: LogStore, B: vellum_archive::ports::BlobStore>(
+    archive: &vellum_archive::Archive<L, B>,
+    header: &vellum_protocol::header::VerifiedHeader,
+    bytes: &[u8],
+    chunk: usize,
+) -> vellum_archive::Upload<B::Upload> {
+    let mut upload = archive.upload(header.clone()).await.unwrap();
+    for piece in bytes.chunks(chunk) {
+        upload.write(piece).await.unwrap();
     }
+    upload
+}
+
+async fn uploaded_bodies_are_checked_and_nothing_partial_stays(backend: impl Backend) {
+    let (log, blobs) = backend.open().await;
+    let archive = open_archive(log, blobs).await;
+    let capturer = Capturer::default();
+    // Two 8 MiB parts and a short one on S3; many buffer flushes on a folder.
+    let submission = capturer.submission(17 << 20);
+    let (header, sealed) = (&submission.header, submission.body.sealed().unwrap().as_bytes());
+    let id = header.fields().record_id;
+    let before = backend.blob_listing();
+
+    // One byte changed on the way: refused at the end, when the digest is known.
+    let mut damaged = sealed.to_vec();
+    damaged[sealed.len() / 2] ^= 1;
+    let upload = upload_of(&archive, header, &damaged, 300_000).await;
+    assert!(matches!(upload.finish().await, Err(AppendError::BadBody(_))));
+    // Cut short.
+    let upload = upload_of(&archive, header, &sealed[..sealed.len() - 1], 300_000).await;
+    assert!(matches!(upload.finish().await, Err(AppendError::BadBody(_))));
+    // Longer than the header says: refused at the byte too many.
+    let mut upload = upload_of(&archive, header, sealed, 1 << 20).await;
+    assert!(matches!(upload.write(b"x").await, Err(AppendError::BadBody(_))));
+    upload.abort().await;
+    // Not an age file: refused from its first bytes, before they are stored.
+    let mut upload = archive.upload(header.clone()).await.unwrap();
+    assert!(matches!(
+        upload.write(&[b'x'; 20_000]).await,
+        Err(AppendError::BadBody(_))
+    ));
+    upload.abort().await;
+    // Given up half-way.
+    upload_of(&archive, header, &sealed[..sealed.len() / 2], 1 << 20)
+        .await
+        .abort()
+        .await;
+    assert_eq!(backend.blob_listing(), before, "a failed upload left something");
+    assert!(archive.record(id).await.unwrap().is_none());
+
+    // Whole: a receipt, and the body reads back.
+    let uploaded = upload_of(&archive, header, sealed, 300_000)
+        .await
+        .finish()
+        .await
+        .unwrap();
+    assert!(uploaded.body.sealed().is_none());
+    let receipt = archive.append(uploaded).await.unwrap();
+    check_receipt(&receipt, &submission);
+    let record = archive.record(id).await.unwrap().unwrap();
+    assert_eq!(archive.body(&record).await.unwrap(), submission.body);
+    // A client retrying after a lost answer gets the same receipt.
+    let again = upload_of(&archive, header, sealed, 4 << 20)
+        .await
+        .finish()
+        .await
+        .unwrap();
+    assert_eq!(archive.append(again).await.unwrap().to_text(), receipt.to_text());
+    // Captures held in memory still share batches with it.
+    let small = capturer.submission(100);
+    check_receipt(&archive.append(small.clone()).await.unwrap(), &small);
+
+    damage_and_read(&backend, &archive, &record, &submission).await;
+    archive.close().await;
+}
+
+/// A stored body handed in under another header (not what an upload makes, but the
+/// fields are public) is refused, and nothing is appended.
+async fn a_body_stored_for_another_header_is_refused(backend: impl Backend) {
+    let (log, blobs) = backend.open().await;
+    let archive = open_archive(log, blobs).await;
+    let capturer = Capturer::default();
+    let (first, second) = (capturer.submission(30_000), capturer.submission(30_000));
+    let bytes = first.body.sealed().unwrap().as_bytes();
+    let uploaded = upload_of(&archive, &first.header, bytes, 4096)
+        .await
+        .finish()
+        .await
+        .unwrap();
+    let swapped = vellum_archive::Submission {
+        header: second.header.clone(),
+        body: uploaded.body,
+    };
+    assert!(matches!(
+        archive.append(swapped).await,
+        Err(AppendError::BadBody(_))
+    ));
+    assert_eq!(archive.log_store().log_size().await.unwrap(), 0);
     archive.close().await;
 }
 
@@ -1249,6 +1361,8 @@ macro_rules! conformance {
                 retries_get_the_same_receipt_and_conflicts_are_refused,
                 a_restart_resumes_the_same_log,
                 a_corrupted_blob_is_never_returned,
+                uploaded_bodies_are_checked_and_nothing_partial_stays,
+                a_body_stored_for_another_header_is_refused,
                 failed_writes_leave_nothing_and_retries_succeed,
                 a_newer_schema_is_refused,
                 the_log_and_audit_trail_are_append_only,
@@ -1293,6 +1407,18 @@ conformance!(
         blobs: S3Blobs::new()
     }
 );
+
+/// Without Object Lock, S3 takes large blobs as multipart uploads: the upload stories
+/// again, on that path.
+mod sqlite_s3_multipart {
+    use super::*;
+
+    stories!(Combo { meta: SqliteMeta::new(), blobs: S3Blobs::unlocked() };
+        uploaded_bodies_are_checked_and_nothing_partial_stays,
+        a_body_stored_for_another_header_is_refused,
+        a_corrupted_blob_is_never_returned,
+    );
+}
 
 /// The pipeline: a batch prepared while an earlier batch's commit is failing does not
 /// depend on it. The failed batch leaves nothing, the next one lands right after

@@ -1,5 +1,6 @@
-//! Object Lock on S3: every blob is locked in COMPLIANCE mode for at least its record's
-//! retention and cannot be deleted before then; a class with no configured period is
+//! Object Lock on S3: every blob, written with its batch or uploaded as a stream, is
+//! locked in COMPLIANCE mode for at least its record's retention and cannot be
+//! deleted before then; a class with no configured period is
 //! refused before anything is stored. Checked with boto3, an S3 client independent of
 //! the one that wrote the blobs.
 
@@ -27,9 +28,20 @@ async fn blobs_are_locked_for_their_retention_and_cannot_be_deleted() {
         .unwrap()
         .as_millis() as u64;
 
-    for (class, days) in [("finra-6y", 6 * 366), ("permanent", 100 * 366)] {
-        let submission = capturer.submission_in(class, RecordId::new_v7(before + days), 300, 1);
-        archive.append(submission.clone()).await.unwrap();
+    let classes = [("finra-6y", 6 * 366), ("permanent", 100 * 366)];
+    for ((class, days), uploaded) in classes.iter().flat_map(|c| [(*c, false), (*c, true)]) {
+        let id = RecordId::new_v7(before + days + u64::from(uploaded));
+        let submission = capturer.submission_in(class, id, 300 + usize::from(uploaded) * (6 << 20), 1);
+        if uploaded {
+            let mut upload = archive.upload(submission.header.clone()).await.unwrap();
+            upload
+                .write(submission.body.sealed().unwrap().as_bytes())
+                .await
+                .unwrap();
+            archive.append(upload.finish().await.unwrap()).await.unwrap();
+        } else {
+            archive.append(submission.clone()).await.unwrap();
+        }
         let record = archive
             .record(submission.header.fields().record_id)
             .await
@@ -63,6 +75,10 @@ async fn blobs_are_locked_for_their_retention_and_cannot_be_deleted() {
     assert!(matches!(
         archive.append(unknown.clone()).await,
         Err(AppendError::UnsupportedRetention(class)) if class.as_str() == "unlisted-class"
+    ));
+    assert!(matches!(
+        archive.upload(unknown.header.clone()).await,
+        Err(AppendError::UnsupportedRetention(_))
     ));
     assert!(
         archive

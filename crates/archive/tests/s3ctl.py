@@ -5,6 +5,7 @@ the one under test) against the loopback S3 server named by VELLUM_TEST_S3.
   s3ctl.py retention BUCKET KEY     print "MODE RETAIN-UNTIL" of the latest version
   s3ctl.py delete-versions BUCKET KEY   try to delete every version; print what happened
   s3ctl.py overwrite BUCKET KEY     put different bytes as a new latest version
+  s3ctl.py list BUCKET              print every object version and unfinished upload
 """
 import datetime
 import os
@@ -43,5 +44,10 @@ elif command == "overwrite":
         ObjectLockMode="COMPLIANCE",
         ObjectLockRetainUntilDate="2100-01-01T00:00:00Z",
     )
+elif command == "list":
+    for version in client.list_object_versions(Bucket=bucket).get("Versions", []):
+        print("object", version["Key"], version["VersionId"], version["Size"])
+    for upload in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+        print("upload", upload["Key"], upload["UploadId"])
 else:
     sys.exit(f"unknown command {command}")

@@ -110,7 +110,7 @@ async fn run(args: &StorageArgs) -> Result<(), CliError> {
     };
     eprintln!("bench: preparing {} sealed, signed records…", args.records);
     let submissions = prepare(args.records, args.body_size)?;
-    let sealed_len = submissions.first().map_or(0, |s| s.body.as_bytes().len());
+    let sealed_len = submissions.first().map_or(0, |s| s.body.digest().len);
     let report = match args.backend {
         Backend::Sqlite => {
             let url = format!("sqlite://{}", dir.join("meta.db").display());
@@ -192,7 +192,7 @@ fn prepare(records: usize, body_size: usize) -> Result<Vec<Submission>, CliError
                 .map_err(fail)?;
             Ok(Submission {
                 header,
-                body: bodies[capture.body].clone(),
+                body: bodies[capture.body].clone().into(),
             })
         })
         .collect()

@@ -107,6 +107,8 @@ fn yes() -> bool {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct LimitsConfig {
     max_capture_bytes: usize,
+    /// Captures larger than this are streamed to the blob store.
+    stream_over_bytes: usize,
     max_concurrent_requests: usize,
     queue_timeout_secs: u64,
     request_timeout_secs: u64,
@@ -120,6 +122,7 @@ impl Default for LimitsConfig {
         let d = Limits::default();
         Self {
             max_capture_bytes: d.max_capture_bytes,
+            stream_over_bytes: d.stream_over_bytes,
             max_concurrent_requests: d.max_concurrent_requests,
             queue_timeout_secs: d.queue_timeout.as_secs(),
             request_timeout_secs: d.request_timeout.as_secs(),
@@ -634,6 +637,7 @@ where
     }
     let limits = Limits {
         max_capture_bytes: config.limits.max_capture_bytes,
+        stream_over_bytes: config.limits.stream_over_bytes,
         max_concurrent_requests: config.limits.max_concurrent_requests.max(1),
         queue_timeout: Duration::from_secs(config.limits.queue_timeout_secs),
         request_timeout: Duration::from_secs(config.limits.request_timeout_secs.max(1)),

@@ -53,14 +53,20 @@ pub const DEFAULT_LOGINS_PER_ADDRESS: u32 = 30;
 /// Login attempts a minute for one account name, by default.
 pub const DEFAULT_LOGINS_PER_ACCOUNT: u32 = 10;
 
-/// The largest capture (framed header and sealed body) taken by default: 64 MiB.
-pub const DEFAULT_MAX_CAPTURE_BYTES: usize = 64 << 20;
+/// The largest capture (framed header and sealed body) taken by default: 2 GiB.
+pub const DEFAULT_MAX_CAPTURE_BYTES: usize = 2 << 30;
+
+/// Captures larger than this are streamed to the blob store by default: 1 MiB.
+pub const DEFAULT_STREAM_OVER_BYTES: usize = 1 << 20;
 
 /// The limits every request is held to.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// The largest capture (framed header and sealed body), in bytes.
     pub max_capture_bytes: usize,
+    /// Captures up to this size are read whole, checked in memory and stored with
+    /// their batch; larger ones are streamed to the blob store as they arrive.
+    pub stream_over_bytes: usize,
     /// How many requests run at once; more wait their turn.
     pub max_concurrent_requests: usize,
     /// How long a request may wait for its turn before it gets 503.
@@ -68,7 +74,9 @@ pub struct Limits {
     /// How long a request may take, reading its body included, before it gets 408.
     pub request_timeout: Duration,
     /// How many capture bytes may be held in memory at once, across requests; a
-    /// capture waits (up to the queue timeout) for its share, then gets 503.
+    /// capture waits (up to the queue timeout) for its share, then gets 503. A
+    /// streamed capture counts as the most its upload holds at once (2 MiB for a
+    /// blob folder).
     pub max_buffered_bytes: usize,
     /// How long a device's credential lookup is reused before the database is asked
     /// again: the longest a revocation or rotation made elsewhere (another gateway,
@@ -80,6 +88,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_capture_bytes: DEFAULT_MAX_CAPTURE_BYTES,
+            stream_over_bytes: DEFAULT_STREAM_OVER_BYTES,
             max_concurrent_requests: 1024,
             queue_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(120),
@@ -197,9 +206,11 @@ impl<L: LogStore, B: BlobStore> Gateway<L, B> {
         self
     }
 
-    /// Reserves room for a body of `bytes` in the buffered-bytes budget.
+    /// Reserves room for a body of `bytes` in the buffered-bytes budget (all of it,
+    /// for a body larger than the whole budget: one at a time).
     pub(crate) async fn reserve_body(&self, bytes: usize) -> Result<SemaphorePermit<'_>, ApiError> {
-        let kib = u32::try_from(bytes.div_ceil(1024)).map_err(|_| ApiError::Busy)?;
+        let kib =
+            u32::try_from(bytes.div_ceil(1024).min(budget_kib(&self.limits))).map_err(|_| ApiError::Busy)?;
         match tokio::time::timeout(self.limits.queue_timeout, self.body_budget.acquire_many(kib)).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(ApiError::Busy),
@@ -224,9 +235,15 @@ impl<L: LogStore, B: BlobStore> Gateway<L, B> {
 }
 
 fn budget(limits: &Limits) -> Semaphore {
-    // Room for at least one capture of the largest size, whatever the settings.
-    let bytes = limits.max_buffered_bytes.max(limits.max_capture_bytes);
-    Semaphore::new(bytes.div_ceil(1024).min(Semaphore::MAX_PERMITS))
+    Semaphore::new(budget_kib(limits))
+}
+
+/// The buffered-bytes budget in KiB: room for at least one capture of the largest
+/// size held in memory, whatever the settings.
+fn budget_kib(limits: &Limits) -> usize {
+    let held = limits.stream_over_bytes.min(limits.max_capture_bytes);
+    let bytes = limits.max_buffered_bytes.max(held);
+    bytes.div_ceil(1024).min(Semaphore::MAX_PERMITS)
 }
 
 pub(crate) fn now_ms() -> u64 {

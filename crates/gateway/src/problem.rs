@@ -125,6 +125,7 @@ impl From<AppendError> for ApiError {
                 class.as_str()
             )),
             AppendError::Store(e) => ApiError::from(e.as_ref()),
+            AppendError::BadBody(why) => ApiError::BadRequest(why),
             _ => ApiError::Unavailable,
         }
     }

@@ -62,7 +62,10 @@ async fn a_capture_is_answered_with_a_receipt_that_verifies() {
     let f = fixture().await;
     let (key, credential) = enrolled_device(&f).await;
     let submission = submission_of(&key, DeviceId::parse(DEVICE).unwrap(), 1);
-    let framed = frame(submission.header.as_bytes(), submission.body.as_bytes());
+    let framed = frame(
+        submission.header.as_bytes(),
+        submission.body.sealed().unwrap().as_bytes(),
+    );
 
     let (status, _, text) = capture(&f, Some(&credential), framed.clone()).await;
     assert_eq!(status, StatusCode::OK, "{text}");
@@ -82,10 +85,21 @@ async fn a_capture_is_answered_with_a_receipt_that_verifies() {
 
 #[tokio::test]
 async fn bad_captures_are_refused_and_change_nothing() {
+    bad_captures_are_refused(vellum_gateway::DEFAULT_STREAM_OVER_BYTES).await;
+}
+
+/// The same refusals when every capture is streamed to the blob store.
+#[tokio::test]
+async fn bad_streamed_captures_are_refused_and_change_nothing() {
+    bad_captures_are_refused(0).await;
+}
+
+async fn bad_captures_are_refused(stream_over_bytes: usize) {
     // Devices cached for 200 ms: a revocation made in the database, not through this
     // gateway, is seen once that has passed.
     let f = fixture_with(vellum_gateway::Limits {
         max_capture_bytes: 64 * 1024,
+        stream_over_bytes,
         device_cache: std::time::Duration::from_millis(200),
         ..Default::default()
     })
@@ -93,7 +107,7 @@ async fn bad_captures_are_refused_and_change_nothing() {
     let (key, credential) = enrolled_device(&f).await;
     let device_id = DeviceId::parse(DEVICE).unwrap();
     let good = submission_of(&key, device_id, 1);
-    let body = good.body.as_bytes();
+    let body = good.body.sealed().unwrap().as_bytes();
     let archived = frame(good.header.as_bytes(), body);
     assert_eq!(capture(&f, Some(&credential), archived).await.0, StatusCode::OK);
 
@@ -234,6 +248,7 @@ async fn bad_captures_are_refused_and_change_nothing() {
         1,
         "a refused capture was stored"
     );
+    assert_eq!(unfinished_uploads(&f), 0);
 
     // A device captures only for the custodian it was enrolled for.
     let elsewhere = token_for(&f, 0x61, 60_000, "other@agency.example").await;
@@ -248,7 +263,10 @@ async fn bad_captures_are_refused_and_change_nothing() {
     let answer = capture(
         &f,
         Some(&other_credential),
-        frame(foreign.header.as_bytes(), foreign.body.as_bytes()),
+        frame(
+            foreign.header.as_bytes(),
+            foreign.body.sealed().unwrap().as_bytes(),
+        ),
     )
     .await;
     assert_problem(&answer, StatusCode::FORBIDDEN);
@@ -267,7 +285,7 @@ async fn bad_captures_are_refused_and_change_nothing() {
     let answer = capture(
         &f,
         Some(&credential),
-        frame(late.header.as_bytes(), late.body.as_bytes()),
+        frame(late.header.as_bytes(), late.body.sealed().unwrap().as_bytes()),
     )
     .await;
     assert_problem(&answer, StatusCode::FORBIDDEN);
@@ -289,7 +307,7 @@ async fn a_device_revoked_by_an_administrator_is_refused_at_once() {
     let answer = capture(
         &f,
         Some(&credential),
-        frame(first.header.as_bytes(), first.body.as_bytes()),
+        frame(first.header.as_bytes(), first.body.sealed().unwrap().as_bytes()),
     )
     .await;
     assert_eq!(answer.0, StatusCode::OK, "{}", answer.2);
@@ -301,7 +319,7 @@ async fn a_device_revoked_by_an_administrator_is_refused_at_once() {
     let answer = capture(
         &f,
         Some(&credential),
-        frame(second.header.as_bytes(), second.body.as_bytes()),
+        frame(second.header.as_bytes(), second.body.sealed().unwrap().as_bytes()),
     )
     .await;
     assert_problem(&answer, StatusCode::FORBIDDEN);
@@ -344,7 +362,7 @@ async fn a_device_rotates_its_credential_and_the_old_one_stops_working() {
 
     let device_id = DeviceId::parse(DEVICE).unwrap();
     let record = submission_of(&key, device_id, 1);
-    let framed = frame(record.header.as_bytes(), record.body.as_bytes());
+    let framed = frame(record.header.as_bytes(), record.body.sealed().unwrap().as_bytes());
     assert_problem(
         &capture(&f, Some(&old), framed.clone()).await,
         StatusCode::UNAUTHORIZED,

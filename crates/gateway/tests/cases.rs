@@ -73,7 +73,10 @@ async fn archive_records(f: &Fixture) -> Vec<RecordId> {
             .unwrap();
         f.gateway
             .archive()
-            .append(Submission { header, body })
+            .append(Submission {
+                header,
+                body: body.into(),
+            })
             .await
             .unwrap();
         ids.push(fields.record_id);

@@ -89,7 +89,7 @@ async fn buffered_capture_bytes_are_bounded_across_requests() {
 
     // The budget is held by the stalled body: another capture waits, then gets 503…
     let record = submission_of(&key, vellum_protocol::ids::DeviceId::parse(DEVICE).unwrap(), 1);
-    let framed = frame(record.header.as_bytes(), record.body.as_bytes());
+    let framed = frame(record.header.as_bytes(), record.body.sealed().unwrap().as_bytes());
     assert_problem(
         &capture(&f, Some(&credential), framed.clone()).await,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -112,7 +112,7 @@ async fn a_capture_without_content_length_is_refused() {
         .header(header::CONTENT_TYPE, RECORD_MEDIA_TYPE)
         .body(Body::from(frame(
             record.header.as_bytes(),
-            record.body.as_bytes(),
+            record.body.sealed().unwrap().as_bytes(),
         )))
         .unwrap();
     assert_problem(&send(&f.app, request).await, StatusCode::LENGTH_REQUIRED);

@@ -101,8 +101,22 @@ pub fn inspect(bytes: &[u8]) -> Result<HeaderShape, NotAgeFile> {
 
 /// Checks a whole file: header shape plus a payload long enough to hold a final chunk.
 pub fn inspect_file(bytes: &[u8]) -> Result<HeaderShape, NotAgeFile> {
-    let shape = inspect(bytes)?;
-    if bytes.len() - shape.header_len < MIN_PAYLOAD_LEN {
+    inspect_prefix(bytes, bytes.len() as u64)
+}
+
+/// How many leading bytes of a file of `file_len` bytes [`inspect_prefix`] needs: the
+/// whole file, or enough for the largest header a file may have.
+pub fn prefix_len(file_len: u64) -> usize {
+    usize::try_from(file_len).map_or(MAX_HEADER_LEN, |len| len.min(MAX_HEADER_LEN))
+}
+
+/// Checks a file of `file_len` bytes from its first bytes (at least
+/// [`prefix_len`]`(file_len)` of them): header shape plus a payload long enough to
+/// hold a final chunk. A party receiving a large file checks it this way before
+/// the rest arrives.
+pub fn inspect_prefix(prefix: &[u8], file_len: u64) -> Result<HeaderShape, NotAgeFile> {
+    let shape = inspect(prefix)?;
+    if file_len.saturating_sub(shape.header_len as u64) < MIN_PAYLOAD_LEN as u64 {
         return Err(NotAgeFile("payload truncated"));
     }
     Ok(shape)

@@ -191,11 +191,7 @@ impl SealedBody {
     /// passphrase stanza. Other stanzas are tolerated: age implementations add random
     /// "grease" stanzas so that parsers stay open to new recipient types.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, SealError> {
-        let shape = age_header::inspect_file(&bytes)?;
-        let x25519 = shape.stanzas.iter().filter(|s| s.is_x25519()).count();
-        if x25519 == 0 || shape.stanzas.iter().any(|s| s.tag == "scrypt") {
-            return Err(SealError::UnsupportedStanza);
-        }
+        check_sealed_prefix(&bytes, bytes.len() as u64)?;
         let digest = BodyDigest {
             sha256: Sha256::digest(&bytes).into(),
             len: bytes.len() as u64,
@@ -224,6 +220,19 @@ impl SealedBody {
         open_stream(identities, self.bytes.as_slice(), &mut *out)?;
         Ok(out)
     }
+}
+
+/// The rule [`SealedBody::from_bytes`] applies, checked on the first bytes of a body
+/// of `body_len` bytes (at least [`age_header::prefix_len`]`(body_len)` of them, or
+/// the whole body): what a receiver checks of a body too large to hold before storing
+/// the rest.
+pub fn check_sealed_prefix(prefix: &[u8], body_len: u64) -> Result<(), SealError> {
+    let shape = age_header::inspect_prefix(prefix, body_len)?;
+    let x25519 = shape.stanzas.iter().filter(|s| s.is_x25519()).count();
+    if x25519 == 0 || shape.stanzas.iter().any(|s| s.tag == "scrypt") {
+        return Err(SealError::UnsupportedStanza);
+    }
+    Ok(())
 }
 
 /// Seals `plaintext` in memory to every recipient.

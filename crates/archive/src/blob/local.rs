@@ -17,6 +17,14 @@
 //! tail of the last segment may hold a torn frame; nothing references it (the database
 //! commit that would have comes after the fsync), and new frames are appended after it.
 //!
+//! Large blobs ([`BlobStore::upload`]) are files of their own instead, so that a
+//! slow upload never holds the segment writer: `large/HEX` holds the blob's bytes,
+//! named by their SHA-256 in lower-case hex and located by `sha256/HEX`. An upload
+//! is written to `incoming/N.part`, fsynced, made read-only and renamed into
+//! `large/` (whose entry is then fsynced) only at its commit; parts left by a crash
+//! are removed when the store opens. The same bytes uploaded twice make the same
+//! file.
+//!
 //! One process owns a folder: it holds an exclusive lock on `LOCK` while open.
 
 use std::collections::HashMap;
@@ -24,12 +32,14 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use vellum_protocol::ids::RetentionClass;
 use vellum_protocol::seal::BodyDigest;
 
 use crate::error::StoreError;
-use crate::ports::{BlobLocator, BlobPut, BlobStore};
+use crate::ports::{BlobLocator, BlobPut, BlobStore, BlobUpload};
 
 /// A segment is closed once it holds at least this many bytes.
 pub const SEGMENT_TARGET: u64 = 256 * 1024 * 1024;
@@ -47,9 +57,16 @@ struct Inner {
     dir: PathBuf,
     writer: Mutex<Writer>,
     readers: Mutex<HashMap<u32, Arc<File>>>,
+    /// Names the next upload's part file.
+    parts: AtomicU64,
     /// Held for the store's lifetime: the lock on `LOCK`.
     _lock: File,
 }
+
+const LARGE: &str = "large";
+const INCOMING: &str = "incoming";
+/// Bytes an upload gathers before it writes them to its part file.
+const UPLOAD_BUFFER: usize = 1 << 20;
 
 #[derive(Debug)]
 struct Writer {
@@ -92,6 +109,7 @@ impl LocalBlobStore {
                     .ok()
             })
             .max();
+        open_large(dir)?;
         let writer = match last {
             Some(n) => {
                 let file = OpenOptions::new()
@@ -118,6 +136,7 @@ impl LocalBlobStore {
                 dir: dir.to_owned(),
                 writer: Mutex::new(writer),
                 readers: Mutex::new(HashMap::new()),
+                parts: AtomicU64::new(0),
                 _lock: lock,
             }),
         })
@@ -135,6 +154,37 @@ impl LocalBlobStore {
     }
 }
 
+/// Makes the folders of large blobs, and removes the parts of uploads a crash cut off
+/// (nothing references them).
+fn open_large(dir: &Path) -> Result<(), StoreError> {
+    for sub in [LARGE, INCOMING] {
+        if !dir.join(sub).is_dir() {
+            fs::create_dir(dir.join(sub)).map_err(io_err("create blob folder"))?;
+            sync_dir(dir)?;
+        }
+    }
+    for entry in fs::read_dir(dir.join(INCOMING)).map_err(io_err("list incoming blobs"))? {
+        let path = entry.map_err(io_err("list incoming blobs"))?.path();
+        fs::remove_file(&path).map_err(io_err("remove an unfinished upload"))?;
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("sync blob folder"))
+}
+
+/// The file name of a large blob: its SHA-256 in lower-case hex.
+fn large_name(digest: &BodyDigest) -> String {
+    hex(&digest.sha256)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn poisoned() -> StoreError {
     StoreError::Integrity("blob store lock poisoned by an earlier panic".into())
 }
@@ -146,9 +196,7 @@ fn create_segment(dir: &Path, n: u32) -> Result<File, StoreError> {
         .append(true)
         .open(dir.join(segment_name(n)))
         .map_err(io_err("create segment"))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("sync blob folder"))?;
+    sync_dir(dir)?;
     Ok(file)
 }
 
@@ -202,6 +250,29 @@ impl Inner {
 }
 
 impl BlobStore for LocalBlobStore {
+    type Upload = LocalUpload;
+
+    async fn upload(
+        &self,
+        digest: &BodyDigest,
+        _retention: &RetentionClass,
+    ) -> Result<LocalUpload, StoreError> {
+        let n = self.inner.parts.fetch_add(1, Ordering::Relaxed);
+        let part = self.inner.dir.join(INCOMING).join(format!("{n}.part"));
+        let path = part.clone();
+        let file =
+            tokio::task::spawn_blocking(move || OpenOptions::new().create_new(true).write(true).open(path))
+                .await
+                .map_err(|e| StoreError::backend("blob upload task", e))?
+                .map_err(io_err("create upload part"))?;
+        Ok(LocalUpload {
+            dir: self.inner.dir.clone(),
+            name: large_name(digest),
+            part: Some(Part { file, path: part }),
+            buf: Vec::with_capacity(UPLOAD_BUFFER),
+        })
+    }
+
     async fn put(&self, blobs: &[BlobPut<'_>]) -> Result<Vec<BlobLocator>, StoreError> {
         let mut frames = Vec::with_capacity(blobs.iter().map(|b| b.bytes.len() + FRAME_HEADER).sum());
         let mut starts = Vec::with_capacity(blobs.len());
@@ -215,7 +286,15 @@ impl BlobStore for LocalBlobStore {
             .map_err(|e| StoreError::backend("blob writer task", e))?
     }
 
+    /// The buffer, and one chunk more while it is written.
+    fn upload_holds(&self, _len: u64) -> u64 {
+        2 * UPLOAD_BUFFER as u64
+    }
+
     async fn get(&self, locator: &BlobLocator, expected: &BodyDigest) -> Result<Vec<u8>, StoreError> {
+        if let Some(name) = locator.0.strip_prefix("sha256/") {
+            return self.get_large(name, expected).await;
+        }
         let (segment, offset) = parse_locator(locator)
             .ok_or_else(|| StoreError::Integrity(format!("bad blob locator {:?}", locator.0)))?;
         let file = self.reader(segment)?;
@@ -241,5 +320,121 @@ impl BlobStore for LocalBlobStore {
         })
         .await
         .map_err(|e| StoreError::backend("blob reader task", e))?
+    }
+}
+
+impl LocalBlobStore {
+    async fn get_large(&self, name: &str, expected: &BodyDigest) -> Result<Vec<u8>, StoreError> {
+        if name != large_name(expected) {
+            return Err(StoreError::Integrity(format!("bad blob locator sha256/{name:?}")));
+        }
+        let path = self.inner.dir.join(LARGE).join(name);
+        let expected = *expected;
+        let locator = format!("sha256/{name}");
+        tokio::task::spawn_blocking(move || {
+            let bytes = fs::read(&path).map_err(io_err("read blob"))?;
+            super::verify(&bytes, &expected, &locator)?;
+            Ok(bytes)
+        })
+        .await
+        .map_err(|e| StoreError::backend("blob reader task", e))?
+    }
+}
+
+/// A large blob on its way into `large/` (see the module docs).
+#[derive(Debug)]
+pub struct LocalUpload {
+    dir: PathBuf,
+    /// Its file name once committed.
+    name: String,
+    /// `None` once committed or given up.
+    part: Option<Part>,
+    /// Bytes not yet written to the part file.
+    buf: Vec<u8>,
+}
+
+/// An upload's part file; removed when dropped unless committed.
+#[derive(Debug)]
+struct Part {
+    file: File,
+    path: PathBuf,
+}
+
+impl Part {
+    /// Moved into place: nothing is left to remove.
+    fn renamed(&mut self) {
+        self.path = PathBuf::new();
+    }
+}
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl LocalUpload {
+    /// Writes the gathered bytes to the part file, off the runtime.
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        let mut part = self.part.take().ok_or_else(finished)?;
+        let buf = std::mem::take(&mut self.buf);
+        let (part, mut buf) = tokio::task::spawn_blocking(move || {
+            let written = part.file.write_all(&buf);
+            written.map(|()| (part, buf))
+        })
+        .await
+        .map_err(|e| StoreError::backend("blob upload task", e))?
+        .map_err(io_err("write upload part"))?;
+        buf.clear();
+        self.buf = buf;
+        self.part = Some(part);
+        Ok(())
+    }
+}
+
+fn finished() -> StoreError {
+    StoreError::Integrity("the upload was committed or failed already".into())
+}
+
+impl BlobUpload for LocalUpload {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        self.buf.extend_from_slice(chunk);
+        if self.buf.len() >= UPLOAD_BUFFER {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(mut self) -> Result<BlobLocator, StoreError> {
+        self.flush().await?;
+        let mut part = self.part.take().ok_or_else(finished)?;
+        let large = self.dir.join(LARGE);
+        let target = large.join(&self.name);
+        tokio::task::spawn_blocking(move || {
+            part.file.sync_data().map_err(io_err("sync upload part"))?;
+            let mut permissions = part
+                .file
+                .metadata()
+                .map_err(io_err("stat upload part"))?
+                .permissions();
+            permissions.set_readonly(true);
+            part.file
+                .set_permissions(permissions)
+                .map_err(io_err("make blob read-only"))?;
+            fs::rename(&part.path, &target).map_err(io_err("move blob into place"))?;
+            part.renamed();
+            sync_dir(&large)
+        })
+        .await
+        .map_err(|e| StoreError::backend("blob upload task", e))??;
+        Ok(BlobLocator(format!("sha256/{}", self.name)))
+    }
+
+    async fn abort(mut self) {
+        if let Some(part) = self.part.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(part)).await;
+        }
     }
 }

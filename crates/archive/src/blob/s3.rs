@@ -14,6 +14,20 @@
 //! (retention class, retain-until day), built on first use. `x-amz-sdk-checksum-algorithm:
 //! SHA256` goes with them, since S3 requires an integrity checksum on writes to a
 //! locked bucket (and the SHA-256 checksum itself is sent by `object_store`).
+//!
+//! Large blobs ([`BlobStore::upload`]) on a bucket without Object Lock go up as a
+//! multipart upload to the key their header's digest names, in parts of
+//! [`PART_BYTES`], at most [`PARTS_IN_FLIGHT`] at once (so an upload holds at most
+//! about their product in memory). Only its completion makes the object exist; an
+//! upload given up is aborted, and S3 keeps none of its parts.
+//!
+//! On an Object Lock bucket an upload is gathered in memory instead and written with
+//! one `PUT` at its commit, with the lock headers, like a batch's blobs: S3 takes lock
+//! headers on the creation of a multipart upload too, but the S3 server these tests
+//! run against ignores them there, so that path's lock could not be checked, and a
+//! blob whose lock is unverified has no place in a WORM archive.
+//! [`BlobStore::upload_holds`] says so, and the gateway counts the whole body against
+//! its memory budget.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,12 +37,13 @@ use object_store::aws::{AmazonS3, AmazonS3Builder, Checksum};
 use object_store::path::Path as ObjectPath;
 use object_store::{
     ClientOptions, GetOptions, HeaderMap, HeaderValue, ObjectStore as _, ObjectStoreExt as _, PutPayload,
+    WriteMultipart,
 };
 use vellum_protocol::ids::RetentionClass;
 use vellum_protocol::seal::BodyDigest;
 
 use crate::error::StoreError;
-use crate::ports::{BlobLocator, BlobPut, BlobStore};
+use crate::ports::{BlobLocator, BlobPut, BlobStore, BlobUpload};
 
 const DAY_MS: u64 = 86_400_000;
 /// How long a "permanent" record's blob is locked: S3 needs a date; a century is
@@ -36,6 +51,10 @@ const DAY_MS: u64 = 86_400_000;
 pub const PERMANENT_YEARS: u64 = 100;
 /// Concurrent PUTs per batch.
 const PARALLEL_PUTS: usize = 32;
+/// The part size of a multipart upload (S3 wants at least 5 MiB but for the last).
+pub const PART_BYTES: usize = 8 << 20;
+/// Parts of one upload sent at once.
+pub const PARTS_IN_FLIGHT: usize = 2;
 
 /// How long one retention class keeps its records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,6 +196,33 @@ fn build(config: &S3Config, headers: HeaderMap) -> Result<AmazonS3, StoreError> 
 }
 
 impl BlobStore for S3BlobStore {
+    type Upload = S3Upload;
+
+    async fn upload(&self, digest: &BodyDigest, retention: &RetentionClass) -> Result<S3Upload, StoreError> {
+        let client = self.writer(retention, crate::sequencer::now_ms())?;
+        let key = self.key(digest);
+        let way = if self.config.object_lock {
+            Way::Whole {
+                client,
+                bytes: Vec::with_capacity(usize::try_from(digest.len).unwrap_or(0)),
+            }
+        } else {
+            let upload = client
+                .put_multipart(&ObjectPath::from(key.as_str()))
+                .await
+                .map_err(s3_err("start blob upload"))?;
+            Way::Parts(WriteMultipart::new_with_chunk_size(upload, PART_BYTES))
+        };
+        Ok(S3Upload { key, way: Some(way) })
+    }
+
+    fn upload_holds(&self, len: u64) -> u64 {
+        match self.config.object_lock {
+            true => len,
+            false => ((PARTS_IN_FLIGHT + 1) * PART_BYTES) as u64,
+        }
+    }
+
     fn accepts(&self, retention: &RetentionClass) -> bool {
         !self.config.object_lock || self.config.retention.contains_key(retention)
     }
@@ -201,13 +247,7 @@ impl BlobStore for S3BlobStore {
                     .put(&ObjectPath::from(key.as_str()), payload)
                     .await
                     .map_err(s3_err("put blob"))?;
-                // Reads name the version written, so a later PUT to the same key (a
-                // locked bucket allows it: it adds a version) can never replace this body.
-                let locator = match put.version {
-                    Some(version) => format!("{key}#{version}"),
-                    None => key,
-                };
-                Ok::<_, StoreError>((i, BlobLocator(locator)))
+                Ok::<_, StoreError>((i, locator(key, put.version)))
             });
         }
         // Durable only when every PUT succeeded; one failure fails the whole batch.
@@ -242,5 +282,94 @@ impl BlobStore for S3BlobStore {
         let bytes = result.bytes().await.map_err(s3_err("read blob"))?.to_vec();
         super::verify(&bytes, expected, &locator.0)?;
         Ok(bytes)
+    }
+}
+
+/// Reads name the version written, so a later PUT to the same key (a locked bucket
+/// allows it: it adds a version) can never replace this body.
+fn locator(key: String, version: Option<String>) -> BlobLocator {
+    match version {
+        Some(version) => BlobLocator(format!("{key}#{version}")),
+        None => BlobLocator(key),
+    }
+}
+
+/// An upload of one large blob (see the module docs). A multipart upload dropped
+/// before its commit (a request cut off) is aborted in the background.
+pub struct S3Upload {
+    key: String,
+    /// `None` once completed or aborted.
+    way: Option<Way>,
+}
+
+enum Way {
+    /// A multipart upload.
+    Parts(WriteMultipart),
+    /// Gathered, for one `PUT` with the lock headers.
+    Whole { client: Arc<AmazonS3>, bytes: Vec<u8> },
+}
+
+impl fmt::Debug for S3Upload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Upload")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+fn finished() -> StoreError {
+    StoreError::Integrity("the upload was completed or aborted already".into())
+}
+
+async fn abort(parts: WriteMultipart) {
+    if let Err(e) = parts.abort().await {
+        tracing::warn!(
+            error = %e,
+            "a blob upload could not be aborted; a lifecycle rule for incomplete uploads removes its parts"
+        );
+    }
+}
+
+impl BlobUpload for S3Upload {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        match self.way.as_mut().ok_or_else(finished)? {
+            Way::Parts(parts) => {
+                parts
+                    .wait_for_capacity(PARTS_IN_FLIGHT - 1)
+                    .await
+                    .map_err(s3_err("upload blob part"))?;
+                parts.write(chunk);
+            }
+            Way::Whole { bytes, .. } => bytes.extend_from_slice(chunk),
+        }
+        Ok(())
+    }
+
+    async fn commit(mut self) -> Result<BlobLocator, StoreError> {
+        let key = std::mem::take(&mut self.key);
+        let put = match self.way.take().ok_or_else(finished)? {
+            Way::Parts(parts) => parts.finish().await.map_err(s3_err("complete blob upload"))?,
+            Way::Whole { client, bytes } => client
+                .put(&ObjectPath::from(key.as_str()), PutPayload::from(bytes))
+                .await
+                .map_err(s3_err("put blob"))?,
+        };
+        Ok(locator(key, put.version))
+    }
+
+    async fn abort(mut self) {
+        if let Some(Way::Parts(parts)) = self.way.take() {
+            abort(parts).await;
+        }
+    }
+}
+
+impl Drop for S3Upload {
+    fn drop(&mut self) {
+        if let Some(Way::Parts(parts)) = self.way.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(abort(parts));
+        }
     }
 }

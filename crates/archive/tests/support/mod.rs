@@ -91,7 +91,10 @@ impl Capturer {
             .unwrap()
             .verify(&self.device.public())
             .unwrap();
-        Submission { header, body }
+        Submission {
+            header,
+            body: body.into(),
+        }
     }
 }
 
@@ -125,6 +128,9 @@ pub trait Backend: Send + Sync {
     /// Damages the stored bytes of a blob, or, where storage is WORM, writes other
     /// bytes over its key.
     fn corrupt(&self, locator: &BlobLocator) -> Corruption;
+
+    /// Everything the blob store holds, committed or not, sorted.
+    fn blob_listing(&self) -> Vec<String>;
 
     /// Marks the database as migrated by a newer program.
     fn add_future_migration(&self) -> impl std::future::Future<Output = ()> + Send;
@@ -177,6 +183,9 @@ pub trait BlobFixture: Send + Sync {
     fn open_blobs(&self) -> Self::Blobs;
     fn open_second_blobs(&self) -> Self::Blobs;
     fn corrupt(&self, locator: &BlobLocator) -> Corruption;
+    /// Everything the store holds, committed or not, sorted: what a failed upload
+    /// must not change.
+    fn listing(&self) -> Vec<String>;
 }
 
 /// One metadata backend with one blob backend.
@@ -203,6 +212,10 @@ impl<M: MetaFixture, B: BlobFixture> Backend for Combo<M, B> {
 
     fn corrupt(&self, locator: &BlobLocator) -> Corruption {
         self.blobs.corrupt(locator)
+    }
+
+    fn blob_listing(&self) -> Vec<String> {
+        self.blobs.listing()
     }
 
     async fn add_future_migration(&self) {
@@ -336,8 +349,41 @@ impl BlobFixture for LocalBlobs {
         LocalBlobStore::open(&self.dir.path().join("second")).unwrap()
     }
 
+    fn listing(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut folders = vec![self.dir.path().to_owned()];
+        while let Some(folder) = folders.pop() {
+            for entry in std::fs::read_dir(&folder).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    folders.push(path);
+                } else {
+                    let len = path.metadata().unwrap().len();
+                    let name = path.strip_prefix(self.dir.path()).unwrap().display();
+                    names.push(format!("{name} {len}"));
+                }
+            }
+        }
+        names.sort();
+        names
+    }
+
     fn corrupt(&self, locator: &BlobLocator) -> Corruption {
         use std::os::unix::fs::FileExt as _;
+        if let Some(name) = locator.0.strip_prefix("sha256/") {
+            // A large blob's own file, read-only as the store left it.
+            let path = self.dir.path().join("large").join(name);
+            let mut permissions = path.metadata().unwrap().permissions();
+            #[allow(
+                clippy::permissions_set_readonly_false,
+                reason = "the test damages a read-only blob"
+            )]
+            permissions.set_readonly(false);
+            std::fs::set_permissions(&path, permissions).unwrap();
+            let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+            file.write_all_at(b"\xff", 1000).unwrap();
+            return Corruption::Damaged;
+        }
         let (segment, offset) = locator.0.split_once('/').unwrap();
         let path = self
             .dir
@@ -361,6 +407,8 @@ impl BlobFixture for LocalBlobs {
 pub struct S3Blobs {
     pub bucket: String,
     pub endpoint: String,
+    /// Whether the store writes with Object Lock (the bucket always has it enabled).
+    pub object_lock: bool,
 }
 
 /// Runs the boto3 helper (`tests/s3ctl.py`): an S3 client independent of the one under test.
@@ -386,7 +434,19 @@ impl S3Blobs {
         );
         let bucket = unique_name("vellum-test-");
         s3ctl(&["mkbucket", &bucket]);
-        Self { bucket, endpoint }
+        Self {
+            bucket,
+            endpoint,
+            object_lock: true,
+        }
+    }
+
+    /// A store that writes without Object Lock (and so uploads large blobs in parts).
+    pub fn unlocked() -> Self {
+        Self {
+            object_lock: false,
+            ..Self::new()
+        }
     }
 
     pub fn config(&self) -> S3Config {
@@ -398,7 +458,7 @@ impl S3Blobs {
             access_key_id: "test".into(),
             secret_access_key: "test".into(),
             allow_http: true,
-            object_lock: true,
+            object_lock: self.object_lock,
             retention: [
                 (
                     RetentionClass::new("finra-6y").unwrap(),
@@ -434,6 +494,15 @@ impl BlobFixture for S3Blobs {
         s3ctl(&["overwrite", &self.bucket, key]);
         Corruption::Superseded
     }
+
+    fn listing(&self) -> Vec<String> {
+        let mut names: Vec<String> = s3ctl(&["list", &self.bucket])
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        names.sort();
+        names
+    }
 }
 
 /// A blob store that fails its next `put` when told to.
@@ -445,6 +514,16 @@ pub struct FlakyBlobs<B> {
 }
 
 impl<B: BlobStore> BlobStore for FlakyBlobs<B> {
+    type Upload = B::Upload;
+
+    async fn upload(&self, digest: &BodyDigest, retention: &RetentionClass) -> Result<B::Upload, StoreError> {
+        self.inner.upload(digest, retention).await
+    }
+
+    fn upload_holds(&self, len: u64) -> u64 {
+        self.inner.upload_holds(len)
+    }
+
     async fn put(&self, blobs: &[BlobPut<'_>]) -> Result<Vec<BlobLocator>, StoreError> {
         self.puts.fetch_add(1, Ordering::SeqCst);
         if self.fail_next.swap(false, Ordering::SeqCst) {

@@ -3,14 +3,23 @@
 //!
 //! The body is `application/vnd.vellum.record`: the header's length as a big-endian
 //! `u32`, the header bytes exactly as signed, then the sealed body (an age file).
+//!
+//! A capture up to [`Limits::stream_over_bytes`](crate::Limits) is read whole and
+//! checked in memory, and its body is stored with the sequencer's batch. A larger one
+//! is streamed: its header is read and verified first, then its body goes to the blob
+//! store as it arrives ([`vellum_archive::Upload`], which hashes it on the way and
+//! keeps it only if it matches the header), so the gateway holds a few MiB of it at
+//! any time, however large it is.
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
-use vellum_archive::Submission;
+use http_body_util::BodyExt as _;
+use vellum_archive::ports::BlobUpload;
 use vellum_archive::ports::Device;
-use vellum_archive::ports::{BlobStore, DeviceStore};
-use vellum_protocol::header::{MAX_HEADER_LEN, UnverifiedHeader};
+use vellum_archive::ports::{BlobStore, DeviceStore, SecretHash};
+use vellum_archive::{Submission, Upload};
+use vellum_protocol::header::{MAX_HEADER_LEN, UnverifiedHeader, VerifiedHeader};
 use vellum_protocol::ids::Epoch;
 use vellum_protocol::seal::SealedBody;
 
@@ -51,30 +60,24 @@ pub(super) async fn capture<L: super::keys::KeysStore + DeviceStore, B: BlobStor
     }
     let limit = state.limits().max_capture_bytes;
     let declared = declared_length(&headers, limit)?;
-    // Bodies are held in memory while checked and stored: a budget bounds the bytes
-    // held at once, whatever the number of requests.
-    let _budget = state.reserve_body(declared).await?;
-    let bytes = read_limited(body, declared).await?;
-    let frame_bytes = bytes.len();
-    let epoch = state.keyring().statement().epoch;
-    let submission = match checked(&bytes, &device, epoch).await {
-        // Sealed under another epoch: perhaps another gateway published a newer
-        // keyring; take it up, and check once more.
-        Err(ApiError::Conflict(why)) => {
-            let current = super::keys::refresh_keyring(&state).await?.statement().epoch;
-            if current == epoch {
-                return Err(ApiError::Conflict(why));
-            }
-            checked(&bytes, &device, current).await?
-        }
-        other => other?,
+    let submission = if declared > state.limits().stream_over_bytes {
+        // What a streamed capture holds at once is bounded by its upload, not its size.
+        let holds = state.archive().upload_holds(declared as u64);
+        let holds = usize::try_from(holds)
+            .unwrap_or(usize::MAX)
+            .saturating_add(STREAM_HEAD_BYTES);
+        let _budget = state.reserve_body(holds).await?;
+        streamed(&state, &device, &credential, body, declared).await?
+    } else {
+        // Bodies are held in memory while checked and stored: a budget bounds the bytes
+        // held at once, whatever the number of requests.
+        let _budget = state.reserve_body(declared).await?;
+        let bytes = read_limited(body, declared).await?;
+        let check = |epoch| checked(&bytes, &device, epoch);
+        with_current_epoch(&state, check).await?
     };
-    // The body may have taken a while to arrive: a device revoked meanwhile is refused
-    // (as soon as this gateway knows: see `Limits::device_cache`).
-    let current = state.device(&credential).await?;
-    if current.is_none_or(|d| d.revoked_at.is_some()) {
-        return Err(ApiError::Forbidden("this device was revoked".into()));
-    }
+    let frame_bytes = declared;
+    still_enrolled(&state, &credential).await?;
     let record_id = submission.header.fields().record_id;
     let receipt = state.archive().append(submission).await?;
     // Debug, not info: the request's own line already logs each capture, and at tens
@@ -86,6 +89,138 @@ pub(super) async fn capture<L: super::keys::KeysStore + DeviceStore, B: BlobStor
         "record archived"
     );
     Ok(text(receipt.to_text()))
+}
+
+/// What a streamed capture holds in memory besides its upload: the frame's head and
+/// the bytes of one read.
+const STREAM_HEAD_BYTES: usize = 1 << 20;
+
+/// Runs `check` under the current keyring epoch. When it answers that the record is
+/// sealed under another epoch, perhaps another gateway published a newer keyring:
+/// this one takes it up and checks once more.
+async fn with_current_epoch<L, B, T, F>(
+    state: &State<L, B>,
+    check: impl Fn(Epoch) -> F,
+) -> Result<T, ApiError>
+where
+    L: super::keys::KeysStore + DeviceStore,
+    B: BlobStore,
+    F: Future<Output = Result<T, ApiError>>,
+{
+    let epoch = state.keyring().statement().epoch;
+    match check(epoch).await {
+        Err(ApiError::Conflict(why)) => {
+            let current = super::keys::refresh_keyring(state).await?.statement().epoch;
+            if current == epoch {
+                return Err(ApiError::Conflict(why));
+            }
+            check(current).await
+        }
+        other => other,
+    }
+}
+
+/// The body may have taken a while to arrive: a device revoked meanwhile is refused
+/// (as soon as this gateway knows: see `Limits::device_cache`).
+async fn still_enrolled<L: super::keys::KeysStore + DeviceStore, B: BlobStore>(
+    state: &State<L, B>,
+    credential: &SecretHash,
+) -> Result<(), ApiError> {
+    let current = state.device(credential).await?;
+    if current.is_none_or(|d| d.revoked_at.is_some()) {
+        return Err(ApiError::Forbidden("this device was revoked".into()));
+    }
+    Ok(())
+}
+
+/// A capture too large to hold: the frame's head (length and header) is read and the
+/// header verified, then the body is streamed into the blob store. Refused before
+/// anything is stored when the header does not verify or does not describe a body of
+/// the frame's length; nothing stays when the body turns out not to match it.
+async fn streamed<L: super::keys::KeysStore + DeviceStore, B: BlobStore>(
+    state: &State<L, B>,
+    device: &Device,
+    credential: &SecretHash,
+    body: Body,
+    declared: usize,
+) -> Result<Submission, ApiError> {
+    let mut frames = Frames(body);
+    let (header_bytes, first) = read_head(&mut frames).await?;
+    let header = with_current_epoch(state, |epoch| {
+        let checked = check_header(&header_bytes, device, epoch);
+        async move { checked }
+    })
+    .await?;
+    let body_len = declared - 4 - header_bytes.len();
+    if header.fields().body.len != body_len as u64 {
+        return Err(ApiError::BadRequest(
+            "the body's digest or length does not match the header".into(),
+        ));
+    }
+    let mut upload = state.archive().upload(header).await?;
+    let written = match write_body(&mut upload, &first, &mut frames).await {
+        Ok(()) => still_enrolled(state, credential).await,
+        Err(e) => Err(e),
+    };
+    match written {
+        Ok(()) => Ok(upload.finish().await?),
+        Err(e) => {
+            upload.abort().await;
+            Err(e)
+        }
+    }
+}
+
+async fn write_body<U: BlobUpload>(
+    upload: &mut Upload<U>,
+    first: &[u8],
+    frames: &mut Frames,
+) -> Result<(), ApiError> {
+    upload.write(first).await?;
+    while let Some(chunk) = frames.next().await? {
+        upload.write(&chunk).await?;
+    }
+    Ok(())
+}
+
+/// A request body read frame by frame.
+struct Frames(Body);
+
+impl Frames {
+    /// The next bytes, `None` at the end; 400 when the body cannot be read.
+    async fn next(&mut self) -> Result<Option<Bytes>, ApiError> {
+        loop {
+            match self.0.frame().await {
+                None => return Ok(None),
+                Some(Err(_)) => {
+                    return Err(ApiError::BadRequest("the body could not be read whole".into()));
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads a frame's length prefix and header; returns the header and the bytes read
+/// past it (the body's first).
+async fn read_head(frames: &mut Frames) -> Result<(Bytes, Bytes), ApiError> {
+    let mut head = Vec::new();
+    loop {
+        if let Some(len) = header_len(&head)?
+            && head.len() >= 4 + len
+        {
+            let head = Bytes::from(head);
+            return Ok((head.slice(4..4 + len), head.slice(4 + len..)));
+        }
+        match frames.next().await? {
+            Some(chunk) => head.extend_from_slice(&chunk),
+            None => return Err(bad_frame("shorter than its header")),
+        }
+    }
 }
 
 /// Captures up to this size are checked on the runtime's thread.
@@ -108,8 +243,24 @@ async fn checked(bytes: &Bytes, device: &Device, epoch: Epoch) -> Result<Submiss
 
 fn check(bytes: &Bytes, device: &Device, epoch: Epoch) -> Result<Submission, ApiError> {
     let (header, body) = split_frame(bytes)?;
+    let header = check_header(&header, device, epoch)?;
+    let body =
+        SealedBody::from_bytes(body.to_vec()).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
+    if body.digest() != header.fields().body {
+        return Err(ApiError::BadRequest(
+            "the body's digest or length does not match the header".into(),
+        ));
+    }
+    Ok(Submission {
+        header,
+        body: body.into(),
+    })
+}
+
+/// The header's signature by `device`, its epoch and its custodian.
+fn check_header(header: &[u8], device: &Device, epoch: Epoch) -> Result<VerifiedHeader, ApiError> {
     let unverified =
-        UnverifiedHeader::parse(&header).map_err(|e| ApiError::BadRequest(format!("header: {e}")))?;
+        UnverifiedHeader::parse(header).map_err(|e| ApiError::BadRequest(format!("header: {e}")))?;
     if unverified.claimed_device() != device.device_id {
         return Err(ApiError::Forbidden("the header names another device".into()));
     }
@@ -128,14 +279,7 @@ fn check(bytes: &Bytes, device: &Device, epoch: Epoch) -> Result<Submission, Api
             "the header names a custodian this device was not enrolled for".into(),
         ));
     }
-    let body =
-        SealedBody::from_bytes(body.to_vec()).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
-    if body.digest() != header.fields().body {
-        return Err(ApiError::BadRequest(
-            "the body's digest or length does not match the header".into(),
-        ));
-    }
-    Ok(Submission { header, body })
+    Ok(header)
 }
 
 /// The declared length of the body: required (a capture's size is known before it is
@@ -165,19 +309,27 @@ async fn read_limited(body: Body, declared: usize) -> Result<Bytes, ApiError> {
     Ok(bytes)
 }
 
+fn bad_frame(what: &str) -> ApiError {
+    ApiError::BadRequest(format!("capture frame: {what}"))
+}
+
+/// The header length a frame's prefix declares; `None` before four bytes.
+fn header_len(bytes: &[u8]) -> Result<Option<usize>, ApiError> {
+    let Some(prefix) = bytes.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()) else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > MAX_HEADER_LEN {
+        return Err(bad_frame("header longer than any valid header"));
+    }
+    Ok(Some(len))
+}
+
 /// The header and the body of a capture frame.
 fn split_frame(bytes: &Bytes) -> Result<(Bytes, Bytes), ApiError> {
-    let bad = |what: &str| ApiError::BadRequest(format!("capture frame: {what}"));
-    let len: [u8; 4] = bytes
-        .get(..4)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| bad("shorter than its length prefix"))?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_HEADER_LEN {
-        return Err(bad("header longer than any valid header"));
-    }
+    let len = header_len(bytes)?.ok_or_else(|| bad_frame("shorter than its length prefix"))?;
     if bytes.len() < 4 + len {
-        return Err(bad("shorter than its header"));
+        return Err(bad_frame("shorter than its header"));
     }
     Ok((bytes.slice(4..4 + len), bytes.slice(4 + len..)))
 }

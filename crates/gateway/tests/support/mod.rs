@@ -136,7 +136,10 @@ pub fn submission_of(device: &DeviceKey, device_id: DeviceId, n: u64) -> Submiss
         .unwrap()
         .verify(&device.public())
         .unwrap();
-    Submission { header, body }
+    Submission {
+        header,
+        body: body.into(),
+    }
 }
 
 /// A record of the demo device.
@@ -275,6 +278,20 @@ pub async fn capture(f: &Fixture, credential: Option<&str>, frame: Vec<u8>) -> (
         request = request.header(header::AUTHORIZATION, format!("Bearer {credential}"));
     }
     send(&f.app, request.body(Body::from(frame)).unwrap()).await
+}
+
+/// Files in the blob folder's `incoming/`: uploads begun and not committed.
+pub fn unfinished_uploads(f: &Fixture) -> usize {
+    std::fs::read_dir(f._dir.path().join("blobs/incoming"))
+        .unwrap()
+        .count()
+}
+
+/// Large blobs in the blob folder (`large/`).
+pub fn large_blobs(f: &Fixture) -> usize {
+    std::fs::read_dir(f._dir.path().join("blobs/large"))
+        .unwrap()
+        .count()
 }
 
 /// An enrolled device: its key and credential.
