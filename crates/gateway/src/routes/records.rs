@@ -151,7 +151,10 @@ async fn streamed<L: super::keys::KeysStore + DeviceStore, B: BlobStore>(
         async move { checked }
     })
     .await?;
-    let body_len = declared - 4 - header_bytes.len();
+    // Hyper delivers no more than the declared length; checked all the same.
+    let body_len = declared
+        .checked_sub(4 + header_bytes.len())
+        .ok_or_else(|| bad_frame("longer than its Content-Length"))?;
     if header.fields().body.len != body_len as u64 {
         return Err(ApiError::BadRequest(
             "the body's digest or length does not match the header".into(),
