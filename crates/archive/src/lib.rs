@@ -29,4 +29,4 @@ mod upload;
 pub use archive::{Archive, MAX_AUDIT_FIELD};
 pub use error::{AppendError, StoreError};
 pub use sequencer::{Body, StoredBody, Submission};
-pub use upload::Upload;
+pub use upload::{UPLOAD_DEADLINE, Upload};

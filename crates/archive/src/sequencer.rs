@@ -417,7 +417,9 @@ impl<L: LogStore, B: BlobStore> Preparer<L, B> {
     ) -> Result<Vec<Pending>, (StoreError, Vec<Request>)> {
         // The receipt time is fixed before the blobs are written, so a blob store that
         // locks blobs for a period from "now" never locks them for less than the
-        // record's retention, which counts from this time.
+        // record's retention, which counts from this time. (Uploaded blobs were written
+        // earlier, and locked from a day after their upload began: see
+        // `crate::upload::UPLOAD_DEADLINE`.)
         let received_at = UnixMillis(now_ms());
         // Bodies in memory are written now, in one call; uploaded ones are stored.
         let puts: Vec<BlobPut<'_>> = fresh

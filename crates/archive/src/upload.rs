@@ -7,6 +7,8 @@
 //! a crash before the record's commit leaves at most an unreferenced blob, and the
 //! client, holding no receipt, sends the capture again.
 
+use std::time::{Duration, Instant};
+
 use sha2::{Digest as _, Sha256};
 use vellum_protocol::age_header;
 use vellum_protocol::header::VerifiedHeader;
@@ -31,7 +33,13 @@ pub struct Upload<U> {
     /// The body's first bytes, held until they show an age header; `None` once they
     /// did and went to the store.
     prefix: Option<Vec<u8>>,
+    started: Instant,
 }
+
+/// The longest an upload may take from [`Archive::upload`] to [`Upload::finish`]: a
+/// blob store that locks blobs counts their lock from a day after the upload starts,
+/// so that the record's receipt time, which follows, is always within it.
+pub const UPLOAD_DEADLINE: Duration = Duration::from_secs(12 * 3600);
 
 impl<L: LogStore, B: BlobStore> Archive<L, B> {
     /// Starts storing the body `header` describes. Refused, with nothing written, when
@@ -48,6 +56,7 @@ impl<L: LogStore, B: BlobStore> Archive<L, B> {
             hasher: Sha256::new(),
             written: 0,
             prefix: Some(Vec::new()),
+            started: Instant::now(),
         })
     }
 }
@@ -89,6 +98,12 @@ impl<U: BlobUpload> Upload<U> {
             self.blob.abort().await;
             return Err(AppendError::BadBody(
                 "the body's digest or length does not match the header".into(),
+            ));
+        }
+        if self.started.elapsed() > UPLOAD_DEADLINE {
+            self.blob.abort().await;
+            return Err(AppendError::BadBody(
+                "the body took more than 12 hours to arrive: send it again".into(),
             ));
         }
         let locator = self.blob.commit().await?;

@@ -75,8 +75,9 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// How many capture bytes may be held in memory at once, across requests; a
     /// capture waits (up to the queue timeout) for its share, then gets 503. A
-    /// streamed capture counts as the most its upload holds at once (2 MiB for a
-    /// blob folder).
+    /// streamed capture counts as the most its upload holds at once, and 1 MiB more
+    /// (3 MiB for a blob folder). The budget is never smaller than one capture of the
+    /// largest size needs.
     pub max_buffered_bytes: usize,
     /// How long a device's credential lookup is reused before the database is asked
     /// again: the longest a revocation or rotation made elsewhere (another gateway,
@@ -120,10 +121,10 @@ impl<L: LogStore, B: BlobStore> Gateway<L, B> {
     /// under the keyring's epoch.
     pub fn new(archive: Archive<L, B>, keyring: VerifiedKeyring, auth: Auth) -> Self {
         Self {
+            body_budget: budget(&Limits::default(), &archive),
             archive,
             keyring: std::sync::RwLock::new(Arc::new(keyring)),
             org_key: None,
-            body_budget: budget(&Limits::default()),
             limits: Limits::default(),
             auth,
             login_limits: LoginLimits::new(DEFAULT_LOGINS_PER_ADDRESS, DEFAULT_LOGINS_PER_ACCOUNT),
@@ -201,16 +202,16 @@ impl<L: LogStore, B: BlobStore> Gateway<L, B> {
     /// Sets the limits.
     #[must_use]
     pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.body_budget = budget(&limits);
+        self.body_budget = budget(&limits, &self.archive);
         self.limits = limits;
         self
     }
 
     /// Reserves room for a body of `bytes` in the buffered-bytes budget (all of it,
-    /// for a body larger than the whole budget: one at a time).
+    /// for a body larger than the whole budget).
     pub(crate) async fn reserve_body(&self, bytes: usize) -> Result<SemaphorePermit<'_>, ApiError> {
-        let kib =
-            u32::try_from(bytes.div_ceil(1024).min(budget_kib(&self.limits))).map_err(|_| ApiError::Busy)?;
+        let kib = u32::try_from(bytes.div_ceil(1024).min(budget_kib(&self.limits, &self.archive)))
+            .map_err(|_| ApiError::Busy)?;
         match tokio::time::timeout(self.limits.queue_timeout, self.body_budget.acquire_many(kib)).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(ApiError::Busy),
@@ -234,15 +235,19 @@ impl<L: LogStore, B: BlobStore> Gateway<L, B> {
     }
 }
 
-fn budget(limits: &Limits) -> Semaphore {
-    Semaphore::new(budget_kib(limits))
+fn budget<L: LogStore, B: BlobStore>(limits: &Limits, archive: &Archive<L, B>) -> Semaphore {
+    Semaphore::new(budget_kib(limits, archive))
 }
 
 /// The buffered-bytes budget in KiB: room for at least one capture of the largest
-/// size held in memory, whatever the settings.
-fn budget_kib(limits: &Limits) -> usize {
-    let held = limits.stream_over_bytes.min(limits.max_capture_bytes);
-    let bytes = limits.max_buffered_bytes.max(held);
+/// size, whatever the settings, held whole or streamed.
+fn budget_kib<L: LogStore, B: BlobStore>(limits: &Limits, archive: &Archive<L, B>) -> usize {
+    let whole = limits.stream_over_bytes.min(limits.max_capture_bytes);
+    let streamed = match limits.max_capture_bytes > limits.stream_over_bytes {
+        true => usize::try_from(archive.upload_holds(limits.max_capture_bytes as u64)).unwrap_or(usize::MAX),
+        false => 0,
+    };
+    let bytes = limits.max_buffered_bytes.max(whole).max(streamed);
     bytes.div_ceil(1024).min(Semaphore::MAX_PERMITS)
 }
 

@@ -47,8 +47,17 @@ fn pieces(frame: &[u8]) -> Vec<Vec<u8>> {
 
 /// A sealed record of `len` plaintext bytes: its frame and header digest.
 fn large_record(key: &vellum_protocol::keys::DeviceKey, n: u64, len: usize) -> (Vec<u8>, RecordId, [u8; 32]) {
-    let body = seal::seal(&[Identity::generate().to_public()], &vec![n as u8; len]).unwrap();
-    let id = RecordId::new_v7(1_764_150_000_000 + n);
+    large_record_of(key, RecordId::new_v7(1_764_150_000_000 + n), len, n as u8)
+}
+
+/// [`large_record`] under record id `id`, of plaintext bytes `fill`.
+fn large_record_of(
+    key: &vellum_protocol::keys::DeviceKey,
+    id: RecordId,
+    len: usize,
+    fill: u8,
+) -> (Vec<u8>, RecordId, [u8; 32]) {
+    let body = seal::seal(&[Identity::generate().to_public()], &vec![fill; len]).unwrap();
     let header = signed_header(key, DeviceId::parse(DEVICE).unwrap(), id, body.digest());
     let digest = vellum_protocol::header::UnverifiedHeader::parse(&header)
         .unwrap()
@@ -75,9 +84,14 @@ async fn a_large_capture_is_streamed_into_a_blob_of_its_own() {
     assert_eq!(body.as_bytes(), &framed[4 + header_len..]);
     assert_eq!((large_blobs(&f), unfinished_uploads(&f)), (1, 0));
 
-    // A retry gets the same receipt; a small capture goes the batched way beside it.
+    // A retry gets the same receipt, another body under the id its conflict, and
+    // neither stores anything; a small capture goes the batched way beside them.
     let again = capture_in_pieces(&f, &credential, framed.len(), pieces(&framed), false).await;
     assert_eq!((again.0, &again.2), (StatusCode::OK, &answer.2));
+    let (rival, _, _) = large_record_of(&key, id, 3 << 20, 0xEE);
+    let conflict = capture_in_pieces(&f, &credential, rival.len(), pieces(&rival), false).await;
+    assert_problem(&conflict, StatusCode::CONFLICT);
+    assert_eq!((large_blobs(&f), unfinished_uploads(&f)), (1, 0));
     let small = submission_of(&key, DeviceId::parse(DEVICE).unwrap(), 2);
     let framed = frame(small.header.as_bytes(), small.body.sealed().unwrap().as_bytes());
     assert_eq!(capture(&f, Some(&credential), framed).await.0, StatusCode::OK);

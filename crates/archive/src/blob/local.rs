@@ -413,7 +413,6 @@ impl BlobUpload for LocalUpload {
         let large = self.dir.join(LARGE);
         let target = large.join(&self.name);
         tokio::task::spawn_blocking(move || {
-            part.file.sync_data().map_err(io_err("sync upload part"))?;
             let mut permissions = part
                 .file
                 .metadata()
@@ -423,6 +422,8 @@ impl BlobUpload for LocalUpload {
             part.file
                 .set_permissions(permissions)
                 .map_err(io_err("make blob read-only"))?;
+            // Bytes and mode both durable before the name.
+            part.file.sync_all().map_err(io_err("sync upload part"))?;
             fs::rename(&part.path, &target).map_err(io_err("move blob into place"))?;
             part.renamed();
             sync_dir(&large)

@@ -199,7 +199,9 @@ impl BlobStore for S3BlobStore {
     type Upload = S3Upload;
 
     async fn upload(&self, digest: &BodyDigest, retention: &RetentionClass) -> Result<S3Upload, StoreError> {
-        let client = self.writer(retention, crate::sequencer::now_ms())?;
+        // The record's receipt time comes after the body has arrived: the lock counts
+        // from a day later than now, and an upload lasts less (`crate::Upload`).
+        let client = self.writer(retention, crate::sequencer::now_ms() + UPLOAD_LOCK_MARGIN_MS)?;
         let key = self.key(digest);
         let way = if self.config.object_lock {
             Way::Whole {
@@ -207,11 +209,10 @@ impl BlobStore for S3BlobStore {
                 bytes: Vec::with_capacity(usize::try_from(digest.len).unwrap_or(0)),
             }
         } else {
-            let upload = client
-                .put_multipart(&ObjectPath::from(key.as_str()))
-                .await
-                .map_err(s3_err("start blob upload"))?;
-            Way::Parts(WriteMultipart::new_with_chunk_size(upload, PART_BYTES))
+            Way::Parts(WriteMultipart::new_with_chunk_size(
+                start_multipart(client, &key).await?,
+                PART_BYTES,
+            ))
         };
         Ok(S3Upload { key, way: Some(way) })
     }
@@ -285,6 +286,34 @@ impl BlobStore for S3BlobStore {
     }
 }
 
+/// How much later than its start a streamed blob's lock counts from: more than an
+/// upload may last ([`crate::upload::UPLOAD_DEADLINE`]), so the lock is never shorter
+/// than the retention of its record, whose receipt time follows the upload.
+const UPLOAD_LOCK_MARGIN_MS: u64 = DAY_MS;
+
+/// Creates a multipart upload on a task of its own: if the caller is gone by the time
+/// S3 answers (a request cut off), the upload is aborted rather than left behind.
+async fn start_multipart(
+    client: Arc<AmazonS3>,
+    key: &str,
+) -> Result<Box<dyn object_store::MultipartUpload>, StoreError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let path = ObjectPath::from(key);
+    tokio::spawn(async move {
+        match client.put_multipart(&path).await {
+            Ok(upload) => {
+                if let Err(Ok(upload)) = tx.send(Ok(upload)) {
+                    abort(WriteMultipart::new(upload)).await;
+                }
+            }
+            Err(e) => drop(tx.send(Err(e))),
+        }
+    });
+    rx.await
+        .map_err(|e| StoreError::backend("start blob upload", e))?
+        .map_err(s3_err("start blob upload"))
+}
+
 /// Reads name the version written, so a later PUT to the same key (a locked bucket
 /// allows it: it adds a version) can never replace this body.
 fn locator(key: String, version: Option<String>) -> BlobLocator {
@@ -347,13 +376,27 @@ impl BlobUpload for S3Upload {
 
     async fn commit(mut self) -> Result<BlobLocator, StoreError> {
         let key = std::mem::take(&mut self.key);
-        let put = match self.way.take().ok_or_else(finished)? {
-            Way::Parts(parts) => parts.finish().await.map_err(s3_err("complete blob upload"))?,
-            Way::Whole { client, bytes } => client
-                .put(&ObjectPath::from(key.as_str()), PutPayload::from(bytes))
+        let way = self.way.take().ok_or_else(finished)?;
+        let path = ObjectPath::from(key.as_str());
+        // On a task of its own, so that a request cut off meanwhile neither leaves a
+        // multipart upload incomplete nor a PUT half sent; the PUT hashes its whole
+        // payload (its checksum) where it runs, so it runs where blocking is allowed.
+        let put = match way {
+            Way::Parts(parts) => {
+                tokio::spawn(async move { parts.finish().await.map_err(s3_err("complete blob upload")) })
+                    .await
+            }
+            Way::Whole { client, bytes } => {
+                let runtime = tokio::runtime::Handle::current();
+                tokio::task::spawn_blocking(move || {
+                    runtime
+                        .block_on(client.put(&path, PutPayload::from(bytes)))
+                        .map_err(s3_err("put blob"))
+                })
                 .await
-                .map_err(s3_err("put blob"))?,
-        };
+            }
+        }
+        .map_err(|e| StoreError::backend("blob upload task", e))??;
         Ok(locator(key, put.version))
     }
 

@@ -18,9 +18,10 @@ use http_body_util::BodyExt as _;
 use vellum_archive::ports::BlobUpload;
 use vellum_archive::ports::Device;
 use vellum_archive::ports::{BlobStore, DeviceStore, SecretHash};
-use vellum_archive::{Submission, Upload};
+use vellum_archive::{AppendError, Submission, Upload};
 use vellum_protocol::header::{MAX_HEADER_LEN, UnverifiedHeader, VerifiedHeader};
 use vellum_protocol::ids::Epoch;
+use vellum_protocol::receipt::Receipt;
 use vellum_protocol::seal::SealedBody;
 
 use super::text;
@@ -60,24 +61,29 @@ pub(super) async fn capture<L: super::keys::KeysStore + DeviceStore, B: BlobStor
     }
     let limit = state.limits().max_capture_bytes;
     let declared = declared_length(&headers, limit)?;
-    let submission = if declared > state.limits().stream_over_bytes {
-        // What a streamed capture holds at once is bounded by its upload, not its size.
-        let holds = state.archive().upload_holds(declared as u64);
-        let holds = usize::try_from(holds)
+    let streaming = declared > state.limits().stream_over_bytes;
+    // A budget bounds the capture bytes held in memory at once, whatever the number of
+    // requests: a capture read whole holds its size until it is archived; a streamed
+    // one what its upload holds.
+    let holds = match streaming {
+        true => usize::try_from(state.archive().upload_holds(declared as u64))
             .unwrap_or(usize::MAX)
-            .saturating_add(STREAM_HEAD_BYTES);
-        let _budget = state.reserve_body(holds).await?;
-        streamed(&state, &device, &credential, body, declared).await?
+            .saturating_add(STREAM_HEAD_BYTES),
+        false => declared,
+    };
+    let _budget = state.reserve_body(holds).await?;
+    let submission = if streaming {
+        match streamed(&state, &device, &credential, body, declared).await? {
+            Streamed::New(submission) => submission,
+            Streamed::Archived(receipt) => return Ok(text(receipt.to_text())),
+        }
     } else {
-        // Bodies are held in memory while checked and stored: a budget bounds the bytes
-        // held at once, whatever the number of requests.
-        let _budget = state.reserve_body(declared).await?;
         let bytes = read_limited(body, declared).await?;
         let check = |epoch| checked(&bytes, &device, epoch);
-        with_current_epoch(&state, check).await?
+        let submission = with_current_epoch(&state, check).await?;
+        still_enrolled(&state, &credential).await?;
+        submission
     };
-    let frame_bytes = declared;
-    still_enrolled(&state, &credential).await?;
     let record_id = submission.header.fields().record_id;
     let receipt = state.archive().append(submission).await?;
     // Debug, not info: the request's own line already logs each capture, and at tens
@@ -85,10 +91,19 @@ pub(super) async fn capture<L: super::keys::KeysStore + DeviceStore, B: BlobStor
     tracing::debug!(
         record = %record_id,
         device = %device.device_id,
-        bytes = frame_bytes,
+        bytes = declared,
         "record archived"
     );
     Ok(text(receipt.to_text()))
+}
+
+/// What a streamed capture comes to before the sequencer.
+enum Streamed {
+    /// A body stored and checked, for the sequencer.
+    New(Submission),
+    /// The record was archived already with this header (a client's retry): its
+    /// receipt, and the body was not read.
+    Archived(Receipt),
 }
 
 /// What a streamed capture holds in memory besides its upload: the frame's head and
@@ -143,7 +158,7 @@ async fn streamed<L: super::keys::KeysStore + DeviceStore, B: BlobStore>(
     credential: &SecretHash,
     body: Body,
     declared: usize,
-) -> Result<Submission, ApiError> {
+) -> Result<Streamed, ApiError> {
     let mut frames = Frames(body);
     let (header_bytes, first) = read_head(&mut frames).await?;
     let header = with_current_epoch(state, |epoch| {
@@ -160,13 +175,22 @@ async fn streamed<L: super::keys::KeysStore + DeviceStore, B: BlobStore>(
             "the body's digest or length does not match the header".into(),
         ));
     }
+    // Known record ids are answered before any body byte is stored: a retry gets its
+    // receipt, another header under the id its conflict, and neither leaves a blob.
+    let id = header.fields().record_id;
+    if let Some(stored) = state.archive().record(id).await? {
+        if stored.header_sha256 != header.digest() {
+            return Err(AppendError::Conflict(id).into());
+        }
+        return Ok(Streamed::Archived(state.archive().receipt(&stored).await?));
+    }
     let mut upload = state.archive().upload(header).await?;
     let written = match write_body(&mut upload, &first, &mut frames).await {
         Ok(()) => still_enrolled(state, credential).await,
         Err(e) => Err(e),
     };
     match written {
-        Ok(()) => Ok(upload.finish().await?),
+        Ok(()) => Ok(Streamed::New(upload.finish().await?)),
         Err(e) => {
             upload.abort().await;
             Err(e)
