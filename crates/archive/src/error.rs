@@ -118,6 +118,13 @@ pub enum EnrollError {
     Store(#[from] StoreError),
 }
 
+impl AppendError {
+    /// The body's digest or length is not the one its header names.
+    pub fn body_mismatch() -> Self {
+        AppendError::BadBody("the body's digest or length does not match the header".into())
+    }
+}
+
 impl From<StoreError> for AppendError {
     fn from(e: StoreError) -> Self {
         AppendError::Store(Arc::new(e))

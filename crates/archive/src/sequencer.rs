@@ -379,8 +379,7 @@ impl<L: LogStore, B: BlobStore> Preparer<L, B> {
             let id = header.fields().record_id;
             let same = |digest: &[u8; 32]| *digest == header.digest();
             if request.submission.body.digest() != header.fields().body {
-                let why = "the body's digest or length does not match the header".into();
-                let _ = request.reply.send(Err(AppendError::BadBody(why)));
+                let _ = request.reply.send(Err(AppendError::body_mismatch()));
             } else if let Some(digest) = stored.get(&id) {
                 if same(digest) {
                     replays.push(request);
@@ -433,23 +432,26 @@ impl<L: LogStore, B: BlobStore> Preparer<L, B> {
                 Body::Stored(_) => None,
             })
             .collect();
-        let count = puts.len();
-        let written = match count {
-            0 => Ok(Vec::new()),
-            _ => self
-                .blobs
-                .put(&puts)
-                .await
-                .and_then(|locators| match locators.len() == count {
-                    true => Ok(locators),
-                    false => Err(StoreError::Integrity(
-                        "the blob store answered for other blobs".into(),
-                    )),
-                }),
+        // A batch of uploaded bodies only has nothing to write (and nothing to sync).
+        let written = match puts.is_empty() {
+            true => Ok(Vec::new()),
+            false => self.blobs.put(&puts).await,
         };
         drop(puts);
-        let mut written = match written {
-            Ok(locators) => locators.into_iter(),
+        let locators = written.and_then(|written| {
+            let mut written = written.into_iter();
+            fresh
+                .iter()
+                .map(|(r, _)| match &r.submission.body {
+                    Body::Sealed(_) => written.next().ok_or_else(|| {
+                        StoreError::Integrity("the blob store answered for fewer blobs".into())
+                    }),
+                    Body::Stored(body) => Ok(body.locator.clone()),
+                })
+                .collect::<Result<Vec<_>, _>>()
+        });
+        let locators = match locators {
+            Ok(locators) => locators,
             Err(e) => {
                 let requests = fresh
                     .into_iter()
@@ -457,14 +459,6 @@ impl<L: LogStore, B: BlobStore> Preparer<L, B> {
                 return Err((e, requests.collect()));
             }
         };
-        let locators: Vec<BlobLocator> = fresh
-            .iter()
-            .map(|(r, _)| match &r.submission.body {
-                // As many as there were bodies in memory (checked above).
-                Body::Sealed(_) => written.next().unwrap_or_else(|| BlobLocator(String::new())),
-                Body::Stored(body) => body.locator.clone(),
-            })
-            .collect();
         Ok(fresh
             .into_iter()
             .zip(locators)

@@ -96,9 +96,7 @@ impl<U: BlobUpload> Upload<U> {
         let sha256: [u8; 32] = self.hasher.clone().finalize().into();
         if self.prefix.is_some() || self.written != expected.len || sha256 != expected.sha256 {
             self.blob.abort().await;
-            return Err(AppendError::BadBody(
-                "the body's digest or length does not match the header".into(),
-            ));
+            return Err(AppendError::body_mismatch());
         }
         if self.started.elapsed() > UPLOAD_DEADLINE {
             self.blob.abort().await;

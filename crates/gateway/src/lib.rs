@@ -109,6 +109,8 @@ pub struct Gateway<L, B> {
     limits: Limits,
     /// The buffered-bytes budget, in KiB permits.
     body_budget: Semaphore,
+    /// Its size in KiB: no reservation asks for more.
+    body_budget_kib: usize,
     auth: Auth,
     login_limits: LoginLimits,
     oidc: Option<crate::auth::oidc::Oidc>,
@@ -121,7 +123,8 @@ impl<L: LogStore, B: BlobStore> Gateway<L, B> {
     /// under the keyring's epoch.
     pub fn new(archive: Archive<L, B>, keyring: VerifiedKeyring, auth: Auth) -> Self {
         Self {
-            body_budget: budget(&Limits::default(), &archive),
+            body_budget_kib: budget_kib(&Limits::default(), &archive),
+            body_budget: Semaphore::new(budget_kib(&Limits::default(), &archive)),
             archive,
             keyring: std::sync::RwLock::new(Arc::new(keyring)),
             org_key: None,
@@ -202,7 +205,8 @@ impl<L: LogStore, B: BlobStore> Gateway<L, B> {
     /// Sets the limits.
     #[must_use]
     pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.body_budget = budget(&limits, &self.archive);
+        self.body_budget_kib = budget_kib(&limits, &self.archive);
+        self.body_budget = Semaphore::new(self.body_budget_kib);
         self.limits = limits;
         self
     }
@@ -210,8 +214,8 @@ impl<L: LogStore, B: BlobStore> Gateway<L, B> {
     /// Reserves room for a body of `bytes` in the buffered-bytes budget (all of it,
     /// for a body larger than the whole budget).
     pub(crate) async fn reserve_body(&self, bytes: usize) -> Result<SemaphorePermit<'_>, ApiError> {
-        let kib = u32::try_from(bytes.div_ceil(1024).min(budget_kib(&self.limits, &self.archive)))
-            .map_err(|_| ApiError::Busy)?;
+        let kib =
+            u32::try_from(bytes.div_ceil(1024).min(self.body_budget_kib)).map_err(|_| ApiError::Busy)?;
         match tokio::time::timeout(self.limits.queue_timeout, self.body_budget.acquire_many(kib)).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(ApiError::Busy),
@@ -233,10 +237,6 @@ impl<L: LogStore, B: BlobStore> Gateway<L, B> {
     pub fn archive(&self) -> &Archive<L, B> {
         &self.archive
     }
-}
-
-fn budget<L: LogStore, B: BlobStore>(limits: &Limits, archive: &Archive<L, B>) -> Semaphore {
-    Semaphore::new(budget_kib(limits, archive))
 }
 
 /// The buffered-bytes budget in KiB: room for at least one capture of the largest

@@ -178,11 +178,7 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 
 /// The file name of a large blob: its SHA-256 in lower-case hex.
 fn large_name(digest: &BodyDigest) -> String {
-    hex(&digest.sha256)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    super::sha256_hex(digest)
 }
 
 fn poisoned() -> StoreError {
@@ -378,7 +374,7 @@ impl Drop for Part {
 impl LocalUpload {
     /// Writes the gathered bytes to the part file, off the runtime.
     async fn flush(&mut self) -> Result<(), StoreError> {
-        let mut part = self.part.take().ok_or_else(finished)?;
+        let mut part = self.part.take().ok_or_else(super::upload_finished)?;
         let buf = std::mem::take(&mut self.buf);
         let (part, mut buf) = tokio::task::spawn_blocking(move || {
             let written = part.file.write_all(&buf);
@@ -394,10 +390,6 @@ impl LocalUpload {
     }
 }
 
-fn finished() -> StoreError {
-    StoreError::Integrity("the upload was committed or failed already".into())
-}
-
 impl BlobUpload for LocalUpload {
     async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
         self.buf.extend_from_slice(chunk);
@@ -409,7 +401,7 @@ impl BlobUpload for LocalUpload {
 
     async fn commit(mut self) -> Result<BlobLocator, StoreError> {
         self.flush().await?;
-        let mut part = self.part.take().ok_or_else(finished)?;
+        let mut part = self.part.take().ok_or_else(super::upload_finished)?;
         let large = self.dir.join(LARGE);
         let target = large.join(&self.name);
         tokio::task::spawn_blocking(move || {

@@ -137,7 +137,7 @@ impl S3BlobStore {
     }
 
     fn key(&self, digest: &BodyDigest) -> String {
-        let hex: String = digest.sha256.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = super::sha256_hex(digest);
         format!("{}sha256/{}/{hex}", self.config.prefix, &hex[..2])
     }
 
@@ -346,10 +346,6 @@ impl fmt::Debug for S3Upload {
     }
 }
 
-fn finished() -> StoreError {
-    StoreError::Integrity("the upload was completed or aborted already".into())
-}
-
 async fn abort(parts: WriteMultipart) {
     if let Err(e) = parts.abort().await {
         tracing::warn!(
@@ -361,7 +357,7 @@ async fn abort(parts: WriteMultipart) {
 
 impl BlobUpload for S3Upload {
     async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
-        match self.way.as_mut().ok_or_else(finished)? {
+        match self.way.as_mut().ok_or_else(super::upload_finished)? {
             Way::Parts(parts) => {
                 parts
                     .wait_for_capacity(PARTS_IN_FLIGHT - 1)
@@ -376,7 +372,7 @@ impl BlobUpload for S3Upload {
 
     async fn commit(mut self) -> Result<BlobLocator, StoreError> {
         let key = std::mem::take(&mut self.key);
-        let way = self.way.take().ok_or_else(finished)?;
+        let way = self.way.take().ok_or_else(super::upload_finished)?;
         let path = ObjectPath::from(key.as_str());
         // On a task of its own, so that a request cut off meanwhile neither leaves a
         // multipart upload incomplete nor a PUT half sent; the PUT hashes its whole

@@ -171,9 +171,7 @@ async fn streamed<L: super::keys::KeysStore + DeviceStore, B: BlobStore>(
         .checked_sub(4 + header_bytes.len())
         .ok_or_else(|| bad_frame("longer than its Content-Length"))?;
     if header.fields().body.len != body_len as u64 {
-        return Err(ApiError::BadRequest(
-            "the body's digest or length does not match the header".into(),
-        ));
+        return Err(AppendError::body_mismatch().into());
     }
     // Known record ids are answered before any body byte is stored: a retry gets its
     // receipt, another header under the id its conflict, and neither leaves a blob.
@@ -274,9 +272,7 @@ fn check(bytes: &Bytes, device: &Device, epoch: Epoch) -> Result<Submission, Api
     let body =
         SealedBody::from_bytes(body.to_vec()).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
     if body.digest() != header.fields().body {
-        return Err(ApiError::BadRequest(
-            "the body's digest or length does not match the header".into(),
-        ));
+        return Err(AppendError::body_mismatch().into());
     }
     Ok(Submission {
         header,
