@@ -26,6 +26,7 @@ use vellum_tlog::note::NoteVerifier;
 use zeroize::Zeroizing;
 
 use crate::admin_api::Session;
+use crate::case_view::shown;
 use crate::error::{CliError, Kind};
 use crate::files::read_small;
 use crate::keys_api::Login;
@@ -80,32 +81,36 @@ pub(crate) struct Selection {
 
 impl Selection {
     fn tokens(&self) -> Result<Vec<String>, CliError> {
-        if self.participants.is_empty() {
-            return Ok(Vec::new());
-        }
-        let path = self
-            .index_key
-            .as_deref()
-            .ok_or_else(|| fail(Kind::Other, "--participant needs --index-key FILE"))?;
-        let text = crate::serve::secret_file(path)?;
-        let bytes = Zeroizing::new(
-            URL_SAFE_NO_PAD
-                .decode(text.as_bytes())
-                .map_err(|_| fail(Kind::Malformed, format!("{}: not an index key", path.display())))?,
-        );
-        let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-            fail(
-                Kind::Malformed,
-                format!("{}: an index key is 32 bytes", path.display()),
-            )
-        })?;
-        let key = IndexKey::from_bytes(key);
-        self.participants
-            .iter()
-            .map(|p| Ok(hex::encode(key.participant(&participant(p)?).0)))
-            .collect()
+        tokens_of(&self.participants, self.index_key.as_deref())
     }
+}
 
+/// The blind token (hex) of each participant, computed here with the index key file.
+fn tokens_of(participants: &[String], index_key: Option<&Path>) -> Result<Vec<String>, CliError> {
+    if participants.is_empty() {
+        return Ok(Vec::new());
+    }
+    let path = index_key.ok_or_else(|| fail(Kind::Other, "--participant needs --index-key FILE"))?;
+    let text = crate::serve::secret_file(path)?;
+    let bytes = Zeroizing::new(
+        URL_SAFE_NO_PAD
+            .decode(text.as_bytes())
+            .map_err(|_| fail(Kind::Malformed, format!("{}: not an index key", path.display())))?,
+    );
+    let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+        fail(
+            Kind::Malformed,
+            format!("{}: an index key is 32 bytes", path.display()),
+        )
+    })?;
+    let key = IndexKey::from_bytes(key);
+    participants
+        .iter()
+        .map(|p| Ok(hex::encode(key.participant(&participant(p)?).0)))
+        .collect()
+}
+
+impl Selection {
     fn times(&self) -> Result<(Option<u64>, Option<u64>), CliError> {
         let when = |t: &Option<String>| {
             t.as_deref()
@@ -187,6 +192,18 @@ pub(crate) enum AuditorCommand {
         json: bool,
         #[command(flatten)]
         session: SessionFile,
+    },
+    /// The blind token of each participant, computed on this machine with the index
+    /// key: what a search or a case's scope names for them (an approver checks a
+    /// scope's participants this way). Nothing is sent.
+    Token {
+        /// A participant: an email address, a phone number in international form
+        /// (+…), or a normal form (mailto:, tel:, handle:SERVICE:NAME). Repeatable.
+        #[arg(long = "participant", value_name = "ID", required = true)]
+        participants: Vec<String>,
+        /// The blind-index key file (base64url of 32 bytes).
+        #[arg(long, value_name = "FILE")]
+        index_key: PathBuf,
     },
     /// Cases: open, request access, list, show, close.
     #[command(subcommand)]
@@ -495,6 +512,16 @@ pub(crate) fn run(command: &AuditorCommand) -> Result<(), CliError> {
                 }
                 Ok(())
             }
+            AuditorCommand::Token {
+                participants,
+                index_key,
+            } => {
+                let tokens = tokens_of(participants, Some(index_key))?;
+                for (participant, token) in participants.iter().zip(tokens) {
+                    println!("{token}  {participant}");
+                }
+                Ok(())
+            }
             AuditorCommand::Case(command) => case_command(command).await,
             AuditorCommand::Fetch {
                 case,
@@ -545,61 +572,11 @@ fn print_page(page: &Value) {
 
 /// The digest of a case's scope, computed here from the scope the gateway sent.
 fn local_digest(case: &Value) -> Result<String, CliError> {
-    let scope: Scope = serde_json::from_value(case["scope"].clone())
-        .map_err(|e| fail(Kind::Malformed, format!("the case's scope: {e}")))?;
-    Ok(scope.canonical().map_err(|e| fail(Kind::Malformed, e))?.digest())
+    crate::case_view::local_digest(case).map_err(|e| fail(Kind::Malformed, e))
 }
 
 fn print_case(case: &Value) {
-    println!(
-        "case {}  [{}]",
-        case["id"].as_str().unwrap_or_default(),
-        case["state"].as_str().unwrap_or_default()
-    );
-    println!("  reason:      {}", case["reason"].as_str().unwrap_or_default());
-    let scope = &case["scope"];
-    let list = |v: &Value| {
-        let items: Vec<&str> = v
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        if items.is_empty() {
-            "any".to_owned()
-        } else {
-            items.join(", ")
-        }
-    };
-    let time = |v: &Value| v.as_u64().map_or("open".to_owned(), rfc3339);
-    println!("  custodians:  {}", list(&scope["custodians"]));
-    println!(
-        "  captured:    from {} to {}",
-        time(&scope["captured_from"]),
-        time(&scope["captured_to"])
-    );
-    println!("  tokens:      {}", list(&scope["tokens"]));
-    match local_digest(case) {
-        Ok(digest) => println!("  scope digest (computed here): {digest}"),
-        Err(e) => println!("  scope digest: cannot be computed: {e}"),
-    }
-    if let Some(until) = case["grant_until"].as_u64() {
-        println!("  grant until {}", rfc3339(until));
-    }
-    for step in case["history"].as_array().into_iter().flatten() {
-        let effective = if step["effective"] == true {
-            ""
-        } else {
-            "  (no effect)"
-        };
-        println!(
-            "  leaf {:>6}  {}  {:<13} by {}{effective}",
-            step["leaf_index"],
-            rfc3339(step["at"].as_u64().unwrap_or_default()),
-            step["action"].as_str().unwrap_or_default(),
-            step["actor"].as_str().unwrap_or_default(),
-        );
-    }
+    print!("{}", crate::case_view::render(case));
 }
 
 fn case_path(case: &str, action: &str) -> Result<String, CliError> {
@@ -658,12 +635,7 @@ async fn case_command(command: &CaseCommand) -> Result<(), CliError> {
                     .call(Method::GET, &format!("/v1/cases?from={from}{filter}"), None)
                     .await?;
                 for case in page["cases"].as_array().into_iter().flatten() {
-                    println!(
-                        "{}  {:<9}  {}",
-                        case["id"].as_str().unwrap_or_default(),
-                        case["state"].as_str().unwrap_or_default(),
-                        case["reason"].as_str().unwrap_or_default()
-                    );
+                    println!("{}", crate::case_view::list_line(case));
                 }
                 match page["next"].as_u64() {
                     Some(next) => from = next,
@@ -1123,11 +1095,11 @@ async fn trail(s: &Session, case: &str, key: &NoteVerifier) -> Result<(), CliErr
                     "after the checkpoint"
                 };
                 println!(
-                    "leaf {leaf:>6}  {}  {:<13} by {}  {}  [{mark}]",
+                    "leaf {leaf:>6}  {}  {:<13} by {}  [{mark}]  {}",
                     rfc3339(event.at.0),
-                    event.action,
-                    event.actor,
-                    event.detail
+                    shown(&event.action),
+                    shown(&event.actor),
+                    shown(&event.detail)
                 );
             }
             match page["next"].as_u64() {

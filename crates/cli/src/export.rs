@@ -5,7 +5,7 @@
 //! this process only and is gone when it ends.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::Path;
 
 use clap::ValueEnum;
@@ -312,6 +312,7 @@ pub(crate) fn export(dir: &Path, format: Format, out: &Path) -> Result<(), CliEr
         }
         Format::Mbox | Format::Jsonl | Format::Csv => {
             let mut output = Output::create(Some(out))?;
+            let to_terminal = out == Path::new("-") && std::io::stdout().is_terminal();
             let mut writer = output.writer();
             let write_err = |e: std::io::Error| CliError::io(out, "write", &e);
             if format == Format::Csv {
@@ -324,6 +325,13 @@ pub(crate) fn export(dir: &Path, format: Format, out: &Path) -> Result<(), CliEr
                     Format::Mbox => mbox_entry(r)?,
                     Format::Jsonl => jsonl_row(r)?.into_bytes(),
                     _ => csv_row(r).into_bytes(),
+                };
+                let bytes = match to_terminal {
+                    // Message text never reaches a terminal raw.
+                    true => vellum_protocol::text::escape_keeping_lines(&String::from_utf8_lossy(&bytes))
+                        .into_owned()
+                        .into_bytes(),
+                    false => bytes,
                 };
                 writer.write_all(&bytes).map_err(write_err)?;
             }
@@ -433,7 +441,7 @@ fn snippet(text: &str, word: &str) -> String {
     };
     let start = text[..at].char_indices().rev().nth(30).map_or(0, |(i, _)| i);
     let piece: String = text[start..].chars().take(80).collect();
-    piece.replace(['\n', '\r'], " ")
+    vellum_protocol::text::escape(&piece.replace(['\n', '\r'], " ")).into_owned()
 }
 
 #[cfg(test)]

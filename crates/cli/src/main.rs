@@ -13,6 +13,7 @@ mod bench_capture;
 mod bench_flood;
 mod bench_search;
 mod capture;
+mod case_view;
 mod demo;
 mod epoch;
 mod error;

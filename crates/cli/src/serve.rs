@@ -115,6 +115,8 @@ pub(crate) struct LimitsConfig {
     max_buffered_bytes: usize,
     /// Milliseconds a device's credential lookup is reused (0: never).
     device_cache_ms: u64,
+    /// The longest time range of a case scope naming no custodian or participant.
+    max_scope_days: u32,
 }
 
 impl Default for LimitsConfig {
@@ -128,6 +130,7 @@ impl Default for LimitsConfig {
             request_timeout_secs: d.request_timeout.as_secs(),
             max_buffered_bytes: d.max_buffered_bytes,
             device_cache_ms: d.device_cache.as_millis() as u64,
+            max_scope_days: d.max_scope_days,
         }
     }
 }
@@ -643,6 +646,7 @@ where
         request_timeout: Duration::from_secs(config.limits.request_timeout_secs.max(1)),
         max_buffered_bytes: config.limits.max_buffered_bytes,
         device_cache: Duration::from_millis(config.limits.device_cache_ms),
+        max_scope_days: config.limits.max_scope_days,
     };
     let archive = Archive::open(log, blobs, log_key).await.map_err(fail)?;
     let keyring = vellum_gateway::starting_keyring(&archive, &org_key, keyring)

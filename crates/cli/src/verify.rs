@@ -119,16 +119,19 @@ pub(crate) fn run(command: &VerifyCommand) -> Result<(), CliError> {
         VerifyCommand::Package { log_key, dir } => {
             let key = log_verifier(log_key)?;
             let checked = crate::package::verify(dir, &key)?;
+            let shown = crate::case_view::shown;
             println!(
-                "package OK: {} records of case {} ({}), each in {} at size {}; {} case steps proven; approved by {}",
+                "package OK: {} records of case {}, each in {} at size {}; {} case steps proven; approved by {}",
                 checked.manifest.records.len(),
-                checked.manifest.case.id,
-                checked.manifest.case.reason,
-                key.name(),
+                shown(&checked.manifest.case.id),
+                shown(key.name()),
                 checked.checkpoint.size(),
                 checked.manifest.case_events.len(),
-                checked.approved_by,
+                shown(&checked.approved_by),
             );
+            println!("scope: {}", shown(&checked.manifest.case.scope.to_json()));
+            println!("scope digest: {}", shown(&checked.manifest.case.scope_sha256));
+            println!("reason (as written): {}", shown(&checked.manifest.case.reason));
         }
     }
     Ok(())

@@ -34,10 +34,18 @@ pub const CLOSE: &str = "case.close";
 /// `case:ID:fetch`, not a transition).
 pub const FETCH: &str = "case.fetch";
 
+/// The actor of the steps the gateway records itself (a grant ending because its
+/// approver was disabled or lost the role).
+pub const GATEWAY_ACTOR: &str = "gateway";
+
 /// The domain of a scope's digest.
 pub const SCOPE_DOMAIN: &[u8] = b"vellum/case-scope/v1\n";
 /// The longest grant an approver may give, in hours (30 days).
 pub const MAX_GRANT_HOURS: u32 = 720;
+/// The longest capture-time range, in days, of a scope that names no custodian or
+/// participant, by default ([`Scope::check_breadth`]).
+pub const DEFAULT_MAX_SCOPE_DAYS: u32 = 366;
+const DAY_MS: u64 = 86_400_000;
 /// The longest reason or note, in bytes.
 pub const MAX_TEXT: usize = 2000;
 
@@ -101,6 +109,28 @@ impl Scope {
             );
         }
         Ok(self)
+    }
+
+    /// Refuses a scope that covers the whole archive in substance: one that names no
+    /// custodian and no blind token must give a capture-time range with both ends,
+    /// at most `max_days` long (`captured_from` 0 is an open start, as absent is).
+    /// Checked when a case opens; a case opened before a limit was lowered keeps its
+    /// scope.
+    pub fn check_breadth(&self, max_days: u32) -> Result<(), String> {
+        if !self.custodians.is_empty() || !self.tokens.is_empty() {
+            return Ok(());
+        }
+        let from = self.captured_from.filter(|f| *f > 0);
+        let (Some(from), Some(to)) = (from, self.captured_to) else {
+            return Err("a scope that names no custodian or participant needs a capture-time range with both ends (--from and --to; a start of 0 is no start)".into());
+        };
+        let days = to.saturating_sub(from).div_ceil(DAY_MS);
+        if days > u64::from(max_days) {
+            return Err(format!(
+                "the scope covers {days} days of every custodian; without a custodian or participant a scope covers at most {max_days} days"
+            ));
+        }
+        Ok(())
     }
 
     /// The canonical JSON (fields in declaration order, no spaces).
@@ -350,10 +380,14 @@ pub fn apply(case: &mut Case, event: &AuditEvent, detail: &StepDetail) -> Result
             if detail.scope_sha256.as_deref() != Some(case.scope_sha256.as_str()) {
                 return Err("the approval names another scope than the case's".into());
             }
-            let hours = detail
-                .hours
-                .filter(|h| *h >= 1 && Some(*h) <= case.requested_hours);
-            let hours = hours.ok_or("a grant lasts 1 hour to the hours requested")?;
+            let asked = case.requested_hours.unwrap_or(0);
+            let hours = detail.hours.filter(|h| (1..=asked).contains(h));
+            let hours = hours.ok_or_else(|| match detail.hours {
+                Some(given) if given > asked => {
+                    format!("{given} hours is more than the {asked} hours requested: grant 1 to {asked}")
+                }
+                _ => format!("a grant lasts 1 to the {asked} hours requested"),
+            })?;
             let until = now.0 + u64::from(hours) * 3_600_000;
             if detail.until != Some(until) {
                 return Err("the grant's end does not match its hours".into());
@@ -473,6 +507,35 @@ mod tests {
             ..scope()
         };
         assert!(backwards.canonical().is_err());
+    }
+
+    #[test]
+    fn a_scope_of_every_custodian_is_bounded_in_time() {
+        let days = |from: Option<u64>, to: Option<u64>| Scope {
+            custodians: vec![],
+            captured_from: from,
+            captured_to: to,
+            tokens: vec![],
+        };
+        let start = 1_700_000_000_000;
+        assert!(
+            days(Some(start), Some(start + 366 * DAY_MS))
+                .check_breadth(366)
+                .is_ok()
+        );
+        let long = days(Some(start), Some(start + 366 * DAY_MS + 1)).check_breadth(366);
+        assert!(long.unwrap_err().contains("367 days"));
+        // 0 is an open start: the whole past.
+        assert!(days(Some(0), Some(start)).check_breadth(366).is_err());
+        assert!(days(Some(0), Some(DAY_MS)).check_breadth(366).is_err());
+        assert!(days(None, Some(start)).check_breadth(366).is_err());
+        // Naming a custodian or a participant bounds it otherwise.
+        let named = Scope {
+            custodians: vec!["bob".into()],
+            ..days(Some(0), Some(start))
+        };
+        assert!(named.check_breadth(366).is_ok());
+        assert!(scope().check_breadth(1).is_ok());
     }
 
     #[test]

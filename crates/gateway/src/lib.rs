@@ -83,6 +83,9 @@ pub struct Limits {
     /// again: the longest a revocation or rotation made elsewhere (another gateway,
     /// the database) goes unseen here. Zero asks the database on every request.
     pub device_cache: Duration,
+    /// The longest capture-time range, in days, of a case scope that names no
+    /// custodian or participant: a wider one is the whole archive in substance.
+    pub max_scope_days: u32,
 }
 
 impl Default for Limits {
@@ -95,6 +98,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(120),
             max_buffered_bytes: 1 << 30,
             device_cache: Duration::from_secs(1),
+            max_scope_days: cases::DEFAULT_MAX_SCOPE_DAYS,
         }
     }
 }

@@ -509,3 +509,248 @@ async fn a_case_whose_recorded_scope_was_altered_grants_nothing() {
     let bob = format!("/v1/cases/{id}/records/{}/body", ids[1]);
     assert_problem(&call(&f, "GET", &bob, &ann, None).await, StatusCode::CONFLICT);
 }
+
+/// The hostile review's findings on the approver's review: free text that could
+/// imitate a scope is refused, a scope of every custodian is bounded in time, the
+/// approver sees who asked for what and who made their accounts, and a grant ends
+/// with its approver's role.
+#[tokio::test]
+async fn the_approvers_review_cannot_be_spoofed() {
+    let f = fixture().await;
+    let ids = archive_records(&f).await;
+    let store = f.gateway.archive().log_store();
+    let (_, ann) = person(&f, "ann", Role::Auditor, 1).await;
+    let (root_id, root) = person(&f, "root", Role::Admin, 3).await;
+    let (_, rita) = person(&f, "rita", Role::Admin, 5).await;
+
+    // The approver's account is made by one administrator, its role given by another.
+    let made = json!({ "username": "olga", "role": "auditor" });
+    let (status, _, body) = call(&f, "POST", "/v1/admin/accounts", &root, Some(made)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, _, body) = call(
+        &f,
+        "POST",
+        "/v1/admin/accounts/olga/role",
+        &rita,
+        Some(json!({ "role": "approver" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let olga_id = store
+        .account_by_username("olga")
+        .await
+        .unwrap()
+        .unwrap()
+        .account_id;
+    let olga = full_session(&f, olga_id, Role::Approver, [0x55; 16], SecretHash([0x55; 32])).await;
+
+    // Controls, line breaks and bidirectional overrides are refused in every free text,
+    // naming the field, and nothing is recorded.
+    let size_before = f.gateway.archive().latest_checkpoint().await.unwrap().unwrap().0;
+    let scope = json!({ "custodians": ["bob"] });
+    for bad in [
+        "FOIA 7\n  custodians:  alice",
+        "FOIA 7\x1b[8m",
+        "FOIA\t7",
+        "FOIA 7\u{202e}",
+        "FOIA 7\u{2066}",
+        "FOIA 7\u{2028}",
+        "FOIA 7\u{9b}2J",
+        "FOIA 7\r",
+    ] {
+        let answer = call(
+            &f,
+            "POST",
+            "/v1/cases",
+            &ann,
+            Some(json!({ "reason": bad, "scope": scope })),
+        )
+        .await;
+        assert_problem(&answer, StatusCode::BAD_REQUEST);
+        assert!(answer.2.contains("reason: "), "{}", answer.2);
+    }
+    let trail = call(&f, "GET", "/v1/audit?limit=1000", &root, None).await;
+    assert!(!trail.2.contains("case.open"), "{}", trail.2);
+    assert_eq!(
+        f.gateway.archive().latest_checkpoint().await.unwrap().unwrap().0,
+        size_before
+    );
+
+    // A scope of every custodian and participant is refused beyond 366 days, and a
+    // start of 0 is no start.
+    let day = DAY;
+    for (scope, ok) in [
+        (
+            json!({ "captured_from": T0, "captured_to": T0 + 366 * day }),
+            true,
+        ),
+        (
+            json!({ "captured_from": T0, "captured_to": T0 + 367 * day }),
+            false,
+        ),
+        (json!({ "captured_from": 0, "captured_to": T0 }), false),
+        (json!({ "captured_from": 0, "captured_to": 1 }), false),
+        (
+            json!({ "custodians": ["bob"], "captured_from": 0, "captured_to": T0 }),
+            true,
+        ),
+    ] {
+        let answer = call(
+            &f,
+            "POST",
+            "/v1/cases",
+            &ann,
+            Some(json!({ "reason": "FOIA 8", "scope": scope })),
+        )
+        .await;
+        match ok {
+            true => assert_eq!(answer.0, StatusCode::CREATED, "{}", answer.2),
+            false => assert_problem(&answer, StatusCode::BAD_REQUEST),
+        }
+    }
+
+    let (status, _, body) = call(
+        &f,
+        "POST",
+        "/v1/cases",
+        &ann,
+        Some(json!({ "reason": "FOIA 9", "scope": scope })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let case = parse(&body);
+    let id = case["id"].as_str().unwrap().to_owned();
+    let digest = case["scope_sha256"].as_str().unwrap().to_owned();
+    for bad in ["see\nbelow", "\u{202e}", "a\x00b"] {
+        let answer = step(&f, &ann, &id, "request", json!({ "hours": 8, "note": bad })).await;
+        assert_problem(&answer, StatusCode::BAD_REQUEST);
+        assert!(answer.2.contains("note: "), "{}", answer.2);
+    }
+    let (status, _, body) = step(&f, &ann, &id, "request", json!({ "hours": 8, "note": "hearing" })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // The approver sees who asked, for how long, and who made whose account.
+    let (_, _, body) = call(&f, "GET", &format!("/v1/cases/{id}"), &olga, None).await;
+    let shown = parse(&body);
+    assert_eq!(shown["requested_hours"], 8);
+    let opener = shown["opened_by"].as_str().unwrap();
+    assert_eq!(shown["people"][opener]["username"], "ann");
+    assert_eq!(shown["people"][opener]["role"], "auditor");
+    let (_, _, body) = call(&f, "GET", "/v1/cases?state=requested", &olga, None).await;
+    assert_eq!(parse(&body)["cases"][0]["people"][opener]["username"], "ann");
+
+    // Too many hours: the refusal says how many were asked.
+    let answer = step(
+        &f,
+        &olga,
+        &id,
+        "approve",
+        json!({ "scope_sha256": digest, "hours": 9 }),
+    )
+    .await;
+    assert_problem(&answer, StatusCode::CONFLICT);
+    assert!(
+        answer.2.contains("9 hours is more than the 8 hours requested"),
+        "{}",
+        answer.2
+    );
+    let (status, _, body) = step(&f, &olga, &id, "approve", json!({ "scope_sha256": digest })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let approved = parse(&body);
+    let olga_hex = hex::encode(olga_id);
+    assert_eq!(approved["approved_by"], olga_hex.as_str());
+    assert_eq!(approved["people"][olga_hex.as_str()]["username"], "olga");
+    assert_eq!(approved["people"][olga_hex.as_str()]["created_by"], "root");
+    assert_eq!(approved["people"][olga_hex.as_str()]["role_by"], "rita");
+    let list = format!("/v1/cases/{id}/records");
+    assert_eq!(call(&f, "GET", &list, &ann, None).await.0, StatusCode::OK);
+
+    // The approver loses the role: the grant ends, recorded as the gateway's revocation.
+    store
+        .update_account(&olga_id, AccountChange::Role(Role::Auditor))
+        .await
+        .unwrap();
+    let answer = call(&f, "GET", &list, &ann, None).await;
+    assert_problem(&answer, StatusCode::FORBIDDEN);
+    let body_uri = format!("/v1/cases/{id}/records/{}/body", ids[1]);
+    assert_problem(
+        &call(&f, "GET", &body_uri, &ann, None).await,
+        StatusCode::FORBIDDEN,
+    );
+    let (_, _, body) = call(&f, "GET", &format!("/v1/cases/{id}"), &ann, None).await;
+    let ended = parse(&body);
+    assert_eq!(ended["state"], "revoked", "{body}");
+    let last = ended["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["action"].as_str(), last["actor"].as_str()),
+        (Some("case.revoke"), Some("gateway"))
+    );
+    assert!(
+        last["detail"]
+            .as_str()
+            .unwrap()
+            .contains("olga is no longer an approver"),
+        "{last}"
+    );
+    // Exactly one revocation, however often the case is read.
+    call(&f, "GET", &format!("/v1/cases/{id}"), &ann, None).await;
+    let (_, _, body) = call(&f, "GET", &format!("/v1/cases/{id}"), &ann, None).await;
+    let revocations = parse(&body)["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["action"] == "case.revoke")
+        .count();
+    assert_eq!(revocations, 1);
+
+    // A disabled approver's grant ends too; the auditor may then ask again.
+    store
+        .update_account(&olga_id, AccountChange::Role(Role::Approver))
+        .await
+        .unwrap();
+    let (status, _, body) = step(&f, &ann, &id, "request", json!({ "hours": 2 })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, body) = step(&f, &olga, &id, "approve", json!({ "scope_sha256": digest })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(call(&f, "GET", &list, &ann, None).await.0, StatusCode::OK);
+    let (status, _, _) = call(&f, "POST", "/v1/admin/accounts/olga/disable", &root, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_problem(&call(&f, "GET", &list, &ann, None).await, StatusCode::FORBIDDEN);
+    let (_, _, body) = call(&f, "GET", &format!("/v1/cases/{id}"), &ann, None).await;
+    assert_eq!(parse(&body)["state"], "revoked");
+    assert!(body.contains("olga was disabled"), "{body}");
+    let _ = root_id;
+}
+
+/// Positions beyond what the stores index are a 400 naming the limit, never a 500.
+#[tokio::test]
+async fn positions_beyond_the_largest_are_refused_plainly() {
+    let f = fixture().await;
+    archive_records(&f).await;
+    let (_, ann) = person(&f, "ann", Role::Auditor, 1).await;
+    let (_, root) = person(&f, "root", Role::Admin, 3).await;
+    let opening = json!({ "reason": "FOIA 7", "scope": { "custodians": ["bob"] } });
+    let (_, _, body) = call(&f, "POST", "/v1/cases", &ann, Some(opening)).await;
+    let id = parse(&body)["id"].as_str().unwrap().to_owned();
+    let record = RecordId::new_v7(T0 + 1);
+    let beyond = (i64::MAX as u64) + 1;
+    for (who, uri) in [
+        (&ann, format!("/v1/cases?from={beyond}")),
+        (&ann, format!("/v1/cases?from={}", u64::MAX)),
+        (&ann, format!("/v1/cases/{id}/fetches?from={beyond}")),
+        (&root, format!("/v1/audit?from={beyond}")),
+        (&ann, format!("/v1/cases/{id}/records/{record}?size={beyond}")),
+        (&ann, format!("/v1/log/proof/inclusion?index={beyond}")),
+        (&ann, format!("/v1/log/proof/inclusion?index=0&size={beyond}")),
+        (&ann, format!("/v1/log/proof/consistency?old=1&new={beyond}")),
+    ] {
+        let answer = call(&f, "GET", &uri, who, None).await;
+        assert_problem(&answer, StatusCode::BAD_REQUEST);
+        assert!(answer.2.contains("9223372036854775807"), "{uri}: {}", answer.2);
+    }
+    // The largest position itself is an ordinary, empty answer.
+    let (status, _, body) = call(&f, "GET", &format!("/v1/cases?from={}", i64::MAX), &ann, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, body) = call(&f, "GET", &format!("/v1/audit?from={}", i64::MAX), &root, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}

@@ -14,6 +14,7 @@
 //! | [`bundle`] | the enrollment bundle an administrator hands to a capture client |
 //! | [`keyring`] | the organisation-signed keyring statement, rollback refusal |
 //! | [`receipt`] | log entries and capture receipts (C2SP `tlog-proof`) |
+//! | [`text`] | free text people send: what it may hold, and how it is shown on a terminal |
 //!
 //! A capture, end to end, without a server:
 //!
@@ -57,4 +58,5 @@ pub mod keyring;
 pub mod keys;
 pub mod receipt;
 pub mod seal;
+pub mod text;
 pub mod time;

@@ -3,6 +3,8 @@
 //! is kept. Every search, transition and fetch is an audit event and a log leaf,
 //! recorded before the answer is sent.
 
+use std::collections::BTreeMap;
+
 use axum::Extension;
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -21,7 +23,7 @@ use vellum_protocol::header::UnverifiedHeader;
 use vellum_protocol::ids::{Channel, Custodian, DeviceId, RecordId, RetentionClass, UnixMillis};
 
 use super::auth::{PeopleStore, audit};
-use super::{json, query};
+use super::{free_text, json, query};
 use crate::State;
 use crate::auth::Person;
 use crate::cases::{self, Case, Scope, StepDetail};
@@ -256,12 +258,175 @@ async fn load<L: CaseStore, B: BlobStore>(state: &State<L, B>, id: &str) -> Resu
             )));
         }
     }
-    cases::fold(id, &events, now()).map_err(|e| {
+    let case = cases::fold(id, &events, now()).map_err(|e| {
         tracing::error!(case = id, error = %e, "case history");
         ApiError::Conflict(format!(
             "case {id}: its recorded history is not valid; access is refused"
         ))
+    })?;
+    end_orphaned_grant(state, case).await
+}
+
+/// A running grant ends when its approver is disabled or is no longer an approver:
+/// the second person who vouched for it can no longer answer for it. The gateway
+/// records the end as a revocation (actor [`cases::GATEWAY_ACTOR`], a log leaf like any
+/// other step), so the history shows why and the auditor may request again.
+async fn end_orphaned_grant<L: CaseStore, B: BlobStore>(
+    state: &State<L, B>,
+    case: Case,
+) -> Result<Case, ApiError> {
+    let approver = match (&case.state, &case.approved_by) {
+        (cases::State::Approved, Some(approver)) => approver.clone(),
+        _ => return Ok(case),
+    };
+    let store = state.archive().log_store();
+    let account = account_of(store, &approver).await?;
+    let why = match &account {
+        None => format!("its approver {approver} is unknown"),
+        Some(a) if a.disabled_at.is_some() => format!("its approver {} was disabled", a.username),
+        Some(a) if a.role != Role::Approver => {
+            format!("its approver {} is no longer an approver", a.username)
+        }
+        Some(_) => return Ok(case),
+    };
+    let detail = StepDetail {
+        prev: case.head,
+        note: format!("the grant ends: {why}"),
+        ..StepDetail::default()
+    };
+    tracing::info!(case = %case.id, "a grant ends with its approver's role");
+    let id = case.id.clone();
+    // Two readers may both record the end; the second is kept as superseded.
+    match Box::pin(transition(
+        state,
+        case,
+        cases::GATEWAY_ACTOR,
+        cases::REVOKE,
+        detail,
+        now(),
+    ))
+    .await
+    {
+        Ok(_) | Err(ApiError::Conflict(_)) => {}
+        Err(e) => return Err(e),
+    }
+    Box::pin(load(state, &id)).await
+}
+
+/// A person a case names, as the approver reviewing it needs to see them: not only an
+/// account id, but the name, and who made the account and gave it its role (so one
+/// administrator who made both the requester and the approver shows).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub(super) struct PersonView {
+    /// The username (or, for an actor that is no account, the actor as recorded:
+    /// `gateway`, `local-admin`, `oidc`).
+    username: String,
+    /// The role now (absent for an actor that is no account).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<String>,
+    /// Whether the account is disabled now.
+    #[serde(default)]
+    disabled: bool,
+    /// Who created the account (a username, `local-admin` or `oidc`), per the audit trail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created_by: Option<String>,
+    /// Who gave the account its current role (its creator, when no change followed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role_by: Option<String>,
+}
+
+/// People already looked up, by account id (hex) or actor.
+type People = BTreeMap<String, PersonView>;
+
+/// A case with the people it names.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct CaseView {
+    #[serde(flatten)]
+    case: Case,
+    /// Each account the case names (its opener, each step's actor), by account id.
+    people: People,
+}
+
+impl CaseView {
+    async fn of<L: CaseStore>(store: &L, case: Case, known: &mut People) -> Result<Self, ApiError> {
+        let mut people = People::new();
+        let actors = std::iter::once(&case.opened_by).chain(case.history.iter().map(|s| &s.actor));
+        for actor in actors {
+            if !people.contains_key(actor) {
+                let person = person_view(store, actor, known).await?;
+                people.insert(actor.clone(), person);
+            }
+        }
+        Ok(Self { case, people })
+    }
+}
+
+async fn view<L: CaseStore, B: BlobStore>(state: &State<L, B>, case: Case) -> Result<CaseView, ApiError> {
+    CaseView::of(state.archive().log_store(), case, &mut People::new()).await
+}
+
+/// The username an actor stands for: an account's, or the actor as recorded.
+async fn username_of<L: CaseStore>(store: &L, actor: &str) -> Result<String, ApiError> {
+    Ok(match account_of(store, actor).await? {
+        Some(account) => account.username,
+        None => actor.to_owned(),
     })
+}
+
+async fn account_of<L: CaseStore>(
+    store: &L,
+    actor: &str,
+) -> Result<Option<vellum_archive::ports::Account>, ApiError> {
+    match <[u8; 16]>::try_from(hex::decode(actor).unwrap_or_default()) {
+        Ok(id) => Ok(store.account_by_id(&id).await?),
+        Err(_) => Ok(None),
+    }
+}
+
+async fn person_view<L: CaseStore>(
+    store: &L,
+    actor: &str,
+    known: &mut People,
+) -> Result<PersonView, ApiError> {
+    if let Some(found) = known.get(actor) {
+        return Ok(found.clone());
+    }
+    let view = match account_of(store, actor).await? {
+        None => PersonView {
+            username: actor.to_owned(),
+            role: None,
+            disabled: false,
+            created_by: None,
+            role_by: None,
+        },
+        Some(account) => {
+            let trail = store.audit_of(actor, 0, 1000).await?;
+            let by = |action: &str| {
+                trail
+                    .iter()
+                    .rev()
+                    .find(|(_, e)| e.action == action)
+                    .map(|(_, e)| e.actor.clone())
+            };
+            let created_by = by("account.create");
+            let role_by = by("account.role").or_else(|| created_by.clone());
+            PersonView {
+                username: account.username,
+                role: Some(account.role.as_str().to_owned()),
+                disabled: account.disabled_at.is_some(),
+                created_by: match created_by {
+                    Some(a) => Some(username_of(store, &a).await?),
+                    None => None,
+                },
+                role_by: match role_by {
+                    Some(a) => Some(username_of(store, &a).await?),
+                    None => None,
+                },
+            }
+        }
+    };
+    known.insert(actor.to_owned(), view.clone());
+    Ok(view)
 }
 
 /// Who may see a case: its opener and approvers.
@@ -283,7 +448,10 @@ pub(super) struct OpenRequest {
     scope: Scope,
 }
 
+/// A reason or note: free text without controls (see `vellum_protocol::text`), at most
+/// [`cases::MAX_TEXT`] bytes, not blank when `required`.
 fn text_of(what: &str, text: &str, required: bool) -> Result<String, ApiError> {
+    free_text(what, text)?;
     let text = text.trim();
     if (required && text.is_empty()) || text.len() > cases::MAX_TEXT {
         let least = if required { 1 } else { 0 };
@@ -298,7 +466,7 @@ fn text_of(what: &str, text: &str, required: bool) -> Result<String, ApiError> {
 /// `POST /v1/cases`: an auditor opens a case with a reason and a scope.
 #[utoipa::path(post, path = "/v1/cases", tag = "auditors", request_body = OpenRequest,
     security(("access_token" = [])), responses(
-    (status = 201, description = "Opened (audited as case.open).", body = Case),
+    (status = 201, description = "Opened (audited as case.open).", body = CaseView),
     (status = 400, description = "No reason, or a malformed or unbounded scope.", body = Problem, content_type = "application/problem+json"),
     (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "Not an auditor.", body = Problem, content_type = "application/problem+json")))]
@@ -306,10 +474,13 @@ pub(super) async fn open<L: CaseStore, B: BlobStore>(
     state: State<L, B>,
     Extension(person): Extension<Person>,
     body: Result<Json<OpenRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<Case>), ApiError> {
+) -> Result<(StatusCode, Json<CaseView>), ApiError> {
     let request = json(body)?;
     let reason = text_of("reason", &request.reason, true)?;
     let scope = request.scope.canonical().map_err(ApiError::BadRequest)?;
+    scope
+        .check_breadth(state.limits().max_scope_days)
+        .map_err(ApiError::BadRequest)?;
     let mut id = [0u8; 16];
     getrandom::getrandom(&mut id).map_err(|_| ApiError::Unavailable)?;
     let id = hex::encode(id);
@@ -327,14 +498,15 @@ pub(super) async fn open<L: CaseStore, B: BlobStore>(
         detail,
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(load(&state, &id).await?)))
+    let case = load(&state, &id).await?;
+    Ok((StatusCode::CREATED, Json(view(&state, case).await?)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
     /// Cases opened at or after this leaf (the `next` of a previous page).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::position")]
     from: u64,
     /// Only the cases in this state now (the page may then hold fewer than 100;
     /// follow `next` to the end).
@@ -344,7 +516,7 @@ pub(super) struct ListQuery {
 /// Cases, oldest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub(super) struct CaseList {
-    cases: Vec<Case>,
+    cases: Vec<CaseView>,
     /// Where the next page starts (`from`).
     #[serde(skip_serializing_if = "Option::is_none")]
     next: Option<u64>,
@@ -368,12 +540,13 @@ pub(super) async fn list<L: CaseStore, B: BlobStore>(
     let opened = store.audit_by_action(cases::OPEN, from, CASES_PER_PAGE).await?;
     let next = (opened.len() == CASES_PER_PAGE as usize).then(|| opened.last().map(|(leaf, _)| leaf + 1));
     let mut found = Vec::new();
+    let mut known = People::new();
     for (_, event) in opened {
         let visible = person.role == Role::Approver || event.actor == person.id_text();
         if let (true, Some(id)) = (visible, event.subject.strip_prefix("case:")) {
             let case = load(&state, id).await?;
             if wanted.is_none_or(|w| case.state == w) {
-                found.push(case);
+                found.push(CaseView::of(state.archive().log_store(), case, &mut known).await?);
             }
         }
     }
@@ -386,7 +559,7 @@ pub(super) async fn list<L: CaseStore, B: BlobStore>(
 /// `GET /v1/cases/{case}`: a case, its state and its whole history.
 #[utoipa::path(get, path = "/v1/cases/{case}", tag = "auditors", params(("case" = String, Path, description = "The case id.")),
     security(("access_token" = [])), responses(
-    (status = 200, description = "The case.", body = Case),
+    (status = 200, description = "The case.", body = CaseView),
     (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "No such case, or not one of the caller's.", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "Its history does not match the log.", body = Problem, content_type = "application/problem+json")))]
@@ -394,10 +567,10 @@ pub(super) async fn show<L: CaseStore, B: BlobStore>(
     state: State<L, B>,
     Extension(person): Extension<Person>,
     Path(id): Path<String>,
-) -> Result<Json<Case>, ApiError> {
+) -> Result<Json<CaseView>, ApiError> {
     let case = load(&state, &id).await?;
     may_see(&person, &case)?;
-    Ok(Json(case))
+    Ok(Json(view(&state, case).await?))
 }
 
 /// A transition of a case.
@@ -430,7 +603,7 @@ async fn step<L: CaseStore, B: BlobStore>(
     id: &str,
     action: &'static str,
     request: StepRequest,
-) -> Result<Json<Case>, ApiError> {
+) -> Result<Case, ApiError> {
     let case = load(state, id).await?;
     may_see(person, &case)?;
     let actor = person.id_text();
@@ -489,7 +662,7 @@ async fn transition<L: CaseStore, B: BlobStore>(
     action: &'static str,
     detail: StepDetail,
     at: UnixMillis,
-) -> Result<Json<Case>, ApiError> {
+) -> Result<Case, ApiError> {
     let subject = cases::subject(&case.id);
     let event = AuditEvent {
         at,
@@ -508,7 +681,7 @@ async fn transition<L: CaseStore, B: BlobStore>(
                 .into(),
         ));
     }
-    Ok(Json(after))
+    Ok(after)
 }
 
 macro_rules! transition_route {
@@ -517,7 +690,7 @@ macro_rules! transition_route {
         #[utoipa::path(post, path = $path, tag = "auditors", request_body = StepRequest,
             params(("case" = String, Path, description = "The case id.")),
             security(("access_token" = [])), responses(
-            (status = 200, description = "The case after the step (audited, a log leaf).", body = Case),
+            (status = 200, description = "The case after the step (audited, a log leaf).", body = CaseView),
             (status = 400, description = "A malformed request.", body = Problem, content_type = "application/problem+json"),
             (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
             (status = 403, description = "This person may not take this step.", body = Problem, content_type = "application/problem+json"),
@@ -528,8 +701,9 @@ macro_rules! transition_route {
             Extension(person): Extension<Person>,
             Path(id): Path<String>,
             body: Result<Json<StepRequest>, JsonRejection>,
-        ) -> Result<Json<Case>, ApiError> {
-            step(&state, &person, &id, $action, json(body)?).await
+        ) -> Result<Json<CaseView>, ApiError> {
+            let case = step(&state, &person, &id, $action, json(body)?).await?;
+            Ok(Json(view(&state, case).await?))
         }
     };
 }
@@ -677,6 +851,7 @@ async fn in_scope<L: CaseStore, B: BlobStore>(
 pub(super) struct ProofQuery {
     /// Prove against the checkpoint of this size (the newest if absent), so every
     /// record of an export shares one checkpoint.
+    #[serde(default, deserialize_with = "super::some_position")]
     size: Option<u64>,
 }
 
@@ -755,7 +930,7 @@ pub(super) async fn body<L: CaseStore, B: BlobStore>(
 #[into_params(parameter_in = Query)]
 pub(super) struct FetchesQuery {
     /// The first leaf index (default 0).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::position")]
     from: u64,
 }
 
@@ -786,7 +961,7 @@ pub(super) async fn fetches<L: CaseStore, B: BlobStore>(
 #[into_params(parameter_in = Query)]
 pub(super) struct AuditQuery {
     /// The first leaf index (default 0).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::position")]
     from: u64,
     /// Events per page, 1 to 1000 (default 100).
     limit: Option<u32>,

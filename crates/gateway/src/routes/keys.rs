@@ -321,6 +321,7 @@ pub(super) async fn record_recovery<L: KeysStore, B: BlobStore>(
     body: Result<Json<RecoveryMinute>, JsonRejection>,
 ) -> Result<(StatusCode, Json<RecordedRecovery>), ApiError> {
     let minute = json(body)?;
+    super::free_text("reason", &minute.reason)?;
     let reason = minute.reason.trim();
     if reason.is_empty() || reason.chars().count() > MAX_REASON {
         return Err(ApiError::BadRequest(format!(

@@ -34,8 +34,10 @@ pub(super) async fn checkpoint<L: LogStore, B: BlobStore>(state: State<L, B>) ->
 #[into_params(parameter_in = Query)]
 pub(super) struct InclusionQuery {
     /// The leaf.
+    #[serde(deserialize_with = "super::position")]
     index: u64,
     /// A tree size that has a checkpoint; the newest if absent.
+    #[serde(default, deserialize_with = "super::some_position")]
     size: Option<u64>,
 }
 
@@ -102,8 +104,10 @@ pub(super) async fn inclusion_proof<L: LogStore, B: BlobStore>(
 #[into_params(parameter_in = Query)]
 pub(super) struct ConsistencyQuery {
     /// The smaller tree size (at least 1).
+    #[serde(deserialize_with = "super::position")]
     old: u64,
     /// The larger tree size (at most the log size).
+    #[serde(deserialize_with = "super::position")]
     new: u64,
 }
 

@@ -522,3 +522,30 @@ mod tests {
         assert!(!matches(&t("/healthz"), "/healthz/"));
     }
 }
+
+/// Free text a person sent as `field` (a reason, a note), refused with 400 naming the
+/// field when it holds a control character, a line break or a bidirectional control.
+fn free_text(field: &str, text: &str) -> Result<(), ApiError> {
+    vellum_protocol::text::check_free_text(field, text).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+/// The largest leaf index, log size or listing position the stores index (they keep
+/// positions as signed 64-bit integers).
+const MAX_POSITION: u64 = i64::MAX as u64;
+
+/// A position in a query (`from`, `size`, `index`): a number up to [`MAX_POSITION`], so
+/// a larger one is a 400 naming its limit, never a store error.
+fn position<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = <u64 as serde::Deserialize>::deserialize(d)?;
+    if n > MAX_POSITION {
+        return Err(serde::de::Error::custom(format!(
+            "{n} is beyond the largest position, {MAX_POSITION}"
+        )));
+    }
+    Ok(n)
+}
+
+/// [`position`], when the parameter may be absent.
+fn some_position<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    position(d).map(Some)
+}
