@@ -506,23 +506,6 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn templates_match_whole_segments() {
-        let t = |s: &str| s.split('/').map(str::to_owned).collect::<Vec<_>>();
-        assert!(matches(&t("/v1/cases/{id}"), "/v1/cases/42"));
-        assert!(!matches(&t("/v1/cases/{id}"), "/v1/cases/"));
-        assert!(!matches(&t("/v1/cases/{id}"), "/v1/cases/42/x"));
-        assert!(!matches(&t("/v1/cases"), "/v1/cases/"));
-        assert!(!matches(&t("/v1/cases"), "/v1/case"));
-        assert!(matches(&t("/healthz"), "/healthz"));
-        assert!(!matches(&t("/healthz"), "/healthz/"));
-    }
-}
-
 /// Free text a person sent as `field` (a reason, a note), refused with 400 naming the
 /// field when it holds a control character, a line break or a bidirectional control.
 fn free_text(field: &str, text: &str) -> Result<(), ApiError> {
@@ -548,4 +531,21 @@ fn position<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 /// [`position`], when the parameter may be absent.
 fn some_position<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     position(d).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_match_whole_segments() {
+        let t = |s: &str| s.split('/').map(str::to_owned).collect::<Vec<_>>();
+        assert!(matches(&t("/v1/cases/{id}"), "/v1/cases/42"));
+        assert!(!matches(&t("/v1/cases/{id}"), "/v1/cases/"));
+        assert!(!matches(&t("/v1/cases/{id}"), "/v1/cases/42/x"));
+        assert!(!matches(&t("/v1/cases"), "/v1/cases/"));
+        assert!(!matches(&t("/v1/cases"), "/v1/case"));
+        assert!(matches(&t("/healthz"), "/healthz"));
+        assert!(!matches(&t("/healthz"), "/healthz/"));
+    }
 }
