@@ -222,11 +222,19 @@ pub(crate) enum AuditorCommand {
         #[command(flatten)]
         session: SessionFile,
     },
-    /// Export the opened records of a package as EML (a folder of messages), MBOX,
-    /// JSON Lines or a CSV load file with SHA-256 digests.
+    /// Export a package's records as EML (a folder of messages), MBOX, JSON Lines or a
+    /// CSV load file with SHA-256 digests: the package is verified and each sealed body
+    /// opened again, in memory, with your epoch identities.
     Export {
-        /// The package folder (after `vellum auditor open`).
+        /// The package folder: it is verified, and its sealed bodies opened again in
+        /// memory (never read from `opened/`).
         dir: PathBuf,
+        /// The log's verifier key (`name+id+key`), or a file holding it.
+        #[arg(long, value_name = "VKEY|PATH")]
+        log_key: String,
+        /// Epoch identity files (`vellum keys fetch` writes them), repeatable.
+        #[arg(short = 'i', long = "identity", value_name = "FILE", required = true)]
+        identities: Vec<PathBuf>,
         /// The format.
         #[arg(long, value_enum)]
         format: crate::export::Format,
@@ -540,7 +548,17 @@ pub(crate) fn run(command: &AuditorCommand) -> Result<(), CliError> {
                 package::verify(dir, &crate::verify::log_verifier(log_key)?)?;
                 open_package(dir, identities)
             }
-            AuditorCommand::Export { dir, format, out } => crate::export::export(dir, *format, out),
+            AuditorCommand::Export {
+                dir,
+                log_key,
+                identities,
+                format,
+                out,
+            } => {
+                package::verify(dir, &crate::verify::log_verifier(log_key)?)?;
+                let identities = crate::sealing::read_identities(identities)?;
+                crate::export::export(dir, *format, out, &identities)
+            }
             AuditorCommand::Grep { dir, query } => crate::export::grep(dir, query),
         }
     })
@@ -824,6 +842,7 @@ async fn fetch(file: &SessionFile, case: &str, out: &Path, key: &NoteVerifier) -
         .unwrap_or(Path::new("."));
     let work = tempfile::Builder::new()
         .prefix(".vellum-package-")
+        .permissions(private_folder())
         .tempdir_in(parent)
         .map_err(|e| CliError::io(parent, "write in", &e))?;
     let dir = work.path();
@@ -1011,29 +1030,40 @@ async fn fetch(file: &SessionFile, case: &str, out: &Path, key: &NoteVerifier) -
     Ok(())
 }
 
+/// A folder only its owner may enter (0700): packages and opened records are theirs.
+fn private_folder() -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::Permissions::from_mode(0o700)
+}
+
 fn open_package(dir: &Path, identity_files: &[PathBuf]) -> Result<(), CliError> {
     let identities = crate::sealing::read_identities(identity_files)?;
     let manifest: Manifest = serde_json::from_slice(&read_small(&dir.join("manifest.json"), 256 << 20)?)
         .map_err(|e| fail(Kind::Malformed, format!("manifest.json: {e}")))?;
     let opened = dir.join("opened");
-    crate::files::create_new_dir(&opened)?;
+    if opened.exists() {
+        return Err(fail(
+            Kind::Exists,
+            format!("{} exists already; refusing to overwrite it", opened.display()),
+        ));
+    }
+    // Opened into a private folder (mode 0700) beside its destination, moved into place
+    // whole: a failure leaves nothing behind, so the next try starts clean.
+    let work = tempfile::Builder::new()
+        .prefix(".vellum-opening-")
+        .permissions(private_folder())
+        .tempdir_in(dir)
+        .map_err(|e| CliError::io(dir, "write in", &e))?;
     let mut progress = Progress::new("opening records", manifest.records.len() as u64);
     for r in &manifest.records {
-        // The manifest names files: only a well-formed id and a path inside the package.
-        let id = vellum_protocol::ids::RecordId::parse(&r.record_id).map_err(|_| {
-            fail(
-                Kind::Malformed,
-                format!("manifest: malformed record id {:?}", r.record_id),
-            )
-        })?;
-        let sealed = read_small(&package::inside(dir, &r.body)?, 1 << 30)?;
-        let sealed = vellum_protocol::seal::SealedBody::from_bytes(sealed)
-            .map_err(|e| fail(Kind::Malformed, format!("record {}: {e}", r.record_id)))?;
-        let plain = sealed
-            .open(&identities)
-            .map_err(|e| fail(Kind::WrongKey, format!("record {}: {e}", r.record_id)))?;
-        crate::files::write_output(Some(&opened.join(format!("{id}.json"))), &plain)?;
+        let (id, plain) = package::open_record(dir, r, &identities)?;
+        crate::files::write_output(Some(&work.path().join(format!("{id}.json"))), &plain)?;
         progress.step();
+    }
+    let kept = work.keep();
+    if let Err(e) = std::fs::rename(&kept, &opened) {
+        let _ = std::fs::remove_dir_all(&kept);
+        return Err(CliError::io(&opened, "move the opened records to", &e));
     }
     println!(
         "opened {} records into {}",

@@ -50,11 +50,21 @@ pub(crate) struct Opened {
     pub(crate) path: String,
 }
 
-/// The package's records that `vellum auditor open` opened, in the manifest's order.
-pub(crate) fn opened(dir: &Path) -> Result<Vec<Opened>, CliError> {
+/// Where the message documents of a package's records come from.
+#[derive(Clone, Copy)]
+pub(crate) enum Source<'a> {
+    /// `opened/ID.json`, as `vellum auditor open` wrote them (for `grep`, a reading aid).
+    Opened,
+    /// The sealed bodies, opened again in memory with these identities (for `export`:
+    /// an edited `opened/` file is never exported as genuine).
+    Sealed(&'a [vellum_protocol::seal::Identity]),
+}
+
+/// The package's records, in the manifest's order, with their message documents.
+pub(crate) fn opened(dir: &Path, source: Source<'_>) -> Result<Vec<Opened>, CliError> {
     let manifest: Manifest = serde_json::from_slice(&read_small(&dir.join("manifest.json"), 256 << 20)?)
         .map_err(|e| fail(Kind::Malformed, format!("manifest.json: {e}")))?;
-    if !dir.join("opened").is_dir() {
+    if matches!(source, Source::Opened) && !dir.join("opened").is_dir() {
         return Err(fail(
             Kind::NotFound,
             format!(
@@ -79,7 +89,10 @@ pub(crate) fn opened(dir: &Path) -> Result<Vec<Opened>, CliError> {
             .map_err(|e| fail(Kind::Malformed, format!("record {id}: {e}")))?;
         let fields = parsed.archived_fields();
         let path = format!("opened/{id}.json");
-        let json = Zeroizing::new(read_small(&dir.join(&path), 64 << 20)?);
+        let json = match source {
+            Source::Opened => Zeroizing::new(read_small(&dir.join(&path), 64 << 20)?),
+            Source::Sealed(identities) => crate::package::open_record(dir, &entry, identities)?.1,
+        };
         let document = MessageDocument::from_json(&json)
             .map_err(|e| fail(Kind::Malformed, format!("record {id}: {e}")))?;
         out.push(Opened {
@@ -190,7 +203,13 @@ fn eml(r: &Opened) -> Result<Vec<u8>, CliError> {
 
 /// RFC 4180 quoting: a field with a comma, a quote or a line break is quoted, its
 /// quotes doubled.
+/// One CSV cell. A cell a spreadsheet would read as a formula (one beginning with `=`,
+/// `+`, `-`, `@`, a tab or a carriage return) gets a leading `'`, the OWASP rule
+/// against CSV injection, so message text never runs in a reviewer's spreadsheet.
 fn csv_field(text: &str) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        return format!("\"'{}\"", text.replace('"', "\"\""));
+    }
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
@@ -301,8 +320,13 @@ fn asctime(unix_ms: u64) -> String {
 
 /// Writes the opened records of package `dir` as `format` to `out`, which must not
 /// exist (a folder for EML).
-pub(crate) fn export(dir: &Path, format: Format, out: &Path) -> Result<(), CliError> {
-    let records = opened(dir)?;
+pub(crate) fn export(
+    dir: &Path,
+    format: Format,
+    out: &Path,
+    identities: &[vellum_protocol::seal::Identity],
+) -> Result<(), CliError> {
+    let records = opened(dir, Source::Sealed(identities))?;
     match format {
         Format::Eml => {
             crate::files::create_new_dir(out)?;
@@ -355,7 +379,7 @@ fn words(text: &str) -> impl Iterator<Item = String> + '_ {
 /// holds every word of `query`; a quoted phrase must appear as written (case aside).
 /// The index is built in this process's memory and dropped at its end.
 pub(crate) fn grep(dir: &Path, query: &str) -> Result<(), CliError> {
-    let records = opened(dir)?;
+    let records = opened(dir, Source::Opened)?;
     let mut phrases = Vec::new();
     let mut terms = BTreeSet::new();
     for (i, part) in query.split('"').enumerate() {
@@ -459,6 +483,19 @@ mod tests {
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+        // Formulas are neutralised, whatever they begin with.
+        for formula in [
+            "=HYPERLINK(\"http://x\")",
+            "+1+1",
+            "-2+3",
+            "@SUM(A1)",
+            "\t=1",
+            "\r=1",
+        ] {
+            let cell = csv_field(formula);
+            assert!(cell.starts_with("\"'"), "{cell}");
+        }
+        assert_eq!(csv_field("=1,\"2\""), "\"'=1,\"\"2\"\"\"");
     }
 
     #[test]

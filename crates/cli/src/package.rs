@@ -104,6 +104,29 @@ pub(crate) struct RecordEntry {
     pub(crate) proof: String,
 }
 
+/// Opens record `r` of the package in `dir` with `identities`: its id and the message
+/// document's JSON, held in memory only.
+pub(crate) fn open_record(
+    dir: &Path,
+    r: &RecordEntry,
+    identities: &[vellum_protocol::seal::Identity],
+) -> Result<(RecordId, zeroize::Zeroizing<Vec<u8>>), CliError> {
+    // The manifest names files: only a well-formed id and a path inside the package.
+    let id = RecordId::parse(&r.record_id).map_err(|_| {
+        CliError::new(
+            Kind::Malformed,
+            format!("manifest: malformed record id {:?}", r.record_id),
+        )
+    })?;
+    let sealed = read_small(&inside(dir, &r.body)?, MAX_BODY)?;
+    let sealed = vellum_protocol::seal::SealedBody::from_bytes(sealed)
+        .map_err(|e| CliError::new(Kind::Malformed, format!("record {id}: {e}")))?;
+    let plain = sealed
+        .open(identities)
+        .map_err(|e| CliError::new(Kind::WrongKey, format!("record {id}: {e}")))?;
+    Ok((id, zeroize::Zeroizing::new(plain.to_vec())))
+}
+
 fn failed(what: impl std::fmt::Display) -> CliError {
     CliError::new(Kind::VerifyFailed, format!("package: {what}"))
 }

@@ -1242,7 +1242,12 @@ fn an_auditor_reads_an_approved_scope_and_a_court_verifies_the_package() {
     ]);
     assert!(queue.starts_with(&format!("{case}  requested")), "{queue}");
     let shown = run(&["auditor", "case", "show", &case, "--session", "ro.session"]);
-    assert!(shown.contains("custodians:  bob"), "{shown}");
+    assert!(shown.contains("custodians:   bob"), "{shown}");
+    assert!(shown.contains("requested:    "), "{shown}");
+    assert!(
+        shown.contains("grant:        none (the case is requested)"),
+        "{shown}"
+    );
     let digest = shown
         .lines()
         .find_map(|l| l.trim().strip_prefix("scope digest (computed here): "))
@@ -1418,6 +1423,32 @@ fn an_auditor_reads_an_approved_scope_and_a_court_verifies_the_package() {
         unverified.stderr
     );
     assert!(!dir.join("flipped-body/opened").exists());
+    // The package is private to the auditor (0700); a failed open (the wrong key)
+    // leaves nothing behind, and the retry works.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir.join("package")), 0o700);
+    run(&["keys", "new", "-o", "stranger.key"]);
+    let wrong = vellum(
+        dir,
+        &[
+            "auditor",
+            "open",
+            "package",
+            "--log-key",
+            log_key,
+            "-i",
+            "stranger.key",
+        ],
+        b"",
+    );
+    assert_eq!(wrong.code, 4, "{}", wrong.stderr);
+    let left: Vec<_> = std::fs::read_dir(dir.join("package"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with('.') || n == "opened")
+        .collect();
+    assert!(left.is_empty(), "a failed open left {left:?}");
     run(&[
         "auditor",
         "open",
@@ -1427,6 +1458,7 @@ fn an_auditor_reads_an_approved_scope_and_a_court_verifies_the_package() {
         "-i",
         "epoch-1.key",
     ]);
+    assert_eq!(mode(&dir.join("package/opened")), 0o700);
     let opened: Vec<String> = std::fs::read_dir(dir.join("package/opened"))
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
@@ -1440,7 +1472,30 @@ fn an_auditor_reads_an_approved_scope_and_a_court_verifies_the_package() {
     );
 
     // Exports for the production, on the auditor's side.
-    run(&["auditor", "export", "package", "--format", "eml", "--out", "eml"]);
+    // An edited opened document is never exported as genuine: export opens the sealed
+    // bodies again.
+    let first_opened = std::fs::read_dir(dir.join("package/opened"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let genuine = std::fs::read_to_string(&first_opened).unwrap();
+    std::fs::write(&first_opened, genuine.replace("message bob-", "FORGED bob-")).unwrap();
+    let keyed = ["--log-key", log_key, "-i", "epoch-1.key"];
+    let export = |args: &[&str]| {
+        let mut all = vec!["auditor", "export", "package"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&keyed);
+        run(&all)
+    };
+    let no_key = vellum(
+        dir,
+        &["auditor", "export", "package", "--format", "eml", "--out", "eml"],
+        b"",
+    );
+    assert_eq!(no_key.code, 2, "{}", no_key.stderr);
+    export(&["--format", "eml", "--out", "eml"]);
     let emls: Vec<String> = std::fs::read_dir(dir.join("eml"))
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
@@ -1462,30 +1517,14 @@ fn an_auditor_reads_an_approved_scope_and_a_court_verifies_the_package() {
             "{eml}"
         );
     }
-    run(&[
-        "auditor",
-        "export",
-        "package",
-        "--format",
-        "mbox",
-        "--out",
-        "case.mbox",
-    ]);
+    export(&["--format", "mbox", "--out", "case.mbox"]);
     let mbox = std::fs::read_to_string(dir.join("case.mbox")).unwrap();
     assert_eq!(
         mbox.lines().filter(|l| l.starts_with("From ")).count(),
         2,
         "{mbox}"
     );
-    run(&[
-        "auditor",
-        "export",
-        "package",
-        "--format",
-        "jsonl",
-        "--out",
-        "case.jsonl",
-    ]);
+    export(&["--format", "jsonl", "--out", "case.jsonl"]);
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("case.jsonl"))
         .unwrap()
         .lines()
@@ -1497,10 +1536,17 @@ fn an_auditor_reads_an_approved_scope_and_a_court_verifies_the_package() {
             .iter()
             .all(|l| l["custodian"] == "bob" && l["document"]["version"] == 1)
     );
-    run(&[
-        "auditor", "export", "package", "--format", "csv", "--out", "load.csv",
-    ]);
+    export(&["--format", "csv", "--out", "load.csv"]);
     let csv = std::fs::read_to_string(dir.join("load.csv")).unwrap();
+    for exported in [
+        csv.clone(),
+        mbox.clone(),
+        emls.concat(),
+        std::fs::read_to_string(dir.join("case.jsonl")).unwrap(),
+    ] {
+        assert!(!exported.contains("FORGED"), "an edited opened file was exported");
+    }
+    std::fs::write(&first_opened, &genuine).unwrap();
     let rows: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
     assert_eq!(rows.len(), 3, "{csv}");
     assert!(rows[0].starts_with("record_id,custodian,channel"));
@@ -1517,7 +1563,17 @@ fn an_auditor_reads_an_approved_scope_and_a_court_verifies_the_package() {
     let exists = vellum(
         dir,
         &[
-            "auditor", "export", "package", "--format", "csv", "--out", "load.csv",
+            "auditor",
+            "export",
+            "package",
+            "--format",
+            "csv",
+            "--out",
+            "load.csv",
+            "--log-key",
+            log_key,
+            "-i",
+            "epoch-1.key",
         ],
         b"",
     );
