@@ -545,7 +545,7 @@ pub(crate) fn run(command: &AuditorCommand) -> Result<(), CliError> {
                 log_key,
                 identities,
             } => {
-                package::verify(dir, &crate::verify::log_verifier(log_key)?)?;
+                warn_unproven(&package::verify(dir, &crate::verify::log_verifier(log_key)?)?);
                 open_package(dir, identities)
             }
             AuditorCommand::Export {
@@ -555,7 +555,7 @@ pub(crate) fn run(command: &AuditorCommand) -> Result<(), CliError> {
                 format,
                 out,
             } => {
-                package::verify(dir, &crate::verify::log_verifier(log_key)?)?;
+                warn_unproven(&package::verify(dir, &crate::verify::log_verifier(log_key)?)?);
                 let identities = crate::sealing::read_identities(identities)?;
                 crate::export::export(dir, *format, out, &identities)
             }
@@ -855,35 +855,29 @@ async fn fetch(file: &SessionFile, case: &str, out: &Path, key: &NoteVerifier) -
         std::fs::write(&path, bytes).map_err(|e| CliError::io(&path, "write", &e))
     };
 
-    // The records of the case's scope, every page; then each header and body (each
-    // read is a fetch event at the gateway).
-    let mut rows = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut path = format!("{records_path}?limit=1000");
-        if let Some(c) = &cursor {
-            path.push_str(&format!("&cursor={c}"));
-        }
-        let page = fresh.get().await?.call(Method::GET, &path, None).await?;
-        rows.extend(page["records"].as_array().cloned().unwrap_or_default());
-        match page["next"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => break,
-        }
+    // The listing of the case's scope (itself a fetch event, committing to every
+    // record the package must hold); then each header and body (each read is a fetch
+    // event at the gateway).
+    let listing = fresh
+        .get()
+        .await?
+        .call(Method::POST, &case_path(case, "listing")?, Some("{}"))
+        .await?;
+    let listing_text = listing["listing"].as_str().unwrap_or_default().to_owned();
+    let listing_sha256 = vellum_gateway::cases::listing_digest(&listing_text);
+    if listing["records_sha256"].as_str() != Some(listing_sha256.as_str()) {
+        return Err(fail(
+            Kind::VerifyFailed,
+            "the gateway's listing does not match the digest it gave",
+        ));
     }
+    // Parsing checks each id: ids name files and paths, so only well-formed ones.
+    let rows = vellum_gateway::cases::parse_listing(&listing_text)
+        .map_err(|e| fail(Kind::Malformed, format!("the gateway's listing: {e}")))?;
+    write(package::LISTING, listing_text.as_bytes())?;
     let mut progress = Progress::new("fetching records", rows.len() as u64);
     let mut records = Vec::with_capacity(rows.len());
-    for row in rows {
-        let text = row["record_id"].as_str().unwrap_or_default();
-        // The id names files and paths: only a well-formed one is used.
-        let record_id = vellum_protocol::ids::RecordId::parse(text)
-            .map_err(|_| {
-                fail(
-                    Kind::Malformed,
-                    format!("the gateway listed a malformed record id {text:?}"),
-                )
-            })?
-            .to_string();
+    for (record_id, listed_sha256) in rows {
         let s = fresh.get().await?;
         let answer = s
             .call(Method::GET, &format!("{records_path}/{record_id}"), None)
@@ -896,6 +890,12 @@ async fn fetch(file: &SessionFile, case: &str, out: &Path, key: &NoteVerifier) -
                     format!("record {record_id}: header is not base64"),
                 )
             })?;
+        if hex::encode(Sha256::digest(&header)) != listed_sha256 {
+            return Err(fail(
+                Kind::VerifyFailed,
+                format!("record {record_id}: the header is not the one the listing names"),
+            ));
+        }
         let body = s.bytes(&format!("{records_path}/{record_id}/body")).await?;
         let (header_name, body_name, proof_name) = (
             format!("records/{record_id}.header"),
@@ -949,6 +949,7 @@ async fn fetch(file: &SessionFile, case: &str, out: &Path, key: &NoteVerifier) -
         }
     }
     let mut body_fetches = std::collections::BTreeMap::new();
+    let mut listing_event = None;
     let mut from = 0;
     loop {
         let page = fresh
@@ -964,6 +965,12 @@ async fn fetch(file: &SessionFile, case: &str, out: &Path, key: &NoteVerifier) -
             let detail: Value =
                 serde_json::from_str(e["detail"].as_str().unwrap_or_default()).unwrap_or(Value::Null);
             let leaf = e["leaf_index"].as_u64().unwrap_or(u64::MAX);
+            if detail["part"] == "listing"
+                && detail["records_sha256"] == listing_sha256.as_str()
+                && leaf < size
+            {
+                listing_event = Some(e.clone());
+            }
             if let (Some(record), "body", true) = (
                 detail["record"].as_str(),
                 detail["part"].as_str().unwrap_or_default(),
@@ -978,6 +985,18 @@ async fn fetch(file: &SessionFile, case: &str, out: &Path, key: &NoteVerifier) -
         }
     }
     let mut fetch_events = Vec::new();
+    let e = listing_event.ok_or_else(|| {
+        fail(
+            Kind::VerifyFailed,
+            "the gateway lists no fetch event for the listing it gave",
+        )
+    })?;
+    let event = listed_event(&e, format!("case/{}.proof", e["leaf_index"]));
+    write(
+        &event.proof,
+        proof_at(&mut fresh, event.leaf_index, size).await?.as_bytes(),
+    )?;
+    fetch_events.push(event);
     for r in &records {
         let e = body_fetches.get(&r.record_id).ok_or_else(|| {
             fail(
@@ -1009,6 +1028,7 @@ async fn fetch(file: &SessionFile, case: &str, out: &Path, key: &NoteVerifier) -
         case_events,
         fetch_events,
         records,
+        listing: Some(package::LISTING.into()),
     };
     let text = serde_json::to_vec_pretty(&manifest).map_err(|e| fail(Kind::Other, e))?;
     write("manifest.json", &text)?;
@@ -1028,6 +1048,13 @@ async fn fetch(file: &SessionFile, case: &str, out: &Path, key: &NoteVerifier) -
         checked.approved_by
     );
     Ok(())
+}
+
+/// Says on stderr that an older package cannot prove it holds every record.
+fn warn_unproven(checked: &package::Verified) {
+    if !checked.complete {
+        eprintln!("vellum: warning: completeness not proven (older package): records may have been left out");
+    }
 }
 
 /// A folder only its owner may enter (0700): packages and opened records are theirs.

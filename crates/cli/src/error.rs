@@ -22,6 +22,9 @@ pub(crate) enum Kind {
     VerifyFailed = 6,
     /// The output file exists already (7).
     Exists = 7,
+    /// An export package verifies, but cannot prove it holds every record of its case
+    /// (one made before listings) (8).
+    Unproven = 8,
 }
 
 /// A failure with a one-line message.

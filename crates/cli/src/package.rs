@@ -9,6 +9,7 @@
 //! records/ID.header      each record's header, the bytes its device signed
 //! records/ID.age         its sealed body (age v1; the package holds no plaintext)
 //! records/ID.proof       its inclusion proof (c2sp.org/tlog-proof@v1, entry in extra)
+//! listing                the records in the case's scope at a log size (v2)
 //! ```
 //!
 //! Verification proves, for a court or an archive that trusts only the log key: every
@@ -16,8 +17,12 @@
 //! checkpoint; each body is the one its header names; the case's steps show an
 //! approval by another person of exactly the scope recorded; every record lies in
 //! that scope; and every record was read by the case's auditor, in a body fetch the
-//! gateway recorded within a grant. It cannot prove that the steps listed are all
-//! the case's steps: a package that leaves out a later revocation still verifies.
+//! gateway recorded within a grant. A v2 package also holds the case's listing: the
+//! records in its scope at a log size, whose digest a proven fetch event records, so
+//! it proves it leaves none of them out and names any that is missing. It cannot
+//! prove that the steps listed are all the case's steps: a package that leaves out a
+//! later revocation still verifies. A v1 package (made before listings) verifies, but
+//! `vellum verify package` says its completeness is not proven.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -37,10 +42,18 @@ use vellum_tlog::proof::{MAX_PROOF_TEXT_LEN, TlogProof};
 use crate::error::{CliError, Kind};
 use crate::files::read_small;
 
-/// The manifest's format name.
-pub(crate) const FORMAT: &str = "vellum/package/v1";
+/// The manifest's format name: a package whose listing proves it holds every record
+/// of the case's scope.
+pub(crate) const FORMAT: &str = "vellum/package/v2";
+/// The format of packages made before listings: they verify, but cannot prove that no
+/// record was left out.
+pub(crate) const FORMAT_V1: &str = "vellum/package/v1";
+/// The listing file of a package.
+pub(crate) const LISTING: &str = "listing";
 /// The largest manifest read.
 const MAX_MANIFEST: u64 = 256 << 20;
+/// The largest listing read (a million records of 102 bytes, and room).
+const MAX_LISTING: u64 = 128 << 20;
 /// The largest sealed body read.
 const MAX_BODY: u64 = 1 << 30;
 
@@ -63,6 +76,10 @@ pub(crate) struct Manifest {
     pub(crate) fetch_events: Vec<CaseEvent>,
     /// The records, in capture order.
     pub(crate) records: Vec<RecordEntry>,
+    /// The listing file ([`LISTING`]; v2): every record in the case's scope at a log
+    /// size, whose digest a fetch event of part `listing` records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) listing: Option<String>,
 }
 
 /// The case, as opened.
@@ -192,17 +209,29 @@ pub(crate) struct Verified {
     pub(crate) checkpoint: VerifiedCheckpoint,
     /// Who approved the grants the records were read under (account ids).
     pub(crate) approved_by: String,
+    /// Whether the package proves it holds every record of its listing (false: a
+    /// package made before listings, which cannot tell).
+    pub(crate) complete: bool,
 }
 
 /// Checks a package against the log key; the error names the first thing that failed.
 pub(crate) fn verify(dir: &Path, log_key: &NoteVerifier) -> Result<Verified, CliError> {
     let manifest: Manifest = serde_json::from_slice(&read_small(&dir.join("manifest.json"), MAX_MANIFEST)?)
         .map_err(|e| failed(format!("manifest.json is not a package manifest: {e}")))?;
-    if manifest.format != FORMAT {
-        return Err(failed(format!(
-            "manifest format {:?}, expected {FORMAT}",
-            manifest.format
-        )));
+    let listed_format = match manifest.format.as_str() {
+        FORMAT => true,
+        FORMAT_V1 => false,
+        other => {
+            return Err(failed(format!(
+                "manifest format {other:?}, expected {FORMAT} (or the older {FORMAT_V1})"
+            )));
+        }
+    };
+    if listed_format != manifest.listing.is_some() {
+        return Err(failed(match listed_format {
+            true => "the manifest names no listing: a v2 package must hold one",
+            false => "a v1 package holds no listing",
+        }));
     }
     let checkpoint_path = inside(dir, &manifest.checkpoint)?;
     let note = read_small(&checkpoint_path, MAX_NOTE_LEN as u64)?;
@@ -267,6 +296,7 @@ pub(crate) fn verify(dir: &Path, log_key: &NoteVerifier) -> Result<Verified, Cli
     // The gateway's records of the body fetches: made by the case's auditor, each
     // within a grant, each proven. They tie every record to this case.
     let mut fetched = BTreeMap::new();
+    let mut listings = Vec::new();
     for e in &manifest.fetch_events {
         let what = format!("fetch event {}", e.leaf_index);
         let event = audit_event(cases::fetch_subject(&case.id), e);
@@ -289,6 +319,9 @@ pub(crate) fn verify(dir: &Path, log_key: &NoteVerifier) -> Result<Verified, Cli
                 "{what} does not stand on a running grant the case's steps record"
             )));
         }
+        if detail["part"] == "listing" {
+            listings.push((e.leaf_index, detail.clone()));
+        }
         if detail["part"] == "body"
             && let Some(record) = detail["record"].as_str()
         {
@@ -298,6 +331,11 @@ pub(crate) fn verify(dir: &Path, log_key: &NoteVerifier) -> Result<Verified, Cli
             }
         }
     }
+
+    let listed = match &manifest.listing {
+        Some(file) => Some(listing(dir, file, &listings, checkpoint.size())?),
+        None => None,
+    };
 
     // Each record: header, body and proof agree, and it lies in the scope.
     let mut seen = BTreeMap::new();
@@ -354,10 +392,63 @@ pub(crate) fn verify(dir: &Path, log_key: &NoteVerifier) -> Result<Verified, Cli
                 "{what}: no proven fetch under this case's grant reads it"
             )));
         }
+        if let Some(listed) = &listed
+            && listed.get(&r.record_id) != Some(&r.header_sha256)
+        {
+            return Err(failed(format!("{what} is not in the case's listing")));
+        }
+    }
+    if let Some(listed) = &listed {
+        let missing: Vec<&str> = listed
+            .keys()
+            .filter(|id| !manifest.records.iter().any(|r| &r.record_id == *id))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Err(failed(format!(
+                "the package leaves out {} of the {} records its listing names: {}",
+                missing.len(),
+                listed.len(),
+                missing.join(", ")
+            )));
+        }
     }
     Ok(Verified {
+        complete: listed.is_some(),
         manifest,
         checkpoint,
         approved_by: approvers.into_iter().collect::<Vec<_>>().join(", "),
     })
+}
+
+/// The package's listing, checked against the one listing fetch event it holds (already
+/// proven): its digest and count are the event's, and its size is one the log had
+/// before the event. Answers record id → header SHA-256.
+fn listing(
+    dir: &Path,
+    file: &str,
+    events: &[(u64, serde_json::Value)],
+    checkpoint_size: u64,
+) -> Result<BTreeMap<String, String>, CliError> {
+    let [(leaf, detail)] = events else {
+        return Err(failed(format!(
+            "a v2 package holds exactly one listing fetch event; this one holds {}",
+            events.len()
+        )));
+    };
+    let text = read_small(&inside(dir, file)?, MAX_LISTING)?;
+    let text = String::from_utf8(text).map_err(|_| failed("the listing is not UTF-8 text"))?;
+    if Some(cases::listing_digest(&text).as_str()) != detail["records_sha256"].as_str() {
+        return Err(failed(format!(
+            "the listing is not the one fetch event {leaf} records (its SHA-256 differs)"
+        )));
+    }
+    let lines = cases::parse_listing(&text).map_err(failed)?;
+    let size = detail["size"].as_u64().unwrap_or(u64::MAX);
+    if detail["count"].as_u64() != Some(lines.len() as u64) || size > *leaf || size > checkpoint_size {
+        return Err(failed(format!(
+            "fetch event {leaf} records another count or an impossible log size for the listing"
+        )));
+    }
+    Ok(lines.into_iter().collect())
 }

@@ -132,6 +132,13 @@ pub(crate) fn run(command: &VerifyCommand) -> Result<(), CliError> {
             println!("scope: {}", shown(&checked.manifest.case.scope.to_json()));
             println!("scope digest: {}", shown(&checked.manifest.case.scope_sha256));
             println!("reason (as written): {}", shown(&checked.manifest.case.reason));
+            if !checked.complete {
+                return Err(CliError::new(
+                    Kind::Unproven,
+                    "completeness not proven (older package): it holds no listing, so records may have been left out; fetch the case again for a package that proves it",
+                ));
+            }
+            println!("complete: every record of the case's listing is in the package");
         }
     }
     Ok(())

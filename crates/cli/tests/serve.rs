@@ -1315,6 +1315,9 @@ fn an_auditor_reads_an_approved_scope_and_a_court_verifies_the_package() {
     assert_eq!(manifest["records"].as_array().unwrap().len(), 2);
     let verified = run(&["verify", "package", "--log-key", log_key, "package"]);
     assert!(verified.contains("package OK: 2 records"), "{verified}");
+    assert!(verified.contains("complete: every record"), "{verified}");
+    let listing = std::fs::read_to_string(dir.join("package/listing")).unwrap();
+    assert_eq!(listing.lines().count(), 2, "{listing}");
 
     // Tampered copies fail, naming what.
     let tamper = |name: &str, change: &dyn Fn(&Path), expected: &str| {
@@ -1335,10 +1338,91 @@ fn an_auditor_reads_an_approved_scope_and_a_court_verifies_the_package() {
         "no-fetch-record",
         &|p| {
             let mut m = manifest.clone();
-            m["fetch_events"] = serde_json::json!([]);
+            let kept: Vec<serde_json::Value> = m["fetch_events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| !e["detail"].as_str().unwrap().contains("\"body\""))
+                .cloned()
+                .collect();
+            m["fetch_events"] = serde_json::json!(kept);
             std::fs::write(p.join("manifest.json"), m.to_string()).unwrap();
         },
         "no proven fetch",
+    );
+    // A record left out, with its files and its fetch event: named by id.
+    let left_out = manifest["records"][0]["record_id"].as_str().unwrap().to_owned();
+    tamper(
+        "left-out-record",
+        &|p| {
+            let mut m = manifest.clone();
+            let records: Vec<serde_json::Value> = m["records"].as_array().unwrap()[1..].to_vec();
+            let fetches: Vec<serde_json::Value> = m["fetch_events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| !e["detail"].as_str().unwrap().contains(&left_out))
+                .cloned()
+                .collect();
+            m["records"] = serde_json::json!(records);
+            m["fetch_events"] = serde_json::json!(fetches);
+            std::fs::write(p.join("manifest.json"), m.to_string()).unwrap();
+            for ext in ["header", "age", "proof"] {
+                std::fs::remove_file(p.join(format!("records/{left_out}.{ext}"))).unwrap();
+            }
+        },
+        &format!("leaves out 1 of the 2 records its listing names: {left_out}"),
+    );
+    tamper(
+        "edited-listing",
+        &|p| {
+            let text = std::fs::read_to_string(p.join("listing")).unwrap();
+            let first = text.lines().next().unwrap().to_owned() + "\n";
+            std::fs::write(p.join("listing"), text.replace(&first, "")).unwrap();
+        },
+        "the listing is not the one fetch event",
+    );
+    tamper(
+        "no-listing",
+        &|p| {
+            let mut m = manifest.clone();
+            m.as_object_mut().unwrap().remove("listing");
+            std::fs::write(p.join("manifest.json"), m.to_string()).unwrap();
+        },
+        "names no listing",
+    );
+    // A package made before listings verifies, saying its completeness is not proven.
+    let older = dir.join("older");
+    Command::new("cp")
+        .args(["-r", "package"])
+        .arg(&older)
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    let mut m = manifest.clone();
+    m["format"] = serde_json::json!("vellum/package/v1");
+    m.as_object_mut().unwrap().remove("listing");
+    let fetches: Vec<serde_json::Value> = m["fetch_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| !e["detail"].as_str().unwrap().contains("\"listing\""))
+        .cloned()
+        .collect();
+    m["fetch_events"] = serde_json::json!(fetches);
+    std::fs::write(older.join("manifest.json"), m.to_string()).unwrap();
+    std::fs::remove_file(older.join("listing")).unwrap();
+    let out = vellum(dir, &["verify", "package", "--log-key", log_key, "older"], b"");
+    assert_eq!(out.code, 8, "{}", out.stderr);
+    assert!(
+        out.stdout_text().contains("package OK: 2 records"),
+        "{}",
+        out.stdout_text()
+    );
+    assert!(
+        out.stderr.contains("completeness not proven (older package)"),
+        "{}",
+        out.stderr
     );
     tamper(
         "escaping-name",

@@ -38,6 +38,60 @@ pub const FETCH: &str = "case.fetch";
 /// approver was disabled or lost the role).
 pub const GATEWAY_ACTOR: &str = "gateway";
 
+/// The domain of a listing's digest ([`listing_digest`]).
+pub const LISTING_DOMAIN: &[u8] = b"vellum/case-listing/v1\n";
+
+/// The text of a listing: the records in a case's scope at a log size, one line
+/// `RECORD_ID HEADER_SHA256` each (the record id as a lowercase UUID, the digest in
+/// 64 lowercase hex digits), sorted by record id, each line ending in `\n`.
+pub fn listing_text(records: &[(String, String)]) -> String {
+    let mut sorted: Vec<&(String, String)> = records.iter().collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut text = String::with_capacity(sorted.len() * 102);
+    for (record, header_sha256) in sorted {
+        text.push_str(record);
+        text.push(' ');
+        text.push_str(header_sha256);
+        text.push('\n');
+    }
+    text
+}
+
+/// The lines of a listing text, each `(record id, header SHA-256)`; refused unless it
+/// is exactly what [`listing_text`] writes.
+pub fn parse_listing(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (n, line) in text.split_terminator('\n').enumerate() {
+        let bad = || format!("listing line {}: not `RECORD_ID HEADER_SHA256`", n + 1);
+        let (record, digest) = line.split_once(' ').ok_or_else(bad)?;
+        let canonical_id = vellum_protocol::ids::RecordId::parse(record)
+            .map(|id| id.to_string() == record)
+            .unwrap_or(false);
+        let hex_digest = digest.len() == 64 && digest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !canonical_id || !hex_digest {
+            return Err(bad());
+        }
+        if out.last().is_some_and(|(last, _)| last.as_str() >= record) {
+            return Err(format!("listing line {}: not sorted by record id", n + 1));
+        }
+        out.push((record.to_owned(), digest.to_owned()));
+    }
+    if !text.is_empty() && !text.ends_with('\n') {
+        return Err("the listing's last line has no line feed".into());
+    }
+    Ok(out)
+}
+
+/// SHA-256 of [`LISTING_DOMAIN`] and a listing's text, in hex: what the listing's
+/// fetch event commits to.
+pub fn listing_digest(text: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(LISTING_DOMAIN);
+    h.update(text.as_bytes());
+    hex::encode(h.finalize())
+}
+
 /// The domain of a scope's digest.
 pub const SCOPE_DOMAIN: &[u8] = b"vellum/case-scope/v1\n";
 /// The longest grant an approver may give, in hours (30 days).
@@ -536,6 +590,30 @@ mod tests {
         };
         assert!(named.check_breadth(366).is_ok());
         assert!(scope().check_breadth(1).is_ok());
+    }
+
+    #[test]
+    fn a_listing_has_one_text_and_one_digest() {
+        let a = ("0192f0c4-6a3b-7cc1-9a51-3f6e8d2b1a00".to_owned(), "ab".repeat(32));
+        let b = ("0192f0c4-6a3b-7cc1-9a51-3f6e8d2b1a01".to_owned(), "cd".repeat(32));
+        let text = listing_text(&[b.clone(), a.clone(), b.clone()]);
+        assert_eq!(text, format!("{} {}\n{} {}\n", a.0, a.1, b.0, b.1));
+        assert_eq!(parse_listing(&text).unwrap(), [a.clone(), b.clone()]);
+        assert_eq!(listing_text(&[]), "");
+        assert!(parse_listing("").unwrap().is_empty());
+        // The digest is of the domain and the text: another order, another digest.
+        assert_ne!(listing_digest(&text), listing_digest(""));
+        let swapped = format!("{} {}\n{} {}\n", b.0, b.1, a.0, a.1);
+        assert!(parse_listing(&swapped).is_err());
+        for bad in [
+            format!("{} {}", a.0, a.1),
+            format!("{} {}\n", a.0.to_uppercase(), a.1),
+            format!("{}  {}\n", a.0, a.1),
+            format!("{} {}\n", a.0, a.1.to_uppercase()),
+            format!("{} {}\n{} {}\n", a.0, a.1, a.0, a.1),
+        ] {
+            assert!(parse_listing(&bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -267,6 +267,10 @@ async fn a_case_reads_only_its_approved_scope_for_its_time() {
     // Nothing is read before approval.
     let list = format!("/v1/cases/{id}/records");
     assert_problem(&call(&f, "GET", &list, &ann, None).await, StatusCode::FORBIDDEN);
+    assert_problem(
+        &call(&f, "POST", &format!("/v1/cases/{id}/listing"), &ann, None).await,
+        StatusCode::FORBIDDEN,
+    );
 
     // Approving before a request, denying one's own, hours out of range.
     let approval = json!({ "scope_sha256": digest, "note": "ok" });
@@ -326,6 +330,42 @@ async fn a_case_reads_only_its_approved_scope_for_its_time() {
     assert_eq!(approved["state"], "approved");
     let until = approved["grant_until"].as_u64().unwrap();
     assert!(until > support::now_ms() + 7 * 3_600_000 && until <= support::now_ms() + 8 * 3_600_000);
+
+    // The listing: exactly the in-scope records, each with its header digest, under a
+    // digest the fetch event records.
+    let (status, _, body) = call(&f, "POST", &format!("/v1/cases/{id}/listing"), &ann, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let listing = parse(&body);
+    let text = listing["listing"].as_str().unwrap();
+    let listed = vellum_gateway::cases::parse_listing(text).unwrap();
+    let mut in_scope: Vec<String> = (0..30u64)
+        .filter(|i| i % 3 == 1 && i % 2 == 0)
+        .map(|i| ids[i as usize].to_string())
+        .collect();
+    in_scope.sort();
+    assert_eq!(
+        listed.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>(),
+        in_scope
+    );
+    assert_eq!(listing["count"].as_u64(), Some(in_scope.len() as u64));
+    assert_eq!(
+        listing["records_sha256"].as_str(),
+        Some(vellum_gateway::cases::listing_digest(text).as_str())
+    );
+    for (record, digest) in &listed {
+        let stored = f
+            .gateway
+            .archive()
+            .record(RecordId::parse(record).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&hex::encode(Sha256::digest(&stored.header)), digest);
+    }
+    assert_problem(
+        &call(&f, "POST", &format!("/v1/cases/{id}/listing"), &ben, None).await,
+        StatusCode::FORBIDDEN,
+    );
 
     // Exactly the in-scope records: bob's with token 1.
     let (status, _, body) = call(&f, "GET", &list, &ann, None).await;
@@ -439,8 +479,11 @@ async fn a_case_reads_only_its_approved_scope_for_its_time() {
     let (status, _, body) = call(&f, "GET", &uri, &root, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let fetches = parse(&body)["events"].as_array().unwrap().clone();
-    // One list, then a header and a body per in-scope record.
-    assert_eq!(fetches.len(), 1 + 2 * expected.len());
+    // One listing, one list, then a header and a body per in-scope record.
+    assert_eq!(fetches.len(), 2 + 2 * expected.len());
+    let listing_detail: Value = serde_json::from_str(fetches[0]["detail"].as_str().unwrap()).unwrap();
+    assert_eq!(listing_detail["part"], "listing");
+    assert_eq!(listing_detail["records_sha256"], listing["records_sha256"]);
     for event in &fetches {
         let recorded = vellum_archive::ports::AuditEvent {
             at: UnixMillis(event["at"].as_u64().unwrap()),

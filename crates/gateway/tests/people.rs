@@ -604,6 +604,7 @@ fn allowed(method: &Method, path: &str, caller: Caller) -> bool {
             caller == Caller::Person(Role::Approver)
         }
         (_, p) if p.starts_with("/v1/cases/{case}/records") => caller == Caller::Person(Role::Auditor),
+        ("POST", "/v1/cases/{case}/listing") => caller == Caller::Person(Role::Auditor),
         ("POST", "/v1/records/search")
         | (_, "/v1/cases" | "/v1/cases/{case}" | "/v1/cases/{case}/fetches")
         | ("POST", "/v1/cases/{case}/revoke" | "/v1/cases/{case}/close") => {

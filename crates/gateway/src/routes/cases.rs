@@ -21,6 +21,7 @@ use vellum_archive::search::{
 };
 use vellum_protocol::header::UnverifiedHeader;
 use vellum_protocol::ids::{Channel, Custodian, DeviceId, RecordId, RetentionClass, UnixMillis};
+use vellum_protocol::receipt::LogEntry;
 
 use super::auth::{PeopleStore, audit};
 use super::{free_text, json, query};
@@ -824,6 +825,99 @@ pub(super) async fn records<L: CaseStore, B: BlobStore>(
     )
     .await?;
     Ok(Json(page(state.archive().log_store(), &query).await?))
+}
+
+/// The most records one listing names; a wider case is split into narrower ones.
+const MAX_LISTING: usize = 1_000_000;
+
+/// The records in a case's scope at a log size, committed to by a fetch event.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(super) struct Listing {
+    /// The log size (a signed checkpoint's) the listing holds at: every record of the
+    /// scope among the first `size` leaves.
+    size: u64,
+    /// How many records it names.
+    count: u64,
+    /// SHA-256 of `vellum/case-listing/v1\n` and `listing` (docs/formats.md).
+    records_sha256: String,
+    /// One line `RECORD_ID HEADER_SHA256` per record, sorted by record id.
+    listing: String,
+}
+
+/// `POST /v1/cases/{case}/listing`: every record in the case's scope at the newest
+/// checkpoint, under a running grant. The listing's digest is recorded as a
+/// `case.fetch` event (part `listing`), so an export package can prove it holds every
+/// record the case covered, and name any it leaves out.
+#[utoipa::path(post, path = "/v1/cases/{case}/listing", tag = "auditors",
+    params(("case" = String, Path, description = "The case id.")),
+    security(("access_token" = [])), responses(
+    (status = 200, description = "The listing (audited as case.fetch, part listing).", body = Listing),
+    (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Not the case's auditor, or no running grant.", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No such case, or the log is empty.", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "The scope holds more records than one listing names: open narrower cases.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn listing<L: CaseStore, B: BlobStore>(
+    state: State<L, B>,
+    Extension(person): Extension<Person>,
+    Path(id): Path<String>,
+) -> Result<Json<Listing>, ApiError> {
+    let case = granted(&state, &person, &id).await?;
+    let store = state.archive().log_store();
+    let (size, _) = state
+        .archive()
+        .latest_checkpoint()
+        .await?
+        .ok_or_else(|| ApiError::NotFound("the log is empty: no checkpoint yet".into()))?;
+    let mut query = SearchRequest {
+        sort: Some("logged".into()),
+        order: Some("asc".into()),
+        limit: Some(vellum_archive::search::MAX_PAGE),
+        ..SearchRequest::default()
+    }
+    .into_query()?;
+    query.filter = case.scope.filter().map_err(|_| ApiError::Internal)?;
+    let mut records = Vec::new();
+    'pages: loop {
+        let page = store.search(&query).await?;
+        for r in &page.records {
+            if r.leaf_index >= size {
+                break 'pages;
+            }
+            let entry = store.entry(r.leaf_index).await?.ok_or(ApiError::Internal)?;
+            let header_sha256 = match LogEntry::from_bytes(&entry) {
+                Ok(LogEntry::RecordAppended { header_sha256, .. }) => header_sha256,
+                _ => {
+                    tracing::error!(leaf = r.leaf_index, "a record's leaf is not its log entry");
+                    return Err(ApiError::Internal);
+                }
+            };
+            records.push((r.record_id.to_string(), hex::encode(header_sha256)));
+            if records.len() > MAX_LISTING {
+                return Err(ApiError::Conflict(format!(
+                    "the case's scope holds more than {MAX_LISTING} records: open narrower cases"
+                )));
+            }
+        }
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    let listing = cases::listing_text(&records);
+    let answer = Listing {
+        size,
+        count: records.len() as u64,
+        records_sha256: cases::listing_digest(&listing),
+        listing,
+    };
+    let detail = serde_json::json!({
+        "part": "listing",
+        "size": answer.size,
+        "count": answer.count,
+        "records_sha256": answer.records_sha256,
+    });
+    record_fetch(&state, &person, &case, detail).await?;
+    Ok(Json(answer))
 }
 
 /// The stored record `record`, if it lies in the case's scope; 403 otherwise (and

@@ -87,6 +87,7 @@ pub use records::RECORD_MEDIA_TYPE;
         cases::revoke,
         cases::close,
         cases::records,
+        cases::listing,
         cases::record,
         cases::body,
         cases::fetches,
@@ -162,6 +163,7 @@ where
         .route("/v1/cases/{case}/revoke", post(cases::revoke::<L, B>))
         .route("/v1/cases/{case}/close", post(cases::close::<L, B>))
         .route("/v1/cases/{case}/records", get(cases::records::<L, B>))
+        .route("/v1/cases/{case}/listing", post(cases::listing::<L, B>))
         .route("/v1/cases/{case}/records/{record}", get(cases::record::<L, B>))
         .route("/v1/cases/{case}/records/{record}/body", get(cases::body::<L, B>))
         .route("/v1/cases/{case}/fetches", get(cases::fetches::<L, B>))
@@ -332,6 +334,7 @@ pub const POLICIES: &[(&str, &str, Access)] = &[
     ("POST", "/v1/cases/{case}/revoke", READERS),
     ("POST", "/v1/cases/{case}/close", READERS),
     ("GET", "/v1/cases/{case}/records", AUDITOR),
+    ("POST", "/v1/cases/{case}/listing", AUDITOR),
     ("GET", "/v1/cases/{case}/records/{record}", AUDITOR),
     ("GET", "/v1/cases/{case}/records/{record}/body", AUDITOR),
     ("GET", "/v1/cases/{case}/fetches", READERS),
