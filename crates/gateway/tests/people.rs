@@ -411,6 +411,48 @@ async fn auditors_enroll_totp_at_first_login_and_codes_work_once() {
         login(&f, "auditor", PASSWORD, json!({ "totp": good })).await.0,
         StatusCode::UNAUTHORIZED
     );
+    // A known device lifts the lock for the password only: no code is evaluated while
+    // locked, a wrong one counts nothing, and the right one waits for the lock's end.
+    let device = field(&tokens, "known_device");
+    let before = store.account_by_username("auditor").await.unwrap().unwrap();
+    for code in ["999999", "123456", good.as_str()] {
+        let (status, problem) = login(
+            &f,
+            "auditor",
+            PASSWORD,
+            json!({ "totp": code, "known_device": device }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("locked"),
+            "{problem}"
+        );
+    }
+    let after = store.account_by_username("auditor").await.unwrap().unwrap();
+    assert_eq!(
+        after.failed_logins, before.failed_logins,
+        "a code was evaluated while locked"
+    );
+    assert_eq!(after.locked_until, before.locked_until);
+    store
+        .update_account(
+            &after.account_id,
+            AccountChange::LockedUntil(UnixMillis(now_ms() - 1)),
+        )
+        .await
+        .unwrap();
+    let (status, _) = login(
+        &f,
+        "auditor",
+        PASSWORD,
+        json!({ "recovery_code": codes[4], "known_device": device }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    for _ in 0..5 {
+        login(&f, "auditor", PASSWORD, json!({ "totp": "999999" })).await;
+    }
 
     // A lost phone: an administrator resets the second factor over the API, and the
     // auditor enrolls again at the next sign-in (once the lock has passed).

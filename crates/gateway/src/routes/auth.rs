@@ -185,6 +185,15 @@ async fn identify<L: PeopleStore, B: BlobStore>(
     }
     let account = checked_password(state, factors.username, factors.password, device).await?;
     if account.totp_enabled {
+        // A known device lifts the lock for the password only: while the account is
+        // locked no second factor is evaluated, so a stolen device token and password
+        // give no codes to guess.
+        if let Some(until) = account.locked_until.filter(|u| u.0 > crate::now_ms()) {
+            return Err(ApiError::Unauthorized(format!(
+                "the account is locked after failed sign-ins until {}: its second factor is checked once the lock ends",
+                vellum_protocol::time::rfc3339(until.0)
+            )));
+        }
         second_factor(state, &account, factors.totp, factors.recovery_code).await?;
     }
     Ok(account)
