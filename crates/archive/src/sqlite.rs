@@ -82,6 +82,7 @@ impl SqliteStore {
                 "the SQLite archive must be a file, not an in-memory database".into(),
             ));
         }
+        create_private(&path)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -383,5 +384,22 @@ impl Sequencing for SqliteSequencing {
             .await?;
         self.open = false;
         Ok(())
+    }
+}
+
+/// Creates the database file for its owner only (0600) when it does not exist yet;
+/// SQLite gives its WAL and shared-memory files the same mode. An existing file is
+/// left as it is: `vellum serve` refuses one that others may read.
+fn create_private(path: &std::path::Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::backend("create the SQLite database file", e)),
     }
 }

@@ -23,6 +23,7 @@
 //! The configuration is written last: a folder without it is an interrupted
 //! initialisation and is refused rather than half-reused.
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -61,6 +62,14 @@ pub(crate) fn run(data: &Path, listen: Option<SocketAddr>) -> Result<(), CliErro
         eprintln!("vellum: reusing the deployment in {}", data.display());
     } else {
         let listen = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        // Before anything is created: a deployment whose address is taken would print
+        // a bundle naming another gateway.
+        if let Err(e) = std::net::TcpListener::bind(listen) {
+            return Err(fail(format!(
+                "cannot listen on {listen} ({e}): another program (another gateway?) holds it; \
+                 pick a free address with --listen; nothing was created"
+            )));
+        }
         initialise(data, listen)?;
     }
     let mut config = Config::load(&config_path)?;
@@ -226,10 +235,22 @@ fn initialise(data: &Path, listen: SocketAddr) -> Result<(), CliError> {
     println!("  {d}/offline/org.skey      the organisation key that signs keyrings: keep it offline.");
     println!("  {d}/offline/index.key     the blind-index key: for auditors and capture clients only.");
     println!();
-    println!(
-        "Administrator account {ADMIN:?}, one-time password (shown only now, to be changed at first sign-in):"
-    );
-    println!("  {}", admin_password.as_str());
+    // Written for its owner only, and shown only on a terminal: never into a service's
+    // log or journal.
+    let password_file = offline.join("admin.password");
+    write_output(Some(&password_file), line(&admin_password).as_bytes())?;
+    if std::io::stdout().is_terminal() {
+        println!(
+            "Administrator account {ADMIN:?}, one-time password (to be changed at first sign-in; also in {}):",
+            password_file.display()
+        );
+        println!("  {}", admin_password.as_str());
+    } else {
+        println!(
+            "Administrator account {ADMIN:?}: its one-time password (to be changed at first sign-in) is in {} (mode 0600); delete that file once it is changed.",
+            password_file.display()
+        );
+    }
     println!();
     println!("Enroll the demo device (custodian {DEMO_CUSTODIAN}; the bundle works once, for 7 days):");
     println!(
@@ -249,11 +270,14 @@ fn sha2_256(bytes: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(bytes).into()
 }
 
+/// Creates `dir` for its owner only (0700), and makes it so when it existed already.
 fn private_dir(dir: &PathBuf) -> Result<(), CliError> {
-    use std::os::unix::fs::DirBuilderExt as _;
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| CliError::io(dir, "create folder", &e))
+        .map_err(|e| CliError::io(dir, "create folder", &e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| CliError::io(dir, "make private", &e))
 }

@@ -446,6 +446,41 @@ impl Config {
 }
 
 /// Refuses a secret file that other users could read.
+/// Refuses to serve from storage that other users may read: the SQLite database file
+/// and its folder, and the blob folder, each with the `chmod` that fixes it. Ciphertext
+/// is still the archive's, and the database holds credentials' hashes and the audit
+/// trail.
+fn refuse_open_storage(config: &Config) -> Result<(), CliError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let open = |path: &Path, fix: &str| -> Result<(), CliError> {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return Ok(());
+        };
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(CliError::new(
+                Kind::Other,
+                format!(
+                    "{} may be read by other users of this machine: run `chmod {fix} {}` and start again",
+                    path.display(),
+                    path.display()
+                ),
+            ));
+        }
+        Ok(())
+    };
+    if let Some(file) = config.database.url.strip_prefix("sqlite://") {
+        let file = Path::new(file.split('?').next().unwrap_or(file));
+        if let Some(folder) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+            open(folder, "700")?;
+        }
+        open(file, "600")?;
+    }
+    if let Some(folder) = &config.blobs.folder {
+        open(folder, "700")?;
+    }
+    Ok(())
+}
+
 fn refuse_shared(path: &Path) -> Result<(), CliError> {
     use std::os::unix::fs::PermissionsExt as _;
     let meta = std::fs::metadata(path).map_err(|e| CliError::io(path, "read", &e))?;
@@ -516,6 +551,7 @@ pub(crate) fn run(config: Config) -> Result<(), CliError> {
 }
 
 async fn open_and_serve(config: Config) -> Result<(), CliError> {
+    refuse_open_storage(&config)?;
     let log_key = config.log_signer()?;
     let org_key = NoteVerifier::from_vkey(&config.org_key).map_err(|e| fail(format!("org_key: {e}")))?;
     let note =

@@ -214,18 +214,24 @@ fn credentials_rotate_even_when_an_answer_is_lost(dir: &Path, device: &Path, por
     assert_eq!(credential_of(device), (landed.to_owned(), None));
 }
 
-/// The one-time password quickstart printed verifies against the stored Argon2id hash,
-/// and is written nowhere in the data folder.
+/// The administrator's one-time password quickstart wrote, for its owner only.
+fn quickstart_password(data: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let file = data.join("offline/admin.password");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", file.display());
+    std::fs::read_to_string(file).unwrap().trim().to_owned()
+}
+
+/// The one-time password quickstart wrote to `offline/admin.password` (0600) verifies
+/// against the stored Argon2id hash; with its output not a terminal (a service's
+/// journal), quickstart did not print it, and no other file holds it.
 fn admin_password_is_stored_only_as_argon2id(data: &Path, shown: &str) {
     use vellum_archive::ports::AccountStore as _;
-    let password = shown
-        .lines()
-        .skip_while(|l| !l.contains("one-time password"))
-        .nth(1)
-        .unwrap()
-        .trim()
-        .to_owned();
+    let password = quickstart_password(data);
     assert_eq!(password.len(), 24, "{shown}");
+    assert!(!shown.contains(&password), "printed into a log: {shown}");
+    assert!(shown.contains("offline/admin.password"), "{shown}");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -246,6 +252,9 @@ fn admin_password_is_stored_only_as_argon2id(data: &Path, shown: &str) {
         &password
     ));
     for file in files_under(data) {
+        if file.ends_with("offline/admin.password") {
+            continue;
+        }
         let bytes = std::fs::read(&file).unwrap();
         assert!(
             !contains(&bytes, &password),
@@ -536,6 +545,69 @@ fn tls_is_served_when_configured_and_plain_http_off_loopback_is_flagged() {
     gateway.stop();
 }
 
+/// Quickstart checks its address before it creates anything, makes a folder that
+/// existed private, and the gateway refuses storage that other users may read, saying
+/// which `chmod` fixes it.
+#[test]
+fn storage_is_private_and_a_taken_address_creates_nothing() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = vellum(
+        dir,
+        &[
+            "quickstart",
+            "--data",
+            "second",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ],
+        b"",
+    );
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("nothing was created"), "{}", out.stderr);
+    assert!(!dir.join("second").exists());
+    drop(taken);
+
+    // A folder made beforehand with the usual mode becomes private.
+    let data = dir.join("vellum-data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let port = free_port();
+    let gateway = Running::start(quickstart(&data, port), port, dir, "private");
+    gateway.stop();
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("vellum.db")), 0o600);
+    assert_eq!(mode(&data.join("blobs")), 0o700);
+
+    let config = data.join("vellum.toml");
+    let serve = |what: &str| {
+        let out = vellum(dir, &["serve", "--config", config.to_str().unwrap()], b"");
+        assert_ne!(out.code, 0, "{what}");
+        out.stderr
+    };
+    for (path, loose, fix) in [
+        (data.join("vellum.db"), 0o644, "chmod 600"),
+        (data.clone(), 0o755, "chmod 700"),
+        (data.join("blobs"), 0o750, "chmod 700"),
+    ] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(loose)).unwrap();
+        let refused = serve(&path.display().to_string());
+        assert!(
+            refused.contains(&format!("`{fix} {}`", path.display())),
+            "{refused}"
+        );
+        let strict = if fix == "chmod 600" { 0o600 } else { 0o700 };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(strict)).unwrap();
+    }
+    let again = Running::start(quickstart(&data, port), port, dir, "private-again");
+    again.stop();
+}
+
 fn one_time_password_in(text: &str) -> String {
     text.lines()
         .skip_while(|l| !l.contains("one-time password"))
@@ -568,7 +640,7 @@ fn the_first_administrator_signs_in_over_http_and_accounts_are_managed_on_the_da
     let data = dir.join("vellum-data");
     let port = free_port();
     let gateway = Running::start(quickstart(&data, port), port, dir, "accounts");
-    let one_time = one_time_password_in(&gateway.stdout_text());
+    let one_time = quickstart_password(&data);
 
     // The one-time password signs in only to be changed.
     assert_eq!(login_over_http(port, "admin", &one_time).0, 403);

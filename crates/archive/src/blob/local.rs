@@ -89,7 +89,10 @@ fn segment_name(n: u32) -> String {
 impl LocalBlobStore {
     /// Opens (creating if needed) the store in `dir`, and locks it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        fs::create_dir_all(dir).map_err(io_err("create blob folder"))?;
+        // For its owner only: `vellum serve` refuses a blob folder others may read.
+        std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
+            .create(dir)
+            .map_err(io_err("create blob folder"))?;
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
