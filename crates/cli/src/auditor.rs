@@ -842,7 +842,7 @@ async fn fetch(file: &SessionFile, case: &str, out: &Path, key: &NoteVerifier) -
         .unwrap_or(Path::new("."));
     let work = tempfile::Builder::new()
         .prefix(".vellum-package-")
-        .permissions(private_folder())
+        .permissions(crate::files::private_folder())
         .tempdir_in(parent)
         .map_err(|e| CliError::io(parent, "write in", &e))?;
     let dir = work.path();
@@ -1057,12 +1057,6 @@ fn warn_unproven(checked: &package::Verified) {
     }
 }
 
-/// A folder only its owner may enter (0700): packages and opened records are theirs.
-fn private_folder() -> std::fs::Permissions {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::Permissions::from_mode(0o700)
-}
-
 fn open_package(dir: &Path, identity_files: &[PathBuf]) -> Result<(), CliError> {
     let identities = crate::sealing::read_identities(identity_files)?;
     let manifest: Manifest = serde_json::from_slice(&read_small(&dir.join("manifest.json"), 256 << 20)?)
@@ -1078,7 +1072,7 @@ fn open_package(dir: &Path, identity_files: &[PathBuf]) -> Result<(), CliError> 
     // whole: a failure leaves nothing behind, so the next try starts clean.
     let work = tempfile::Builder::new()
         .prefix(".vellum-opening-")
-        .permissions(private_folder())
+        .permissions(crate::files::private_folder())
         .tempdir_in(dir)
         .map_err(|e| CliError::io(dir, "write in", &e))?;
     let mut progress = Progress::new("opening records", manifest.records.len() as u64);

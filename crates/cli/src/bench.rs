@@ -4,7 +4,7 @@
 //! happens before the clock starts; what is timed is `Archive::append` end to end:
 //! blob write, tree update, checkpoint signature, database commit, receipt.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -93,19 +93,36 @@ pub(crate) fn storage(args: &StorageArgs) -> Result<(), CliError> {
     runtime.block_on(run(args))
 }
 
+/// Cuts a receipt log back to its last whole line: a run killed while writing a line
+/// leaves part of it, which the next run's first line must not continue.
+fn drop_partial_line(path: &Path) -> Result<(), CliError> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Ok(());
+    };
+    let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if whole < bytes.len() {
+        let file = std::fs::OpenOptions::new().write(true).open(path).map_err(fail)?;
+        file.set_len(whole as u64).map_err(fail)?;
+    }
+    Ok(())
+}
+
 async fn run(args: &StorageArgs) -> Result<(), CliError> {
-    let scratch = tempfile::tempdir().map_err(fail)?;
+    let scratch = crate::files::private_tempdir().map_err(fail)?;
     let dir = args.dir.clone().unwrap_or_else(|| scratch.path().to_owned());
     let blobs = LocalBlobStore::open(&dir.join("blobs")).map_err(fail)?;
     let signer = log_signer(args.dir.as_deref())?;
     let receipts = match &args.receipts {
-        Some(path) => Some(Arc::new(std::sync::Mutex::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(fail)?,
-        ))),
+        Some(path) => {
+            drop_partial_line(path)?;
+            Some(Arc::new(std::sync::Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(fail)?,
+            )))
+        }
         None => None,
     };
     eprintln!("bench: preparing {} sealed, signed records…", args.records);

@@ -956,7 +956,7 @@ async fn remote(args: &CaptureArgs, bundle: &Path) -> Result<Setup, CliError> {
 }
 
 async fn run(args: &CaptureArgs) -> Result<(), CliError> {
-    let scratch = tempfile::tempdir().map_err(fail)?;
+    let scratch = crate::files::private_tempdir().map_err(fail)?;
     let mut setup = match &args.bundle {
         Some(bundle) => remote(args, bundle).await?,
         None => local(args, scratch.path()).await?,

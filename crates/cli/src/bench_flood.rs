@@ -82,7 +82,7 @@ struct Phase {
 }
 
 async fn run(args: &FloodArgs) -> Result<(), CliError> {
-    let dir = tempfile::tempdir().map_err(fail)?;
+    let dir = crate::files::private_tempdir().map_err(fail)?;
     let now = crate::keys::now_ms();
     let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("meta.db").display()))
         .await

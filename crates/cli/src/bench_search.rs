@@ -557,7 +557,7 @@ async fn settle(url: &str) -> Result<(), CliError> {
 }
 
 async fn run(args: &SearchArgs) -> Result<(), CliError> {
-    let scratch = tempfile::tempdir().map_err(fail)?;
+    let scratch = crate::files::private_tempdir().map_err(fail)?;
     let dir = args.dir.clone().unwrap_or_else(|| scratch.path().to_owned());
     std::fs::create_dir_all(&dir).map_err(|e| CliError::io(&dir, "create folder", &e))?;
     let signer = crate::bench::log_signer(Some(&dir))?;

@@ -125,3 +125,15 @@ fn exists(path: &Path) -> CliError {
 pub(crate) fn create_new_dir(path: &Path) -> Result<(), CliError> {
     fs::create_dir(path).map_err(|e| CliError::io(path, "create folder", &e))
 }
+
+/// The mode of a folder only its owner may enter (0700): packages, opened records, a
+/// benchmark's deployment.
+pub(crate) fn private_folder() -> fs::Permissions {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::Permissions::from_mode(0o700)
+}
+
+/// A temporary folder only its owner may enter.
+pub(crate) fn private_tempdir() -> io::Result<tempfile::TempDir> {
+    tempfile::Builder::new().permissions(private_folder()).tempdir()
+}

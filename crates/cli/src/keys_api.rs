@@ -67,6 +67,11 @@ pub(crate) enum KeysApiCommand {
         /// The auditor who receives them.
         #[arg(long, value_name = "USERNAME")]
         to: String,
+        /// Their recipient (`age1…`), as they gave it to you themselves (in person, on
+        /// a call): the copies are wrapped only if the gateway lists exactly this one
+        /// for them, so neither the gateway nor whoever made their account chooses it.
+        #[arg(long, value_name = "AGE1…")]
+        recipient: String,
         #[command(flatten)]
         login: Login,
     },
@@ -197,12 +202,23 @@ async fn keys_command(session: &Session, command: &KeysApiCommand) -> Result<(),
                 .await?;
             println!("registered {me}");
         }
-        KeysApiCommand::Fetch { identity, out, .. } => {
+        KeysApiCommand::Fetch { identity, out, login } => {
             let me = one_identity(identity)?;
             if !out.is_dir() {
                 crate::files::create_new_dir(out)?;
             }
-            for (epoch, identity) in my_epochs(session, &me).await? {
+            let epochs = my_epochs(session, &me).await?;
+            if epochs.is_empty() {
+                return Err(fail(
+                    Kind::NotFound,
+                    format!(
+                        "the gateway holds no epoch copy for {}: no auditor has shared an epoch with you yet \
+                         (another auditor runs `vellum keys share --to {} --recipient YOUR_RECIPIENT`)",
+                        login.as_user, login.as_user
+                    ),
+                ));
+            }
+            for (epoch, identity) in epochs {
                 let path = out.join(format!("epoch-{epoch}.key"));
                 write_output(
                     Some(&path),
@@ -211,8 +227,19 @@ async fn keys_command(session: &Session, command: &KeysApiCommand) -> Result<(),
                 println!("epoch {epoch}: {}", path.display());
             }
         }
-        KeysApiCommand::Share { identity, to, .. } => {
+        KeysApiCommand::Share {
+            identity,
+            to,
+            recipient: given,
+            ..
+        } => {
             let me = one_identity(identity)?;
+            let given: Recipient = given.trim().parse().map_err(|_| {
+                fail(
+                    Kind::Malformed,
+                    format!("--recipient {given:?} is not an age recipient (age1…)"),
+                )
+            })?;
             let listed = session.call(Method::GET, "/v1/keys/recipients", None).await?;
             let recipient: Recipient = listed
                 .as_array()
@@ -228,6 +255,15 @@ async fn keys_command(session: &Session, command: &KeysApiCommand) -> Result<(),
                 })?
                 .parse()
                 .map_err(|_| fail(Kind::Malformed, "the gateway listed a bad recipient"))?;
+            if recipient.to_string() != given.to_string() {
+                return Err(fail(
+                    Kind::VerifyFailed,
+                    format!(
+                        "the gateway lists another recipient for {to} than the one you gave: nothing was shared; \
+                         ask {to} for their recipient again, and their administrator who registered it"
+                    ),
+                ));
+            }
             let wraps = my_epochs(session, &me)
                 .await?
                 .iter()
@@ -287,7 +323,17 @@ async fn keys_command(session: &Session, command: &KeysApiCommand) -> Result<(),
                     Some(&body.to_string()),
                 )
                 .await?;
-            println!("recorded the recovery of epoch(s) {}", recorded["epochs"]);
+            let epochs: Vec<String> = recorded["epochs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(Value::to_string)
+                .collect();
+            match epochs.as_slice() {
+                [] => println!("recorded the recovery (of no epoch whose escrow copy this gateway serves)"),
+                [one] => println!("recorded the recovery of epoch {one}"),
+                many => println!("recorded the recovery of epochs {}", many.join(", ")),
+            }
             let unmatched = recorded["unmatched"].as_array().map_or(0, Vec::len);
             if unmatched > 0 {
                 println!(

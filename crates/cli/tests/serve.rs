@@ -900,7 +900,8 @@ fn auditors_rotate_the_keyring_and_share_epochs_through_the_cli() {
         );
     }
     let url = format!("http://127.0.0.1:{port}");
-    let as_auditor = |name: &str, code: &str, args: &[&str]| {
+    // A command signed in as `name` with a recovery code; its outcome.
+    let signed_in = |name: &str, code: &str, args: &[&str]| {
         let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         for extra in [
             "--gateway",
@@ -915,7 +916,10 @@ fn auditors_rotate_the_keyring_and_share_epochs_through_the_cli() {
             all.push(extra.to_owned());
         }
         let all: Vec<&str> = all.iter().map(String::as_str).collect();
-        let run = vellum(dir, &all, b"");
+        vellum(dir, &all, b"")
+    };
+    let as_auditor = |name: &str, code: &str, args: &[&str]| {
+        let run = signed_in(name, code, args);
         assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
         run.stdout_text()
     };
@@ -972,11 +976,55 @@ fn auditors_rotate_the_keyring_and_share_epochs_through_the_cli() {
     let (_, keyring) = http(port, "GET", "/v1/keyring").unwrap();
     assert!(keyring.contains("\nepoch 2\n"), "{keyring}");
 
-    // Ann wraps epoch 2 for Bo, who fetches and opens it.
-    let shared = as_auditor(
+    // Bo has nothing to fetch yet: said, and not a success.
+    let nothing = signed_in(
+        "bo",
+        &bo_codes[2],
+        &["keys", "fetch", "-i", "bo.key", "--out", "bo-none"],
+    );
+    assert_eq!(nothing.code, 3, "{}", nothing.stderr);
+    assert!(
+        nothing.stderr.contains("no epoch copy for bo"),
+        "{}",
+        nothing.stderr
+    );
+
+    // Ann wraps epoch 2 for Bo, only to the recipient Bo gave her himself.
+    let bo_recipient = public_of(&dir.join("bo.key"));
+    let stranger = public_of(&dir.join("ann.key"));
+    let refused = signed_in(
         "ann",
         &ann_codes[2],
-        &["keys", "share", "-i", "ann.key", "--to", "bo"],
+        &[
+            "keys",
+            "share",
+            "-i",
+            "ann.key",
+            "--to",
+            "bo",
+            "--recipient",
+            &stranger,
+        ],
+    );
+    assert_eq!(refused.code, 6, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("nothing was shared"),
+        "{}",
+        refused.stderr
+    );
+    let shared = as_auditor(
+        "ann",
+        &ann_codes[3],
+        &[
+            "keys",
+            "share",
+            "-i",
+            "ann.key",
+            "--to",
+            "bo",
+            "--recipient",
+            &bo_recipient,
+        ],
     );
     assert!(shared.contains("1 epoch(s) for bo"), "{shared}");
     as_auditor(
@@ -1095,7 +1143,10 @@ fn auditors_rotate_the_keyring_and_share_epochs_through_the_cli() {
             "FOIA request 2026-0042",
         ],
     );
-    assert!(recorded.contains("epoch(s) [2]"), "{recorded}");
+    assert!(
+        recorded.contains("recorded the recovery of epoch 2\n"),
+        "{recorded}"
+    );
     gateway.stop();
 }
 

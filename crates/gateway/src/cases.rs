@@ -281,6 +281,21 @@ pub enum State {
     Closed,
 }
 
+impl std::fmt::Display for State {
+    /// The state as the API names it (`requested`, `approved`, …).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            State::Open => "open",
+            State::Requested => "requested",
+            State::Approved => "approved",
+            State::Denied => "denied",
+            State::Revoked => "revoked",
+            State::Expired => "expired",
+            State::Closed => "closed",
+        })
+    }
+}
+
 /// One step of a case's history.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Step {
@@ -415,7 +430,7 @@ pub fn apply(case: &mut Case, event: &AuditEvent, detail: &StepDetail) -> Result
                 state,
                 State::Open | State::Denied | State::Revoked | State::Expired
             ) {
-                return Err(format!("access cannot be requested while the case is {state:?}"));
+                return Err(format!("access cannot be requested while the case is {state}"));
             }
             let hours = detail.hours.filter(|h| (1..=MAX_GRANT_HOURS).contains(h));
             let hours = hours.ok_or_else(|| format!("a request asks for 1 to {MAX_GRANT_HOURS} hours"))?;
@@ -427,9 +442,7 @@ pub fn apply(case: &mut Case, event: &AuditEvent, detail: &StepDetail) -> Result
                 return Err("nobody approves their own request".into());
             }
             if state != State::Requested {
-                return Err(format!(
-                    "only a pending request is approved; the case is {state:?}"
-                ));
+                return Err(format!("only a pending request is approved; the case is {state}"));
             }
             if detail.scope_sha256.as_deref() != Some(case.scope_sha256.as_str()) {
                 return Err("the approval names another scope than the case's".into());
@@ -455,13 +468,13 @@ pub fn apply(case: &mut Case, event: &AuditEvent, detail: &StepDetail) -> Result
                 return Err("nobody decides their own request".into());
             }
             if state != State::Requested {
-                return Err(format!("only a pending request is denied; the case is {state:?}"));
+                return Err(format!("only a pending request is denied; the case is {state}"));
             }
             case.state = State::Denied;
         }
         REVOKE => {
             if state != State::Approved {
-                return Err(format!("only a running grant is revoked; the case is {state:?}"));
+                return Err(format!("only a running grant is revoked; the case is {state}"));
             }
             case.state = State::Revoked;
         }

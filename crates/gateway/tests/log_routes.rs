@@ -110,9 +110,10 @@ async fn bad_log_requests_get_problems() {
         ("/v1/log/proof/consistency?old=0&new=3", StatusCode::BAD_REQUEST),
         ("/v1/log/proof/consistency?old=3&new=2", StatusCode::BAD_REQUEST),
         ("/v1/log/proof/consistency?old=1&new=4", StatusCode::BAD_REQUEST),
+        // Beyond the largest position the stores index: refused as such.
         (
             "/v1/log/proof/inclusion?index=0&size=18446744073709551615",
-            StatusCode::NOT_FOUND,
+            StatusCode::BAD_REQUEST,
         ),
         ("/v1/records", StatusCode::METHOD_NOT_ALLOWED),
         ("/heapdump", StatusCode::NOT_FOUND),

@@ -754,7 +754,7 @@ async fn granted<L: CaseStore, B: BlobStore>(
     }
     if !case.grants(now()) {
         return Err(ApiError::Forbidden(format!(
-            "the case grants no access now (it is {:?}): request access and have it approved",
+            "the case grants no access now (it is {}): request access and have it approved",
             case.state
         )));
     }
