@@ -130,6 +130,17 @@ impl<L: LogStore, B: BlobStore> Archive<L, B> {
             .map_err(|e| StoreError::backend("blob reader task", e))?
     }
 
+    /// Sends the sealed body of a stored record to `sink` in bounded chunks, checking
+    /// its digest on the way (see [`BlobStore::read_chunks`]: an `Err` after the last
+    /// chunk means the receiver must discard what it got).
+    pub async fn read_body(
+        &self,
+        record: &StoredRecord,
+        sink: tokio::sync::mpsc::Sender<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        self.blobs.read_chunks(&record.blob, &record.body, sink).await
+    }
+
     /// The newest checkpoint: `(size, signed note)`.
     pub async fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
         self.log.latest_checkpoint().await

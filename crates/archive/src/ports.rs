@@ -321,7 +321,33 @@ pub trait BlobStore: Send + Sync + 'static {
         locator: &BlobLocator,
         expected: &BodyDigest,
     ) -> impl Future<Output = Result<Vec<u8>, StoreError>> + Send;
+
+    /// Reads a blob back into `sink` in chunks of at most [`READ_CHUNK`] bytes, so a
+    /// reader holds a bounded amount of it however large it is. The blob is hashed on
+    /// the way: `Err(StoreError::Integrity)` after the last chunk means what was sent
+    /// does not match `expected`, and the receiver must discard it. A receiver that
+    /// hangs up ends the read early with `Ok`. The default reads the blob whole with
+    /// [`BlobStore::get`]; the folder and S3 stores stream.
+    fn read_chunks(
+        &self,
+        locator: &BlobLocator,
+        expected: &BodyDigest,
+        sink: tokio::sync::mpsc::Sender<Vec<u8>>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move {
+            let bytes = self.get(locator, expected).await?;
+            for chunk in bytes.chunks(READ_CHUNK) {
+                if sink.send(chunk.to_vec()).await.is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        }
+    }
 }
+
+/// The largest chunk [`BlobStore::read_chunks`] sends: 256 KiB.
+pub const READ_CHUNK: usize = 256 << 10;
 
 /// A blob being written piece by piece ([`BlobStore::upload`]).
 ///

@@ -171,22 +171,52 @@ async fn a_restart_resumes_the_same_log(backend: impl Backend) {
     archive.close().await;
 }
 
-/// Damages a record's stored body; reading it back then fails, or, on WORM storage
-/// that kept the original version (which reads name), still gives the original.
+/// A record's body read back in chunks ([`vellum_archive::Archive::read_body`]): the
+/// bytes, once every chunk arrived and the digest held.
+async fn read_in_chunks<L: LogStore, B: vellum_archive::ports::BlobStore>(
+    archive: &vellum_archive::Archive<L, B>,
+    record: &vellum_archive::ports::StoredRecord,
+) -> Result<Vec<u8>, StoreError> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+    let collect = async move {
+        let mut bytes = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            assert!(chunk.len() <= vellum_archive::ports::READ_CHUNK);
+            bytes.extend_from_slice(&chunk);
+        }
+        bytes
+    };
+    let (read, bytes) = tokio::join!(archive.read_body(record, tx), collect);
+    read.map(|()| bytes)
+}
+
+/// Damages a record's stored body; reading it back then fails (whole, or in chunks at
+/// the end), or, on WORM storage that kept the original version (which reads name),
+/// still gives the original.
 async fn damage_and_read<L: LogStore, B: vellum_archive::ports::BlobStore>(
     backend: &impl Backend,
     archive: &vellum_archive::Archive<L, B>,
     record: &vellum_archive::ports::StoredRecord,
     submission: &vellum_archive::Submission,
 ) {
+    let original = submission.body.sealed().map(|b| b.as_bytes().to_vec());
     match backend.corrupt(&record.blob) {
         Corruption::Damaged => {
             assert!(matches!(
                 archive.body(record).await,
                 Err(StoreError::Integrity(_))
             ));
+            assert!(matches!(
+                read_in_chunks(archive, record).await,
+                Err(StoreError::Integrity(_))
+            ));
         }
-        Corruption::Superseded => assert_eq!(archive.body(record).await.unwrap(), submission.body),
+        Corruption::Superseded => {
+            assert_eq!(archive.body(record).await.unwrap(), submission.body);
+            if let Some(original) = original {
+                assert_eq!(read_in_chunks(archive, record).await.unwrap(), original);
+            }
+        }
     }
 }
 
@@ -266,6 +296,7 @@ async fn uploaded_bodies_are_checked_and_nothing_partial_stays(backend: impl Bac
     check_receipt(&receipt, &submission);
     let record = archive.record(id).await.unwrap().unwrap();
     assert_eq!(archive.body(&record).await.unwrap(), submission.body);
+    assert_eq!(read_in_chunks(&archive, &record).await.unwrap(), sealed);
     // A client retrying after a lost answer gets the same receipt.
     let again = upload_of(&archive, header, sealed, 4 << 20)
         .await

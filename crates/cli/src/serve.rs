@@ -117,6 +117,10 @@ pub(crate) struct LimitsConfig {
     device_cache_ms: u64,
     /// The longest time range of a case scope naming no custodian or participant.
     max_scope_days: u32,
+    /// Sealed bodies sent at once, in all.
+    max_concurrent_reads: usize,
+    /// Sealed bodies sent at once to one account.
+    max_reads_per_account: usize,
 }
 
 impl Default for LimitsConfig {
@@ -131,6 +135,8 @@ impl Default for LimitsConfig {
             max_buffered_bytes: d.max_buffered_bytes,
             device_cache_ms: d.device_cache.as_millis() as u64,
             max_scope_days: d.max_scope_days,
+            max_concurrent_reads: d.max_concurrent_reads,
+            max_reads_per_account: d.max_reads_per_account,
         }
     }
 }
@@ -683,6 +689,8 @@ where
         max_buffered_bytes: config.limits.max_buffered_bytes,
         device_cache: Duration::from_millis(config.limits.device_cache_ms),
         max_scope_days: config.limits.max_scope_days,
+        max_concurrent_reads: config.limits.max_concurrent_reads,
+        max_reads_per_account: config.limits.max_reads_per_account,
     };
     let archive = Archive::open(log, blobs, log_key).await.map_err(fail)?;
     let keyring = vellum_gateway::starting_keyring(&archive, &org_key, keyring)

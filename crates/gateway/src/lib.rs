@@ -29,6 +29,7 @@ pub mod auth;
 pub mod cases;
 mod device;
 pub mod problem;
+mod reads;
 mod routes;
 pub mod server;
 
@@ -86,6 +87,11 @@ pub struct Limits {
     /// The longest capture-time range, in days, of a case scope that names no
     /// custodian or participant: a wider one is the whole archive in substance.
     pub max_scope_days: u32,
+    /// Sealed bodies sent at once, in all; more wait up to the queue timeout, then get
+    /// 503. Each holds about a megabyte, whatever the body's size.
+    pub max_concurrent_reads: usize,
+    /// Sealed bodies one account is sent at once; more get 429.
+    pub max_reads_per_account: usize,
 }
 
 impl Default for Limits {
@@ -99,6 +105,8 @@ impl Default for Limits {
             max_buffered_bytes: 1 << 30,
             device_cache: Duration::from_secs(1),
             max_scope_days: cases::DEFAULT_MAX_SCOPE_DAYS,
+            max_concurrent_reads: 64,
+            max_reads_per_account: 4,
         }
     }
 }
@@ -119,6 +127,7 @@ pub struct Gateway<L, B> {
     login_limits: LoginLimits,
     oidc: Option<crate::auth::oidc::Oidc>,
     devices: device::DeviceCache,
+    reads: reads::ReadBudget,
 }
 
 impl<L: LogStore, B: BlobStore> Gateway<L, B> {
@@ -137,6 +146,10 @@ impl<L: LogStore, B: BlobStore> Gateway<L, B> {
             login_limits: LoginLimits::new(DEFAULT_LOGINS_PER_ADDRESS, DEFAULT_LOGINS_PER_ACCOUNT),
             oidc: None,
             devices: device::DeviceCache::default(),
+            reads: reads::ReadBudget::new(
+                Limits::default().max_concurrent_reads,
+                Limits::default().max_reads_per_account,
+            ),
         }
     }
 
@@ -211,8 +224,14 @@ impl<L: LogStore, B: BlobStore> Gateway<L, B> {
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.body_budget_kib = budget_kib(&limits, &self.archive);
         self.body_budget = Semaphore::new(self.body_budget_kib);
+        self.reads = reads::ReadBudget::new(limits.max_concurrent_reads, limits.max_reads_per_account);
         self.limits = limits;
         self
+    }
+
+    /// A share of the read budget for one body sent to `account`.
+    pub(crate) async fn reserve_read(&self, account: [u8; 16]) -> Result<reads::ReadPermit, ApiError> {
+        self.reads.acquire(account, self.limits.queue_timeout).await
     }
 
     /// Reserves room for a body of `bytes` in the buffered-bytes budget (all of it,

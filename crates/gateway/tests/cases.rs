@@ -797,3 +797,102 @@ async fn positions_beyond_the_largest_are_refused_plainly() {
     let (status, _, body) = call(&f, "GET", &format!("/v1/audit?from={}", i64::MAX), &root, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+/// Bodies are sent in bounded chunks under a read budget of their own: one account
+/// runs at most its share of reads at once (more get 429), and reads in flight never
+/// hold up a capture.
+#[tokio::test]
+async fn bodies_stream_under_a_read_budget_that_spares_captures() {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let f = support::fixture_with(vellum_gateway::Limits {
+        max_reads_per_account: 2,
+        ..Default::default()
+    })
+    .await;
+    let (device, credential) = support::enrolled_device(&f).await;
+    let device_id = DeviceId::parse(support::DEVICE).unwrap();
+    let recipient = Identity::generate().to_public();
+    let plaintext: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let big = seal::seal(std::slice::from_ref(&recipient), &plaintext).unwrap();
+    let big_id = RecordId::new_v7(T0);
+    let header = support::signed_header(&device, device_id, big_id, big.digest());
+    let (status, _, body) =
+        support::capture(&f, Some(&credential), support::frame(&header, big.as_bytes())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let (_, ann) = person(&f, "ann", Role::Auditor, 1).await;
+    let (_, olga) = person(&f, "olga", Role::Approver, 2).await;
+    let opening = json!({ "reason": "FOIA 11", "scope": { "custodians": ["officer@agency.example"] } });
+    let (_, _, body) = call(&f, "POST", "/v1/cases", &ann, Some(opening)).await;
+    let case = parse(&body);
+    let id = case["id"].as_str().unwrap().to_owned();
+    step(&f, &ann, &id, "request", json!({ "hours": 1 })).await;
+    let (status, _, body) = step(
+        &f,
+        &olga,
+        &id,
+        "approve",
+        json!({ "scope_sha256": case["scope_sha256"] }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let fetch = || {
+        let request = axum::http::Request::get(format!("/v1/cases/{id}/records/{big_id}/body"))
+            .header("authorization", format!("Bearer {ann}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        f.app.clone().oneshot(request)
+    };
+    // Read whole: the sealed body, byte for byte, in several frames of at most 256 KiB.
+    let response = fetch().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-length"].to_str().unwrap(),
+        big.as_bytes().len().to_string()
+    );
+    let mut body = response.into_body();
+    let (mut got, mut frames) = (Vec::new(), 0);
+    while let Some(frame) = body.frame().await {
+        let data = frame.unwrap().into_data().unwrap();
+        assert!(data.len() <= vellum_archive::ports::READ_CHUNK);
+        got.extend_from_slice(&data);
+        frames += 1;
+    }
+    assert_eq!(got, big.as_bytes());
+    assert!(frames >= 12, "{frames} frames");
+
+    // Two reads held open (their bodies not taken): the account's third gets 429.
+    let held = [fetch().await.unwrap(), fetch().await.unwrap()];
+    assert!(held.iter().all(|r| r.status() == StatusCode::OK));
+    let third = fetch().await.unwrap();
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(third.headers().contains_key("retry-after"));
+
+    // Meanwhile captures go on.
+    let small = seal::seal(std::slice::from_ref(&recipient), b"captured while reads run").unwrap();
+    let small_id = RecordId::new_v7(T0 + 1);
+    let header = support::signed_header(&device, device_id, small_id, small.digest());
+    let (status, _, body) = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        support::capture(&f, Some(&credential), support::frame(&header, small.as_bytes())),
+    )
+    .await
+    .expect("a capture waited on reads");
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // A read given up returns its share (once its task sees the client gone).
+    drop(held);
+    let mut again = fetch().await.unwrap();
+    for _ in 0..200 {
+        if again.status() == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        again = fetch().await.unwrap();
+    }
+    assert_eq!(again.status(), StatusCode::OK);
+    let bytes = again.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&bytes[..], big.as_bytes());
+}

@@ -29,3 +29,34 @@ pub(crate) fn verify(bytes: &[u8], expected: &BodyDigest, locator: &str) -> Resu
     }
     Ok(())
 }
+
+/// The digest of a blob read in chunks, checked at its end.
+pub(crate) struct Hashing {
+    hasher: Sha256,
+    len: u64,
+}
+
+impl Hashing {
+    pub(crate) fn new() -> Self {
+        Self {
+            hasher: Sha256::new(),
+            len: 0,
+        }
+    }
+
+    pub(crate) fn update(&mut self, chunk: &[u8]) {
+        self.hasher.update(chunk);
+        self.len += chunk.len() as u64;
+    }
+
+    /// Whether everything hashed is the blob `expected` names.
+    pub(crate) fn check(self, expected: &BodyDigest, locator: &str) -> Result<(), StoreError> {
+        let actual: [u8; 32] = self.hasher.finalize().into();
+        if self.len != expected.len || actual != expected.sha256 {
+            return Err(StoreError::Integrity(format!(
+                "blob {locator} does not match its digest"
+            )));
+        }
+        Ok(())
+    }
+}

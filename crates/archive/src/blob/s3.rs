@@ -261,6 +261,41 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn get(&self, locator: &BlobLocator, expected: &BodyDigest) -> Result<Vec<u8>, StoreError> {
+        let result = self.open_object(locator, expected).await?;
+        let bytes = result.bytes().await.map_err(s3_err("read blob"))?.to_vec();
+        super::verify(&bytes, expected, &locator.0)?;
+        Ok(bytes)
+    }
+
+    async fn read_chunks(
+        &self,
+        locator: &BlobLocator,
+        expected: &BodyDigest,
+        sink: tokio::sync::mpsc::Sender<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        let mut stream = self.open_object(locator, expected).await?.into_stream();
+        let mut hashing = super::Hashing::new();
+        while let Some(part) = std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)).await {
+            let part = part.map_err(s3_err("read blob"))?;
+            for chunk in part.chunks(crate::ports::READ_CHUNK) {
+                hashing.update(chunk);
+                if sink.send(chunk.to_vec()).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        hashing.check(expected, &locator.0)
+    }
+}
+
+impl S3BlobStore {
+    /// The exact object version a locator names, refused unless its length is the one
+    /// expected.
+    async fn open_object(
+        &self,
+        locator: &BlobLocator,
+        expected: &BodyDigest,
+    ) -> Result<object_store::GetResult, StoreError> {
         let (key, version) = match locator.0.split_once('#') {
             Some((key, version)) => (key, Some(version.to_owned())),
             None => (locator.0.as_str(), None),
@@ -280,9 +315,7 @@ impl BlobStore for S3BlobStore {
                 locator.0
             )));
         }
-        let bytes = result.bytes().await.map_err(s3_err("read blob"))?.to_vec();
-        super::verify(&bytes, expected, &locator.0)?;
-        Ok(bytes)
+        Ok(result)
     }
 }
 

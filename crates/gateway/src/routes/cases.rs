@@ -1008,16 +1008,56 @@ pub(super) async fn body<L: CaseStore, B: BlobStore>(
 ) -> Result<Response, ApiError> {
     let case = granted(&state, &person, &id).await?;
     let stored = in_scope(&state, &case, &record).await?;
-    let body = state.archive().body(&stored).await?;
+    // Reads have a budget of their own, never the captures'.
+    let permit = state.reserve_read(person.account_id).await?;
     let detail = serde_json::json!({ "part": "body", "record": stored.record_id.to_string() });
     record_fetch(&state, &person, &case, detail).await?;
     // A revocation recorded between the check and the fetch's own leaf wins.
     granted(&state, &person, &id).await?;
+    let len = stored.body.len;
     Ok((
-        [(header::CONTENT_TYPE, "application/octet-stream")],
-        body.into_bytes(),
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        streamed_body(state.0.clone(), stored, permit),
     )
         .into_response())
+}
+
+/// A stored body sent in bounded chunks as the client takes them: the blob store fills
+/// a channel of two chunks, the response drains it. A body that fails its digest on
+/// the way is cut off (the client sees an incomplete response, and checks the digest
+/// itself anyway) and logged. The read's share of the budget is held until the last
+/// chunk is sent or the client is gone.
+fn streamed_body<L: CaseStore, B: BlobStore>(
+    gateway: std::sync::Arc<crate::Gateway<L, B>>,
+    stored: vellum_archive::ports::StoredRecord,
+    permit: crate::reads::ReadPermit,
+) -> axum::body::Body {
+    type Channel = http_body_util::channel::Channel<axum::body::Bytes, std::io::Error>;
+    let (mut sender, body) = Channel::new(1);
+    tokio::spawn(async move {
+        let _permit = permit;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+        let reading = gateway.archive().read_body(&stored, tx);
+        // Owns the receiver: when the client is gone it ends, dropping the receiver,
+        // and the read stops at its next chunk.
+        let forwarding = async move {
+            while let Some(chunk) = rx.recv().await {
+                sender.send_data(chunk.into()).await.ok()?;
+            }
+            Some(sender)
+        };
+        let (read, sender) = tokio::join!(reading, forwarding);
+        if let Err(e) = read {
+            tracing::error!(record = %stored.record_id, error = %e, "a body read back failed");
+            if let Some(sender) = sender {
+                sender.abort(std::io::Error::other("the stored body failed its check"));
+            }
+        }
+    });
+    axum::body::Body::new(body)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
