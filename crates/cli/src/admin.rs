@@ -363,6 +363,7 @@ fn device_bundle(args: &BundleArgs) -> Result<(), CliError> {
         custodian: custodian.clone(),
         retention,
         expires_at,
+        ca_cert: None,
     };
     // Checked before the token is registered: a bundle a device would refuse is never made.
     let json = bundle.to_json();

@@ -22,6 +22,10 @@ pub(crate) enum CaptureCommand {
     Enroll {
         /// The enrollment bundle (JSON).
         bundle: PathBuf,
+        /// The certificate authority (PEM) of the gateway's TLS certificate, for a
+        /// private PKI (replaces one the bundle names). The device keeps it.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
         #[command(flatten)]
         device: DeviceDir,
     },
@@ -68,7 +72,7 @@ pub(crate) fn run(command: &CaptureCommand) -> Result<(), CliError> {
         .map_err(|e| CliError::new(Kind::Other, e.to_string()))?;
     runtime.block_on(async {
         match command {
-            CaptureCommand::Enroll { bundle, device } => enroll(bundle, &device.dir).await,
+            CaptureCommand::Enroll { bundle, ca, device } => enroll(bundle, ca.as_deref(), &device.dir).await,
             CaptureCommand::Send { messages, device } => send(messages, &device.dir).await,
             CaptureCommand::Status { device } => status(&device.dir),
             CaptureCommand::RotateCredential { device } => rotate(&device.dir).await,
@@ -76,9 +80,14 @@ pub(crate) fn run(command: &CaptureCommand) -> Result<(), CliError> {
     })
 }
 
-async fn enroll(bundle: &Path, dir: &Path) -> Result<(), CliError> {
+async fn enroll(bundle: &Path, ca: Option<&Path>, dir: &Path) -> Result<(), CliError> {
     let bytes = zeroize::Zeroizing::new(read_small(bundle, 64 * 1024)?);
-    let bundle = Bundle::from_json(&bytes).map_err(|e| CliError::new(Kind::Malformed, e.to_string()))?;
+    let mut bundle = Bundle::from_json(&bytes).map_err(|e| CliError::new(Kind::Malformed, e.to_string()))?;
+    if let Some(ca) = ca {
+        let pem = String::from_utf8(read_small(ca, 1 << 20)?)
+            .map_err(|_| CliError::new(Kind::Malformed, format!("{}: not a PEM file", ca.display())))?;
+        bundle.ca_cert = Some(pem);
+    }
     let device = Device::enroll(&bundle, dir).await.map_err(client_error)?;
     let keyring = device.refresh_keyring().await.map_err(client_error)?;
     println!(

@@ -194,6 +194,7 @@ fn initialise(data: &Path, listen: SocketAddr) -> Result<(), CliError> {
         custodian,
         retention: RetentionClass::new(DEMO_RETENTION).map_err(fail)?,
         expires_at,
+        ca_cert: None,
     };
     let bundle_path = offline.join("demo-device.bundle.json");
     write_output(Some(&bundle_path), bundle.to_json().as_bytes())?;

@@ -487,24 +487,75 @@ fn tls_is_served_when_configured_and_plain_http_off_loopback_is_flagged() {
     let port = free_port();
     Running::start(quickstart(&data, port), port, dir, "init").stop();
 
+    // A private PKI: an authority of the test's own, and the gateway's certificate
+    // issued by it.
     let (cert, key) = (data.join("tls.crt"), data.join("tls.key"));
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
+    let ca = dir.join("ca.crt");
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n",
+    )
+    .unwrap();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    for args in [
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-days",
+                "1",
+                "-subj",
+                "/CN=Test Agency CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+            ],
+        ]
+        .concat(),
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                key.to_str().unwrap(),
+                "-out",
+                "leaf.csr",
+            ],
+        ]
+        .concat(),
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
             "-days",
             "1",
-        ])
-        .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
-        .args(["-keyout", key.to_str().unwrap(), "-out", cert.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            cert.to_str().unwrap(),
+        ][..]
+            .to_vec(),
+    ] {
+        let made = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            made.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
     let config_path = data.join("vellum.toml");
     let plain = std::fs::read_to_string(&config_path).unwrap();
     std::fs::write(
@@ -522,11 +573,72 @@ fn tls_is_served_when_configured_and_plain_http_off_loopback_is_flagged() {
     );
     let url = format!("https://127.0.0.1:{port}/healthz");
     let curl = Command::new("curl")
-        .args(["-sS", "--cacert", cert.to_str().unwrap(), &url])
+        .args(["-sS", "--cacert", ca.to_str().unwrap(), &url])
         .output()
         .unwrap();
     assert!(curl.status.success(), "{}", String::from_utf8_lossy(&curl.stderr));
     assert_eq!(String::from_utf8_lossy(&curl.stdout), "ok\n");
+
+    // A capture client reaches it only trusting the private authority; plain http://
+    // to another machine is refused before anything is sent.
+    let demo: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle(&data)).unwrap()).unwrap();
+    let with_gateway = |name: &str, gateway: String| {
+        let mut b = demo.clone();
+        b["gateway"] = serde_json::json!(gateway);
+        std::fs::write(dir.join(name), b.to_string()).unwrap();
+    };
+    with_gateway("plain.json", format!("http://archive.agency.example:{port}"));
+    let plain_enroll = vellum(
+        dir,
+        &["capture", "enroll", "plain.json", "--dir", "plain-device"],
+        b"",
+    );
+    assert_ne!(plain_enroll.code, 0);
+    assert!(
+        plain_enroll.stderr.contains("plain http:// on another machine"),
+        "{}",
+        plain_enroll.stderr
+    );
+    assert!(!dir.join("plain-device").exists());
+    with_gateway("tls.json", format!("https://127.0.0.1:{port}"));
+    let untrusted = vellum(
+        dir,
+        &["capture", "enroll", "tls.json", "--dir", "tls-device"],
+        b"",
+    );
+    assert_ne!(untrusted.code, 0, "{}", untrusted.stdout_text());
+    assert!(!dir.join("tls-device").exists());
+    let enrolled = vellum(
+        dir,
+        &[
+            "capture",
+            "enroll",
+            "tls.json",
+            "--ca",
+            "ca.crt",
+            "--dir",
+            "tls-device",
+        ],
+        b"",
+    );
+    assert_eq!(enrolled.code, 0, "{}", enrolled.stderr);
+    let sent = vellum(
+        dir,
+        &[
+            "capture",
+            "send",
+            message().to_str().unwrap(),
+            "--dir",
+            "tls-device",
+        ],
+        b"",
+    );
+    assert_eq!(sent.code, 0, "{}", sent.stderr);
+    assert!(
+        sent.stdout_text().contains("receipt verified"),
+        "{}",
+        sent.stdout_text()
+    );
     // Plain HTTP on the TLS port gets no answer.
     assert!(http(port, "GET", "/healthz").is_none_or(|(status, _)| status != 200));
     gateway.stop();

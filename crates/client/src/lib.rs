@@ -105,6 +105,10 @@ struct State {
     pending_credential: Option<String>,
     custodian: String,
     retention: String,
+    /// The certificate authority (PEM) the gateway's TLS certificate is checked
+    /// against, besides the system's, when the bundle or `--ca` gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ca_cert: Option<String>,
 }
 
 impl zeroize::Zeroize for State {
@@ -129,6 +133,7 @@ pub struct Device {
     pending_credential: Option<Zeroizing<String>>,
     custodian: Custodian,
     retention: RetentionClass,
+    ca_cert: Option<String>,
     http: reqwest::Client,
 }
 
@@ -184,12 +189,53 @@ pub struct Status {
     pub receipts: usize,
 }
 
-fn http_client() -> Result<reqwest::Client, ClientError> {
-    reqwest::Client::builder()
+/// The HTTP client for `gateway`: refused for plain `http://` anywhere but this
+/// machine (the credential and the enrollment token would cross the network in the
+/// clear), trusting `ca_cert` (PEM) besides the system's authorities.
+fn http_client(gateway: &str, ca_cert: Option<&str>) -> Result<reqwest::Client, ClientError> {
+    if !secure_or_loopback(gateway) {
+        return Err(ClientError::Invalid(format!(
+            "the gateway {gateway} is plain http:// on another machine: credentials would cross the network \
+             in the clear; use its https:// URL (for a private certificate authority, give its certificate \
+             with --ca FILE or in the bundle)"
+        )));
+    }
+    let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(120))
+        .timeout(Duration::from_secs(120));
+    if let Some(pem) = ca_cert {
+        let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+            .map_err(|e| ClientError::Invalid(format!("the gateway's certificate authority: {e}")))?;
+        if certs.is_empty() {
+            return Err(ClientError::Invalid(
+                "the gateway's certificate authority holds no certificate".into(),
+            ));
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
         .build()
         .map_err(|e| ClientError::Unreachable(e.to_string()))
+}
+
+/// Whether `gateway` is `https://`, or `http://` to this machine (a loopback address
+/// or `localhost`).
+pub fn secure_or_loopback(gateway: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(gateway) else {
+        return false;
+    };
+    let host = url.host_str().unwrap_or_default();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match url.scheme() {
+        "https" => !host.is_empty(),
+        "http" => {
+            bare.eq_ignore_ascii_case("localhost")
+                || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+        _ => false,
+    }
 }
 
 /// Reads a gateway answer: the body on success, a refusal with the problem's detail
@@ -260,7 +306,7 @@ impl Device {
         let key = DeviceKey::generate();
         let device_id = DeviceId::from_bytes(*RecordId::new_v7(now().0).as_bytes())
             .map_err(|e| ClientError::State(e.to_string()))?;
-        let http = http_client()?;
+        let http = http_client(&bundle.gateway, bundle.ca_cert.as_deref())?;
         let request = serde_json::json!({
             "token": bundle.token.as_str(),
             "device_id": device_id.to_string(),
@@ -289,6 +335,7 @@ impl Device {
             pending_credential: None,
             custodian: bundle.custodian.as_str().to_owned(),
             retention: bundle.retention.as_str().to_owned(),
+            ca_cert: bundle.ca_cert.clone(),
         });
         let json = Zeroizing::new(serde_json::to_vec_pretty(&*state).unwrap_or_default());
         spool::write_atomic(state_path, &json).map_err(io_err(state_path))
@@ -321,7 +368,8 @@ impl Device {
             pending_credential: state.pending_credential.clone().map(Zeroizing::new),
             custodian: Custodian::new(&state.custodian).map_err(|_| bad("custodian"))?,
             retention: RetentionClass::new(&state.retention).map_err(|_| bad("retention"))?,
-            http: http_client()?,
+            http: http_client(&state.gateway, state.ca_cert.as_deref())?,
+            ca_cert: state.ca_cert.clone(),
         })
     }
 
@@ -338,6 +386,7 @@ impl Device {
             pending_credential: self.pending_credential.as_ref().map(|c| c.to_string()),
             custodian: self.custodian.as_str().to_owned(),
             retention: self.retention.as_str().to_owned(),
+            ca_cert: self.ca_cert.clone(),
         });
         let json = Zeroizing::new(serde_json::to_vec_pretty(&*state).unwrap_or_default());
         let path = self.dir.join("device.json");
@@ -602,4 +651,31 @@ impl Device {
 /// as opposed to the gateway's state or this device's standing.
 fn per_record(status: u16) -> bool {
     matches!(status, 400 | 409 | 413 | 422)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn plain_http_only_to_this_machine() {
+        for ok in [
+            "https://archive.agency.example",
+            "https://10.0.0.5:8443",
+            "http://127.0.0.1:8080",
+            "http://127.9.9.9",
+            "http://localhost:8080",
+            "http://[::1]:8080",
+        ] {
+            assert!(super::secure_or_loopback(ok), "{ok}");
+        }
+        for refused in [
+            "http://archive.agency.example",
+            "http://10.0.0.5:8080",
+            "http://[2001:db8::1]",
+            "http://localhost.agency.example",
+            "ftp://127.0.0.1",
+            "not a url",
+        ] {
+            assert!(!super::secure_or_loopback(refused), "{refused}");
+        }
+    }
 }

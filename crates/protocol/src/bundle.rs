@@ -52,6 +52,10 @@ struct Wire {
     custodian: String,
     retention: String,
     expires_at: u64,
+    /// The certificate authority of the gateway's TLS certificate (PEM), for a
+    /// private PKI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ca_cert: Option<String>,
 }
 
 /// A parsed, checked enrollment bundle.
@@ -72,6 +76,9 @@ pub struct Bundle {
     pub retention: RetentionClass,
     /// When the token expires.
     pub expires_at: UnixMillis,
+    /// The certificate authority (PEM, one or more certificates) the gateway's TLS
+    /// certificate is checked against, besides the system's; none for a public one.
+    pub ca_cert: Option<String>,
 }
 
 impl fmt::Debug for Bundle {
@@ -98,6 +105,7 @@ impl Bundle {
             custodian: self.custodian.as_str().to_owned(),
             retention: self.retention.as_str().to_owned(),
             expires_at: self.expires_at.0,
+            ca_cert: self.ca_cert.clone(),
         };
         let mut json = serde_json::to_string_pretty(&wire).unwrap_or_default();
         json.push('\n');
@@ -123,6 +131,13 @@ impl Bundle {
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| bad("index_key: expected 32 bytes of base64url".into()))?;
+        if let Some(pem) = &wire.ca_cert
+            && !pem.trim_start().starts_with("-----BEGIN CERTIFICATE-----")
+        {
+            return Err(bad(
+                "ca_cert: expected PEM certificates (-----BEGIN CERTIFICATE-----)".into(),
+            ));
+        }
         let token_ok = URL_SAFE_NO_PAD.decode(&wire.token).is_ok_and(|b| b.len() == 32);
         if !token_ok {
             return Err(bad("token: expected 32 bytes of base64url".into()));
@@ -136,6 +151,7 @@ impl Bundle {
             custodian: Custodian::new(&wire.custodian).map_err(|e| bad(e.to_string()))?,
             retention: RetentionClass::new(&wire.retention).map_err(|e| bad(e.to_string()))?,
             expires_at: UnixMillis(wire.expires_at),
+            ca_cert: wire.ca_cert.clone(),
         })
     }
 }
@@ -163,6 +179,7 @@ mod tests {
             custodian: Custodian::new("j.doe@agency.example").unwrap(),
             retention: RetentionClass::new("finra-6y").unwrap(),
             expires_at: UnixMillis(1_764_150_000_000),
+            ca_cert: None,
         }
     }
 
