@@ -14,7 +14,16 @@ use crate::admin::UserCommand;
 use crate::error::{CliError, Kind};
 
 fn fail(e: impl std::fmt::Display) -> CliError {
-    CliError::new(Kind::Other, format!("admin: {e}"))
+    CliError::new(Kind::Other, e.to_string())
+}
+
+/// A sign-in refusal naming the request's fields as the flags a person types.
+fn flags_for_fields(e: CliError) -> CliError {
+    let text = e
+        .to_string()
+        .replace("(totp)", "(--totp)")
+        .replace("(recovery_code)", "(--recovery-code)");
+    CliError::new(e.kind(), text)
 }
 
 /// How often a call answered 503 is tried again.
@@ -74,7 +83,11 @@ fn refused(status: StatusCode, body: &str) -> CliError {
     };
     CliError::new(
         kind,
-        format!("admin: the gateway refused ({}): {detail}", status.as_u16()),
+        format!(
+            "the gateway refused ({}): {}",
+            status.as_u16(),
+            crate::case_view::shown(&detail)
+        ),
     )
 }
 
@@ -106,7 +119,7 @@ impl Session {
     fn signed_in(&mut self, tokens: &Value) -> Result<(), CliError> {
         if tokens["scope"] != "full" {
             return Err(fail(
-                "this account must set up a second factor first (sign in to the portal)",
+                "this account must set up its second factor first: vellum account totp setup --gateway URL --as NAME",
             ));
         }
         self.access = Zeroizing::new(
@@ -142,6 +155,36 @@ impl Session {
         self.refresh.as_deref().map(String::as_str)
     }
 
+    /// A session that signs in to nothing: for the calls that take no token (a
+    /// password change).
+    pub(crate) fn anonymous(url: &str) -> Result<Self, CliError> {
+        Self::unsigned(url)
+    }
+
+    /// Signs in to set up a second factor: the limited session an auditor or approver
+    /// gets before they have one.
+    pub(crate) async fn for_setup(url: &str, username: &str, password: &str) -> Result<Self, CliError> {
+        let mut session = Self::unsigned(url)?;
+        let body = Zeroizing::new(json!({ "username": username, "password": password }).to_string());
+        let tokens = session
+            .call(Method::POST, "/v1/auth/login", Some(body.as_str()))
+            .await?;
+        if tokens["scope"] != "mfa-setup" {
+            session.access = Zeroizing::new(tokens["access_token"].as_str().unwrap_or_default().to_owned());
+            session.close().await;
+            return Err(fail(
+                "this account has a second factor already (an administrator's `vellum admin user reset-mfa` removes a lost one)",
+            ));
+        }
+        session.access = Zeroizing::new(
+            tokens["access_token"]
+                .as_str()
+                .ok_or_else(|| fail("the gateway sent no access token"))?
+                .to_owned(),
+        );
+        Ok(session)
+    }
+
     pub(crate) async fn open(remote: &Remote<'_>) -> Result<Self, CliError> {
         let mut session = Self::unsigned(remote.url)?;
         let password = password(remote.password_file)?;
@@ -155,7 +198,8 @@ impl Session {
         let body = Zeroizing::new(login.to_string());
         let tokens = session
             .call(Method::POST, "/v1/auth/login", Some(body.as_str()))
-            .await?;
+            .await
+            .map_err(flags_for_fields)?;
         session.signed_in(&tokens)?;
         Ok(session)
     }
@@ -195,10 +239,13 @@ impl Session {
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(body.to_owned());
             }
-            let answer = request
-                .send()
-                .await
-                .map_err(|e| fail(format!("cannot reach the gateway: {}", e.without_url())))?;
+            let answer = request.send().await.map_err(|e| {
+                fail(format!(
+                    "cannot reach the gateway at {}: {}",
+                    self.base,
+                    cause(&e)
+                ))
+            })?;
             let status = answer.status();
             let wait = answer
                 .headers()
@@ -223,6 +270,17 @@ impl Session {
     pub(crate) async fn close(self) {
         let _ = self.call(Method::POST, "/v1/auth/logout", Some("{}")).await;
     }
+}
+
+/// What went wrong with a request, down to its root cause ("Connection refused").
+fn cause(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        text = inner.to_string();
+        source = inner.source();
+    }
+    text
 }
 
 fn account_path(username: &str, action: &str) -> String {

@@ -39,12 +39,28 @@ fn fail(kind: Kind, e: impl std::fmt::Display) -> CliError {
 /// Where the session is kept.
 #[derive(Debug, Args)]
 pub(crate) struct SessionFile {
-    /// The session file (mode 0600) that `login` writes and other commands use.
+    /// The session file (mode 0600) that `login` writes and other commands use (by
+    /// default `~/.config/vellum/session.json`, `approver-session.json` for `vellum
+    /// approver`).
     #[arg(long, value_name = "FILE", env = "VELLUM_SESSION")]
     session: Option<PathBuf>,
+    /// Whether this is a records officer's session (`vellum approver …`): its own
+    /// default file, so signing in as an approver never replaces an auditor's session.
+    #[arg(skip)]
+    approver: bool,
 }
 
 impl SessionFile {
+    /// The session at `session`, or the default file of an auditor or an approver.
+    pub(crate) fn of(session: Option<PathBuf>, approver: bool) -> Self {
+        Self { session, approver }
+    }
+
+    /// The same file, as a records officer's session.
+    fn as_approver(&self) -> Self {
+        Self::of(self.session.clone(), true)
+    }
+
     fn path(&self) -> Result<PathBuf, CliError> {
         if let Some(path) = &self.session {
             return Ok(path.clone());
@@ -53,8 +69,30 @@ impl SessionFile {
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
             .ok_or_else(|| fail(Kind::Other, "no home folder: give --session FILE"))?;
-        Ok(base.join("vellum").join("session.json"))
+        let name = if self.approver {
+            "approver-session.json"
+        } else {
+            "session.json"
+        };
+        Ok(base.join("vellum").join(name))
     }
+}
+
+/// Ends the session kept in `file`, here and at the gateway.
+pub(crate) async fn logout(file: &SessionFile) -> Result<(), CliError> {
+    let path = file.path()?;
+    if !path.exists() {
+        return Err(fail(
+            Kind::NotFound,
+            format!("no session is kept in {}: nothing to sign out of", path.display()),
+        ));
+    }
+    if let Ok(s) = resume(file).await {
+        s.close().await;
+    }
+    std::fs::remove_file(&path).map_err(|e| CliError::io(&path, "remove", &e))?;
+    println!("signed out");
+    Ok(())
 }
 
 /// What a search or a scope selects, as typed by a person.
@@ -327,12 +365,12 @@ pub(crate) enum ApproverCommand {
         #[command(flatten)]
         session: SessionFile,
     },
-    /// Approve a pending request whose scope you reviewed with `vellum auditor case
-    /// show`: give the scope digest it printed (computed on your machine).
+    /// Approve a pending request whose scope you reviewed with `vellum approver show`:
+    /// give the scope digest it printed (computed on your machine).
     Approve {
         /// The case id.
         case: String,
-        /// The scope digest `case show` printed for the scope you reviewed.
+        /// The scope digest `vellum approver show` printed for the scope you reviewed.
         #[arg(long, value_name = "HEX")]
         scope_sha256: String,
         /// Hours of access (at most those requested; default all of them).
@@ -341,6 +379,24 @@ pub(crate) enum ApproverCommand {
         /// A note.
         #[arg(long, default_value = "")]
         note: String,
+        #[command(flatten)]
+        session: SessionFile,
+    },
+    /// The requests awaiting a records officer's decision.
+    Queue {
+        #[command(flatten)]
+        session: SessionFile,
+    },
+    /// A case as you review it: its scope and the digest computed here first, then who
+    /// asked for what, the grant, the steps, and last the reason and notes.
+    Show {
+        /// The case id.
+        case: String,
+        #[command(flatten)]
+        session: SessionFile,
+    },
+    /// End the session kept here.
+    Logout {
         #[command(flatten)]
         session: SessionFile,
     },
@@ -479,15 +535,7 @@ pub(crate) fn run(command: &AuditorCommand) -> Result<(), CliError> {
     runtime()?.block_on(async {
         match command {
             AuditorCommand::SignIn { login: l, session } => login(l, session).await,
-            AuditorCommand::Logout { session } => {
-                let path = session.path()?;
-                if let Ok(s) = resume(session).await {
-                    s.close().await;
-                }
-                std::fs::remove_file(&path).map_err(|e| CliError::io(&path, "remove", &e))?;
-                println!("signed out");
-                Ok(())
-            }
+            AuditorCommand::Logout { session } => logout(session).await,
             AuditorCommand::Search {
                 selection,
                 channels,
@@ -646,20 +694,7 @@ async fn case_command(command: &CaseCommand) -> Result<(), CliError> {
         }
         CaseCommand::List { state, session } => {
             let s = resume(session).await?;
-            let filter = state.as_ref().map(|w| format!("&state={w}")).unwrap_or_default();
-            let mut from = 0;
-            loop {
-                let page = s
-                    .call(Method::GET, &format!("/v1/cases?from={from}{filter}"), None)
-                    .await?;
-                for case in page["cases"].as_array().into_iter().flatten() {
-                    println!("{}", crate::case_view::list_line(case));
-                }
-                match page["next"].as_u64() {
-                    Some(next) => from = next,
-                    None => break,
-                }
-            }
+            list_cases(&s, state.as_deref()).await?;
         }
         CaseCommand::Show { case, session } => {
             let s = resume(session).await?;
@@ -677,10 +712,39 @@ async fn case_command(command: &CaseCommand) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Prints every case the session may see (in `state` only, if given), a line each.
+async fn list_cases(s: &Session, state: Option<&str>) -> Result<(), CliError> {
+    let filter = state.map(|w| format!("&state={w}")).unwrap_or_default();
+    let mut from = 0;
+    loop {
+        let page = s
+            .call(Method::GET, &format!("/v1/cases?from={from}{filter}"), None)
+            .await?;
+        for case in page["cases"].as_array().into_iter().flatten() {
+            println!("{}", crate::case_view::list_line(case));
+        }
+        match page["next"].as_u64() {
+            Some(next) => from = next,
+            None => break,
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn run_approver(command: &ApproverCommand) -> Result<(), CliError> {
     runtime()?.block_on(async {
         match command {
-            ApproverCommand::SignIn { login: l, session } => login(l, session).await,
+            ApproverCommand::SignIn { login: l, session } => login(l, &session.as_approver()).await,
+            ApproverCommand::Logout { session } => logout(&session.as_approver()).await,
+            ApproverCommand::Queue { session } => {
+                let s = resume(&session.as_approver()).await?;
+                list_cases(&s, Some("requested")).await
+            }
+            ApproverCommand::Show { case, session } => {
+                let s = resume(&session.as_approver()).await?;
+                print_case(&s.call(Method::GET, &case_path(case, "")?, None).await?);
+                Ok(())
+            }
             ApproverCommand::Approve {
                 case,
                 scope_sha256,
@@ -688,7 +752,7 @@ pub(crate) fn run_approver(command: &ApproverCommand) -> Result<(), CliError> {
                 note,
                 session,
             } => {
-                let s = resume(session).await?;
+                let s = resume(&session.as_approver()).await?;
                 let current = s.call(Method::GET, &case_path(case, "")?, None).await?;
                 // The digest approved is the one the approver reviewed (`case show`
                 // prints it, computed here from the scope it prints), and it must
@@ -698,7 +762,7 @@ pub(crate) fn run_approver(command: &ApproverCommand) -> Result<(), CliError> {
                     print_case(&current);
                     return Err(fail(
                         Kind::VerifyFailed,
-                        "the case's scope is not the one whose digest you gave: review it again (vellum auditor case show)",
+                        "the case's scope is not the one whose digest you gave: review it again (vellum approver show CASE)",
                     ));
                 }
                 let body = json!({ "hours": hours, "note": note, "scope_sha256": digest });
@@ -719,7 +783,7 @@ pub(crate) fn run_approver(command: &ApproverCommand) -> Result<(), CliError> {
                 session,
             } => {
                 let key = crate::verify::log_verifier(log_key)?;
-                let s = resume(session).await?;
+                let s = resume(&session.as_approver()).await?;
                 trail(&s, case, &key).await
             }
             ApproverCommand::Deny { case, note, session }
@@ -729,7 +793,7 @@ pub(crate) fn run_approver(command: &ApproverCommand) -> Result<(), CliError> {
                 } else {
                     "revoke"
                 };
-                let s = resume(session).await?;
+                let s = resume(&session.as_approver()).await?;
                 let body = json!({ "note": note }).to_string();
                 print_case(
                     &s.call(Method::POST, &case_path(case, action)?, Some(&body))
@@ -1161,4 +1225,25 @@ async fn trail(s: &Session, case: &str, key: &NoteVerifier) -> Result<(), CliErr
     }
     println!("{proven} events proven in the log at size {size}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_approver_keeps_a_session_apart_from_an_auditor() {
+        let auditor = SessionFile::of(None, false).path().unwrap();
+        let approver = SessionFile::of(None, false).as_approver().path().unwrap();
+        assert!(auditor.ends_with("vellum/session.json"), "{}", auditor.display());
+        assert!(
+            approver.ends_with("vellum/approver-session.json"),
+            "{}",
+            approver.display()
+        );
+        assert_eq!(auditor.parent(), approver.parent());
+        // A file given by name is used as given, by either.
+        let named = SessionFile::of(Some(PathBuf::from("ro.session")), false).as_approver();
+        assert_eq!(named.path().unwrap(), PathBuf::from("ro.session"));
+    }
 }

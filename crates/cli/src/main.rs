@@ -5,6 +5,7 @@
 //! CLI), checking log checkpoints and proofs (`verify`), benchmarks and an offline
 //! end-to-end `demo`.
 
+mod account;
 mod admin;
 mod admin_api;
 mod auditor;
@@ -83,6 +84,10 @@ enum Command {
     /// A records officer's decisions on auditors' access requests.
     #[command(subcommand)]
     Approver(auditor::ApproverCommand),
+    /// Your own account at a gateway: replace a password, set up the second factor,
+    /// sign out.
+    #[command(subcommand)]
+    Account(account::AccountCommand),
     /// Account administration, on a deployment's database or through a running gateway.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -167,6 +172,7 @@ fn main() -> ExitCode {
         Command::Keyring(KeyringCommand::Sign(args)) => epoch::sign(&args),
         Command::Keyring(KeyringCommand::Publish(args)) => keys_api::publish(&args),
         Command::Keys(KeysCommand::Api(command)) => keys_api::run(&command),
+        Command::Account(command) => account::run(&command),
         Command::Admin(command) => admin::run(&command),
         Command::Auditor(command) => auditor::run(&command),
         Command::Approver(command) => auditor::run_approver(&command),

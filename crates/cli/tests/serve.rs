@@ -895,6 +895,7 @@ fn base32_decode(text: &str) -> Vec<u8> {
 /// Adds `name` with `role` (one with a second factor), sets their password and TOTP;
 /// returns their recovery codes.
 fn enrolled(dir: &Path, config: &Path, port: u16, (name, role): (&str, &str), password: &str) -> Vec<String> {
+    use std::io::{BufRead as _, Write as _};
     let added = vellum(
         dir,
         &[
@@ -911,49 +912,67 @@ fn enrolled(dir: &Path, config: &Path, port: u16, (name, role): (&str, &str), pa
     );
     assert_eq!(added.code, 0, "{}", added.stderr);
     let one_time = one_time_password_in(&added.stdout_text());
-    let change = serde_json::json!({ "username": name, "password": one_time, "new_password": password });
-    let json = "Content-Type: application/json\r\n";
-    // Password work is rationed (5 a second): a 503 is tried again, as clients do.
-    let retried = |call: &dyn Fn() -> (u16, String)| {
-        for _ in 0..20 {
-            let answer = call();
-            if answer.0 != 503 {
-                return answer;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(300));
-        }
-        panic!("the gateway stayed busy");
-    };
-    let changed = retried(&|| request(port, "POST", "/v1/auth/password", json, &change.to_string()).unwrap());
-    assert_eq!(changed.0, 204, "{}", changed.1);
-    let (status, tokens) = retried(&|| {
-        let (status, tokens) = login_over_http(port, name, password);
-        (status, tokens.to_string())
-    });
-    let tokens: serde_json::Value = serde_json::from_str(&tokens).unwrap();
-    assert_eq!((status, tokens["scope"].as_str()), (200, Some("mfa-setup")));
-    let bearer = format!(
-        "{json}Authorization: Bearer {}\r\n",
-        tokens["access_token"].as_str().unwrap()
+    // A person's first day, with the binary alone: the one-time password replaced
+    // (both on standard input, as from a password manager's pipe) ...
+    let url = format!("http://127.0.0.1:{port}");
+    let changed = vellum(
+        dir,
+        &["account", "password", "--gateway", &url, "--as", name],
+        format!("{one_time}\n{password}\n").as_bytes(),
     );
-    let (_, setup) = request(port, "POST", "/v1/auth/totp", &bearer, "{}").unwrap();
-    let setup: serde_json::Value = serde_json::from_str(&setup).unwrap();
-    let secret = base32_decode(setup["secret"].as_str().unwrap());
+    assert_eq!(changed.code, 0, "{}", changed.stderr);
+    // ... then the second factor: the URI, a QR code and the secret shown, the first
+    // code typed in, the recovery codes printed once.
+    let mut setup = Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .args(["account", "totp", "setup", "--gateway", &url, "--as", name])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = setup.stdin.take().unwrap();
+    writeln!(stdin, "{password}").unwrap();
+    let mut stdout = std::io::BufReader::new(setup.stdout.take().unwrap());
+    let mut shown = String::new();
+    let secret = loop {
+        let mut line = String::new();
+        assert_ne!(
+            stdout.read_line(&mut line).unwrap(),
+            0,
+            "no secret shown: {shown}"
+        );
+        shown.push_str(&line);
+        if let Some(secret) = line.trim_end().strip_prefix("secret: ") {
+            break base32_decode(secret);
+        }
+    };
+    assert!(
+        shown.contains(&format!("uri: otpauth://totp/Vellum:{name}?secret=")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains('\u{2580}') || shown.contains('\u{2584}') || shown.contains('\u{2588}'),
+        "no QR code: {shown}"
+    );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let code = vellum_gateway::auth::totp::code_at(&secret, now);
-    let confirm = serde_json::json!({ "code": code }).to_string();
-    let (status, codes) = request(port, "POST", "/v1/auth/totp/confirm", &bearer, &confirm).unwrap();
-    assert_eq!(status, 200, "{codes}");
-    let codes: serde_json::Value = serde_json::from_str(&codes).unwrap();
-    codes["recovery_codes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap().to_owned())
-        .collect()
+    writeln!(stdin, "{}", vellum_gateway::auth::totp::code_at(&secret, now)).unwrap();
+    drop(stdin);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let status = setup.wait().unwrap();
+    assert!(status.success(), "{shown}{rest}");
+    let codes: Vec<String> = rest
+        .lines()
+        .skip_while(|l| !l.contains("recovery codes"))
+        .filter_map(|l| l.strip_prefix("  "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(codes.len(), 10, "{rest}");
+    codes
 }
 
 /// The public key written in an identity file's comment.
@@ -1466,7 +1485,10 @@ fn an_auditor_reads_an_approved_scope_and_a_court_verifies_the_package() {
         "ann.session",
     ]);
     // The records officer finds the request in the queue of those awaiting a decision.
-    let queue = run(&[
+    let queue = run(&["approver", "queue", "--session", "ro.session"]);
+    assert!(queue.starts_with(&format!("{case}  requested")), "{queue}");
+    assert!(queue.contains(" ann "), "the queue names who asked: {queue}");
+    let listed = run(&[
         "auditor",
         "case",
         "list",
@@ -1475,8 +1497,8 @@ fn an_auditor_reads_an_approved_scope_and_a_court_verifies_the_package() {
         "--session",
         "ro.session",
     ]);
-    assert!(queue.starts_with(&format!("{case}  requested")), "{queue}");
-    let shown = run(&["auditor", "case", "show", &case, "--session", "ro.session"]);
+    assert_eq!(listed, queue);
+    let shown = run(&["approver", "show", &case, "--session", "ro.session"]);
     assert!(shown.contains("custodians:   bob"), "{shown}");
     assert!(shown.contains("requested:    "), "{shown}");
     assert!(
