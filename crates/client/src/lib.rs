@@ -23,6 +23,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 use thiserror::Error;
 use vellum_protocol::blind::IndexKey;
 use vellum_protocol::bundle::Bundle;
@@ -394,7 +395,32 @@ impl Device {
     }
 
     async fn post_rotation(&self, next: &str) -> Result<(), ClientError> {
-        let body = serde_json::json!({ "credential": next }).to_string();
+        let hash = |text: &str| -> Result<[u8; 32], ClientError> {
+            let bytes = Zeroizing::new(
+                URL_SAFE_NO_PAD
+                    .decode(text)
+                    .map_err(|_| ClientError::State("a credential is not base64url".into()))?,
+            );
+            Ok(sha2::Sha256::digest(&*bytes).into())
+        };
+        let mut nonce = [0u8; 16];
+        getrandom::getrandom(&mut nonce).map_err(|e| ClientError::State(e.to_string()))?;
+        // Signed with the device key: the bearer credential alone cannot rotate itself.
+        let rotation = vellum_protocol::keys::Rotation {
+            device_id: self.device_id,
+            current: hash(&self.credential)?,
+            next: hash(next)?,
+            at: now(),
+            nonce,
+        };
+        let signature = rotation.sign(&self.key);
+        let body = serde_json::json!({
+            "credential": next,
+            "at": rotation.at.0,
+            "nonce": URL_SAFE_NO_PAD.encode(nonce),
+            "signature": URL_SAFE_NO_PAD.encode(signature),
+        })
+        .to_string();
         let response = self
             .http
             .post(format!("{}/v1/devices/credential", self.gateway))

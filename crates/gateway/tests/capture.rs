@@ -16,7 +16,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest as _, Sha256};
 use support::*;
-use vellum_archive::ports::{DeviceStore as _, LogStore as _};
+use vellum_archive::ports::{AuditStore as _, DeviceStore as _, LogStore as _};
 use vellum_protocol::ids::{DeviceId, Epoch, RecordId, UnixMillis};
 use vellum_protocol::keys::DeviceKey;
 use vellum_protocol::receipt::Receipt;
@@ -74,7 +74,8 @@ async fn a_capture_is_answered_with_a_receipt_that_verifies() {
     let verified = receipt
         .verify(&f.log_key, &id, &submission.header.digest())
         .unwrap();
-    assert_eq!(verified.index, 0);
+    // Leaf 0 is the device's enrollment.
+    assert_eq!(verified.index, 1);
     let stored = f.gateway.archive().record(id).await.unwrap().unwrap();
     assert_eq!(f.gateway.archive().body(&stored).await.unwrap(), submission.body);
 
@@ -245,8 +246,8 @@ async fn bad_captures_are_refused(stream_over_bytes: usize) {
     }
     assert_eq!(
         f.gateway.archive().log_store().log_size().await.unwrap(),
-        1,
-        "a refused capture was stored"
+        2,
+        "a refused capture was stored (the leaves: the enrollment, the good capture)"
     );
     assert_eq!(unfinished_uploads(&f), 0);
 
@@ -289,7 +290,8 @@ async fn bad_captures_are_refused(stream_over_bytes: usize) {
     )
     .await;
     assert_problem(&answer, StatusCode::FORBIDDEN);
-    assert_eq!(f.gateway.archive().log_store().log_size().await.unwrap(), 1);
+    // The two enrollments and the one good capture: nothing refused was stored.
+    assert_eq!(f.gateway.archive().log_store().log_size().await.unwrap(), 3);
 }
 
 #[tokio::test]
@@ -325,8 +327,8 @@ async fn a_device_revoked_by_an_administrator_is_refused_at_once() {
     assert_problem(&answer, StatusCode::FORBIDDEN);
     assert_eq!(
         f.gateway.archive().log_store().log_size().await.unwrap(),
-        2,
-        "the capture and the revocation's audit leaf"
+        3,
+        "the enrollment, the capture and the revocation's audit leaf"
     );
 }
 
@@ -340,27 +342,84 @@ async fn a_device_rotates_its_credential_and_the_old_one_stops_working() {
     })
     .await;
     let (key, old) = enrolled_device(&f).await;
-    let rotate = |credential: &str, new: &str| {
+    let device_id = DeviceId::parse(DEVICE).unwrap();
+    let hash = |text: &str| -> [u8; 32] {
+        let bytes = URL_SAFE_NO_PAD.decode(text).unwrap_or_default();
+        Sha256::digest(&bytes).into()
+    };
+    // A rotation signed by `signer` over `signed_current` (the credential presented,
+    // unless told otherwise), at `at`.
+    let signed = |signer: &DeviceKey, credential: &str, signed_current: &str, new: &str, at: u64| {
+        let rotation = vellum_protocol::keys::Rotation {
+            device_id,
+            current: hash(signed_current),
+            next: hash(new),
+            at: UnixMillis(at),
+            nonce: [0x42; 16],
+        };
+        let body = serde_json::json!({
+            "credential": new,
+            "at": at,
+            "nonce": URL_SAFE_NO_PAD.encode([0x42u8; 16]),
+            "signature": URL_SAFE_NO_PAD.encode(rotation.sign(signer)),
+        });
         Request::post("/v1/devices/credential")
             .header(header::AUTHORIZATION, format!("Bearer {credential}"))
             .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(serde_json::json!({ "credential": new }).to_string()))
+            .body(Body::from(body.to_string()))
             .unwrap()
     };
+    let rotate = |credential: &str, new: &str| signed(&key, credential, credential, new, now_ms());
     let new = URL_SAFE_NO_PAD.encode([0x77u8; 32]);
+    let stranger = DeviceKey::generate();
+    let bearer_only = Request::post("/v1/devices/credential")
+        .header(header::AUTHORIZATION, format!("Bearer {old}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(serde_json::json!({ "credential": new }).to_string()))
+        .unwrap();
     for (what, request, status) in [
         ("not 32 bytes", rotate(&old, "AAAA"), StatusCode::BAD_REQUEST),
         ("the same credential", rotate(&old, &old), StatusCode::BAD_REQUEST),
         ("no credential", rotate("nope", &new), StatusCode::UNAUTHORIZED),
+        (
+            "the bearer credential alone",
+            bearer_only,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "another key's signature",
+            signed(&stranger, &old, &old, &new, now_ms()),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "signed over another credential",
+            signed(&key, &old, &new, &new, now_ms()),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "an hour old",
+            signed(&key, &old, &old, &new, now_ms() - 3_600_000),
+            StatusCode::BAD_REQUEST,
+        ),
     ] {
         let answer = send(&f.app, request).await;
         assert_eq!(answer.0, status, "{what}: {}", answer.2);
         assert_problem(&answer, status);
     }
+    // Nothing of the refused attempts changed the credential.
     let (status, _, body) = send(&f.app, rotate(&old, &new)).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    // Enrollment and rotation are leaves of the log.
+    let trail = f
+        .gateway
+        .archive()
+        .log_store()
+        .audit_of(DEVICE, 0, 100)
+        .await
+        .unwrap();
+    let actions: Vec<&str> = trail.iter().map(|(_, e)| e.action.as_str()).collect();
+    assert_eq!(actions, ["device.enroll", "device.credential"]);
 
-    let device_id = DeviceId::parse(DEVICE).unwrap();
     let record = submission_of(&key, device_id, 1);
     let framed = frame(record.header.as_bytes(), record.body.sealed().unwrap().as_bytes());
     assert_problem(

@@ -4,6 +4,8 @@
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use vellum_archive::error::EnrollError;
@@ -76,6 +78,13 @@ pub(super) async fn enroll<L: LogStore + DeviceStore, B: BlobStore>(
             EnrollError::Store(e) => e.into(),
             _ => ApiError::Internal,
         })?;
+    // Enrollment is a leaf of the log, like revocation and rotation.
+    let detail = serde_json::json!({
+        "custodian": enrolled.custodian.as_str(),
+        "public_key": URL_SAFE_NO_PAD.encode(enrolled.public_key.as_bytes()),
+    });
+    let subject = enrolled.device_id.to_string();
+    crate::auth::admin::audit(state.archive(), &subject, "device.enroll", &subject, detail).await?;
     Ok((
         StatusCode::CREATED,
         Json(Enrolled {
