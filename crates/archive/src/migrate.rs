@@ -35,6 +35,11 @@ pub(crate) const SQLITE: Embedded = &[
         "search",
         include_str!("../../../migrations/sqlite/0005_search.sql"),
     ),
+    (
+        6,
+        "device retention",
+        include_str!("../../../migrations/sqlite/0006_device_retention.sql"),
+    ),
 ];
 pub(crate) const POSTGRES: Embedded = &[
     (
@@ -61,6 +66,11 @@ pub(crate) const POSTGRES: Embedded = &[
         5,
         "search",
         include_str!("../../../migrations/postgres/0005_search.sql"),
+    ),
+    (
+        6,
+        "device retention",
+        include_str!("../../../migrations/postgres/0006_device_retention.sql"),
     ),
 ];
 

@@ -405,6 +405,10 @@ pub struct Device {
     pub enrolled_at: UnixMillis,
     /// When it was revoked; a revoked device can no longer capture.
     pub revoked_at: Option<UnixMillis>,
+    /// The retention classes it may archive under, sorted (empty: a device enrolled
+    /// before bindings existed that has archived nothing yet; its first capture binds
+    /// it).
+    pub retention: Vec<RetentionClass>,
 }
 
 /// Capture devices and their enrollment tokens.
@@ -415,15 +419,18 @@ pub struct Device {
 /// the device in one transaction. **Revocation is final.** A revoked device stays
 /// revoked and is never deleted (the database refuses otherwise).
 pub trait DeviceStore: Send + Sync + 'static {
-    /// Issues an enrollment token for a device of `custodian`, valid until `expires_at`.
+    /// Issues an enrollment token for a device of `custodian` archiving under
+    /// `retention`, valid until `expires_at`.
     fn add_enrollment(
         &self,
         token: &SecretHash,
         custodian: &Custodian,
+        retention: &RetentionClass,
         expires_at: UnixMillis,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Spends `token` on `device` at time `now`.
+    /// Spends `token` on `device` at time `now`, binding the device to the token's
+    /// retention class.
     fn enroll(
         &self,
         token: &SecretHash,
@@ -444,6 +451,14 @@ pub trait DeviceStore: Send + Sync + 'static {
         device_id: &DeviceId,
         current: &SecretHash,
         next: &SecretHash,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Binds a device to exactly these retention classes (at least one), replacing its
+    /// binding; `false` if the device is unknown.
+    fn bind_retention(
+        &self,
+        device_id: &DeviceId,
+        classes: &[RetentionClass],
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Revokes a device at `at`; `false` if it is unknown or already revoked.

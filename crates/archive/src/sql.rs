@@ -196,6 +196,7 @@ impl DeviceColumns {
                 .revoked_at
                 .map(|at| to_u64(at, "revocation time").map(UnixMillis))
                 .transpose()?,
+            retention: Vec::new(),
         })
     }
 }
@@ -468,11 +469,15 @@ macro_rules! sql_store {
                 &self,
                 token: &$crate::ports::SecretHash,
                 custodian: &vellum_protocol::ids::Custodian,
+                retention: &vellum_protocol::ids::RetentionClass,
                 expires_at: vellum_protocol::ids::UnixMillis,
             ) -> Result<(), $crate::error::StoreError> {
-                sqlx::query("INSERT INTO enrollment_tokens (token_hash, custodian, expires_at) VALUES ($1, $2, $3)")
+                sqlx::query(
+                    "INSERT INTO enrollment_tokens (token_hash, custodian, retention, expires_at) VALUES ($1, $2, $3, $4)",
+                )
                     .bind(token.0.as_slice())
                     .bind(custodian.as_str())
+                    .bind(retention.as_str())
                     .bind($crate::sql::to_i64(expires_at.0, "expiry")?)
                     .execute(&self.pool)
                     .await
@@ -491,9 +496,9 @@ macro_rules! sql_store {
                 let now_i64 = $crate::sql::to_i64(now.0, "time")?;
                 let mut tx = self.pool.begin().await.map_err(err)?;
                 // Spending the token first makes racing enrollments queue on its row.
-                let spent: Option<String> = sqlx::query_scalar(
+                let spent: Option<(String, Option<String>)> = sqlx::query_as(
                     "UPDATE enrollment_tokens SET used_at = $1, device_id = $2 \
-                     WHERE token_hash = $3 AND used_at IS NULL AND expires_at > $1 RETURNING custodian",
+                     WHERE token_hash = $3 AND used_at IS NULL AND expires_at > $1 RETURNING custodian, retention",
                 )
                 .bind(now_i64)
                 .bind(device.device_id.as_bytes().as_slice())
@@ -501,7 +506,7 @@ macro_rules! sql_store {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(err)?;
-                let Some(custodian) = spent else {
+                let Some((custodian, retention)) = spent else {
                     let token_row: Option<(i64, Option<i64>)> =
                         sqlx::query_as("SELECT expires_at, used_at FROM enrollment_tokens WHERE token_hash = $1")
                             .bind(token.0.as_slice())
@@ -533,6 +538,18 @@ macro_rules! sql_store {
                 if inserted.rows_affected() != 1 {
                     return Err(EnrollError::DeviceExists(device.device_id));
                 }
+                let retention = retention
+                    .map(|r| vellum_protocol::ids::RetentionClass::new(&r))
+                    .transpose()
+                    .map_err(|e| StoreError::Integrity(format!("stored retention class: {e}")))?;
+                if let Some(class) = &retention {
+                    sqlx::query("INSERT INTO device_retention (device_id, retention) VALUES ($1, $2)")
+                        .bind(device.device_id.as_bytes().as_slice())
+                        .bind(class.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(err)?;
+                }
                 tx.commit().await.map_err(err)?;
                 Ok($crate::ports::Device {
                     device_id: device.device_id,
@@ -540,6 +557,7 @@ macro_rules! sql_store {
                     custodian,
                     enrolled_at: now,
                     revoked_at: None,
+                    retention: retention.into_iter().collect(),
                 })
             }
 
@@ -558,17 +576,69 @@ macro_rules! sql_store {
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(err)?;
-                row.map(|r| {
-                    $crate::sql::DeviceColumns {
-                        device_id: r.try_get(0).map_err(err)?,
-                        public_key: r.try_get(1).map_err(err)?,
-                        custodian: r.try_get(2).map_err(err)?,
-                        enrolled_at: r.try_get(3).map_err(err)?,
-                        revoked_at: r.try_get(4).map_err(err)?,
-                    }
-                    .into_device()
-                })
-                .transpose()
+                let Some(r) = row else {
+                    return Ok(None);
+                };
+                let mut device = $crate::sql::DeviceColumns {
+                    device_id: r.try_get(0).map_err(err)?,
+                    public_key: r.try_get(1).map_err(err)?,
+                    custodian: r.try_get(2).map_err(err)?,
+                    enrolled_at: r.try_get(3).map_err(err)?,
+                    revoked_at: r.try_get(4).map_err(err)?,
+                }
+                .into_device()?;
+                let classes: Vec<String> = sqlx::query_scalar(
+                    "SELECT retention FROM device_retention WHERE device_id = $1 ORDER BY retention",
+                )
+                .bind(device.device_id.as_bytes().as_slice())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(err)?;
+                device.retention = classes
+                    .iter()
+                    .map(|c| vellum_protocol::ids::RetentionClass::new(c))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| $crate::error::StoreError::Integrity(format!("stored retention class: {e}")))?;
+                Ok(Some(device))
+            }
+
+            async fn bind_retention(
+                &self,
+                device_id: &vellum_protocol::ids::DeviceId,
+                classes: &[vellum_protocol::ids::RetentionClass],
+            ) -> Result<bool, $crate::error::StoreError> {
+                let err = |e| $crate::error::StoreError::backend("bind device retention", e);
+                if classes.is_empty() {
+                    return Err($crate::error::StoreError::Config(
+                        "a device is bound to at least one retention class".into(),
+                    ));
+                }
+                let mut tx = self.pool.begin().await.map_err(err)?;
+                let known: Option<i64> = sqlx::query_scalar("SELECT enrolled_at FROM devices WHERE device_id = $1")
+                    .bind(device_id.as_bytes().as_slice())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(err)?;
+                if known.is_none() {
+                    return Ok(false);
+                }
+                sqlx::query("DELETE FROM device_retention WHERE device_id = $1")
+                    .bind(device_id.as_bytes().as_slice())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+                for class in classes {
+                    sqlx::query(
+                        "INSERT INTO device_retention (device_id, retention) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(device_id.as_bytes().as_slice())
+                    .bind(class.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+                }
+                tx.commit().await.map_err(err)?;
+                Ok(true)
             }
 
             async fn rotate_credential(

@@ -570,11 +570,12 @@ async fn two_gateways_share_one_log(backend: impl Backend) {
 async fn devices_enroll_once_and_revocation_is_final(backend: impl Backend) {
     use vellum_archive::error::EnrollError;
     use vellum_archive::ports::{DeviceStore, NewDevice, SecretHash};
-    use vellum_protocol::ids::{Custodian, DeviceId, UnixMillis};
+    use vellum_protocol::ids::{Custodian, DeviceId, RetentionClass, UnixMillis};
     use vellum_protocol::keys::DeviceKey;
 
     let store = backend.open_log().await.unwrap();
     let custodian = Custodian::new("officer@agency.example").unwrap();
+    let class = RetentionClass::new("finra-6y").unwrap();
     let now = UnixMillis(1_764_150_000_000);
     let device = |n: u8| NewDevice {
         device_id: DeviceId::from_bytes([n; 16]).unwrap(),
@@ -583,10 +584,13 @@ async fn devices_enroll_once_and_revocation_is_final(backend: impl Backend) {
     };
     let (token, expired) = (SecretHash([0xA1; 32]), SecretHash([0xA2; 32]));
     store
-        .add_enrollment(&token, &custodian, UnixMillis(now.0 + 60_000))
+        .add_enrollment(&token, &custodian, &class, UnixMillis(now.0 + 60_000))
         .await
         .unwrap();
-    store.add_enrollment(&expired, &custodian, now).await.unwrap();
+    store
+        .add_enrollment(&expired, &custodian, &class, now)
+        .await
+        .unwrap();
 
     assert!(matches!(
         store.enroll(&SecretHash([0xFF; 32]), &device(1), now).await,
@@ -601,13 +605,45 @@ async fn devices_enroll_once_and_revocation_is_final(backend: impl Backend) {
         (enrolled.custodian.as_str(), enrolled.revoked_at),
         ("officer@agency.example", None)
     );
+    // Bound to its token's retention class; a new binding replaces it, for a known
+    // device only, never with no class at all.
+    assert_eq!(enrolled.retention, std::slice::from_ref(&class));
+    let both = [
+        RetentionClass::new("finra-6y").unwrap(),
+        RetentionClass::new("permanent").unwrap(),
+    ];
+    assert!(store.bind_retention(&enrolled.device_id, &both).await.unwrap());
+    let bound = store
+        .device_by_credential(&SecretHash([1; 32]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(bound.retention, both);
+    assert!(
+        store
+            .bind_retention(&enrolled.device_id, &both[..0])
+            .await
+            .is_err()
+    );
+    assert!(
+        !store
+            .bind_retention(&DeviceId::from_bytes([0x99; 16]).unwrap(), &both)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .bind_retention(&enrolled.device_id, &both[..1])
+            .await
+            .unwrap()
+    );
     assert!(matches!(
         store.enroll(&token, &device(2), now).await,
         Err(EnrollError::TokenUsed)
     ));
     let again = SecretHash([0xA3; 32]);
     store
-        .add_enrollment(&again, &custodian, UnixMillis(now.0 + 60_000))
+        .add_enrollment(&again, &custodian, &class, UnixMillis(now.0 + 60_000))
         .await
         .unwrap();
     assert!(matches!(
@@ -692,7 +728,7 @@ async fn devices_enroll_once_and_revocation_is_final(backend: impl Backend) {
     // Ten enrollments race for one token: exactly one device gets in.
     let contested = SecretHash([0xA4; 32]);
     store
-        .add_enrollment(&contested, &custodian, UnixMillis(now.0 + 60_000))
+        .add_enrollment(&contested, &custodian, &class, UnixMillis(now.0 + 60_000))
         .await
         .unwrap();
     let racers: Vec<_> = (10..20)

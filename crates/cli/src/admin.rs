@@ -28,6 +28,9 @@ pub(crate) enum AdminCommand {
     /// Make a one-time enrollment bundle for a capture device of a custodian, on the
     /// deployment's database (audited as `device.enrollment` by `local-admin`).
     DeviceBundle(BundleArgs),
+    /// Capture devices, on the deployment's database.
+    #[command(subcommand)]
+    Device(crate::admin_device::DeviceCommand),
 }
 
 /// `vellum admin device-bundle` arguments.
@@ -155,6 +158,7 @@ pub(crate) fn run(command: &AdminCommand) -> Result<(), CliError> {
     let user = match command {
         AdminCommand::User(user) => user,
         AdminCommand::DeviceBundle(args) => return device_bundle(args),
+        AdminCommand::Device(command) => return crate::admin_device::run(command),
     };
     let deployment = match user {
         UserCommand::Add { deployment, .. }
@@ -378,15 +382,15 @@ fn device_bundle(args: &BundleArgs) -> Result<(), CliError> {
             store: L,
             log_key: NoteSigner,
             token: &SecretHash,
-            custodian: &Custodian,
+            (custodian, retention): (&Custodian, &RetentionClass),
             expires_at: UnixMillis,
         ) -> Result<(), CliError> {
             store
-                .add_enrollment(token, custodian, expires_at)
+                .add_enrollment(token, custodian, retention, expires_at)
                 .await
                 .map_err(fail)?;
             let archive = Archive::open(store, NoBlobs, log_key).await.map_err(fail)?;
-            let detail = serde_json::json!({ "expires_at": expires_at.0 });
+            let detail = serde_json::json!({ "expires_at": expires_at.0, "retention": retention.as_str() });
             let done = admin::audit(&archive, ACTOR, "device.enrollment", custodian.as_str(), detail).await;
             archive.close().await;
             done.map_err(fail)
@@ -394,8 +398,12 @@ fn device_bundle(args: &BundleArgs) -> Result<(), CliError> {
         use sha2::Digest as _;
         let hash = SecretHash(sha2::Sha256::digest(*token).into());
         match open_store(&config.database).await? {
-            OpenedStore::Sqlite(store) => register(store, log_key, &hash, &custodian, expires_at).await,
-            OpenedStore::Postgres(store) => register(store, log_key, &hash, &custodian, expires_at).await,
+            OpenedStore::Sqlite(store) => {
+                register(store, log_key, &hash, (&custodian, &bundle.retention), expires_at).await
+            }
+            OpenedStore::Postgres(store) => {
+                register(store, log_key, &hash, (&custodian, &bundle.retention), expires_at).await
+            }
         }
     })?;
     std::io::Write::write_all(&mut out.writer(), json.as_bytes()).map_err(fail)?;

@@ -720,7 +720,12 @@ pub(crate) async fn enroll<S: DeviceStore>(
 ) -> Result<(), CliError> {
     let token = SecretHash([1; 32]);
     store
-        .add_enrollment(&token, &signer.custodian, UnixMillis(now + 60_000))
+        .add_enrollment(
+            &token,
+            &signer.custodian,
+            &signer.retention,
+            UnixMillis(now + 60_000),
+        )
         .await
         .map_err(fail)?;
     let device = NewDevice {

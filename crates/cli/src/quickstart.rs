@@ -168,7 +168,12 @@ fn initialise(data: &Path, listen: SocketAddr) -> Result<(), CliError> {
             .map_err(fail)?;
         let hash = SecretHash(sha2_256(&*token));
         store
-            .add_enrollment(&hash, &custodian, expires_at)
+            .add_enrollment(
+                &hash,
+                &custodian,
+                &RetentionClass::new(DEMO_RETENTION).map_err(fail)?,
+                expires_at,
+            )
             .await
             .map_err(fail)?;
         store

@@ -120,6 +120,42 @@ fn quickstart_enrolls_the_demo_device_and_captures_with_verified_receipts() {
         status.stdout_text()
     );
 
+    // An administrator binds the device to another class as well, on the database.
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(device.join("device.json")).unwrap()).unwrap();
+    let device_id = state["device_id"].as_str().unwrap();
+    let config = data.join("vellum.toml");
+    let config = config.to_str().unwrap();
+    let set = |id: &str| {
+        vellum(
+            dir,
+            &[
+                "admin",
+                "device",
+                "set-retention",
+                id,
+                "--class",
+                "default",
+                "--class",
+                "permanent",
+                "--config",
+                config,
+            ],
+            b"",
+        )
+    };
+    let unknown = set("0192f0c4-6a3b-7cc1-9a51-3f6e8d2b1aff");
+    assert_eq!(unknown.code, 3, "{}", unknown.stderr);
+    let bound = set(device_id);
+    assert_eq!(bound.code, 0, "{}", bound.stderr);
+    assert!(
+        bound
+            .stdout_text()
+            .contains("now archives under default, permanent"),
+        "{}",
+        bound.stdout_text()
+    );
+
     // A second run reuses the folder; the spool drains with a verified receipt.
     let gateway = Running::start(quickstart(&data, port), port, dir, "second");
     assert!(
@@ -139,9 +175,10 @@ fn quickstart_enrolls_the_demo_device_and_captures_with_verified_receipts() {
     credentials_rotate_even_when_an_answer_is_lost(dir, &device, port);
     let (code, checkpoint) = http(port, "GET", "/v1/log/checkpoint").unwrap();
     assert_eq!(code, 200);
-    // Five leaves: the epoch-1 keyring published from the file at the first start,
-    // then four records (two above, two during the credential rotation).
-    assert_eq!(checkpoint.lines().nth(1), Some("5"), "{checkpoint}");
+    // Ten leaves: the epoch-1 keyring published from the file at the first start, the
+    // device's enrollment, four records (two above, two during the credential
+    // rotations), the administrator's retention binding, and three rotations.
+    assert_eq!(checkpoint.lines().nth(1), Some("10"), "{checkpoint}");
 
     // The real listener answers probes with 404 too.
     for probe in ["/heapdump", "/actuator/env", "/debug/pprof/", "/metrics", "/.env"] {
@@ -155,6 +192,45 @@ fn credential_of(device: &Path) -> (String, Option<String>) {
         serde_json::from_slice(&std::fs::read(device.join("device.json")).unwrap()).unwrap();
     let pending = state["pending_credential"].as_str().map(str::to_owned);
     (state["credential"].as_str().unwrap().to_owned(), pending)
+}
+
+/// A rotation of `device`'s credential from `current` to `next`, signed with its key
+/// as its client signs one.
+fn signed_rotation(device: &Path, current: &str, next: &str) -> String {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(device.join("device.json")).unwrap()).unwrap();
+    let seed: [u8; 32] = URL_SAFE_NO_PAD
+        .decode(state["device_seed"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let hash = |text: &str| -> [u8; 32] {
+        sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(
+            URL_SAFE_NO_PAD.decode(text).unwrap(),
+        ))
+        .into()
+    };
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let rotation = vellum_protocol::keys::Rotation {
+        device_id: vellum_protocol::ids::DeviceId::parse(state["device_id"].as_str().unwrap()).unwrap(),
+        current: hash(current),
+        next: hash(next),
+        at: vellum_protocol::ids::UnixMillis(at),
+        nonce: [5; 16],
+    };
+    let signature = rotation.sign(&vellum_protocol::keys::DeviceKey::from_seed(&seed));
+    serde_json::json!({
+        "credential": next,
+        "at": at,
+        "nonce": URL_SAFE_NO_PAD.encode([5u8; 16]),
+        "signature": URL_SAFE_NO_PAD.encode(signature),
+    })
+    .to_string()
 }
 
 fn set_pending(device: &Path, pending: &str) {
@@ -204,8 +280,8 @@ fn credentials_rotate_even_when_an_answer_is_lost(dir: &Path, device: &Path, por
 
     // Lost after the gateway acted: the current credential is dead, the pending one works.
     let landed = "bGFuZGVkbGFuZGVkbGFuZGVkbGFuZGVkbGFuZGVkbGE";
-    let body = format!("{{\"credential\":\"{landed}\"}}");
     let (current, _) = credential_of(device);
+    let body = signed_rotation(device, &current, landed);
     let (status, answer) = request(port, "POST", "/v1/devices/credential", &auth(&current), &body).unwrap();
     assert_eq!(status, 204, "{answer}");
     set_pending(device, landed);

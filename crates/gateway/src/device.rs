@@ -158,7 +158,7 @@ mod tests {
     use tokio::sync::Notify;
     use vellum_archive::error::EnrollError;
     use vellum_archive::ports::NewDevice;
-    use vellum_protocol::ids::{Custodian, UnixMillis};
+    use vellum_protocol::ids::{Custodian, RetentionClass, UnixMillis};
     use vellum_protocol::keys::DeviceKey;
 
     use super::*;
@@ -176,6 +176,7 @@ mod tests {
             &self,
             _: &SecretHash,
             _: &Custodian,
+            _: &RetentionClass,
             _: UnixMillis,
         ) -> Result<(), StoreError> {
             panic!("not used")
@@ -201,6 +202,9 @@ mod tests {
         async fn revoke(&self, _: &DeviceId, _: UnixMillis) -> Result<bool, StoreError> {
             panic!("not used")
         }
+        async fn bind_retention(&self, _: &DeviceId, _: &[RetentionClass]) -> Result<bool, StoreError> {
+            panic!("not used")
+        }
     }
 
     #[tokio::test]
@@ -212,6 +216,7 @@ mod tests {
                 custodian: Custodian::new("someone@agency.example").unwrap(),
                 enrolled_at: UnixMillis(1),
                 revoked_at: None,
+                retention: vec![RetentionClass::new("finra-6y").unwrap()],
             },
             lookups: AtomicUsize::new(0),
             started: Notify::new(),

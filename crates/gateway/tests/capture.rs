@@ -434,3 +434,122 @@ async fn a_device_rotates_its_credential_and_the_old_one_stops_working() {
         StatusCode::UNAUTHORIZED,
     );
 }
+
+/// A device archives only under the retention class its enrollment bound it to: a
+/// capture naming another class is refused and stores nothing. A device enrolled
+/// before bindings existed, with nothing archived, is bound by its first capture.
+#[tokio::test]
+async fn a_device_archives_only_under_its_bound_retention_class() {
+    // Bindings changed in the database are seen at the next capture (no device cache).
+    let f = fixture_with(vellum_gateway::Limits {
+        device_cache: std::time::Duration::ZERO,
+        ..Default::default()
+    })
+    .await;
+    let (key, credential) = enrolled_device(&f).await;
+    let device_id = DeviceId::parse(DEVICE).unwrap();
+    let store = f.gateway.archive().log_store();
+    let in_class = |n: u64, class: &str| {
+        let body = vellum_protocol::seal::seal(
+            &[vellum_protocol::seal::Identity::generate().to_public()],
+            b"sealed on the device",
+        )
+        .unwrap();
+        let fields = vellum_protocol::header::HeaderFields {
+            record_id: RecordId::new_v7(1_764_150_000_000 + n),
+            device_id,
+            custodian: vellum_protocol::ids::Custodian::new("officer@agency.example").unwrap(),
+            channel: vellum_protocol::ids::Channel::new("signal").unwrap(),
+            captured_at: UnixMillis(1_764_150_000_000),
+            epoch: Epoch(1),
+            retention: vellum_protocol::ids::RetentionClass::new(class).unwrap(),
+            body: body.digest(),
+            tokens: Vec::new(),
+        };
+        frame(fields.sign(&key).unwrap().as_bytes(), body.as_bytes())
+    };
+    // The enrollment token named finra-6y (the fixture's bundle class).
+    let size = store.log_size().await.unwrap();
+    let answer = capture(&f, Some(&credential), in_class(1, "permanent")).await;
+    assert_problem(&answer, StatusCode::FORBIDDEN);
+    assert!(answer.2.contains("finra-6y, not permanent"), "{}", answer.2);
+    assert_eq!(
+        store.log_size().await.unwrap(),
+        size,
+        "a refused capture was stored"
+    );
+    assert_eq!(
+        capture(&f, Some(&credential), in_class(2, "finra-6y")).await.0,
+        StatusCode::OK
+    );
+
+    // Rebound by an administrator: the new class is taken, the old one refused.
+    let permanent = vellum_protocol::ids::RetentionClass::new("permanent").unwrap();
+    assert!(
+        store
+            .bind_retention(&device_id, std::slice::from_ref(&permanent))
+            .await
+            .unwrap()
+    );
+    let answer = capture(&f, Some(&credential), in_class(3, "finra-6y")).await;
+    assert_problem(&answer, StatusCode::FORBIDDEN);
+    assert_eq!(
+        capture(&f, Some(&credential), in_class(4, "permanent")).await.0,
+        StatusCode::OK
+    );
+
+    // A device with no binding (enrolled before bindings, nothing archived yet): its
+    // first capture binds it, audited, and then holds it to that class.
+    let db = rusqlite::Connection::open(f._dir.path().join("meta.db")).unwrap();
+    db.execute("DELETE FROM device_retention", []).unwrap();
+    drop(db);
+    let other = DeviceKey::generate();
+    let token = token_for(&f, 0x61, 60_000, "officer@agency.example").await;
+    let second = "0192f0c4-6a3b-7cc1-9a51-3f6e8d2b1a09";
+    let (status, _, body) = enroll(&f, &token, second, &other).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let second_credential = serde_json::from_str::<serde_json::Value>(&body).unwrap()["credential"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let db = rusqlite::Connection::open(f._dir.path().join("meta.db")).unwrap();
+    db.execute("DELETE FROM device_retention", []).unwrap();
+    drop(db);
+    let second_id = DeviceId::parse(second).unwrap();
+    let in_second = |n: u64, class: &str| {
+        let body = vellum_protocol::seal::seal(
+            &[vellum_protocol::seal::Identity::generate().to_public()],
+            b"sealed on the device",
+        )
+        .unwrap();
+        let mut fields = vellum_protocol::header::UnverifiedHeader::parse(&signed_header(
+            &other,
+            second_id,
+            RecordId::new_v7(1_764_160_000_000 + n),
+            body.digest(),
+        ))
+        .unwrap()
+        .archived_fields()
+        .clone();
+        fields.retention = vellum_protocol::ids::RetentionClass::new(class).unwrap();
+        frame(fields.sign(&other).unwrap().as_bytes(), body.as_bytes())
+    };
+    assert_eq!(
+        capture(&f, Some(&second_credential), in_second(1, "permanent"))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_problem(
+        &capture(&f, Some(&second_credential), in_second(2, "finra-6y")).await,
+        StatusCode::FORBIDDEN,
+    );
+    let trail = store.audit_of(second, 0, 100).await.unwrap();
+    let actions: Vec<&str> = trail.iter().map(|(_, e)| e.action.as_str()).collect();
+    assert_eq!(actions, ["device.enroll", "device.retention"]);
+    assert!(
+        trail[1].1.detail.contains("first capture"),
+        "{}",
+        trail[1].1.detail
+    );
+}

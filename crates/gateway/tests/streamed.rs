@@ -76,7 +76,8 @@ async fn a_large_capture_is_streamed_into_a_blob_of_its_own() {
     let answer = capture_in_pieces(&f, &credential, framed.len(), pieces(&framed), false).await;
     assert_eq!(answer.0, StatusCode::OK, "{}", answer.2);
     let receipt = Receipt::parse(answer.2.as_bytes()).unwrap();
-    assert_eq!(receipt.verify(&f.log_key, &id, &header_digest).unwrap().index, 0);
+    // Leaf 0 is the device's enrollment.
+    assert_eq!(receipt.verify(&f.log_key, &id, &header_digest).unwrap().index, 1);
     let stored = f.gateway.archive().record(id).await.unwrap().unwrap();
     assert!(stored.blob.0.starts_with("sha256/"), "{:?}", stored.blob);
     let header_len = u32::from_be_bytes(framed[..4].try_into().unwrap()) as usize;

@@ -20,7 +20,7 @@ use vellum_archive::ports::Device;
 use vellum_archive::ports::{BlobStore, DeviceStore, SecretHash};
 use vellum_archive::{AppendError, Submission, Upload};
 use vellum_protocol::header::{MAX_HEADER_LEN, UnverifiedHeader, VerifiedHeader};
-use vellum_protocol::ids::Epoch;
+use vellum_protocol::ids::{Epoch, RetentionClass};
 use vellum_protocol::receipt::Receipt;
 use vellum_protocol::seal::SealedBody;
 
@@ -84,6 +84,9 @@ pub(super) async fn capture<L: super::keys::KeysStore + DeviceStore, B: BlobStor
         still_enrolled(&state, &credential).await?;
         submission
     };
+    if device.retention.is_empty() {
+        bind_first_class(&state, &device, &submission.header.fields().retention).await?;
+    }
     let record_id = submission.header.fields().record_id;
     let receipt = state.archive().append(submission).await?;
     // Debug, not info: the request's own line already logs each capture, and at tens
@@ -95,6 +98,25 @@ pub(super) async fn capture<L: super::keys::KeysStore + DeviceStore, B: BlobStor
         "record archived"
     );
     Ok(text(receipt.to_text()))
+}
+
+/// Binds a device enrolled before bindings existed, which had archived nothing, to the
+/// retention class of its first capture: what its enrollment bundle wrote into every
+/// header it signs. Audited; the device cache forgets it, so the binding holds at once.
+async fn bind_first_class<L: super::keys::KeysStore + DeviceStore, B: BlobStore>(
+    state: &State<L, B>,
+    device: &Device,
+    class: &RetentionClass,
+) -> Result<(), ApiError> {
+    let store = state.archive().log_store();
+    store
+        .bind_retention(&device.device_id, std::slice::from_ref(class))
+        .await?;
+    state.forget_device(&device.device_id);
+    let subject = device.device_id.to_string();
+    let detail = serde_json::json!({ "retention": [class.as_str()], "by": "first capture" });
+    crate::auth::admin::audit(state.archive(), &subject, "device.retention", &subject, detail).await?;
+    Ok(())
 }
 
 /// What a streamed capture comes to before the sequencer.
@@ -301,6 +323,16 @@ fn check_header(header: &[u8], device: &Device, epoch: Epoch) -> Result<Verified
         return Err(ApiError::Forbidden(
             "the header names a custodian this device was not enrolled for".into(),
         ));
+    }
+    let class = &header.fields().retention;
+    if !device.retention.is_empty() && !device.retention.contains(class) {
+        let bound: Vec<&str> = device.retention.iter().map(RetentionClass::as_str).collect();
+        return Err(ApiError::Forbidden(format!(
+            "this device archives under retention class {}, not {}: an administrator changes its binding \
+             with `vellum admin device set-retention`",
+            bound.join(", "),
+            class.as_str()
+        )));
     }
     Ok(header)
 }

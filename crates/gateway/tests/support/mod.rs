@@ -245,6 +245,7 @@ pub async fn token_for(f: &Fixture, seed: u8, ttl_ms: i64, custodian: &str) -> S
         .add_enrollment(
             &SecretHash(Sha256::digest(secret).into()),
             &custodian,
+            &RetentionClass::new("finra-6y").unwrap(),
             UnixMillis((now + ttl_ms) as u64),
         )
         .await
