@@ -29,9 +29,12 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use vellum_archive::ports::{AccountStore as _, DeviceStore as _, NewAccount, Role, SecretHash};
+use vellum_archive::ports::{
+    AccountStore as _, DeviceStore as _, Holder, KeyStore as _, NewAccount, PublishedKeyring, Role,
+    SecretHash, Wrap,
+};
 use vellum_archive::sqlite::SqliteStore;
-use vellum_gateway::auth::password;
+use vellum_gateway::auth::{admin, password};
 use vellum_protocol::blind::IndexKey;
 use vellum_protocol::bundle::Bundle;
 use vellum_protocol::ids::{Custodian, Epoch, RecordId, RetentionClass, UnixMillis};
@@ -49,6 +52,7 @@ const DAY_MS: u64 = 86_400_000;
 const DEMO_CUSTODIAN: &str = "demo.custodian@agency.example";
 const DEMO_RETENTION: &str = "default";
 const ADMIN: &str = "admin";
+const AUDITOR: &str = "auditor";
 
 fn fail(e: impl std::fmt::Display) -> CliError {
     CliError::new(Kind::Other, format!("quickstart: {e}"))
@@ -162,6 +166,36 @@ fn initialise(data: &Path, listen: SocketAddr) -> Result<(), CliError> {
         must_change_password: true,
         external_id: None,
     };
+    // The auditor whose identity is offline/auditor.key: its recipient registered and
+    // its copy of epoch 1 stored, so `vellum keys fetch` gives it epoch 1.
+    let auditor_password = password::one_time_password().map_err(fail)?;
+    let auditor_account = NewAccount {
+        account_id: *RecordId::new_v7(now + 1).as_bytes(),
+        username: AUDITOR.into(),
+        role: Role::Auditor,
+        password_phc: password::hash(&auditor_password).map_err(fail)?,
+        must_change_password: true,
+        external_id: None,
+    };
+    let epoch_file = format_identity_file(&epoch_identity, now);
+    let wraps = [
+        Wrap {
+            epoch: 1,
+            holder: Holder::Account(auditor_account.account_id),
+            wrapped: seal::seal(&[auditor.to_public()], epoch_file.as_bytes())
+                .map_err(fail)?
+                .as_bytes()
+                .to_vec(),
+        },
+        Wrap {
+            epoch: 1,
+            holder: Holder::Escrow,
+            wrapped: seal::seal(&[escrow.to_public()], epoch_file.as_bytes())
+                .map_err(fail)?
+                .as_bytes()
+                .to_vec(),
+        },
+    ];
     runtime.block_on(async {
         let store = SqliteStore::open(&format!("sqlite://{}", db.display()))
             .await
@@ -180,8 +214,55 @@ fn initialise(data: &Path, listen: SocketAddr) -> Result<(), CliError> {
             .create_account(&admin, UnixMillis(now))
             .await
             .map_err(fail)?;
+        store
+            .create_account(&auditor_account, UnixMillis(now))
+            .await
+            .map_err(fail)?;
+        store
+            .set_auditor_key(
+                &auditor_account.account_id,
+                &auditor.to_public().to_string(),
+                None,
+                UnixMillis(now),
+            )
+            .await
+            .map_err(fail)?;
+        let published = PublishedKeyring {
+            epoch: 1,
+            note: note.clone(),
+            published_at: UnixMillis(now),
+            published_by: "quickstart".into(),
+        };
+        store.publish_keyring(&published, &wraps).await.map_err(fail)?;
+        // Each is a leaf of the log, as the gateway would have made it.
+        let archive =
+            vellum_archive::Archive::open(store, vellum_archive::blob::none::NoBlobs, log_signer(&log)?)
+                .await
+                .map_err(fail)?;
+        let audited = async {
+            for account in [&admin, &auditor_account] {
+                let detail =
+                    serde_json::json!({ "username": account.username, "role": account.role.as_str() });
+                admin::audit(
+                    &archive,
+                    "quickstart",
+                    "account.create",
+                    &hex::encode(account.account_id),
+                    detail,
+                )
+                .await?;
+            }
+            let holders = [hex::encode(auditor_account.account_id), "escrow".to_owned()];
+            let detail = serde_json::json!({ "epoch": 1, "holders": holders, "from": "quickstart" });
+            admin::audit(&archive, "quickstart", "keyring.publish", "1", detail).await
+        }
+        .await;
+        archive.close().await;
+        audited.map_err(fail)?;
         Ok::<(), CliError>(())
     })?;
+    let auditor_password_file = offline.join("auditor.password");
+    write_output(Some(&auditor_password_file), line(&auditor_password).as_bytes())?;
     // A device reaches an unspecified address (0.0.0.0, ::) through loopback here; on
     // another machine, edit the bundle's gateway URL before handing it out.
     let reachable = match listen.ip() {
@@ -258,6 +339,15 @@ fn initialise(data: &Path, listen: SocketAddr) -> Result<(), CliError> {
         );
     }
     println!();
+    println!(
+        "Auditor account {AUDITOR:?} (identity {d}/offline/auditor.key, one-time password in {}): it holds",
+        auditor_password_file.display()
+    );
+    println!("epoch 1, so after its first sign-in (vellum account password, vellum account totp setup) it");
+    println!(
+        "fetches the epoch identity with `vellum keys fetch -i {d}/offline/auditor.key --out epochs …`."
+    );
+    println!();
     println!("Enroll the demo device (custodian {DEMO_CUSTODIAN}; the bundle works once, for 7 days):");
     println!(
         "  vellum capture enroll {} --dir demo-device",
@@ -265,6 +355,11 @@ fn initialise(data: &Path, listen: SocketAddr) -> Result<(), CliError> {
     );
     println!();
     Ok(())
+}
+
+/// Another handle on the log key (the archive that audits takes one of its own).
+fn log_signer(log: &vellum_tlog::note::NoteSigner) -> Result<vellum_tlog::note::NoteSigner, CliError> {
+    vellum_tlog::note::NoteSigner::from_skey(&log.to_skey()).map_err(fail)
 }
 
 fn line(text: &str) -> Zeroizing<String> {

@@ -175,10 +175,10 @@ fn quickstart_enrolls_the_demo_device_and_captures_with_verified_receipts() {
     credentials_rotate_even_when_an_answer_is_lost(dir, &device, port);
     let (code, checkpoint) = http(port, "GET", "/v1/log/checkpoint").unwrap();
     assert_eq!(code, 200);
-    // Ten leaves: the epoch-1 keyring published from the file at the first start, the
-    // device's enrollment, four records (two above, two during the credential
-    // rotations), the administrator's retention binding, and three rotations.
-    assert_eq!(checkpoint.lines().nth(1), Some("10"), "{checkpoint}");
+    // Twelve leaves: quickstart's two accounts and its epoch-1 keyring, the device's
+    // enrollment, four records (two above, two during the credential rotations), the
+    // administrator's retention binding, and three rotations.
+    assert_eq!(checkpoint.lines().nth(1), Some("12"), "{checkpoint}");
 
     // The real listener answers probes with 404 too.
     for probe in ["/heapdump", "/actuator/env", "/debug/pprof/", "/metrics", "/.env"] {
@@ -971,7 +971,6 @@ fn base32_decode(text: &str) -> Vec<u8> {
 /// Adds `name` with `role` (one with a second factor), sets their password and TOTP;
 /// returns their recovery codes.
 fn enrolled(dir: &Path, config: &Path, port: u16, (name, role): (&str, &str), password: &str) -> Vec<String> {
-    use std::io::{BufRead as _, Write as _};
     let added = vellum(
         dir,
         &[
@@ -988,8 +987,15 @@ fn enrolled(dir: &Path, config: &Path, port: u16, (name, role): (&str, &str), pa
     );
     assert_eq!(added.code, 0, "{}", added.stderr);
     let one_time = one_time_password_in(&added.stdout_text());
-    // A person's first day, with the binary alone: the one-time password replaced
-    // (both on standard input, as from a password manager's pipe) ...
+    first_day(dir, port, name, &one_time, password)
+}
+
+/// A person's first day, with the binary alone: the one-time password replaced, the
+/// second factor set up; the recovery codes.
+fn first_day(dir: &Path, port: u16, name: &str, one_time: &str, password: &str) -> Vec<String> {
+    use std::io::{BufRead as _, Write as _};
+    // The one-time password replaced (both on standard input, as from a password
+    // manager's pipe) ...
     let url = format!("http://127.0.0.1:{port}");
     let changed = vellum(
         dir,
@@ -1049,6 +1055,54 @@ fn enrolled(dir: &Path, config: &Path, port: u16, (name, role): (&str, &str), pa
         .collect();
     assert_eq!(codes.len(), 10, "{rest}");
     codes
+}
+
+/// The auditor quickstart makes holds epoch 1 from the start: after its first sign-in
+/// it fetches the epoch identity with its identity file, no hand-made copy needed.
+#[test]
+fn the_quickstart_auditor_fetches_epoch_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("vellum-data");
+    let port = free_port();
+    let gateway = Running::start(quickstart(&data, port), port, dir, "auditor-epoch");
+    assert!(
+        gateway.stdout_text().contains("Auditor account \"auditor\""),
+        "{}",
+        gateway.stdout_text()
+    );
+    let one_time = std::fs::read_to_string(data.join("offline/auditor.password")).unwrap();
+    let password = "a long passphrase for the first records reader";
+    let codes = first_day(dir, port, "auditor", one_time.trim(), password);
+    let file = dir.join("auditor.pw");
+    std::fs::write(&file, password).unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let identity = data.join("offline/auditor.key");
+    let fetched = vellum(
+        dir,
+        &[
+            "keys",
+            "fetch",
+            "-i",
+            identity.to_str().unwrap(),
+            "--out",
+            "epochs",
+            "--gateway",
+            &format!("http://127.0.0.1:{port}"),
+            "--as",
+            "auditor",
+            "--password-file",
+            "auditor.pw",
+            "--recovery-code",
+            &codes[0],
+        ],
+        b"",
+    );
+    assert_eq!(fetched.code, 0, "{}", fetched.stderr);
+    let (_, keyring) = http(port, "GET", "/v1/keyring").unwrap();
+    let archive = keyring.lines().find_map(|l| l.strip_prefix("archive ")).unwrap();
+    assert_eq!(public_of(&dir.join("epochs/epoch-1.key")), archive);
+    gateway.stop();
 }
 
 /// The public key written in an identity file's comment.
