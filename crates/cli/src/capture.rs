@@ -111,7 +111,7 @@ async fn send(messages: &[PathBuf], dir: &Path) -> Result<(), CliError> {
         let mut documents = Vec::with_capacity(messages.len());
         for path in messages {
             let bytes = zeroize::Zeroizing::new(read_small(path, MAX_DOCUMENT)?);
-            let document = MessageDocument::from_json(&bytes)
+            let document = MessageDocument::from_json_normalising(&bytes)
                 .map_err(|e| CliError::new(Kind::Malformed, format!("{}: {e}", path.display())))?;
             documents.push(document);
         }

@@ -244,6 +244,7 @@ fn document(text: &str, sent_at_ms: u64) -> MessageDocument {
     let person = |id: &str, name: &str| Participant {
         id: id.into(),
         display_name: Some(name.into()),
+        as_written: None,
     };
     MessageDocument {
         version: 1,

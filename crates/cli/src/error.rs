@@ -25,6 +25,9 @@ pub(crate) enum Kind {
     /// An export package verifies, but cannot prove it holds every record of its case
     /// (one made before listings) (8).
     Unproven = 8,
+    /// Standard output was closed by its reader (`| head`): the command stops quietly
+    /// with the status of a process ended by SIGPIPE (141).
+    Closed = 141,
 }
 
 /// A failure with a one-line message.
@@ -55,6 +58,7 @@ impl CliError {
         let kind = match err.kind() {
             io::ErrorKind::NotFound => Kind::NotFound,
             io::ErrorKind::AlreadyExists => Kind::Exists,
+            io::ErrorKind::BrokenPipe => Kind::Closed,
             _ => Kind::Other,
         };
         Self::new(
@@ -86,6 +90,13 @@ impl From<SealError> for CliError {
             SealError::Corrupt | SealError::NotAgeFile(_) | SealError::UnsupportedStanza => Kind::Malformed,
             SealError::InvalidIdentity | SealError::InvalidRecipient => Kind::Malformed,
             SealError::Io(io) if io.kind() == io::ErrorKind::NotFound => Kind::NotFound,
+            // The age library reports a failed header write as an error of its own
+            // whose text names the cause: a closed pipe is found there too.
+            SealError::Io(io)
+                if io.kind() == io::ErrorKind::BrokenPipe || io.to_string().contains("BrokenPipe") =>
+            {
+                Kind::Closed
+            }
             _ => Kind::Other,
         };
         Self::new(kind, err.to_string())

@@ -36,6 +36,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::error::Kind;
+
 /// mimalloc instead of the C library's allocator: allocation was an eighth of the
 /// gateway's CPU time under capture load with the latter (docs/performance.md).
 #[global_allocator]
@@ -153,7 +155,24 @@ enum KeysCommand {
     Api(keys_api::KeysApiCommand),
 }
 
+/// The status of a process whose output pipe closed (as a SIGPIPE death reports it).
+const CLOSED_PIPE: u8 = 141;
+
 fn main() -> ExitCode {
+    // `vellum … | head`: a print to a closed pipe ends the command quietly, never with
+    // a panic message.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied());
+        if message.is_some_and(|m| m.contains("Broken pipe")) {
+            std::process::exit(i32::from(CLOSED_PIPE));
+        }
+        default_hook(info);
+    }));
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Keys(KeysCommand::New { output }) => keys::new(output.as_deref()),
@@ -180,6 +199,7 @@ fn main() -> ExitCode {
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.kind() == Kind::Closed => ExitCode::from(CLOSED_PIPE),
         Err(err) => {
             eprintln!("vellum: {err}");
             ExitCode::from(err.exit_code())

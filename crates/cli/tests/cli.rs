@@ -297,3 +297,32 @@ fn demo_artefacts_verify_and_tampering_is_caught() {
 
     assert_eq!(vellum(d, &["demo", "--dir", "out"], b"").code, EXISTS);
 }
+
+/// `vellum … | head`: a reader that closes the pipe early ends the command quietly,
+/// with the status of a SIGPIPE death (141), never a panic or an error line.
+#[test]
+fn a_closed_output_pipe_ends_the_command_quietly() {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    let recipient = identity(dir.path(), "a.key");
+    std::fs::write(dir.path().join("big"), vec![7u8; 8 << 20]).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .args(["seal", "-r", &recipient, "big"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The reader is gone now (the pipe's read end dropped).
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(141),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(first.starts_with(b"age-encryption"));
+}

@@ -44,6 +44,18 @@ pub enum DocumentError {
     /// A participant id not in normal form.
     #[error("participant id not in normal form: {0}")]
     Participant(#[from] NormaliseError),
+    /// A participant id that is no address, phone number or handle, in the field named
+    /// (`sender.id`, `recipients[2].id`, `deletions[0].by`).
+    #[error("{field}: {source}")]
+    ParticipantField {
+        /// The field.
+        field: String,
+        /// Why.
+        source: NormaliseError,
+    },
+    /// A field missing or not allowed (named as serde names it; no value is quoted).
+    #[error("malformed message document: {0}")]
+    Field(String),
     /// An invalid channel.
     #[error("invalid channel: {0}")]
     Channel(#[from] IdError),
@@ -54,6 +66,12 @@ pub enum DocumentError {
 
 impl From<serde_json::Error> for DocumentError {
     fn from(err: serde_json::Error) -> Self {
+        // "missing field `x`" and "unknown field `x`" name a field and quote no value;
+        // other messages may quote content, so only their position is kept.
+        let text = err.to_string();
+        if text.starts_with("missing field") || text.starts_with("unknown field") {
+            return DocumentError::Field(text);
+        }
         let kind = match err.classify() {
             serde_json::error::Category::Io => "io",
             serde_json::error::Category::Syntax => "syntax",
@@ -139,6 +157,10 @@ pub struct Participant {
     /// The name shown at capture time, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
+    /// The id as the source wrote it, when that was not the normal form (an address in
+    /// capitals, a formatted phone number): the record keeps what the source said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_written: Option<String>,
 }
 
 /// Message content.
@@ -200,6 +222,35 @@ impl MessageDocument {
         Ok(doc)
     }
 
+    /// Parses a document as a source wrote it: as [`Self::from_json`], but a
+    /// participant id not in normal form (`Ann@Agency.example`, `+1 (555) 010-0000`,
+    /// `mailto:Ann@…`) is put in normal form, its text kept in `as_written`, so tokens
+    /// match every other record of that participant. An id that is none of an address,
+    /// a phone number in international form or a handle is refused, naming its field.
+    pub fn from_json_normalising(bytes: &[u8]) -> Result<Self, DocumentError> {
+        if bytes.len() > MAX_DOCUMENT_LEN {
+            return Err(DocumentError::TooLarge);
+        }
+        let mut doc: Self = serde_json::from_slice(bytes)?;
+        let named = |field: String| move |source| DocumentError::ParticipantField { field, source };
+        normalise(&mut doc.sender).map_err(named("sender.id".into()))?;
+        for (i, p) in doc.recipients.iter_mut().enumerate() {
+            normalise(p).map_err(named(format!("recipients[{i}].id")))?;
+        }
+        for (i, d) in doc.deletions.iter_mut().enumerate() {
+            if let Some(by) = &mut d.by
+                && ParticipantId::parse(by).is_err()
+            {
+                *by = normal_form(by)
+                    .map_err(named(format!("deletions[{i}].by")))?
+                    .as_str()
+                    .to_owned();
+            }
+        }
+        doc.check()?;
+        Ok(doc)
+    }
+
     fn check(&self) -> Result<(), DocumentError> {
         if self.version != DOCUMENT_VERSION {
             return Err(DocumentError::Version(self.version));
@@ -238,5 +289,90 @@ impl MessageDocument {
         tokens.sort_unstable();
         tokens.dedup();
         Ok(tokens)
+    }
+}
+
+/// Puts `p`'s id in normal form, keeping the text as written when it changes.
+fn normalise(p: &mut Participant) -> Result<(), NormaliseError> {
+    if ParticipantId::parse(&p.id).is_ok() {
+        return Ok(());
+    }
+    let id = normal_form(&p.id)?;
+    p.as_written = Some(std::mem::replace(&mut p.id, id.as_str().to_owned()));
+    Ok(())
+}
+
+/// The normal form of an id as a source may write it: `mailto:`/`tel:`/`handle:`
+/// forms in any case or formatting, a bare address, or a bare international number.
+fn normal_form(raw: &str) -> Result<ParticipantId, NormaliseError> {
+    let raw = raw.trim();
+    let lower = raw.to_ascii_lowercase();
+    if lower.starts_with("mailto:") {
+        ParticipantId::email(&raw[7..])
+    } else if lower.starts_with("tel:") {
+        ParticipantId::phone(&raw[4..], None)
+    } else if lower.starts_with("handle:") {
+        let (service, id) = raw[7..].split_once(':').ok_or(NormaliseError::Handle)?;
+        ParticipantId::handle(service, id)
+    } else if raw.contains('@') {
+        ParticipantId::email(raw)
+    } else if raw.starts_with('+') || raw.starts_with("00") {
+        ParticipantId::phone(raw, None)
+    } else {
+        Err(NormaliseError::Participant)
+    }
+}
+
+#[cfg(test)]
+mod normalising_tests {
+    use super::*;
+
+    fn doc(sender: &str, recipient: &str) -> String {
+        serde_json::json!({
+            "version": 1, "channel": "sms",
+            "conversation": { "id": "c1" },
+            "sender": { "id": sender },
+            "recipients": [{ "id": recipient, "display_name": "Bob" }],
+            "sent_at_ms": 1, "body": { "content_type": "text/plain", "text": "hi" }
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn ids_as_sources_write_them_are_put_in_normal_form_and_kept_as_written() {
+        let parsed =
+            MessageDocument::from_json_normalising(doc("Ann@Agency.Example", "+1 (555) 010-0000").as_bytes())
+                .unwrap();
+        assert_eq!(parsed.sender.id, "mailto:ann@agency.example");
+        assert_eq!(parsed.sender.as_written.as_deref(), Some("Ann@Agency.Example"));
+        assert_eq!(parsed.recipients[0].id, "tel:+15550100000");
+        assert_eq!(
+            parsed.recipients[0].as_written.as_deref(),
+            Some("+1 (555) 010-0000")
+        );
+        assert_eq!(parsed.recipients[0].display_name.as_deref(), Some("Bob"));
+        // Already normal: nothing added.
+        let normal =
+            MessageDocument::from_json_normalising(doc("mailto:a@b.example", "tel:+15550100000").as_bytes())
+                .unwrap();
+        assert!(normal.sender.as_written.is_none() && normal.recipients[0].as_written.is_none());
+        // The strict reader still refuses what is not in normal form.
+        assert!(
+            MessageDocument::from_json(doc("Ann@Agency.Example", "tel:+15550100000").as_bytes()).is_err()
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_field_and_quote_no_content() {
+        let bad =
+            MessageDocument::from_json_normalising(doc("a@b.example", "nobody in particular").as_bytes());
+        let text = bad.err().unwrap().to_string();
+        assert!(text.starts_with("recipients[0].id: "), "{text}");
+        assert!(!text.contains("nobody"), "{text}");
+        let missing = MessageDocument::from_json_normalising(br#"{"version":1}"#)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(missing.contains("missing field `channel`"), "{missing}");
     }
 }

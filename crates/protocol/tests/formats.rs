@@ -403,10 +403,12 @@ fn document() -> MessageDocument {
         sender: Participant {
             id: "tel:+15550100000".into(),
             display_name: Some("Jo".into()),
+            as_written: None,
         },
         recipients: vec![Participant {
             id: "mailto:ann@agency.example".into(),
             display_name: None,
+            as_written: None,
         }],
         sent_at_ms: NOW,
         received_at_ms: None,
