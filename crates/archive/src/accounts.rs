@@ -124,6 +124,24 @@ impl fmt::Debug for Account {
     }
 }
 
+/// A stored TOTP secret replaced by the same secret sealed under another key.
+pub struct TotpReseal {
+    /// Whose secret.
+    pub account_id: [u8; 16],
+    /// The value stored now; nothing changes if the account stores another.
+    pub stored: Zeroizing<Vec<u8>>,
+    /// What to store instead.
+    pub sealed: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TotpReseal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TotpReseal")
+            .field("account_id", &self.account_id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One change to an account.
 #[derive(Clone)]
 #[non_exhaustive]
@@ -206,6 +224,11 @@ pub trait AccountStore: Send + Sync + 'static {
 
     /// Counts one more failed login; returns the count.
     fn login_failed(&self, id: &[u8; 16]) -> impl Future<Output = Result<u32, StoreError>> + Send;
+
+    /// Replaces stored TOTP secrets all in one transaction, each only if its account
+    /// still stores the value it replaces: re-sealing every secret under a new key
+    /// either happens whole or not at all. Answers how many were replaced.
+    fn reseal_totp(&self, changes: &[TotpReseal]) -> impl Future<Output = Result<usize, StoreError>> + Send;
 
     /// Accepts TOTP time step `step` only if it is later than every step accepted
     /// before, so a code works once.
@@ -516,6 +539,29 @@ macro_rules! sql_accounts {
                     .await
                     .map_err(|e| $crate::error::StoreError::backend("update account", e))?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            async fn reseal_totp(
+                &self,
+                changes: &[$crate::accounts::TotpReseal],
+            ) -> Result<usize, $crate::error::StoreError> {
+                let err = |e| $crate::error::StoreError::backend("re-seal TOTP secrets", e);
+                let mut tx = self.pool.begin().await.map_err(err)?;
+                let mut replaced = 0;
+                for change in changes {
+                    let done = sqlx::query(
+                        "UPDATE accounts SET totp_secret = $1 WHERE account_id = $2 AND totp_secret = $3",
+                    )
+                    .bind(change.sealed.to_vec())
+                    .bind(change.account_id.as_slice())
+                    .bind(change.stored.to_vec())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+                    replaced += done.rows_affected() as usize;
+                }
+                tx.commit().await.map_err(err)?;
+                Ok(replaced)
             }
 
             async fn login_failed(&self, id: &[u8; 16]) -> Result<u32, $crate::error::StoreError> {

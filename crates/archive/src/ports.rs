@@ -471,7 +471,7 @@ pub trait DeviceStore: Send + Sync + 'static {
 
 pub use crate::accounts::{
     Account, AccountChange, AccountStore, NewAccount, NewSession, Refreshed, Role, SessionPrincipal,
-    SessionStore, valid_username,
+    SessionStore, TotpReseal, valid_username,
 };
 pub use crate::keys::{AuditorKey, Holder, KeyError, KeyStore, PublishedKeyring, Wrap};
 

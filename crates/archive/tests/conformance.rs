@@ -869,7 +869,7 @@ async fn keyrings_are_consecutive_and_wrapped_keys_are_kept(backend: impl Backen
 
 async fn accounts_have_unique_names_and_are_never_deleted(backend: impl Backend) {
     use vellum_archive::error::AccountError;
-    use vellum_archive::ports::{AccountStore, NewAccount, Role};
+    use vellum_archive::ports::{Account, AccountStore, NewAccount, Role};
     use vellum_protocol::ids::UnixMillis;
 
     let store = backend.open_log().await.unwrap();
@@ -955,6 +955,30 @@ async fn accounts_have_unique_names_and_are_never_deleted(backend: impl Backend)
             .unwrap()
             .external_id,
         None
+    );
+
+    // Re-sealing TOTP secrets replaces exactly the values it names, in one go: a
+    // change whose account stores another value by now is skipped.
+    use vellum_archive::ports::{AccountChange, TotpReseal};
+    use zeroize::Zeroizing;
+    let value = |b: u8| Zeroizing::new(vec![b; 30]);
+    assert!(
+        store
+            .update_account(&[1; 16], AccountChange::TotpSecret(Some(value(1))))
+            .await
+            .unwrap()
+    );
+    let reseal = |from: u8, to: u8| TotpReseal {
+        account_id: [1; 16],
+        stored: value(from),
+        sealed: value(to),
+    };
+    assert_eq!(store.reseal_totp(&[reseal(1, 2)]).await.unwrap(), 1);
+    assert_eq!(store.reseal_totp(&[reseal(1, 3), reseal(9, 4)]).await.unwrap(), 0);
+    let secret = |account: Account| account.totp_secret.map(|s| s.to_vec());
+    assert_eq!(
+        secret(store.account_by_username("admin").await.unwrap().unwrap()),
+        Some(vec![2; 30])
     );
 
     // The database itself refuses what the store never does.

@@ -6,6 +6,7 @@
 //! DIR/vellum.db, DIR/blobs/  the archive
 //! DIR/keys/log.skey          the log signing key (signs checkpoints)
 //! DIR/keys/jwt.key           the key that signs people's access tokens
+//! DIR/keys/totp.key          the key people's TOTP secrets are sealed under
 //! DIR/keys/epoch-1.age       the epoch-1 archive identity, sealed to the auditor and escrow
 //! DIR/keyring.note           the epoch-1 keyring statement, signed by the organisation
 //! DIR/org.vkey, DIR/log.vkey the public keys that verify keyrings and receipts
@@ -111,6 +112,10 @@ fn initialise(data: &Path, listen: SocketAddr) -> Result<(), CliError> {
     getrandom::getrandom(jwt_seed.as_mut()).map_err(fail)?;
     let jwt_text = Zeroizing::new(URL_SAFE_NO_PAD.encode(*jwt_seed));
     write_output(Some(&data.join("keys/jwt.key")), line(&jwt_text).as_bytes())?;
+    let mut totp_key = Zeroizing::new([0u8; 32]);
+    getrandom::getrandom(totp_key.as_mut()).map_err(fail)?;
+    let totp_text = Zeroizing::new(URL_SAFE_NO_PAD.encode(*totp_key));
+    write_output(Some(&data.join("keys/totp.key")), line(&totp_text).as_bytes())?;
     // The public halves, for anyone to verify keyrings, checkpoints and receipts.
     write_output(
         Some(&data.join("org.vkey")),
@@ -301,6 +306,7 @@ fn initialise(data: &Path, listen: SocketAddr) -> Result<(), CliError> {
          \n\
          [auth]\n\
          jwt_key_file = \"keys/jwt.key\"\n\
+         totp_key_file = \"keys/totp.key\"\n\
          \n\
          [telemetry]\n\
          format = \"text\"\n",

@@ -147,6 +147,12 @@ impl Default for LimitsConfig {
 pub(crate) struct AuthConfig {
     /// File holding the Ed25519 seed that signs access tokens (32 bytes, base64url).
     jwt_key_file: PathBuf,
+    /// File holding the key TOTP secrets are sealed under (32 bytes, base64url).
+    totp_key_file: Option<PathBuf>,
+    /// Files of earlier TOTP keys: secrets sealed under them are re-sealed under
+    /// `totp_key_file` at start.
+    #[serde(default)]
+    totp_previous_key_files: Vec<PathBuf>,
     /// Public keys (base64url) of earlier signing keys whose tokens are still accepted.
     #[serde(default)]
     jwt_previous_public_keys: Vec<String>,
@@ -322,7 +328,9 @@ fn people_settings(config: &Config, queue_timeout: Duration) -> Result<People, C
             ));
         }
         tracing::warn!(
-            "no [auth] section: access tokens are signed with a random key and do not survive a restart"
+            "no [auth] section: access tokens are signed, and TOTP secrets sealed, with random keys \
+             that do not survive a restart (a restart then refuses to start until those second \
+             factors are reset)"
         );
         return Ok(People {
             auth: Auth::ephemeral("vellum").map_err(fail)?,
@@ -362,7 +370,8 @@ fn people_settings(config: &Config, queue_timeout: Duration) -> Result<People, C
     .with_hashes_per_second(auth_config.password_hashes_per_second)
     .with_session_secs(auth_config.session_secs)
     .with_password_cost(auth_config.password_cost()?)
-    .map_err(fail)?;
+    .map_err(fail)?
+    .with_totp_keys(totp_keys(auth_config)?);
     let oidc = match &config.oidc {
         Some(oidc) => Some(oidc_settings(oidc, &auth.jwt().derive_key("oidc-flow"))?),
         None => None,
@@ -373,6 +382,60 @@ fn people_settings(config: &Config, queue_timeout: Duration) -> Result<People, C
         per_account: auth_config.logins_per_minute_per_account,
         oidc,
     })
+}
+
+/// The keys of `[auth]`'s `totp_key_file` and `totp_previous_key_files`.
+fn totp_keys(auth: &AuthConfig) -> Result<vellum_gateway::auth::totp_seal::TotpKeys, CliError> {
+    let file = auth.totp_key_file.as_ref().ok_or_else(|| {
+        fail(
+            "[auth] totp_key_file is required: people's TOTP secrets are stored sealed under it. \
+             Make one as docs/operations.md shows (\"The TOTP key\"), mode 0600, and keep it with \
+             the backups",
+        )
+    })?;
+    let current = decode_32(&secret_file(file)?, "totp_key_file")?;
+    let mut previous = Vec::new();
+    for file in &auth.totp_previous_key_files {
+        previous.push(decode_32(&secret_file(file)?, "totp_previous_key_files")?);
+    }
+    Ok(vellum_gateway::auth::totp_seal::TotpKeys::new(current, previous))
+}
+
+/// Brings every stored TOTP secret under the current key before serving: one stored in
+/// the clear (before secrets were sealed) or under a previous key is re-sealed, all in
+/// one transaction; one sealed under a key that is not configured stops the start, since
+/// its owner could not sign in.
+async fn reseal_totp_secrets<L: AccountStore>(
+    store: &L,
+    keys: &vellum_gateway::auth::totp_seal::TotpKeys,
+) -> Result<(), CliError> {
+    let mut changes = Vec::new();
+    for account in store.list_accounts().await.map_err(fail)? {
+        let Some(stored) = account.totp_secret else {
+            continue;
+        };
+        match keys.resealed(&account.account_id, &stored) {
+            Ok(None) => {}
+            Ok(Some(sealed)) => changes.push(vellum_archive::ports::TotpReseal {
+                account_id: account.account_id,
+                stored,
+                sealed,
+            }),
+            Err(e) => {
+                return Err(fail(format!(
+                    "the TOTP secret of account {:?} is {e}: add the key that sealed it to [auth] \
+                     totp_previous_key_files, or reset that account's second factor \
+                     (vellum admin user reset-mfa)",
+                    account.username
+                )));
+            }
+        }
+    }
+    if !changes.is_empty() {
+        let done = store.reseal_totp(&changes).await.map_err(fail)?;
+        tracing::info!(resealed = done, "TOTP secrets re-sealed under the current key");
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -433,6 +496,12 @@ impl Config {
         }
         if let Some(auth) = &mut config.auth {
             rebase(&mut auth.jwt_key_file);
+            if let Some(p) = &mut auth.totp_key_file {
+                rebase(p);
+            }
+            for p in &mut auth.totp_previous_key_files {
+                rebase(p);
+            }
         }
         if let Some(p) = config.oidc.as_mut().and_then(|o| o.client_secret_file.as_mut()) {
             rebase(p);
@@ -698,6 +767,7 @@ where
         .map_err(|e| fail(format!("keyring: {e}")))?;
     let epoch = keyring.statement().epoch;
     let people = people_settings(config, limits.queue_timeout)?;
+    reseal_totp_secrets(archive.log_store(), people.auth.totp_keys()).await?;
     let proxies = vellum_gateway::server::TrustedProxies::parse(&config.trusted_proxies)
         .map_err(|e| fail(format!("trusted_proxies: {e}")))?;
     let mut gateway = Gateway::new(archive, keyring, people.auth)

@@ -2120,3 +2120,143 @@ fn an_auditor_reads_an_approved_scope_and_a_court_verifies_the_package() {
     assert!(proven >= 3 + 1 + 2 * 2, "{trail}");
     drop(gateway);
 }
+
+/// The stored TOTP secret of `username`, read from the deployment's database.
+fn stored_totp_secret(data: &Path, username: &str) -> ([u8; 16], Vec<u8>) {
+    use vellum_archive::ports::AccountStore as _;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let url = format!("sqlite://{}", data.join("vellum.db").display());
+        let store = vellum_archive::sqlite::SqliteStore::open(&url).await.unwrap();
+        let account = store.account_by_username(username).await.unwrap().unwrap();
+        (account.account_id, account.totp_secret.unwrap().to_vec())
+    })
+}
+
+/// The 32-byte key of a key file.
+fn key_file(path: &Path) -> zeroize::Zeroizing<[u8; 32]> {
+    use base64::Engine as _;
+    let text = std::fs::read_to_string(path).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text.trim())
+        .unwrap();
+    zeroize::Zeroizing::new(bytes.try_into().unwrap())
+}
+
+/// TOTP secrets are sealed under the TOTP key (D11): the database holds none in the
+/// clear; `serve` refuses to start without `totp_key_file`, or when a stored secret's
+/// key is not configured (naming the account); a rotation re-seals every secret under
+/// the new key, after which the person's codes still work.
+#[test]
+fn totp_secrets_are_sealed_and_their_key_rotates() {
+    use vellum_gateway::auth::totp_seal::{TotpKeys, key_id};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("vellum-data");
+    let port = free_port();
+    let gateway = Running::start(quickstart(&data, port), port, dir, "totp-seal");
+    let config = data.join("vellum.toml");
+    let password = "a passphrase for the first reviewer";
+    enrolled(dir, &config, port, ("tess", "auditor"), password);
+    gateway.stop();
+
+    let first = key_file(&data.join("keys/totp.key"));
+    let (account, stored) = stored_totp_secret(&data, "tess");
+    assert!(stored.starts_with(b"vtotp1"));
+    assert_eq!(TotpKeys::sealed_by(&stored), Some(key_id(&first)));
+    let secret = TotpKeys::new(first.clone(), Vec::new())
+        .open(&account, &stored)
+        .unwrap();
+    for file in files_under(&data) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_slice()),
+            "the TOTP secret is in the clear in {}",
+            file.display()
+        );
+    }
+
+    let original = std::fs::read_to_string(&config).unwrap();
+    let serve = || vellum(dir, &["serve", "--config", config.to_str().unwrap()], b"");
+    // Without the key, no start.
+    std::fs::write(
+        &config,
+        original.replace("totp_key_file = \"keys/totp.key\"\n", ""),
+    )
+    .unwrap();
+    let refused = serve();
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("totp_key_file is required"),
+        "{}",
+        refused.stderr
+    );
+
+    // A new key alone: tess's secret does not open, so no start, naming the account.
+    let second = data.join("keys/totp-2.key");
+    {
+        use base64::Engine as _;
+        let mut key = [0u8; 32];
+        getrandom::getrandom(&mut key).unwrap();
+        let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key);
+        std::fs::write(&second, format!("{text}\n")).unwrap();
+        std::fs::set_permissions(&second, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    }
+    let rotated = original.replace("keys/totp.key", "keys/totp-2.key");
+    std::fs::write(&config, &rotated).unwrap();
+    let refused = serve();
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("\"tess\"") && refused.stderr.contains("totp_previous_key_files"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(stored_totp_secret(&data, "tess").1, stored, "nothing changed");
+
+    // With the old key as previous, the start re-seals under the new key ...
+    std::fs::write(
+        &config,
+        rotated.replace(
+            "totp_key_file = \"keys/totp-2.key\"\n",
+            "totp_key_file = \"keys/totp-2.key\"\ntotp_previous_key_files = [\"keys/totp.key\"]\n",
+        ),
+    )
+    .unwrap();
+    let serving = |name: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vellum"));
+        command.args(["serve", "--config", config.to_str().unwrap()]);
+        Running::start(command, port, dir, name)
+    };
+    serving("totp-rotate").stop();
+    let new = key_file(&second);
+    let (_, resealed) = stored_totp_secret(&data, "tess");
+    assert_eq!(TotpKeys::sealed_by(&resealed), Some(key_id(&new)));
+    assert_eq!(
+        TotpKeys::new(new, Vec::new()).open(&account, &resealed).unwrap(),
+        secret
+    );
+
+    // ... and, the old key gone, tess signs in with a code of the same secret.
+    std::fs::write(&config, &rotated).unwrap();
+    let gateway = serving("totp-after");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // The first day used this step's code: the next step's is accepted.
+    let code = vellum_gateway::auth::totp::code_at(&secret, now + 30);
+    let body = serde_json::json!({ "username": "tess", "password": password, "totp": code });
+    let (status, text) = request(
+        port,
+        "POST",
+        "/v1/auth/login",
+        "Content-Type: application/json\r\n",
+        &body.to_string(),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{text}");
+    gateway.stop();
+}

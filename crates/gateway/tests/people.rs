@@ -323,13 +323,16 @@ async fn auditors_enroll_totp_at_first_login_and_codes_work_once() {
     let setup: Value = serde_json::from_str(&text).unwrap();
     assert!(field(&setup, "uri").starts_with("otpauth://totp/Vellum:auditor?secret="));
     let store = f.gateway.archive().log_store();
-    let secret = store
-        .account_by_username("auditor")
-        .await
-        .unwrap()
-        .unwrap()
-        .totp_secret
-        .unwrap();
+    let account = store.account_by_username("auditor").await.unwrap().unwrap();
+    let stored = account.totp_secret.clone().unwrap();
+    // The database holds the secret sealed, naming the key: never the secret itself.
+    let keys = f.gateway.auth().totp_keys();
+    assert_eq!(
+        vellum_gateway::auth::totp_seal::TotpKeys::sealed_by(&stored),
+        Some(keys.current_id())
+    );
+    let secret = keys.open(&account.account_id, &stored).unwrap();
+    assert!(!stored.windows(secret.len()).any(|w| w == secret.as_slice()));
     assert_eq!(totp::base32(&secret), field(&setup, "secret"));
     let now = now_ms() / 1000;
     let wrong = post(

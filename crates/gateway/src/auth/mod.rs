@@ -13,6 +13,7 @@ pub mod jwt;
 pub mod oidc;
 pub mod password;
 pub mod totp;
+pub mod totp_seal;
 
 use std::time::Duration;
 
@@ -168,6 +169,8 @@ pub struct Auth {
     dummy_phc: String,
     /// Signs known-device tokens.
     device_key: zeroize::Zeroizing<[u8; 32]>,
+    /// Seals TOTP secrets at rest.
+    totp_keys: totp_seal::TotpKeys,
 }
 
 impl Auth {
@@ -194,6 +197,7 @@ impl Auth {
             queue_timeout,
             cost: password::Cost::MINIMUM,
             dummy_phc: password::hash(DUMMY_PASSWORD)?,
+            totp_keys: totp_seal::TotpKeys::ephemeral().map_err(|e| e.to_string())?,
         })
     }
 
@@ -217,6 +221,19 @@ impl Auth {
         getrandom::getrandom(seed.as_mut()).map_err(|e| e.to_string())?;
         let jwt = JwtKeys::new(issuer, "vellum", jwt::MAX_TTL_SECS, &seed, &[])?;
         Self::new(jwt, DEFAULT_REFRESH_SECS, 2, Duration::from_secs(10))
+    }
+
+    /// Seals TOTP secrets under these keys (by default a random key made at start,
+    /// which no restart keeps: every real deployment configures `totp_key_file`).
+    #[must_use]
+    pub fn with_totp_keys(mut self, keys: totp_seal::TotpKeys) -> Self {
+        self.totp_keys = keys;
+        self
+    }
+
+    /// The keys TOTP secrets are sealed under.
+    pub fn totp_keys(&self) -> &totp_seal::TotpKeys {
+        &self.totp_keys
     }
 
     /// Sets how many password computations (logins, changes) the gateway runs a

@@ -297,6 +297,24 @@ async fn count_failure<L: PeopleStore, B: BlobStore>(
     Ok(())
 }
 
+/// The TOTP secret an account's stored value holds. One that does not open (a key
+/// missing since the gateway started, a damaged value) is logged and refused as the
+/// gateway's own failure.
+fn open_secret<L: PeopleStore, B: BlobStore>(
+    state: &State<L, B>,
+    account: &Account,
+    stored: &[u8],
+) -> Result<zeroize::Zeroizing<Vec<u8>>, ApiError> {
+    state
+        .auth()
+        .totp_keys()
+        .open(&account.account_id, stored)
+        .map_err(|e| {
+            tracing::error!(error = %e, "a stored TOTP secret does not open");
+            ApiError::Internal
+        })
+}
+
 /// Checks a TOTP code (each step once) or spends a recovery code.
 async fn second_factor<L: PeopleStore, B: BlobStore>(
     state: &State<L, B>,
@@ -306,7 +324,11 @@ async fn second_factor<L: PeopleStore, B: BlobStore>(
 ) -> Result<(), ApiError> {
     let store = state.archive().log_store();
     let subject = hex::encode(account.account_id);
-    let accepted = match (code, recovery, account.totp_secret.as_ref()) {
+    let secret = match account.totp_secret.as_ref() {
+        Some(stored) => Some(open_secret(state, account, stored)?),
+        None => None,
+    };
+    let accepted = match (code, recovery, secret.as_ref()) {
         (Some(code), _, Some(secret)) => match totp::matching_step(secret, code, now_secs()) {
             Some(step) => store.use_totp_step(&account.account_id, step).await?,
             None => false,
@@ -602,8 +624,14 @@ pub(super) async fn totp_setup<L: PeopleStore, B: BlobStore>(
         secret: totp::base32(&secret),
         uri: totp::provisioning_uri("Vellum", &account.username, &secret),
     };
+    // Stored sealed: a copy of the database alone yields no second factor.
+    let sealed = state
+        .auth()
+        .totp_keys()
+        .seal(&person.account_id, &secret)
+        .map_err(|_| ApiError::Internal)?;
     store
-        .update_account(&person.account_id, AccountChange::TotpSecret(Some(secret)))
+        .update_account(&person.account_id, AccountChange::TotpSecret(Some(sealed)))
         .await?;
     Ok(Json(setup))
 }
@@ -640,18 +668,19 @@ pub(super) async fn totp_confirm<L: PeopleStore, B: BlobStore>(
         .await?
         .ok_or(ApiError::Internal)?;
     let wrong = || ApiError::BadRequest("the code does not match the issued secret".into());
-    let (Some(secret), false) = (account.totp_secret.as_ref(), account.totp_enabled) else {
+    let (Some(stored), false) = (account.totp_secret.as_ref(), account.totp_enabled) else {
         return Err(ApiError::BadRequest(
             "no unconfirmed TOTP secret: POST /v1/auth/totp first".into(),
         ));
     };
-    let step = totp::matching_step(secret, &request.code, now_secs()).ok_or_else(wrong)?;
+    let secret = open_secret(&state, &account, stored)?;
+    let step = totp::matching_step(&secret, &request.code, now_secs()).ok_or_else(wrong)?;
     if !store.use_totp_step(&person.account_id, step).await? {
         return Err(wrong());
     }
     // Enables exactly the secret the code was checked against: if another request
     // issued a new one meanwhile, nothing is enabled.
-    let confirmed = AccountChange::TotpEnabled(secret.clone());
+    let confirmed = AccountChange::TotpEnabled(stored.clone());
     if !store.update_account(&person.account_id, confirmed).await? {
         return Err(ApiError::Conflict(
             "a new TOTP secret was issued meanwhile: confirm that one".into(),
