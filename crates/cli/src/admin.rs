@@ -25,38 +25,13 @@ pub(crate) enum AdminCommand {
     /// Manage people's accounts.
     #[command(subcommand)]
     User(UserCommand),
-    /// Make a one-time enrollment bundle for a capture device of a custodian, on the
-    /// deployment's database (audited as `device.enrollment` by `local-admin`).
-    DeviceBundle(BundleArgs),
+    /// Make a one-time enrollment bundle for a capture device of a custodian, through
+    /// a running gateway's admin API (audited as `device.enrollment` by the
+    /// administrator), adding the blind-index key on this machine.
+    DeviceBundle(crate::admin_bundle::BundleArgs),
     /// Capture devices, on the deployment's database.
     #[command(subcommand)]
     Device(crate::admin_device::DeviceCommand),
-}
-
-/// `vellum admin device-bundle` arguments.
-#[derive(Debug, Args)]
-pub(crate) struct BundleArgs {
-    /// The gateway's configuration file.
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
-    /// The custodian whose records the device captures.
-    #[arg(long)]
-    custodian: String,
-    /// The retention class of its records.
-    #[arg(long, default_value = "permanent")]
-    retention: String,
-    /// The blind-index key file (base64url of 32 bytes; kept offline).
-    #[arg(long, value_name = "FILE")]
-    index_key: PathBuf,
-    /// The gateway URL the device reaches.
-    #[arg(long, value_name = "URL")]
-    gateway_url: String,
-    /// Days the bundle stays good.
-    #[arg(long, default_value_t = 7)]
-    days: u64,
-    /// Where to write the bundle (mode 0600; never overwritten).
-    #[arg(long, value_name = "FILE")]
-    out: PathBuf,
 }
 
 /// Where the accounts are: a deployment's database, or a running gateway's API.
@@ -157,7 +132,7 @@ fn role_of(text: &str) -> Result<Role, CliError> {
 pub(crate) fn run(command: &AdminCommand) -> Result<(), CliError> {
     let user = match command {
         AdminCommand::User(user) => user,
-        AdminCommand::DeviceBundle(args) => return device_bundle(args),
+        AdminCommand::DeviceBundle(args) => return crate::admin_bundle::run(args),
         AdminCommand::Device(command) => return crate::admin_device::run(command),
     };
     let deployment = match user {
@@ -324,95 +299,5 @@ async fn user_command<L: LogStore + AccountStore + SessionStore>(
             println!("{username} is now {}", role.as_str());
         }
     }
-    Ok(())
-}
-
-fn device_bundle(args: &BundleArgs) -> Result<(), CliError> {
-    use base64::Engine as _;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use vellum_archive::ports::{DeviceStore, SecretHash};
-    use vellum_protocol::bundle::Bundle;
-    use vellum_protocol::ids::{Custodian, RetentionClass};
-    use zeroize::Zeroizing;
-
-    let config = Config::load(&args.config)?;
-    let log_key = config.log_signer()?;
-    let org_key = vellum_tlog::note::NoteVerifier::from_vkey(&config.org_key).map_err(fail)?;
-    let custodian = Custodian::new(&args.custodian).map_err(fail)?;
-    let retention = RetentionClass::new(&args.retention).map_err(fail)?;
-    let index_text = crate::serve::secret_file(&args.index_key)?;
-    let index_bytes = Zeroizing::new(
-        URL_SAFE_NO_PAD
-            .decode(index_text.as_bytes())
-            .map_err(|_| fail("--index-key: not an index key (base64url)"))?,
-    );
-    let index_key = vellum_protocol::blind::IndexKey::from_bytes(
-        index_bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| fail("--index-key: an index key is 32 bytes"))?,
-    );
-    if !(1..=90).contains(&args.days) {
-        return Err(fail("--days: 1 to 90"));
-    }
-    let mut token = Zeroizing::new([0u8; 32]);
-    getrandom::getrandom(token.as_mut()).map_err(fail)?;
-    let expires_at = UnixMillis(now_ms() + args.days * 86_400_000);
-    let bundle = Bundle {
-        gateway: args.gateway_url.trim_end_matches('/').to_owned(),
-        org_key,
-        log_key: log_key.verifier(),
-        index_key,
-        token: Zeroizing::new(URL_SAFE_NO_PAD.encode(*token)),
-        custodian: custodian.clone(),
-        retention,
-        expires_at,
-        ca_cert: None,
-    };
-    // Checked before the token is registered: a bundle a device would refuse is never made.
-    let json = bundle.to_json();
-    Bundle::from_json(json.as_bytes()).map_err(fail)?;
-    let mut out = crate::files::Output::create(Some(&args.out))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(fail)?;
-    runtime.block_on(async {
-        async fn register<L: LogStore + DeviceStore>(
-            store: L,
-            log_key: NoteSigner,
-            token: &SecretHash,
-            (custodian, retention): (&Custodian, &RetentionClass),
-            expires_at: UnixMillis,
-        ) -> Result<(), CliError> {
-            store
-                .add_enrollment(token, custodian, retention, expires_at)
-                .await
-                .map_err(fail)?;
-            let archive = Archive::open(store, NoBlobs, log_key).await.map_err(fail)?;
-            let detail = serde_json::json!({ "expires_at": expires_at.0, "retention": retention.as_str() });
-            let done = admin::audit(&archive, ACTOR, "device.enrollment", custodian.as_str(), detail).await;
-            archive.close().await;
-            done.map_err(fail)
-        }
-        use sha2::Digest as _;
-        let hash = SecretHash(sha2::Sha256::digest(*token).into());
-        match open_store(&config.database).await? {
-            OpenedStore::Sqlite(store) => {
-                register(store, log_key, &hash, (&custodian, &bundle.retention), expires_at).await
-            }
-            OpenedStore::Postgres(store) => {
-                register(store, log_key, &hash, (&custodian, &bundle.retention), expires_at).await
-            }
-        }
-    })?;
-    std::io::Write::write_all(&mut out.writer(), json.as_bytes()).map_err(fail)?;
-    out.commit()?;
-    println!(
-        "enrollment bundle for a device of {} written to {} (works once, until {})",
-        custodian,
-        args.out.display(),
-        vellum_protocol::time::rfc3339(expires_at.0)
-    );
     Ok(())
 }

@@ -8,6 +8,7 @@
 mod account;
 mod admin;
 mod admin_api;
+mod admin_bundle;
 mod admin_device;
 mod auditor;
 mod bench;

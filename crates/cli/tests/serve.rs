@@ -1455,21 +1455,28 @@ fn an_auditor_reads_an_approved_scope_and_a_court_verifies_the_package() {
     let witness = "mailto:witness@agency.example";
     let other = "mailto:someone@agency.example";
     let mut devices = vec![("demo", bundle(&data))];
+    let admin_password = administrator(dir, &data, port);
     for custodian in ["bob", "carol"] {
         let out = format!("{custodian}.bundle.json");
         run(&[
             "admin",
             "device-bundle",
-            "--config",
-            config.to_str().unwrap(),
+            "--gateway",
+            &url,
+            "--as",
+            "admin",
+            "--password-file",
+            admin_password.to_str().unwrap(),
             "--custodian",
             custodian,
             "--retention",
             "default",
             "--index-key",
             index_key,
-            "--gateway-url",
-            &url,
+            "--org-key",
+            data.join("org.vkey").to_str().unwrap(),
+            "--log-key",
+            log_key,
             "--out",
             &out,
         ]);
@@ -2119,6 +2126,171 @@ fn an_auditor_reads_an_approved_scope_and_a_court_verifies_the_package() {
     // open, request, approve; a list and a header and body per record.
     assert!(proven >= 3 + 1 + 2 * 2, "{trail}");
     drop(gateway);
+}
+
+/// The quickstart administrator's one-time password replaced with `vellum account
+/// password`; the file (0600) holding the new one.
+fn administrator(dir: &Path, data: &Path, port: u16) -> PathBuf {
+    let password = "a passphrase for the first operator";
+    let changed = vellum(
+        dir,
+        &[
+            "account",
+            "password",
+            "--gateway",
+            &format!("http://127.0.0.1:{port}"),
+            "--as",
+            "admin",
+        ],
+        format!("{}\n{password}\n", quickstart_password(data)).as_bytes(),
+    );
+    assert_eq!(changed.code, 0, "{}", changed.stderr);
+    let file = dir.join("admin.pw");
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    file
+}
+
+/// Enrollment bundles come from the admin API (F21): made on the administrator's
+/// machine, the index key added there; audited as the administrator's
+/// `device.enrollment`; refused, with nothing written and no token issued, for a
+/// gateway whose keys are not the ones given, or for bad input; and a device enrolls
+/// with the bundle and captures.
+#[test]
+fn enrollment_bundles_are_issued_through_the_admin_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("vellum-data");
+    let port = free_port();
+    let gateway = Running::start(quickstart(&data, port), port, dir, "bundles");
+    let url = format!("http://127.0.0.1:{port}");
+    let password = administrator(dir, &data, port);
+    let other = dir.join("other");
+    let other_port = free_port();
+    Running::start(
+        quickstart(&other, other_port),
+        other_port,
+        dir,
+        "other-deployment",
+    )
+    .stop();
+    let bundle_for = |custodian: &str, org: &Path, out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "admin",
+            "device-bundle",
+            "--gateway",
+            &url,
+            "--as",
+            "admin",
+            "--password-file",
+            password.to_str().unwrap(),
+            "--custodian",
+            custodian,
+            "--index-key",
+            data.join("offline/index.key").to_str().unwrap(),
+            "--org-key",
+            org.to_str().unwrap(),
+            "--log-key",
+            data.join("log.vkey").to_str().unwrap(),
+            "--out",
+            out,
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        vellum(dir, &args, b"")
+    };
+    // Another deployment's organisation key: refused before any token is issued.
+    let refused = bundle_for("dana", &other.join("org.vkey"), "dana.bundle.json", &[]);
+    assert_eq!(refused.code, 8, "{}", refused.stderr);
+    assert!(refused.stderr.contains("--org-key"), "{}", refused.stderr);
+    assert!(!dir.join("dana.bundle.json").exists());
+    // Bad input: refused before the gateway is asked.
+    for (custodian, extra, names) in [
+        ("Dana Smith", &[][..], "--custodian"),
+        ("dana", &["--days", "91"][..], "--days"),
+        ("dana", &["--retention", "no such/class"][..], "--retention"),
+    ] {
+        let refused = bundle_for(custodian, &data.join("org.vkey"), "dana.bundle.json", extra);
+        assert_ne!(refused.code, 0);
+        assert!(refused.stderr.contains(names), "{}", refused.stderr);
+        assert!(!dir.join("dana.bundle.json").exists());
+    }
+    // No token was issued for any of them.
+    let events = |action: &str| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            use vellum_archive::ports::AuditStore as _;
+            let url = format!("sqlite://{}", data.join("vellum.db").display());
+            let store = vellum_archive::sqlite::SqliteStore::open(&url).await.unwrap();
+            store
+                .audit_by_action(action, 0, 10_000)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(_, e)| (e.actor, e.subject))
+                .collect::<Vec<_>>()
+        })
+    };
+    assert!(events("device.enrollment").is_empty());
+
+    let made = bundle_for(
+        "dana",
+        &data.join("org.vkey"),
+        "dana.bundle.json",
+        &["--retention", "default"],
+    );
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    let recorded = events("device.enrollment");
+    assert_eq!(recorded.len(), 1);
+    assert_ne!(recorded[0].0, "local-admin", "audited as the administrator");
+    assert_eq!(recorded[0].1, "dana");
+    // The bundle is private, and is never overwritten.
+    let mode = std::fs::metadata(dir.join("dana.bundle.json"))
+        .unwrap()
+        .permissions();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+    let again = bundle_for("dana", &data.join("org.vkey"), "dana.bundle.json", &[]);
+    assert_ne!(again.code, 0);
+    assert_eq!(events("device.enrollment").len(), 1);
+
+    let enrolled = vellum(
+        dir,
+        &["capture", "enroll", "dana.bundle.json", "--dir", "device-dana"],
+        b"",
+    );
+    assert_eq!(enrolled.code, 0, "{}", enrolled.stderr);
+    let sent = vellum(
+        dir,
+        &[
+            "capture",
+            "send",
+            "--dir",
+            "device-dana",
+            message().to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(sent.code, 0, "{}", sent.stderr);
+    // The index key went nowhere near the gateway: no file of the deployment but
+    // offline/index.key holds it.
+    let index = std::fs::read_to_string(data.join("offline/index.key")).unwrap();
+    for file in files_under(&data) {
+        if file.ends_with("offline/index.key") || file.ends_with("offline/demo-device.bundle.json") {
+            continue;
+        }
+        assert!(
+            !contains(&std::fs::read(&file).unwrap(), index.trim()),
+            "the index key is in {}",
+            file.display()
+        );
+    }
+    gateway.stop();
 }
 
 /// The stored TOTP secret of `username`, read from the deployment's database.

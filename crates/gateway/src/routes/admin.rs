@@ -9,7 +9,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use vellum_archive::ports::{BlobStore, DeviceStore, NewAccount, Role, valid_username};
-use vellum_protocol::ids::{DeviceId, RecordId, UnixMillis};
+use vellum_protocol::ids::{Custodian, DeviceId, RecordId, RetentionClass, UnixMillis};
 
 use super::auth::{PeopleStore, audit};
 use super::json;
@@ -299,4 +299,87 @@ pub(super) async fn revoke_device<L: PeopleStore + DeviceStore, B: BlobStore>(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn default_retention() -> String {
+    "permanent".to_owned()
+}
+
+fn default_days() -> u64 {
+    7
+}
+
+/// What an enrollment token is for.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewEnrollment {
+    /// The custodian whose records the device will capture.
+    custodian: String,
+    /// The retention class the device archives under (default `permanent`).
+    #[serde(default = "default_retention")]
+    retention: String,
+    /// Days the token stays good: 1 to 90 (default 7).
+    #[serde(default = "default_days")]
+    days: u64,
+}
+
+/// A one-time enrollment token, shown once; the gateway keeps only its hash. The
+/// administrator's machine puts it in a bundle with the blind-index key, which never
+/// reaches the gateway.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Enrollment {
+    /// 32 random bytes, base64url: spent by the first `POST /v1/devices` that presents it.
+    token: String,
+    custodian: String,
+    retention: String,
+    /// Unix milliseconds after which the token is refused.
+    expires_at: u64,
+}
+
+/// `POST /v1/admin/enrollments`: a one-time enrollment token for a capture device of
+/// a custodian, bound to a retention class; audited as `device.enrollment`.
+#[utoipa::path(post, path = "/v1/admin/enrollments", tag = "admin", request_body = NewEnrollment,
+    security(("access_token" = [])), responses(
+    (status = 201, description = "Issued; the token is shown this once.", body = Enrollment),
+    (status = 400, description = "A bad custodian, retention class or number of days.", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Not an administrator.", body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn enroll<L: PeopleStore + DeviceStore, B: BlobStore>(
+    state: State<L, B>,
+    Extension(admin): Extension<Person>,
+    body: Result<Json<NewEnrollment>, JsonRejection>,
+) -> Result<(StatusCode, Json<Enrollment>), ApiError> {
+    let request = json(body)?;
+    let custodian =
+        Custodian::new(&request.custodian).map_err(|e| ApiError::BadRequest(format!("custodian: {e}")))?;
+    let retention = RetentionClass::new(&request.retention)
+        .map_err(|e| ApiError::BadRequest(format!("retention: {e}")))?;
+    if !(1..=90).contains(&request.days) {
+        return Err(ApiError::BadRequest("days: 1 to 90".into()));
+    }
+    let expires_at = UnixMillis(crate::now_ms() + request.days * 86_400_000);
+    let (token, hash) = crate::device::new_secret()?;
+    state
+        .archive()
+        .log_store()
+        .add_enrollment(&hash, &custodian, &retention, expires_at)
+        .await?;
+    let detail = serde_json::json!({ "expires_at": expires_at.0, "retention": retention.as_str() });
+    audit(
+        state.archive(),
+        &admin.id_text(),
+        "device.enrollment",
+        custodian.as_str(),
+        detail,
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Enrollment {
+            token,
+            custodian: custodian.as_str().to_owned(),
+            retention: retention.as_str().to_owned(),
+            expires_at: expires_at.0,
+        }),
+    ))
 }

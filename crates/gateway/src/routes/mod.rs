@@ -76,6 +76,7 @@ pub use records::RECORD_MEDIA_TYPE;
         keys::escrow_copies,
         keys::record_recovery,
         admin::revoke_device,
+        admin::enroll,
         records::capture,
         cases::search,
         cases::open,
@@ -216,6 +217,7 @@ where
             "/v1/admin/devices/{device_id}/revoke",
             post(admin::revoke_device::<L, B>),
         )
+        .route("/v1/admin/enrollments", post(admin::enroll::<L, B>))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready::<L, B>))
         .route("/v1/log/checkpoint", get(log::checkpoint::<L, B>))
@@ -324,6 +326,7 @@ pub const POLICIES: &[(&str, &str, Access)] = &[
     ("GET", "/v1/auth/oidc/start", Access::Public),
     ("GET", "/v1/auth/oidc/callback", Access::Public),
     ("POST", "/v1/admin/devices/{device_id}/revoke", ADMIN),
+    ("POST", "/v1/admin/enrollments", ADMIN),
     ("POST", "/v1/records/search", READERS),
     ("POST", "/v1/cases", AUDITOR),
     ("GET", "/v1/cases", READERS),
