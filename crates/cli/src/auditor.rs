@@ -37,7 +37,7 @@ fn fail(kind: Kind, e: impl std::fmt::Display) -> CliError {
 }
 
 /// Where the session is kept.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct SessionFile {
     /// The session file (mode 0600) that `login` writes and other commands use (by
     /// default `~/.config/vellum/session.json`, `approver-session.json` for `vellum
@@ -57,8 +57,17 @@ impl SessionFile {
     }
 
     /// The same file, as a records officer's session.
-    fn as_approver(&self) -> Self {
+    pub(crate) fn as_approver(&self) -> Self {
         Self::of(self.session.clone(), true)
+    }
+
+    /// The command that signs in to this session.
+    fn sign_in(&self) -> &'static str {
+        if self.approver {
+            "vellum approver login"
+        } else {
+            "vellum auditor login"
+        }
     }
 
     fn path(&self) -> Result<PathBuf, CliError> {
@@ -473,14 +482,15 @@ fn save(path: &Path, stored: &Stored) -> Result<(), CliError> {
 }
 
 /// Signs in with the stored session's refresh token, storing the next one.
-async fn resume(file: &SessionFile) -> Result<Session, CliError> {
+pub(crate) async fn resume(file: &SessionFile) -> Result<Session, CliError> {
     let path = file.path()?;
     if !path.exists() {
         return Err(fail(
             Kind::NotFound,
             format!(
-                "no session at {}: sign in with `vellum auditor login` first",
-                path.display()
+                "no session at {}: sign in with `{}` first",
+                path.display(),
+                file.sign_in()
             ),
         ));
     }
@@ -496,7 +506,10 @@ async fn resume(file: &SessionFile) -> Result<Session, CliError> {
         .map_err(|e| {
             fail(
                 e.kind(),
-                format!("{e} (the session may have ended: sign in again with `vellum auditor login`)"),
+                format!(
+                    "{e} (the session may have ended: sign in again with `{}`)",
+                    file.sign_in()
+                ),
             )
         })?;
     save(
@@ -1160,7 +1173,9 @@ fn open_package(dir: &Path, identity_files: &[PathBuf]) -> Result<(), CliError> 
 
 /// Prints and proves every audit event of case `case` (its steps, then its fetches).
 async fn trail(s: &Session, case: &str, key: &NoteVerifier) -> Result<(), CliError> {
-    case_path(case, "")?;
+    // The case names its people: each step's actor is shown with who made their
+    // account and who gave their role.
+    let people = s.call(Method::GET, &case_path(case, "")?, None).await?;
     let note = s.text("/v1/log/checkpoint").await?;
     let checkpoint = checkpoint::open(note.as_bytes(), key)
         .map_err(|e| fail(Kind::VerifyFailed, format!("the gateway's checkpoint: {e}")))?;
@@ -1213,7 +1228,7 @@ async fn trail(s: &Session, case: &str, key: &NoteVerifier) -> Result<(), CliErr
                     "leaf {leaf:>6}  {}  {:<13} by {}  [{mark}]  {}",
                     rfc3339(event.at.0),
                     shown(&event.action),
-                    shown(&event.actor),
+                    crate::case_view::who(&people, &event.actor),
                     shown(&event.detail)
                 );
             }

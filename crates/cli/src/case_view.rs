@@ -34,7 +34,7 @@ pub(crate) fn local_digest(case: &Value) -> Result<String, String> {
 
 /// An account id as a person: `ann (auditor; account made by root, role given by
 /// root)`, from the case's `people`.
-fn who(case: &Value, actor: &str) -> String {
+pub(crate) fn who(case: &Value, actor: &str) -> String {
     let person = &case["people"][actor];
     let Some(name) = person["username"].as_str() else {
         return format!("account {}", shown(actor));
@@ -202,24 +202,22 @@ pub(crate) fn render(case: &Value) -> String {
     out
 }
 
-/// One line of `vellum auditor case list`: the facts, then the reason.
+/// One line of `vellum auditor case list` and `vellum approver queue`: the facts (who
+/// asked, who made their account and gave their role), then the reason.
 pub(crate) fn list_line(case: &Value) -> String {
     let mut out = String::new();
     let opener = case["opened_by"].as_str().unwrap_or_default();
-    let name = case["people"][opener]["username"]
-        .as_str()
-        .map_or_else(|| shown(opener), shown);
     let hours = case["requested_hours"]
         .as_u64()
         .map(|h| format!("{h}h"))
         .unwrap_or_else(|| "-".into());
     let _ = write!(
         out,
-        "{}  {:<9}  {:<16} {:>5}  {}",
+        "{}  {:<9}  {:>5}  {}  {}",
         field(case, "id"),
         field(case, "state"),
-        name,
         hours,
+        who(case, opener),
         field(case, "reason")
     );
     out

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use vellum_protocol::seal::{self, Identity, Recipient, SealedBody, format_identity_file};
 
 use crate::admin_api::{Remote, Session};
+use crate::auditor::SessionFile;
 use crate::error::{CliError, Kind};
 use crate::files::{read_small, write_output};
 use crate::sealing::read_identities;
@@ -37,6 +38,79 @@ pub(crate) struct Login {
     recovery_code: Option<String>,
 }
 
+/// How a key command signs in: with the session `vellum auditor login` (or `vellum
+/// approver login`, for the records officer's commands) keeps, by default; or afresh
+/// with --gateway and --as.
+#[derive(Debug, Args)]
+pub(crate) struct KeysLogin {
+    /// Sign in afresh at this gateway (https://, or http:// to this machine) instead
+    /// of using the kept session.
+    #[arg(long, value_name = "URL", requires = "as_user")]
+    gateway: Option<String>,
+    /// The username to sign in as, with --gateway.
+    #[arg(long = "as", value_name = "NAME", requires = "gateway")]
+    as_user: Option<String>,
+    /// A file (mode 0600) holding the password, with --gateway; without it, one line
+    /// of standard input.
+    #[arg(long, value_name = "FILE", requires = "gateway")]
+    password_file: Option<PathBuf>,
+    /// A current TOTP code, with --gateway.
+    #[arg(
+        long,
+        value_name = "CODE",
+        conflicts_with = "recovery_code",
+        requires = "gateway"
+    )]
+    totp: Option<String>,
+    /// One of your recovery codes instead of a TOTP code, with --gateway.
+    #[arg(long, value_name = "CODE", requires = "gateway")]
+    recovery_code: Option<String>,
+    #[command(flatten)]
+    kept: SessionFile,
+}
+
+/// A signed-in session, and whether it is this command's own (signed out after it) or
+/// the kept one (left for the next command).
+struct Opened {
+    session: Session,
+    own: bool,
+}
+
+impl KeysLogin {
+    /// Signs in afresh, or resumes the kept session (a records officer's for
+    /// `approver`).
+    async fn open(&self, approver: bool) -> Result<Opened, CliError> {
+        let (Some(url), Some(username)) = (&self.gateway, &self.as_user) else {
+            let kept = if approver {
+                self.kept.as_approver()
+            } else {
+                self.kept.clone()
+            };
+            return Ok(Opened {
+                session: crate::auditor::resume(&kept).await?,
+                own: false,
+            });
+        };
+        let session = Session::open(&Remote {
+            url,
+            username,
+            password_file: self.password_file.as_deref(),
+            totp: self.totp.as_deref(),
+            recovery_code: self.recovery_code.as_deref(),
+        })
+        .await?;
+        Ok(Opened { session, own: true })
+    }
+}
+
+impl Opened {
+    async fn close(self) {
+        if self.own {
+            self.session.close().await;
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum KeysApiCommand {
     /// Register your personal recipient (the public half of --identity) with the gateway.
@@ -45,7 +119,7 @@ pub(crate) enum KeysApiCommand {
         #[arg(short = 'i', long = "identity", value_name = "FILE")]
         identity: PathBuf,
         #[command(flatten)]
-        login: Login,
+        login: KeysLogin,
     },
     /// Fetch your wrapped epoch identities and open them into --out (one identity file
     /// per epoch, mode 0600).
@@ -57,7 +131,7 @@ pub(crate) enum KeysApiCommand {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
         #[command(flatten)]
-        login: Login,
+        login: KeysLogin,
     },
     /// Wrap every epoch you hold to another auditor's registered recipient.
     Share {
@@ -73,7 +147,7 @@ pub(crate) enum KeysApiCommand {
         #[arg(long, value_name = "AGE1…")]
         recipient: String,
         #[command(flatten)]
-        login: Login,
+        login: KeysLogin,
     },
     /// Fetch the escrow copies of every epoch into --out (epoch-N.age), as the records
     /// officer who starts a recovery with the custodians. Audited.
@@ -82,7 +156,7 @@ pub(crate) enum KeysApiCommand {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
         #[command(flatten)]
-        login: Login,
+        login: KeysLogin,
     },
     /// Record at the gateway a recovery the custodians ran offline: the minute `vellum
     /// escrow recover` wrote, and why. It becomes an audit entry and a leaf of the log.
@@ -94,7 +168,7 @@ pub(crate) enum KeysApiCommand {
         #[arg(long, value_name = "TEXT")]
         reason: String,
         #[command(flatten)]
-        login: Login,
+        login: KeysLogin,
     },
 }
 
@@ -109,7 +183,7 @@ pub(crate) struct PublishArgs {
     #[arg(long, value_name = "DIR")]
     wraps: PathBuf,
     #[command(flatten)]
-    login: Login,
+    login: KeysLogin,
 }
 
 fn fail(kind: Kind, e: impl std::fmt::Display) -> CliError {
@@ -185,9 +259,13 @@ pub(crate) fn run(command: &KeysApiCommand) -> Result<(), CliError> {
             | KeysApiCommand::EscrowCopies { login, .. }
             | KeysApiCommand::RecordRecovery { login, .. } => login,
         };
-        let session = session(login).await?;
-        let done = keys_command(&session, command).await;
-        session.close().await;
+        let approver = matches!(
+            command,
+            KeysApiCommand::EscrowCopies { .. } | KeysApiCommand::RecordRecovery { .. }
+        );
+        let opened = login.open(approver).await?;
+        let done = keys_command(&opened.session, command).await;
+        opened.close().await;
         done
     })
 }
@@ -214,7 +292,8 @@ async fn keys_command(session: &Session, command: &KeysApiCommand) -> Result<(),
                     format!(
                         "the gateway holds no epoch copy for {}: no auditor has shared an epoch with you yet \
                          (another auditor runs `vellum keys share --to {} --recipient YOUR_RECIPIENT`)",
-                        login.as_user, login.as_user
+                        login.as_user.as_deref().unwrap_or("this account"),
+                        login.as_user.as_deref().unwrap_or("YOUR_USERNAME")
                     ),
                 ));
             }
@@ -371,9 +450,12 @@ pub(crate) fn publish(args: &PublishArgs) -> Result<(), CliError> {
     let count = wraps.len();
     let body = json!({ "note": note, "wraps": wraps }).to_string();
     runtime()?.block_on(async {
-        let session = session(&args.login).await?;
-        let done = session.call(Method::POST, "/v1/keys/keyring", Some(&body)).await;
-        session.close().await;
+        let opened = args.login.open(false).await?;
+        let done = opened
+            .session
+            .call(Method::POST, "/v1/keys/keyring", Some(&body))
+            .await;
+        opened.close().await;
         done
     })?;
     println!("published the keyring with {count} wrapped copies");

@@ -822,6 +822,9 @@ mod tests {
         let key = dir.path().join("jwt.key");
         std::fs::write(&key, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n").unwrap();
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let totp = dir.path().join("totp.key");
+        std::fs::write(&totp, "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA\n").unwrap();
+        std::fs::set_permissions(&totp, std::fs::Permissions::from_mode(0o600)).unwrap();
         let text = format!(
             "log_key_file = \"log.skey\"\norg_key = \"x\"\nkeyring_file = \"keyring.note\"\n\
              trusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\"]\n\
@@ -833,7 +836,7 @@ mod tests {
         (dir, loaded)
     }
 
-    const AUTH: &str = "[auth]\njwt_key_file = \"jwt.key\"\n";
+    const AUTH: &str = "[auth]\njwt_key_file = \"jwt.key\"\ntotp_key_file = \"totp.key\"\n";
     const OIDC: &str = "[oidc]\nissuer = \"https://idp.agency.example\"\nclient_id = \"vellum\"\n\
         redirect_uri = \"https://vellum.agency.example/v1/auth/oidc/callback\"\n\
         [oidc.roles]\n\"records-officers\" = \"approver\"\nauditors = \"auditor\"\n";
@@ -859,6 +862,10 @@ mod tests {
 
         for (bad, says) in [
             (OIDC.to_owned(), "needs an [auth]"),
+            (
+                "[auth]\njwt_key_file = \"jwt.key\"\n".to_owned(),
+                "totp_key_file is required",
+            ),
             (format!("{AUTH}password_memory_kib = 4096\n"), "below the minimum"),
             (format!("{AUTH}session_secs = 60\n"), "session_secs"),
             (
