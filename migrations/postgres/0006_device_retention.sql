@@ -15,3 +15,11 @@ CREATE TABLE device_retention (
 -- capture (audited then).
 INSERT INTO device_retention (device_id, retention)
 SELECT DISTINCT device_id, retention FROM record_index;
+
+-- The devices this migration bound, until the gateway records each binding as an audit
+-- event (`device.retention` by `migration`, a leaf of the log) at its next start.
+CREATE TABLE device_retention_unaudited (
+    device_id BYTEA NOT NULL PRIMARY KEY
+);
+INSERT INTO device_retention_unaudited (device_id)
+SELECT DISTINCT device_id FROM device_retention;

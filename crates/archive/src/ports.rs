@@ -461,6 +461,15 @@ pub trait DeviceStore: Send + Sync + 'static {
         classes: &[RetentionClass],
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// The devices an upgrade bound to the retention classes they had used, whose
+    /// binding is not yet an audit event: each with its classes.
+    fn unaudited_bindings(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(DeviceId, Vec<RetentionClass>)>, StoreError>> + Send;
+
+    /// Notes that the binding of `device_id` is now an audit event.
+    fn binding_audited(&self, device_id: &DeviceId) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Revokes a device at `at`; `false` if it is unknown or already revoked.
     fn revoke(
         &self,

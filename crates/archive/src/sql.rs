@@ -641,6 +641,50 @@ macro_rules! sql_store {
                 Ok(true)
             }
 
+            async fn unaudited_bindings(
+                &self,
+            ) -> Result<
+                Vec<(vellum_protocol::ids::DeviceId, Vec<vellum_protocol::ids::RetentionClass>)>,
+                $crate::error::StoreError,
+            > {
+                let err = |e| $crate::error::StoreError::backend("read unaudited device bindings", e);
+                let rows: Vec<(Vec<u8>, String)> = sqlx::query_as(
+                    "SELECT r.device_id, r.retention FROM device_retention r \
+                     JOIN device_retention_unaudited u ON u.device_id = r.device_id \
+                     ORDER BY r.device_id, r.retention",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(err)?;
+                let mut out: Vec<(vellum_protocol::ids::DeviceId, Vec<vellum_protocol::ids::RetentionClass>)> =
+                    Vec::new();
+                for (id, class) in rows {
+                    let bad = |e: &dyn std::fmt::Display| {
+                        $crate::error::StoreError::Integrity(format!("stored device binding: {e}"))
+                    };
+                    let id: [u8; 16] = id.as_slice().try_into().map_err(|_| bad(&"a device id is 16 bytes"))?;
+                    let id = vellum_protocol::ids::DeviceId::from_bytes(id).map_err(|e| bad(&e))?;
+                    let class = vellum_protocol::ids::RetentionClass::new(&class).map_err(|e| bad(&e))?;
+                    match out.last_mut() {
+                        Some((last, classes)) if *last == id => classes.push(class),
+                        _ => out.push((id, vec![class])),
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn binding_audited(
+                &self,
+                device_id: &vellum_protocol::ids::DeviceId,
+            ) -> Result<(), $crate::error::StoreError> {
+                sqlx::query("DELETE FROM device_retention_unaudited WHERE device_id = $1")
+                    .bind(device_id.as_bytes().as_slice())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| $crate::error::StoreError::backend("note an audited device binding", e))?;
+                Ok(())
+            }
+
             async fn rotate_credential(
                 &self,
                 device_id: &vellum_protocol::ids::DeviceId,

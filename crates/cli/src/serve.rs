@@ -438,6 +438,34 @@ async fn reseal_totp_secrets<L: AccountStore>(
     Ok(())
 }
 
+/// Records, as audit events (leaves of the log), the retention bindings an upgrade gave
+/// devices enrolled before bindings existed: `device.retention` by `migration`, each
+/// once (a start cut off between the event and its note finds the event and writes no
+/// second one).
+async fn audit_upgrade_bindings<L: LogStore + DeviceStore + AuditStore, B: BlobStore>(
+    archive: &Archive<L, B>,
+) -> Result<(), CliError> {
+    let store = archive.log_store();
+    for (device, classes) in store.unaudited_bindings().await.map_err(fail)? {
+        let subject = device.to_string();
+        let recorded = store
+            .audit_of(&subject, 0, 10_000)
+            .await
+            .map_err(fail)?
+            .iter()
+            .any(|(_, e)| e.action == "device.retention" && e.actor == "migration");
+        if !recorded {
+            let names: Vec<&str> = classes.iter().map(|c| c.as_str()).collect();
+            let detail = serde_json::json!({ "retention": names, "by": "migration" });
+            vellum_gateway::auth::admin::audit(archive, "migration", "device.retention", &subject, detail)
+                .await
+                .map_err(fail)?;
+        }
+        store.binding_audited(&device).await.map_err(fail)?;
+    }
+    Ok(())
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Tls {
@@ -768,6 +796,7 @@ where
     let epoch = keyring.statement().epoch;
     let people = people_settings(config, limits.queue_timeout)?;
     reseal_totp_secrets(archive.log_store(), people.auth.totp_keys()).await?;
+    audit_upgrade_bindings(&archive).await?;
     let proxies = vellum_gateway::server::TrustedProxies::parse(&config.trusted_proxies)
         .map_err(|e| fail(format!("trusted_proxies: {e}")))?;
     let mut gateway = Gateway::new(archive, keyring, people.auth)

@@ -2480,3 +2480,81 @@ fn totp_secrets_are_sealed_and_their_key_rotates() {
     assert_eq!(status, 200, "{text}");
     gateway.stop();
 }
+
+/// An upgrade binds each device enrolled before bindings existed to the retention
+/// classes it had used (migration 6), and the next start records each such binding as
+/// an audit event, a leaf of the log: `device.retention` by `migration`, once.
+#[test]
+fn an_upgrades_device_bindings_become_audit_events_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("vellum-data");
+    let port = free_port();
+    let gateway = Running::start(quickstart(&data, port), port, dir, "bindings");
+    let enrolled = vellum(
+        dir,
+        &[
+            "capture",
+            "enroll",
+            bundle(&data).to_str().unwrap(),
+            "--dir",
+            "device",
+        ],
+        b"",
+    );
+    assert_eq!(enrolled.code, 0, "{}", enrolled.stderr);
+    let sent = vellum(
+        dir,
+        &["capture", "send", "--dir", "device", message().to_str().unwrap()],
+        b"",
+    );
+    assert_eq!(sent.code, 0, "{}", sent.stderr);
+    gateway.stop();
+
+    // As the migration leaves a database whose devices had captured before it.
+    let db = rusqlite::Connection::open(data.join("vellum.db")).unwrap();
+    let marked = db
+        .execute(
+            "INSERT INTO device_retention_unaudited (device_id) SELECT device_id FROM devices",
+            [],
+        )
+        .unwrap();
+    assert_eq!(marked, 1);
+    drop(db);
+    let events = || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            use vellum_archive::ports::AuditStore as _;
+            let url = format!("sqlite://{}", data.join("vellum.db").display());
+            let store = vellum_archive::sqlite::SqliteStore::open(&url).await.unwrap();
+            store
+                .audit_by_action("device.retention", 0, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(_, e)| (e.actor, e.detail))
+                .collect::<Vec<_>>()
+        })
+    };
+    assert!(events().is_empty());
+    for round in ["bindings-again", "bindings-third"] {
+        Running::start(quickstart(&data, port), port, dir, round).stop();
+        let recorded = events();
+        assert_eq!(recorded.len(), 1, "{recorded:?}");
+        assert_eq!(recorded[0].0, "migration");
+        assert!(
+            recorded[0].1.contains("\"retention\":[\"default\"]"),
+            "{recorded:?}"
+        );
+    }
+    let db = rusqlite::Connection::open(data.join("vellum.db")).unwrap();
+    let left: i64 = db
+        .query_row("SELECT count(*) FROM device_retention_unaudited", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(left, 0);
+}

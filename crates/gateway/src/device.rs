@@ -191,6 +191,12 @@ mod tests {
             }
             Ok(Some(self.device.clone()))
         }
+        async fn unaudited_bindings(&self) -> Result<Vec<(DeviceId, Vec<RetentionClass>)>, StoreError> {
+            panic!("not used")
+        }
+        async fn binding_audited(&self, _: &DeviceId) -> Result<(), StoreError> {
+            panic!("not used")
+        }
         async fn rotate_credential(
             &self,
             _: &DeviceId,
