@@ -92,7 +92,8 @@ enum Command {
     /// sign out.
     #[command(subcommand)]
     Account(account::AccountCommand),
-    /// Account administration, on a deployment's database or through a running gateway.
+    /// Accounts and capture devices: enrollment bundles through a running gateway, accounts
+    /// there or on a deployment's database, device bindings on the database.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
     /// A new epoch identity, wrapped to the auditors and the escrow recipient, and its
