@@ -262,6 +262,14 @@ pub trait AuditStore: Send + Sync + 'static {
         from: u64,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<(u64, AuditEvent)>, StoreError>> + Send;
+
+    /// The newest event of `action` about `subject`, with its leaf index, however many
+    /// other events there are about it.
+    fn last_audit(
+        &self,
+        subject: &str,
+        action: &str,
+    ) -> impl Future<Output = Result<Option<(u64, AuditEvent)>, StoreError>> + Send;
 }
 
 /// One blob to store.
@@ -454,7 +462,8 @@ pub trait DeviceStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Binds a device to exactly these retention classes (at least one), replacing its
-    /// binding; `false` if the device is unknown.
+    /// binding (and an upgrade's binding not yet recorded, see
+    /// [`Self::unaudited_bindings`]); `false` if the device is unknown.
     fn bind_retention(
         &self,
         device_id: &DeviceId,

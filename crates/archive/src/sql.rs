@@ -622,11 +622,15 @@ macro_rules! sql_store {
                 if known.is_none() {
                     return Ok(false);
                 }
-                sqlx::query("DELETE FROM device_retention WHERE device_id = $1")
-                    .bind(device_id.as_bytes().as_slice())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err)?;
+                // A binding set now supersedes one an upgrade made and has not yet
+                // recorded: that one is not recorded as standing.
+                for table in ["device_retention", "device_retention_unaudited"] {
+                    sqlx::query(&format!("DELETE FROM {table} WHERE device_id = $1"))
+                        .bind(device_id.as_bytes().as_slice())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(err)?;
+                }
                 for class in classes {
                     sqlx::query(
                         "INSERT INTO device_retention (device_id, retention) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -794,6 +798,23 @@ macro_rules! sql_store {
                 limit: u32,
             ) -> Result<Vec<(u64, $crate::ports::AuditEvent)>, $crate::error::StoreError> {
                 select_audit(&self.pool, Some(("action", action)), from, i64::from(limit)).await
+            }
+
+            async fn last_audit(
+                &self,
+                subject: &str,
+                action: &str,
+            ) -> Result<Option<(u64, $crate::ports::AuditEvent)>, $crate::error::StoreError> {
+                let rows = sqlx::query(
+                    "SELECT leaf_index, at, actor, action, subject, detail FROM audit_events \
+                     WHERE subject = $1 AND action = $2 ORDER BY leaf_index DESC LIMIT 1",
+                )
+                .bind(subject)
+                .bind(action)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| $crate::error::StoreError::backend("read audit events", e))?;
+                Ok(read_audit(rows).await?.pop())
             }
         }
     };

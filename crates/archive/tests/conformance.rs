@@ -1376,6 +1376,35 @@ async fn search_pages_through_the_index(backend: impl Backend) {
     let by_action = log.audit_by_action(&audit_event(0).action, 0, 5).await.unwrap();
     assert_eq!(by_action.len(), 5);
     assert!(by_action.windows(2).all(|w| w[0].0 < w[1].0));
+    // The newest event of one action about one subject, among others about it.
+    use vellum_archive::ports::AuditEvent;
+    for (actor, action) in [
+        ("a", "login"),
+        ("a", "account.role"),
+        ("b", "account.role"),
+        ("c", "login"),
+    ] {
+        let event = AuditEvent {
+            actor: actor.into(),
+            action: action.into(),
+            subject: "an-account".into(),
+            ..audit_event(0)
+        };
+        archive.audit(event).await.unwrap();
+    }
+    let last = log
+        .last_audit("an-account", "account.role")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (last.1.actor.as_str(), last.1.action.as_str()),
+        ("b", "account.role")
+    );
+    assert_eq!(
+        log.last_audit("an-account", "account.create").await.unwrap(),
+        None
+    );
     archive.close().await;
 }
 

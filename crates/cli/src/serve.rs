@@ -449,11 +449,10 @@ async fn audit_upgrade_bindings<L: LogStore + DeviceStore + AuditStore, B: BlobS
     for (device, classes) in store.unaudited_bindings().await.map_err(fail)? {
         let subject = device.to_string();
         let recorded = store
-            .audit_of(&subject, 0, 10_000)
+            .last_audit(&subject, "device.retention")
             .await
             .map_err(fail)?
-            .iter()
-            .any(|(_, e)| e.action == "device.retention" && e.actor == "migration");
+            .is_some_and(|(_, e)| e.actor == "migration");
         if !recorded {
             let names: Vec<&str> = classes.iter().map(|c| c.as_str()).collect();
             let detail = serde_json::json!({ "retention": names, "by": "migration" });

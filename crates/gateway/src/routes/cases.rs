@@ -401,16 +401,12 @@ async fn person_view<L: CaseStore>(
             role_by: None,
         },
         Some(account) => {
-            let trail = store.audit_of(actor, 0, 1000).await?;
-            let by = |action: &str| {
-                trail
-                    .iter()
-                    .rev()
-                    .find(|(_, e)| e.action == action)
-                    .map(|(_, e)| e.actor.clone())
+            // The newest of each, however many sign-ins the account's trail holds.
+            let by = |action: &'static str| async move {
+                Ok::<_, ApiError>(store.last_audit(actor, action).await?.map(|(_, e)| e.actor))
             };
-            let created_by = by("account.create");
-            let role_by = by("account.role").or_else(|| created_by.clone());
+            let created_by = by("account.create").await?;
+            let role_by = by("account.role").await?.or_else(|| created_by.clone());
             PersonView {
                 username: account.username,
                 role: Some(account.role.as_str().to_owned()),
