@@ -65,6 +65,14 @@ fn password(file: Option<&Path>) -> Result<Zeroizing<String>, CliError> {
     Ok(Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned()))
 }
 
+/// The access token of a sign-in or refresh answer.
+fn access_token(tokens: &Value) -> Result<Zeroizing<String>, CliError> {
+    tokens["access_token"]
+        .as_str()
+        .map(|t| Zeroizing::new(t.to_owned()))
+        .ok_or_else(|| fail("the gateway sent no access token"))
+}
+
 /// The problem's detail, or the status, as an error of the right kind.
 fn refused(status: StatusCode, body: &str) -> CliError {
     let detail = serde_json::from_str::<Value>(body)
@@ -122,12 +130,7 @@ impl Session {
                 "this account must set up its second factor first: vellum account totp setup --gateway URL --as NAME",
             ));
         }
-        self.access = Zeroizing::new(
-            tokens["access_token"]
-                .as_str()
-                .ok_or_else(|| fail("the gateway sent no access token"))?
-                .to_owned(),
-        );
+        self.access = access_token(tokens)?;
         self.refresh = tokens["refresh_token"]
             .as_str()
             .map(|t| Zeroizing::new(t.to_owned()));
@@ -176,12 +179,7 @@ impl Session {
                 "this account has a second factor already (an administrator's `vellum admin user reset-mfa` removes a lost one)",
             ));
         }
-        session.access = Zeroizing::new(
-            tokens["access_token"]
-                .as_str()
-                .ok_or_else(|| fail("the gateway sent no access token"))?
-                .to_owned(),
-        );
+        session.access = access_token(&tokens)?;
         Ok(session)
     }
 
